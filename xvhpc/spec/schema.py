@@ -1,0 +1,183 @@
+"""The experiment spec: what a scientist writes. Pure data, no torch."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ..util import parse_walltime
+
+# One list of model names for both sides; models/zoo.py builds them.
+ARCHITECTURES = (
+    "googlenet",
+    "resnet18",
+    "resnet50",
+    "densenet121",
+    "mobilenet_v3_large",
+    "efficientnet_b0",
+)
+
+
+class Strict(BaseModel):
+    """Base: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=False)
+
+
+class SplitSpec(Strict):
+    validation: float = Field(0.2, gt=0, lt=1)
+    seed: int = 42
+    stratify: bool = True
+
+
+class CsvSpec(Strict):
+    """How to read a CSV manifest; paths are relative to the CSV file."""
+
+    path_column: str = "path"
+    label_column: str = "label"
+    group_column: str | None = None
+    # Where no path column exists: a pattern over columns, glob allowed, e.g. "images/{patientid}.*"
+    path_pattern: str | None = None
+    label_map: dict[str, str] = Field(default_factory=dict)
+
+
+class AugmentSpec(Strict):
+    """Offline augmentation of one class, training split only."""
+
+    copies: int | None = Field(None, ge=0, le=1000)
+    target_count: int | None = Field(None, ge=1)
+    hflip: bool = False
+    vflip: bool = False
+    rotate: list[int] = Field(default_factory=list)
+    blur: float = Field(0.0, ge=0, le=20)
+    sharpen: bool = False
+    noise: float = Field(0.0, ge=0, le=128)
+    brightness: float = Field(0.0, ge=0, le=1)
+    contrast: float = Field(0.0, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _one_amount(self) -> AugmentSpec:
+        if self.copies is None and self.target_count is None:
+            raise ValueError("give copies or target_count")
+        if self.copies is not None and self.target_count is not None:
+            raise ValueError("give copies or target_count, not both")
+        return self
+
+
+class DataSpec(Strict):
+    source: str
+    format: Literal["auto", "folders", "csv"] = "auto"
+    csv: CsvSpec = Field(default_factory=CsvSpec)
+    image_size: int = Field(224, ge=8, le=4096)
+    channels: Literal[1, 3] = 3
+    resize: Literal["squash", "letterbox", "center_crop", "tile"] = "letterbox"
+    tile_grid: int = Field(2, ge=1, le=8)
+    split: SplitSpec = Field(default_factory=SplitSpec)
+    shards: int = Field(1, ge=1, le=10000)
+    augment: dict[str, AugmentSpec] = Field(default_factory=dict)
+    max_bad_fraction: float = Field(0.05, ge=0, le=1)
+    max_image_pixels: int = Field(200_000_000, ge=1)
+    dicom_frames: Literal["first", "all"] = "first"
+    compression: Literal["none", "gzip", "lzf"] = "none"
+    leaks: Literal["report", "drop"] = "report"
+    workers: int = Field(0, ge=0, le=512)
+
+
+class ModelSpec(Strict):
+    arch: Literal[ARCHITECTURES] = "googlenet"  # type: ignore[valid-type]
+    pretrained: str = "imagenet"  # imagenet | none | a path to a state dict
+    import_: str | None = Field(None, alias="import")
+    freeze_backbone: bool = False
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @field_validator("import_")
+    @classmethod
+    def _import_form(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[\w.]+:[\w]+", value):
+            raise ValueError("expected 'package.module:factory'")
+        return value
+
+
+class TrainSpec(Strict):
+    max_iterations: int | None = Field(None, ge=1)
+    epochs: int | None = Field(None, ge=1)
+    batch_size: int = Field(32, ge=1, le=65536)
+    learning_rate: float = Field(0.001, gt=0, le=10)
+    scale_lr: bool = False
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(0.0005, ge=0, le=1)
+    schedule: Literal["cosine", "step", "constant"] = "cosine"
+    warmup_iterations: int = Field(0, ge=0)
+    step_size: int = Field(1000, ge=1)
+    gamma: float = Field(0.1, gt=0, le=1)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    grad_clip: float | None = Field(None, gt=0)
+    amp: bool = True
+    seed: int = 0
+    class_weights: Literal["none", "auto"] = "none"
+    balanced_sampling: bool = False
+    checkpoint_every: int = Field(200, ge=1)
+    log_every: int = Field(10, ge=1)
+    val_every: int = Field(200, ge=1)
+    workers: int = Field(2, ge=0, le=64)
+    backend: Literal["ddp", "horovod"] = "ddp"
+    max_requeues: int = Field(3, ge=0, le=100)
+
+    @model_validator(mode="after")
+    def _length(self) -> TrainSpec:
+        if self.max_iterations is None and self.epochs is None:
+            self.max_iterations = 1000
+        return self
+
+
+class EvaluateSpec(Strict):
+    rank_by: Literal["accuracy", "balanced_accuracy", "macro_f1", "roc_auc"] = "accuracy"
+    heatmap_samples: int = Field(8, ge=0, le=256)
+
+
+class ResourcesSpec(Strict):
+    nodes: int = Field(1, ge=1, le=100000)
+    gpus_per_node: int = Field(0, ge=0, le=64)
+    processes_per_node: int | None = Field(None, ge=1, le=256)  # CPU-only runs
+    cpus_per_task: int | None = Field(None, ge=1, le=1024)
+    walltime: str = "01:00:00"
+    ingest_walltime: str = "00:30:00"
+    queue: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$")
+    account: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$")
+
+    @field_validator("walltime", "ingest_walltime")
+    @classmethod
+    def _walltime(cls, value: str) -> str:
+        parse_walltime(value)
+        return value
+
+
+class SweepSpec(Strict):
+    method: Literal["grid", "random"] = "grid"
+    parameters: dict[str, list[Any]] = Field(default_factory=dict)
+    samples: int = Field(4, ge=1, le=10000)
+    seed: int = 0
+    max_concurrent: int = Field(4, ge=1, le=10000)
+
+
+class DeploySpec(Strict):
+    threshold: float = Field(0.0, ge=0, le=1)
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    max_upload_mb: float = Field(32, gt=0)
+    export: list[Literal["torchscript", "onnx"]] = Field(default_factory=lambda: ["torchscript"])
+
+
+class ExperimentSpec(Strict):
+    name: str = Field(min_length=1, max_length=200)
+    data: DataSpec
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    train: TrainSpec = Field(default_factory=TrainSpec)
+    evaluate: EvaluateSpec = Field(default_factory=EvaluateSpec)
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    sweep: SweepSpec | None = None
+    deploy: DeploySpec = Field(default_factory=DeploySpec)

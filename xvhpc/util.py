@@ -1,0 +1,85 @@
+"""Small helpers shared by both sides: atomic writes, JSON I/O, durations."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it over ``path`` only on success."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, target)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str, mode: int | None = None) -> None:
+    """Write ``text`` to ``path`` through a temp file and rename."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+        if mode is not None:
+            tmp.chmod(mode)
+
+
+def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:
+    """Write ``data`` as indented, key-sorted JSON, atomically."""
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def read_json(path: str | os.PathLike[str], default: Any = None) -> Any:
+    """Read JSON from ``path``; return ``default`` when the file does not exist."""
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        return default
+
+
+def sha256_file(path: str | os.PathLike[str], block: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+_WALLTIME = re.compile(r"^(?:(\d+)-)?(\d+):(\d{2})(?::(\d{2}))?$")
+
+
+def parse_walltime(text: str) -> int:
+    """``[D-]HH:MM[:SS]`` → seconds. Raises ValueError with the accepted forms."""
+    match = _WALLTIME.match(str(text).strip())
+    if not match:
+        raise ValueError(f"walltime {text!r} is not [D-]HH:MM[:SS] (e.g. '02:00:00' or '1-12:00')")
+    days, hours, minutes, seconds = (int(g) if g else 0 for g in match.groups())
+    if minutes > 59 or seconds > 59:
+        raise ValueError(f"walltime {text!r}: minutes and seconds must be below 60")
+    return ((days * 24 + hours) * 60 + minutes) * 60 + seconds
+
+
+def format_hms(seconds: int) -> str:
+    """Seconds → ``HH:MM:SS`` (hours may exceed 24)."""
+    hours, rest = divmod(int(seconds), 3600)
+    return f"{hours:02d}:{rest // 60:02d}:{rest % 60:02d}"
+
+
+def safe_label(text: str, limit: int = 48) -> str:
+    """A scheduler-safe label (job names): letters, digits, ``_.-`` only."""
+    cleaned = re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_.-") or "job"
+    return cleaned[:limit]
