@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ..spec import LoadedSpec, SiteConfig, point_spec, spec_hash, sweep_points
@@ -49,6 +50,7 @@ class Plan:
     queue: str | None = None
     account: str | None = None
     max_requeues: int = 3
+    data_source: str = ""
     steps: list[Step] = field(default_factory=list)
 
     def step(self, name: str) -> Step:
@@ -93,6 +95,7 @@ def build_plan(loaded: LoadedSpec, site: SiteConfig, run_dir: str) -> Plan:
         queue=res.queue or site.default_queue,
         account=res.account or site.default_account,
         max_requeues=spec.train.max_requeues,
+        data_source=str(Path(spec.data.source).expanduser().resolve()),
     )
     shards = spec.data.shards
     if local:

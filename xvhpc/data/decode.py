@@ -1,0 +1,209 @@
+"""Decode JPEG/PNG/BMP/TIFF/DICOM into uint8 arrays, cheaply and defensively.
+
+One decode path serves ingest, evaluate and serve. Every failure is a ``BadImage`` with a
+reason a person can act on; nothing else escapes for bad input.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+Image.MAX_IMAGE_PIXELS = None  # xvhpc checks the pixel count itself, from the header
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+class BadImage(Exception):
+    """An input that cannot become a training image; ``str()`` is the reason."""
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    size: int = 224  # the side the image will be resized to (reduced decode aims at it)
+    channels: int = 3
+    max_pixels: int = 200_000_000
+    dicom_frames: str = "first"  # or "all"
+
+
+def sniff(head: bytes) -> str | None:
+    """Format from magic bytes: jpeg, png, bmp, tiff, gif, dicom, or None."""
+    if head[:3] == b"\xff\xd8\xff":
+        return "jpeg"
+    if head[:8] == b"\x89PNG\r\n\x1a\n":
+        return "png"
+    if head[:2] == b"BM":
+        return "bmp"
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        return "tiff"
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return "gif"
+    if len(head) >= 132 and head[128:132] == b"DICM":
+        return "dicom"
+    return None
+
+
+def _read(source: str | os.PathLike[str] | bytes) -> bytes:
+    if isinstance(source, bytes):
+        return source
+    try:
+        data = Path(source).read_bytes()
+    except PermissionError:
+        raise BadImage("unreadable: permission denied") from None
+    except IsADirectoryError:
+        raise BadImage("is a directory") from None
+    except OSError as exc:
+        raise BadImage(f"unreadable: {exc.strerror or exc}") from None
+    return data
+
+
+def to_uint8(array: np.ndarray, robust: bool = True) -> np.ndarray:
+    """Scale any numeric array to uint8 (percentile 0.5–99.5 when ``robust``)."""
+    if array.dtype == np.uint8:
+        return array
+    values = array.astype(np.float32)
+    if robust:
+        low, high = np.percentile(values, [0.5, 99.5])
+    else:
+        low, high = float(values.min()), float(values.max())
+    if high <= low:
+        high = low + 1.0
+    return np.clip((values - low) * (255.0 / (high - low)), 0, 255).astype(np.uint8)
+
+
+def _channels(array: np.ndarray, channels: int) -> np.ndarray:
+    """HxW or HxWxC → HxWx``channels``."""
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.shape[2] == 4:  # drop alpha
+        array = array[:, :, :3]
+    if array.shape[2] == 2:  # LA
+        array = array[:, :, :1]
+    if channels == 1 and array.shape[2] == 3:
+        weights = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+        array = (array.astype(np.float32) @ weights).round().clip(0, 255).astype(np.uint8)[:, :, None]
+    elif channels == 3 and array.shape[2] == 1:
+        array = np.repeat(array, 3, axis=2)
+    return np.ascontiguousarray(array)
+
+
+def _decode_pil(data: bytes, kind: str, opts: DecodeOptions) -> list[np.ndarray]:
+    try:
+        image = Image.open(io.BytesIO(data))
+        width, height = image.size
+        if width * height > opts.max_pixels:
+            raise BadImage(
+                f"decompression bomb guard: {width}x{height} = {width * height:,} pixels "
+                f"> data.max_image_pixels {opts.max_pixels:,}"
+            )
+        if kind == "jpeg":
+            # reduced-scale DCT decode: never a full-size decode to make a small image
+            image.draft("L" if opts.channels == 1 else "RGB", (opts.size, opts.size))
+        image.load()
+        image = ImageOps.exif_transpose(image)
+    except BadImage:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
+        text = str(exc)
+        if "truncated" in text or isinstance(exc, EOFError):
+            raise BadImage(f"truncated {kind.upper()}: {text}") from None
+        raise BadImage(f"corrupt {kind.upper()}: {text or type(exc).__name__}") from None
+    mode = image.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        array = to_uint8(np.asarray(image), robust=False)
+    elif mode in ("L", "RGB"):
+        array = np.asarray(image)
+    elif mode in ("LA", "RGBA", "P", "PA", "CMYK", "YCbCr", "1"):
+        array = np.asarray(image.convert("L" if mode in ("LA", "1") else "RGB"))
+    else:
+        array = np.asarray(image.convert("RGB"))
+    return [_channels(array, opts.channels)]
+
+
+_DICOM_HINT = {
+    "jpeg-ls": "pip install pylibjpeg pylibjpeg-libjpeg (or python-gdcm)",
+    "jpeg 2000": "pip install pylibjpeg pylibjpeg-openjpeg (or python-gdcm)",
+    "jpeg": "pip install pylibjpeg pylibjpeg-libjpeg (or python-gdcm)",
+    "rle": "pip install pylibjpeg pylibjpeg-rle",
+    "deflate": "pip install python-gdcm",
+}
+
+
+def _decode_dicom(data: bytes, opts: DecodeOptions, force: bool) -> list[np.ndarray]:
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut, convert_color_space
+
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data), force=force)
+    except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise BadImage(f"corrupt DICOM: {exc}") from None
+    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        raise BadImage("DICOM without pixel data")
+    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    if rows * cols > opts.max_pixels:
+        raise BadImage(f"decompression bomb guard: {cols}x{rows} > data.max_image_pixels {opts.max_pixels:,}")
+    try:
+        pixels = ds.pixel_array
+    except Exception as exc:  # pydicom raises several types for missing decoders
+        uid = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+        name = getattr(uid, "name", str(uid or "unknown"))
+        text = f"{exc}"
+        lowered = f"{name} {text}".lower()
+        if any(w in lowered for w in ("decoder", "plugin", "handler", "not supported", "unable to decode", "no pixel data handler", "install")):
+            hint = next((v for k, v in _DICOM_HINT.items() if k in lowered), "pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg python-gdcm")
+            raise BadImage(f"DICOM transfer syntax {name} needs an extra decoder: {hint}") from None
+        raise BadImage(f"DICOM pixel data unreadable ({name}): {text.splitlines()[0] if text else type(exc).__name__}") from None
+    frames_count = int(ds.get("NumberOfFrames", 1) or 1)
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    frames = pixels if frames_count > 1 else pixels[None]
+    if opts.dicom_frames == "first":
+        frames = frames[:1]
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
+    out = []
+    for frame in frames:
+        if samples == 1:
+            values = apply_modality_lut(frame, ds)
+            try:
+                values = apply_voi_lut(values, ds, prefer_lut=True)
+            except Exception:  # a broken VOI LUT must not lose the image
+                pass
+            image = to_uint8(np.asarray(values), robust=True)
+            if photometric == "MONOCHROME1":
+                image = 255 - image
+        else:
+            rgb = frame
+            if photometric.startswith("YBR"):
+                try:
+                    rgb = convert_color_space(frame, photometric, "RGB")
+                except Exception:
+                    rgb = frame
+            image = to_uint8(np.asarray(rgb), robust=False)
+        out.append(_channels(image, opts.channels))
+    return out
+
+
+def decode(source: str | os.PathLike[str] | bytes, opts: DecodeOptions, name: str = "") -> list[np.ndarray]:
+    """Decode one file (path or bytes) into one or more HxWxC uint8 frames."""
+    data = _read(source)
+    if not data:
+        raise BadImage("zero-byte file")
+    kind = sniff(data[:132])
+    suffix = Path(name or (str(source) if not isinstance(source, bytes) else "")).suffix.lower()
+    if kind == "dicom":
+        return _decode_dicom(data, opts, force=False)
+    if kind is None and suffix in (".dcm", ".dicom"):
+        return _decode_dicom(data, opts, force=True)  # DICOM without the 128-byte preamble
+    if kind is None:
+        return _decode_unknown(suffix)
+    return _decode_pil(data, kind, opts)
+
+
+def _decode_unknown(suffix: str) -> list[np.ndarray]:
+    if suffix in (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"):
+        raise BadImage(f"not a {suffix[1:].upper()}: content does not match the extension")
+    raise BadImage(f"unsupported or non-image file{f' ({suffix})' if suffix else ''}")

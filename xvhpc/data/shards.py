@@ -1,0 +1,135 @@
+"""HDF5 shards: write one atomically, read them back. One image per chunk."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from ..util import atomic_path, sha256_file, write_json_atomic
+
+SPLITS = {"train": 0, "val": 1}
+
+
+@dataclass
+class Record:
+    image: np.ndarray
+    label: int
+    split: str
+    source: str
+    ops: str = ""  # "" for an original, else the augmentation ops (JSON)
+
+
+@dataclass
+class ShardStats:
+    index: int
+    count: int = 0
+    per_split_class: dict[str, dict[str, int]] = field(default_factory=dict)
+    original_per_split_class: dict[str, dict[str, int]] = field(default_factory=dict)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    inputs: int = 0
+    hashes: dict[str, list[str]] = field(default_factory=lambda: {"train": [], "val": []})
+
+
+def shard_name(index: int) -> str:
+    return f"shard-{index:05d}.h5"
+
+
+def content_hash(image: np.ndarray) -> str:
+    return hashlib.sha1(image.tobytes()).hexdigest()
+
+
+class ShardWriter:
+    """Appends records to a temp HDF5 file; ``close()`` renames it into place."""
+
+    def __init__(self, path: Path, size: int, channels: int, compression: str, batch: int = 128):
+        self.path = path
+        self._ctx = atomic_path(path)
+        self._tmp = self._ctx.__enter__()
+        self._file = h5py.File(self._tmp, "w", libver="latest", track_order=False)
+        comp = None if compression == "none" else compression
+        shape = (0, size, size, channels)
+        self.images = self._file.create_dataset(
+            "images", shape=shape, maxshape=(None, size, size, channels), dtype="uint8",
+            chunks=(1, size, size, channels), compression=comp, track_times=False,
+        )
+        text = h5py.string_dtype()
+        self.labels = self._file.create_dataset("labels", (0,), maxshape=(None,), dtype="int16", chunks=(4096,), track_times=False)
+        self.split = self._file.create_dataset("split", (0,), maxshape=(None,), dtype="uint8", chunks=(4096,), track_times=False)
+        self.source = self._file.create_dataset("source", (0,), maxshape=(None,), dtype=text, chunks=(1024,), track_times=False)
+        self.ops = self._file.create_dataset("ops", (0,), maxshape=(None,), dtype=text, chunks=(1024,), track_times=False)
+        self._pending: list[Record] = []
+        self._batch = batch
+        self.count = 0
+
+    def add(self, record: Record) -> None:
+        self._pending.append(record)
+        if len(self._pending) >= self._batch:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        n, start = len(self._pending), self.count
+        for ds in (self.images, self.labels, self.split, self.source, self.ops):
+            ds.resize(start + n, axis=0)
+        self.images[start : start + n] = np.stack([r.image for r in self._pending])
+        self.labels[start : start + n] = [r.label for r in self._pending]
+        self.split[start : start + n] = [SPLITS[r.split] for r in self._pending]
+        self.source[start : start + n] = [r.source for r in self._pending]
+        self.ops[start : start + n] = [r.ops for r in self._pending]
+        self.count += n
+        self._pending.clear()
+
+    def close(self, attrs: dict[str, str]) -> None:
+        self._flush()
+        for key, value in sorted(attrs.items()):
+            self._file.attrs[key] = value
+        self._file.close()
+        self._ctx.__exit__(None, None, None)
+
+    def abort(self) -> None:
+        self._file.close()
+        self._ctx.__exit__(RuntimeError, RuntimeError("aborted"), None)
+
+
+def finish_shard(shard_dir: Path, stats: ShardStats) -> dict:
+    """Write the shard's sidecar JSON (after the .h5 is in place): what a resume checks."""
+    h5 = shard_dir / shard_name(stats.index)
+    info = {
+        "index": stats.index,
+        "file": h5.name,
+        "count": stats.count,
+        "bytes": h5.stat().st_size,
+        "sha256": sha256_file(h5),
+        "inputs": stats.inputs,
+        "per_split_class": stats.per_split_class,
+        "original_per_split_class": stats.original_per_split_class,
+        "skipped": stats.skipped,
+        "hashes": stats.hashes,
+    }
+    write_json_atomic(h5.with_suffix(".json"), info)
+    return info
+
+
+def shard_complete(shard_dir: Path, index: int) -> dict | None:
+    """The sidecar of a finished shard whose file is intact, else None."""
+    h5 = shard_dir / shard_name(index)
+    side = h5.with_suffix(".json")
+    if not (h5.is_file() and side.is_file()):
+        return None
+    try:
+        info = json.loads(side.read_text())
+    except json.JSONDecodeError:
+        return None
+    return info if info.get("bytes") == h5.stat().st_size else None
+
+
+def clean_stale(shard_dir: Path, index: int) -> None:
+    """Remove temp files a killed writer left behind."""
+    for tmp in shard_dir.glob(f".{shard_name(index)}.*.tmp"):
+        tmp.unlink(missing_ok=True)

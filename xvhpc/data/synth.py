@@ -1,0 +1,98 @@
+"""A synthetic chest-X-ray-like dataset a small model can learn: JPEG, PNG and DICOM.
+
+Each class draws a distinct pattern inside two lung fields: normal (clear), covid19
+(bilateral diffuse blobs), bacterial (one dense lobar patch), viral (streaky lines).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+CLASSES = ("bacterial", "covid19", "normal", "viral")
+
+
+def xray(label: str, size: int, rng: np.random.Generator) -> np.ndarray:
+    """One grayscale image (size×size uint8)."""
+    img = Image.new("L", (size, size), 20)
+    d = ImageDraw.Draw(img)
+    s = size
+    d.ellipse([0.05 * s, 0.0, 0.95 * s, 1.1 * s], fill=70)  # body
+    lungs = [(0.15 * s, 0.15 * s, 0.47 * s, 0.85 * s), (0.53 * s, 0.15 * s, 0.85 * s, 0.85 * s)]
+    for box in lungs:
+        d.ellipse(box, fill=30)
+    d.rectangle([0.47 * s, 0.1 * s, 0.53 * s, 0.9 * s], fill=150)  # spine
+    if label == "covid19":
+        for box in lungs:
+            for _ in range(6):
+                x = rng.uniform(box[0], box[2])
+                y = rng.uniform(box[1] + 0.2 * s, box[3])
+                r = rng.uniform(0.04, 0.08) * s
+                d.ellipse([x - r, y - r, x + r, y + r], fill=int(rng.uniform(90, 130)))
+    elif label == "bacterial":
+        box = lungs[int(rng.integers(2))]
+        y = rng.uniform(box[1] + 0.3 * s, box[3] - 0.15 * s)
+        d.ellipse([box[0] + 0.02 * s, y - 0.12 * s, box[2] - 0.02 * s, y + 0.12 * s], fill=190)
+    elif label == "viral":
+        for box in lungs:
+            for _ in range(5):
+                x0 = rng.uniform(box[0], box[2])
+                d.line([x0, box[1] + 0.1 * s, x0 + rng.uniform(-0.1, 0.1) * s, box[3] - 0.1 * s], fill=140, width=max(1, s // 64))
+    img = img.filter(ImageFilter.GaussianBlur(s / 128))
+    arr = np.asarray(img, dtype=np.float32) + rng.normal(0, 6, (s, s))
+    return np.clip(arr, 0, 255).astype(np.uint8)
+
+
+def write_dicom(path: Path, pixels: np.ndarray) -> None:
+    """A minimal valid MONOCHROME2 DICOM (explicit VR little endian)."""
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = "DX"
+    ds.PatientID = path.stem
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = 16
+    ds.BitsStored = 12
+    ds.HighBit = 11
+    ds.PixelRepresentation = 0
+    ds.RescaleSlope = 1
+    ds.RescaleIntercept = 0
+    ds.PixelData = (pixels.astype(np.uint16) * 16).tobytes()
+    ds.save_as(str(path), enforce_file_format=True)
+
+
+def make_dataset(out: str | Path, per_class: int = 40, size: int = 256, seed: int = 0) -> Path:
+    """Write ``per_class`` images per class under ``out/<class>/``; every 5th is PNG, every 7th DICOM."""
+    out = Path(out)
+    rng = np.random.default_rng(seed)
+    for label in CLASSES:
+        folder = out / label
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            pixels = xray(label, size, rng)
+            stem = folder / f"{label}-{i:04d}"
+            if i % 7 == 3:
+                write_dicom(stem.with_suffix(".dcm"), pixels)
+            elif i % 5 == 1:
+                Image.fromarray(pixels).save(stem.with_suffix(".png"))
+            else:
+                Image.fromarray(pixels).save(stem.with_suffix(".jpg"), quality=90)
+    return out
+
+
+def main(args: argparse.Namespace) -> int:
+    path = make_dataset(args.out, args.per_class, args.size, args.seed)
+    print(f"wrote {args.per_class * len(CLASSES)} images in {len(CLASSES)} classes to {path}")
+    return 0

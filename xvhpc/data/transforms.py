@@ -1,0 +1,93 @@
+"""Resize to the model input and offline augmentation, on HxWxC uint8 arrays."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image, ImageEnhance, ImageFilter
+
+from ..spec.schema import AugmentSpec
+
+
+def _pil(array: np.ndarray) -> Image.Image:
+    return Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)
+
+
+def _array(image: Image.Image, channels: int) -> np.ndarray:
+    out = np.asarray(image)
+    if out.ndim == 2:
+        out = out[:, :, None]
+    return np.ascontiguousarray(out[:, :, :channels])
+
+
+def resize(array: np.ndarray, size: int, mode: str, tile_grid: int = 2) -> list[np.ndarray]:
+    """squash | letterbox | center_crop | tile → size×size image(s)."""
+    channels = array.shape[2]
+    image = _pil(array)
+    width, height = image.size
+    if mode == "squash":
+        return [_array(image.resize((size, size), Image.BILINEAR, reducing_gap=3.0), channels)]
+    if mode == "letterbox":
+        scale = size / max(width, height)
+        new = (max(1, round(width * scale)), max(1, round(height * scale)))
+        resized = image.resize(new, Image.BILINEAR, reducing_gap=3.0)
+        canvas = Image.new(image.mode, (size, size), 0)
+        canvas.paste(resized, ((size - new[0]) // 2, (size - new[1]) // 2))
+        return [_array(canvas, channels)]
+    if mode == "center_crop":
+        side = min(width, height)
+        left, top = (width - side) // 2, (height - side) // 2
+        crop = image.crop((left, top, left + side, top + side))
+        return [_array(crop.resize((size, size), Image.BILINEAR, reducing_gap=3.0), channels)]
+    if mode == "tile":
+        out = []
+        for row in range(tile_grid):
+            for col in range(tile_grid):
+                box = (
+                    col * width // tile_grid,
+                    row * height // tile_grid,
+                    (col + 1) * width // tile_grid,
+                    (row + 1) * height // tile_grid,
+                )
+                out.append(_array(image.crop(box).resize((size, size), Image.BILINEAR), channels))
+        return out
+    raise ValueError(f"unknown resize mode {mode!r} (valid: squash, letterbox, center_crop, tile)")
+
+
+def augment(array: np.ndarray, spec: AugmentSpec, rng: np.random.Generator) -> tuple[np.ndarray, list[str]]:
+    """One augmented copy and the ops applied (random choices drawn from ``rng``)."""
+    channels = array.shape[2]
+    image = _pil(array)
+    ops: list[str] = []
+    if spec.hflip and rng.random() < 0.5:
+        image, _ = image.transpose(Image.FLIP_LEFT_RIGHT), ops.append("hflip")
+    if spec.vflip and rng.random() < 0.5:
+        image, _ = image.transpose(Image.FLIP_TOP_BOTTOM), ops.append("vflip")
+    if spec.rotate:
+        angle = int(rng.choice(spec.rotate))
+        exact = {90: Image.ROTATE_90, 180: Image.ROTATE_180, 270: Image.ROTATE_270}
+        if angle % 360 in exact:
+            image = image.transpose(exact[angle % 360])
+        elif angle % 360:
+            image = image.rotate(angle, resample=Image.BILINEAR)
+        ops.append(f"rotate{angle}")
+    if spec.blur > 0 and rng.random() < 0.5:
+        radius = float(rng.uniform(0.1, spec.blur))
+        image = image.filter(ImageFilter.GaussianBlur(radius))
+        ops.append(f"blur{radius:.2f}")
+    if spec.sharpen and rng.random() < 0.5:
+        image = image.filter(ImageFilter.SHARPEN)
+        ops.append("sharpen")
+    if spec.brightness > 0:
+        factor = float(rng.uniform(1 - spec.brightness, 1 + spec.brightness))
+        image = ImageEnhance.Brightness(image).enhance(factor)
+        ops.append(f"brightness{factor:.2f}")
+    if spec.contrast > 0:
+        factor = float(rng.uniform(1 - spec.contrast, 1 + spec.contrast))
+        image = ImageEnhance.Contrast(image).enhance(factor)
+        ops.append(f"contrast{factor:.2f}")
+    out = _array(image, channels)
+    if spec.noise > 0:
+        noisy = out.astype(np.float32) + rng.normal(0, spec.noise, out.shape).astype(np.float32)
+        out = np.clip(noisy, 0, 255).astype(np.uint8)
+        ops.append(f"noise{spec.noise:g}")
+    return out, ops

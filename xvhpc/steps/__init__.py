@@ -1,0 +1,1 @@
+"""Compute-node steps: thin entry points called by the job scripts."""

@@ -1,0 +1,242 @@
+"""``xvhpc ingest``: labelled images → resized, split, augmented HDF5 shards, then a manifest.
+
+Each shard is independent (an array task on a cluster, or a loop here); every task lists and
+splits the whole source the same way, so shards agree without talking to each other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import zlib
+from collections import defaultdict
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..data.catalog import Catalog, CatalogError, Sample, build_catalog
+from ..data.decode import BadImage, DecodeOptions, decode
+from ..data.shards import (
+    Record,
+    ShardStats,
+    ShardWriter,
+    clean_stale,
+    content_hash,
+    finish_shard,
+    shard_complete,
+    shard_name,
+)
+from ..data.transforms import augment, resize
+from ..spec.schema import DataSpec
+from ..util import write_json_atomic
+from .common import RunDir, progress, setup_logging
+
+
+@dataclass(frozen=True)
+class Job:
+    sample: Sample
+    label: int
+    data: DataSpec
+
+
+def process_sample(job: Job) -> tuple[list[Record], str | None]:
+    """Decode, resize and augment one file; (records, None) or ([], reason)."""
+    data = job.data
+    opts = DecodeOptions(data.image_size, data.channels, data.max_image_pixels, data.dicom_frames)
+    try:
+        frames = decode(job.sample.path, opts, name=job.sample.rel)
+    except BadImage as exc:
+        return [], str(exc)
+    except Exception as exc:  # a decoder bug must not stop the other files
+        return [], f"decoder error: {type(exc).__name__}: {exc}"
+    records: list[Record] = []
+    multi = len(frames) > 1
+    for f, frame in enumerate(frames):
+        images = resize(frame, data.image_size, data.resize, data.tile_grid)
+        for t, image in enumerate(images):
+            source = job.sample.rel + (f"#frame{f}" if multi else "") + (f"#tile{t}" if len(images) > 1 else "")
+            records.append(Record(image, job.label, job.sample.split, source))
+            for copy in range(job.sample.copies):
+                seed = [data.split.seed, zlib.crc32(source.encode()), copy]
+                aug_image, ops = augment(image, data.augment[job.sample.label], np.random.default_rng(seed))
+                records.append(Record(aug_image, job.label, "train", source, json.dumps({"copy": copy, "ops": ops})))
+    return records, None
+
+
+def ingest_shard(run: RunDir, catalog: Catalog, index: int, shards: int, workers: int, log) -> dict:
+    """Write one shard (skipped when already complete: a rerun resumes)."""
+    shard_dir = run.shard_dir
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    done = shard_complete(shard_dir, index)
+    if done is not None:
+        log.info("shard %d already complete (%d images), skipping", index, done["count"])
+        return done
+    clean_stale(shard_dir, index)
+    data = run.spec.data
+    label_of = {c: i for i, c in enumerate(catalog.classes)}
+    samples = catalog.shard(index, shards)
+    stats = ShardStats(index, inputs=len(samples))
+    per = defaultdict(lambda: defaultdict(int))
+    orig = defaultdict(lambda: defaultdict(int))
+    writer = ShardWriter(shard_dir / shard_name(index), data.image_size, data.channels, data.compression)
+    jobs = [Job(s, label_of[s.label], data) for s in samples]
+    try:
+        if workers > 1:
+            ctx = _mp_context()
+            with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+                results = pool.map(process_sample, jobs, chunksize=4)
+                _collect(results, jobs, writer, stats, per, orig, catalog, log, index)
+        else:
+            _collect(map(process_sample, jobs), jobs, writer, stats, per, orig, catalog, log, index)
+        writer.close({"classes": json.dumps(catalog.classes), "shard": str(index)})
+    except BaseException:
+        writer.abort()
+        raise
+    stats.count = writer.count
+    stats.per_split_class = {k: dict(v) for k, v in per.items()}
+    stats.original_per_split_class = {k: dict(v) for k, v in orig.items()}
+    info = finish_shard(shard_dir, stats)
+    log.info("shard %d: %d images written, %d skipped", index, stats.count, len(stats.skipped))
+    return info
+
+
+def _collect(results, jobs, writer, stats, per, orig, catalog, log, index) -> None:
+    for job, (records, reason) in progress(zip(jobs, results, strict=True), len(jobs), f"ingest shard {index}", log):
+        if reason is not None:
+            stats.skipped.append({"path": job.sample.rel, "reason": reason})
+            continue
+        for record in records:
+            writer.add(record)
+            per[record.split][catalog.classes[record.label]] += 1
+            if not record.ops:
+                orig[record.split][catalog.classes[record.label]] += 1
+                stats.hashes[record.split].append(content_hash(record.image))
+
+
+def _mp_context():
+    import multiprocessing as mp
+
+    return mp.get_context(os.environ.get("XVHPC_MP_START_METHOD", "fork"))
+
+
+def merge(run: RunDir, catalog: Catalog, shards: int, log) -> int:
+    """Check every shard is done; write manifest.json (counts, skipped, leaks, sha256s)."""
+    infos = []
+    missing = []
+    for i in range(shards):
+        info = shard_complete(run.shard_dir, i)
+        (infos.append(info) if info else missing.append(i))
+    if missing:
+        print(f"xvhpc: error: shard(s) {missing} are not complete; rerun `xvhpc ingest --run-dir {run.root} --shard N`", file=sys.stderr)
+        return 1
+    spec = run.spec.data
+
+    def total(key: str) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {"train": {}, "val": {}}
+        for info in infos:
+            for split, counts in info[key].items():
+                for cls, n in counts.items():
+                    out[split][cls] = out[split].get(cls, 0) + n
+        return out
+
+    skipped = catalog.skipped + [s for info in infos for s in info["skipped"]]
+    decoded_inputs = sum(info["inputs"] for info in infos)
+    inputs = decoded_inputs + len(catalog.skipped)
+    bad_fraction = len(skipped) / max(inputs, 1)
+    train_hashes: dict[str, list[int]] = defaultdict(list)
+    val_hashes: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    for info in infos:
+        for h in info["hashes"]["train"]:
+            train_hashes[h].append(info["index"])
+        for pos, h in enumerate(info["hashes"]["val"]):
+            val_hashes[h].append((info["index"], pos))
+    leaks = sorted(h for h in val_hashes if h in train_hashes)
+    manifest = {
+        "classes": catalog.classes,
+        "image_size": spec.image_size,
+        "channels": spec.channels,
+        "resize": spec.resize,
+        "inputs": inputs,
+        "unlabelled": catalog.unlabelled,
+        "counts_before_augmentation": total("original_per_split_class"),
+        "counts_after_augmentation": total("per_split_class"),
+        "skipped": sorted(skipped, key=lambda s: s["path"]),
+        "bad_fraction": round(bad_fraction, 4),
+        "notes": catalog.notes,
+        "leaks": {"identical_images_in_train_and_val": len(leaks), "policy": spec.leaks, "hashes": leaks[:100]},
+        # with leaks: drop, the val copies of leaked images are excluded at load time
+        "exclude_val_hashes": leaks if spec.leaks == "drop" else [],
+        "shards": [{"file": i["file"], "count": i["count"], "sha256": i["sha256"]} for i in infos],
+    }
+    if bad_fraction > spec.max_bad_fraction:
+        manifest["error"] = f"{len(skipped)} of {inputs} files ({bad_fraction:.1%}) could not be used, above data.max_bad_fraction {spec.max_bad_fraction:.1%}"
+    write_json_atomic(run.root / "manifest.json", manifest)
+    for s in skipped:
+        log.warning("skipped %s: %s", s["path"], s["reason"])
+    if leaks:
+        log.warning("%d identical image(s) on both sides of the split (policy: %s)", len(leaks), spec.leaks)
+    n = sum(i["count"] for i in infos)
+    log.info("manifest: %d images in %d shards, %d skipped, classes %s", n, len(infos), len(skipped), ", ".join(catalog.classes))
+    if "error" in manifest:
+        print(f"xvhpc: error: {manifest['error']}; see {run.root / 'manifest.json'}", file=sys.stderr)
+        return 3
+    return 0
+
+
+def shard_from_env() -> int | None:
+    """Array index from the scheduler: Slurm counts from 0, LSF from 1."""
+    if "SLURM_ARRAY_TASK_ID" in os.environ:
+        return int(os.environ["SLURM_ARRAY_TASK_ID"])
+    if os.environ.get("LSB_JOBINDEX", "0") not in ("", "0"):
+        return int(os.environ["LSB_JOBINDEX"]) - 1
+    return None
+
+
+def _mpi():
+    """(rank, size, comm) under an MPI launcher with mpi4py, else (0, 1, None)."""
+    if not any(k in os.environ for k in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "JSM_NAMESPACE_SIZE")):
+        return 0, 1, None
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        return 0, 1, None
+    comm = MPI.COMM_WORLD
+    return comm.Get_rank(), comm.Get_size(), comm
+
+
+def main(args: argparse.Namespace) -> int:
+    run = RunDir.open(args.run_dir)
+    rank, size, comm = _mpi()
+    log = setup_logging(rank)
+    data = run.spec.data
+    try:
+        catalog = build_catalog(run.plan["data_source"], data)
+    except CatalogError as exc:
+        print(f"xvhpc: error: {exc}", file=sys.stderr)
+        return 2
+    shards = data.shards
+    workers = args.workers if args.workers is not None else (data.workers or min(os.cpu_count() or 1, 8))
+    if args.shard == "all":
+        mine = list(range(rank, shards, size))  # MPI-parallel ingest: ranks share the shards
+        for index in mine:
+            ingest_shard(run, catalog, index, shards, workers if size == 1 else 1, log)
+        if comm is not None:
+            comm.Barrier()
+        if rank != 0:
+            return 0
+    elif args.shard is not None or shard_from_env() is not None:
+        index = int(args.shard) if args.shard not in (None, "") else shard_from_env()
+        if not 0 <= index < shards:
+            print(f"xvhpc: error: shard {index} out of range 0..{shards - 1}", file=sys.stderr)
+            return 2
+        ingest_shard(run, catalog, index, shards, workers, log)
+    elif not args.merge:
+        print("xvhpc: error: give --shard N, --shard all, or --merge (or run as an array task)", file=sys.stderr)
+        return 2
+    if args.merge:
+        return merge(run, catalog, shards, log)
+    return 0
