@@ -1,0 +1,143 @@
+"""Reading shards for training: lazy per-worker HDF5 handles, rank-disjoint seeded batches."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .shards import SPLITS, content_hash
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Index:
+    """Where each sample of one split lives: (shard number, row) pairs and labels."""
+
+    files: tuple[str, ...]
+    shard: np.ndarray
+    row: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def load_index(run_root: Path, split: str) -> Index:
+    """Index one split over every shard listed in manifest.json (excluded leaks dropped)."""
+    manifest = json.loads((run_root / "manifest.json").read_text())
+    exclude = set(manifest.get("exclude_val_hashes", []))
+    files, shards, rows, labels = [], [], [], []
+    for n, entry in enumerate(manifest["shards"]):
+        path = run_root / "shards" / entry["file"]
+        files.append(str(path))
+        with h5py.File(path, "r") as h5:
+            split_col = h5["split"][:]
+            lab = h5["labels"][:]
+            keep = np.nonzero(split_col == SPLITS[split])[0]
+            if exclude and split == "val":
+                keep = np.array([i for i in keep if content_hash(h5["images"][i]) not in exclude], dtype=np.int64)
+        shards.append(np.full(len(keep), n, dtype=np.int32))
+        rows.append(keep.astype(np.int64))
+        labels.append(lab[keep].astype(np.int64))
+    cat = lambda xs, t: np.concatenate(xs) if xs else np.zeros(0, t)  # noqa: E731
+    return Index(tuple(files), cat(shards, np.int32), cat(rows, np.int64), cat(labels, np.int64))
+
+
+class ShardDataset(Dataset):
+    """uint8 HxWxC images from shards. Files open lazily in each worker, never before fork."""
+
+    def __init__(self, index: Index, cache_in_memory: bool = False, chunk_cache_mb: int = 64):
+        self.index = index
+        self.chunk_cache = chunk_cache_mb * 1024 * 1024
+        self._handles: dict[int, h5py.File] = {}
+        self._memory: np.ndarray | None = None
+        if cache_in_memory:
+            self._memory = np.stack([self._read(i) for i in range(len(index))]) if len(index) else None
+            self._close()
+
+    def _file(self, shard: int) -> h5py.File:
+        handle = self._handles.get(shard)
+        if handle is None:
+            handle = h5py.File(self.index.files[shard], "r", rdcc_nbytes=self.chunk_cache, rdcc_nslots=10007)
+            self._handles[shard] = handle
+        return handle
+
+    def _read(self, i: int) -> np.ndarray:
+        return self._file(int(self.index.shard[i]))["images"][int(self.index.row[i])]
+
+    def _close(self) -> None:
+        for handle in self._handles.values():
+            handle.close()
+        self._handles.clear()
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        image = self._memory[i] if self._memory is not None else self._read(i)
+        return torch.from_numpy(np.ascontiguousarray(image)), int(self.index.labels[i])
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_handles"] = {}  # h5py handles never cross a fork/spawn
+        return state
+
+
+def epoch_order(n: int, epoch: int, seed: int, weights: np.ndarray | None = None) -> np.ndarray:
+    """The global sample order of one epoch (seeded; weighted with replacement when balanced)."""
+    rng = np.random.default_rng([seed, epoch])
+    if weights is not None:
+        return rng.choice(n, size=n, replace=True, p=weights / weights.sum())
+    return rng.permutation(n)
+
+
+class RankBatches:
+    """Batches of indices for one rank from iteration ``start`` on: disjoint across ranks,
+    reshuffled each epoch, the same for the same (seed, iteration) — so a resume is exact."""
+
+    def __init__(self, n: int, batch_size: int, rank: int, world: int, seed: int, start: int = 0, weights: np.ndarray | None = None):
+        self.n, self.batch, self.rank, self.world, self.seed = n, batch_size, rank, world, seed
+        self.start, self.weights = start, weights
+        self.steps_per_epoch = max(1, (n // world) // batch_size)
+
+    def batch_at(self, iteration: int) -> list[int]:
+        epoch, step = divmod(iteration, self.steps_per_epoch)
+        order = epoch_order(self.n, epoch, self.seed, self.weights)
+        usable = (len(order) // self.world) * self.world or len(order)
+        mine = order[:usable][self.rank :: self.world] if usable >= self.world else order
+        if len(mine) < self.batch:  # tiny data: wrap around
+            mine = np.resize(mine, self.batch)
+        return mine[step * self.batch : (step + 1) * self.batch].tolist()
+
+    def __iter__(self):
+        iteration = self.start
+        while True:
+            yield self.batch_at(iteration)
+            iteration += 1
+
+
+def to_model_input(images: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
+    """uint8 NHWC (1 or 3 channels) → float NCHW, 3 channels, ImageNet-normalised."""
+    x = images.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255)
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def online_augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Light augmentation on tensors: random horizontal flip and small brightness jitter."""
+    n = x.shape[0]
+    flip = torch.rand(n, generator=generator) < 0.5
+    x = torch.where(flip.view(n, 1, 1, 1).to(x.device), x.flip(3), x)
+    jitter = (torch.rand(n, generator=generator) - 0.5) * 0.2
+    return x + jitter.view(n, 1, 1, 1).to(x.device)

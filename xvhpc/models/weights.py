@@ -1,0 +1,84 @@
+"""The offline pretrained-weights cache: filled on a login node, read on compute nodes."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from ..spec.schema import ARCHITECTURES
+
+# torchvision's ImageNet weights per architecture (enum names in torchvision.models)
+TORCHVISION_WEIGHTS = {
+    "googlenet": "GoogLeNet_Weights",
+    "resnet18": "ResNet18_Weights",
+    "resnet50": "ResNet50_Weights",
+    "densenet121": "DenseNet121_Weights",
+    "mobilenet_v3_large": "MobileNet_V3_Large_Weights",
+    "efficientnet_b0": "EfficientNet_B0_Weights",
+}
+
+
+class MissingWeights(FileNotFoundError):
+    """Pretrained weights are not in the cache; the message has the command that fetches them."""
+
+
+def cache_dir() -> Path:
+    """$XVHPC_WEIGHTS, else ~/.cache/xvhpc/weights (put it on a shared filesystem on clusters)."""
+    return Path(os.environ.get("XVHPC_WEIGHTS") or Path.home() / ".cache" / "xvhpc" / "weights")
+
+
+def _weights_enum(arch: str):
+    import torchvision.models as tvm
+
+    return getattr(tvm, TORCHVISION_WEIGHTS[arch]).IMAGENET1K_V1
+
+
+def cached_file(arch: str) -> Path:
+    """Where the weights of ``arch`` live in the cache (torchvision's file name)."""
+    url = _weights_enum(arch).url
+    return cache_dir() / url.rsplit("/", 1)[-1]
+
+
+def load_cached_state_dict(arch: str) -> dict:
+    """ImageNet weights from the cache only; never the network."""
+    import torch
+
+    path = cached_file(arch)
+    if not path.is_file():
+        raise MissingWeights(
+            f"pretrained ImageNet weights for {arch} are not in the cache {cache_dir()} "
+            f"(compute nodes have no internet). On a login node run:  xvhpc weights fetch {arch}"
+            f"  (with XVHPC_WEIGHTS={cache_dir()} set the same way as in the job)"
+        )
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def fetch(arch: str) -> Path:
+    """Download ``arch``'s weights into the cache (login node, with internet)."""
+    from torch.hub import load_state_dict_from_url
+
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    load_state_dict_from_url(_weights_enum(arch).url, model_dir=str(cache_dir()), progress=True, check_hash=True)
+    return cached_file(arch)
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.action == "list":
+        for arch in ARCHITECTURES:
+            path = cached_file(arch)
+            print(f"{arch:20s} {'cached' if path.is_file() else 'missing':8s} {path}")
+        return 0
+    if args.action == "path":
+        print(cache_dir())
+        return 0
+    if args.arch not in ARCHITECTURES:
+        print(f"xvhpc: error: unknown arch {args.arch!r} (valid: {', '.join(ARCHITECTURES)})", file=sys.stderr)
+        return 2
+    try:
+        print(f"fetched {fetch(args.arch)}")
+    except Exception as exc:
+        print(f"xvhpc: error: could not fetch {args.arch} weights: {exc}", file=sys.stderr)
+        return 1
+    return 0
