@@ -33,8 +33,7 @@ def write_text_atomic(path: str | os.PathLike[str], text: str, mode: int | None 
     """Write ``text`` to ``path`` through a temp file and rename."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
-        if mode is not None:
-            tmp.chmod(mode)
+        tmp.chmod(0o644 if mode is None else mode)  # mkstemp makes 0600
 
 
 def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:

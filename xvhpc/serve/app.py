@@ -1,0 +1,107 @@
+"""``xvhpc serve``: a FastAPI endpoint over a trained bundle, with threshold and Grad-CAM heatmap."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import FastAPI, File, Form, HTTPException, UploadFile
+from pydantic import BaseModel, Field
+
+from ..data.decode import BadImage
+from ..models.bundle import Bundle, load_bundle, original_image, overlay_png
+
+
+class Prediction(BaseModel):
+    label: str
+    confidence: float
+
+
+class PredictResponse(BaseModel):
+    predictions: list[Prediction]
+    heatmap: str | None = Field(None, description="PNG overlay (base64) at the input image's size")
+    heatmap_label: str | None = None
+    model: dict
+
+
+class ModelInfo(BaseModel):
+    arch: str
+    classes: list[str]
+    image_size: int
+    channels: int
+    validation: dict
+    spec_hash: str
+    default_threshold: float
+
+
+def rank_predictions(probs, classes: list[str], threshold: float, top_k: int | None) -> list[Prediction]:
+    """Classes with confidence ≥ threshold, most confident first (threshold 0 → every class)."""
+    ranked = sorted(zip(classes, (float(p) for p in probs), strict=True), key=lambda kv: -kv[1])
+    kept = [Prediction(label=c, confidence=p) for c, p in ranked if p >= threshold]
+    return kept[:top_k] if top_k else kept
+
+
+def create_app(bundle: Bundle, max_upload_mb: float = 32.0) -> FastAPI:
+    meta = bundle.meta
+    spec_hash = hashlib.sha256(json.dumps(meta["spec"], sort_keys=True).encode()).hexdigest()[:16]
+    info = ModelInfo(
+        arch=meta["arch"], classes=bundle.classes, image_size=bundle.size, channels=meta["channels"],
+        validation=meta.get("validation", {}), spec_hash=spec_hash, default_threshold=meta.get("threshold", 0.0),
+    )
+    app = FastAPI(title="xvhpc model", version="1", description=f"{meta['arch']} classifier: {', '.join(bundle.classes)}")
+    limit = int(max_upload_mb * 1024 * 1024)
+
+    @app.get("/healthz")
+    def healthz() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/v1/model", response_model=ModelInfo)
+    def model_info() -> ModelInfo:
+        return info
+
+    @app.post("/v1/predict", response_model=PredictResponse, responses={413: {"description": "too large"}, 415: {"description": "not a supported image"}, 422: {"description": "bad parameters"}})
+    async def predict(
+        file: Annotated[UploadFile, File(description="JPEG, PNG or DICOM")],
+        threshold: Annotated[float, Form(ge=0.0, le=1.0)] = 0.0,
+        top_k: Annotated[int | None, Form(ge=1, le=1000)] = None,
+        heatmap: Annotated[bool, Form()] = False,
+    ) -> PredictResponse:
+        data = await file.read(limit + 1)
+        if len(data) > limit:
+            raise HTTPException(413, f"upload larger than {max_upload_mb:g} MB")
+        name = file.filename or ""
+        return await asyncio.to_thread(_predict, data, name, threshold, top_k, heatmap)
+
+    def _predict(data: bytes, name: str, threshold: float, top_k: int | None, want_heatmap: bool) -> PredictResponse:
+        try:
+            x = bundle.inputs(data, name)
+        except BadImage as exc:
+            raise HTTPException(415, f"not a supported image: {exc}") from None
+        probs = bundle.probabilities(x).mean(0)
+        response = PredictResponse(predictions=rank_predictions(probs, bundle.classes, threshold, top_k), model={"arch": info.arch, "spec_hash": spec_hash})
+        if want_heatmap:
+            best = int(probs.argmax())
+            cam = bundle.heatmap(x, best)
+            png = overlay_png(original_image(data, name), cam)
+            response.heatmap = base64.b64encode(png).decode()
+            response.heatmap_label = bundle.classes[best]
+        return response
+
+    return app
+
+
+def main(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    run = Path(args.run_dir)
+    model_dir = run / "model" if (run / "model").is_dir() else run
+    bundle = load_bundle(model_dir)
+    deploy = bundle.meta["spec"].get("deploy", {})
+    app = create_app(bundle, deploy.get("max_upload_mb", 32))
+    uvicorn.run(app, host=args.host or deploy.get("host", "127.0.0.1"), port=args.port or deploy.get("port", 8000), log_level="info")
+    return 0

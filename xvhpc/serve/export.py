@@ -1,0 +1,55 @@
+"""``xvhpc export``: TorchScript or ONNX, with a sidecar JSON describing preprocessing."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from ..models.bundle import load_bundle
+from ..util import atomic_path, write_json_atomic
+
+
+def export(run_dir: str | Path, fmt: str, out: str | Path | None = None) -> Path:
+    run = Path(run_dir)
+    bundle = load_bundle(run / "model" if (run / "model").is_dir() else run)
+    size = bundle.size
+    example = torch.zeros(1, 3, size, size)
+    suffix = {"torchscript": ".pt", "onnx": ".onnx"}[fmt]
+    target = Path(out) if out else run / "export" / f"model{suffix}"
+    with atomic_path(target) as tmp:
+        if fmt == "torchscript":
+            traced = torch.jit.trace(bundle.model, example)
+            traced.save(str(tmp))
+        else:
+            torch.onnx.export(
+                bundle.model, (example,), str(tmp), input_names=["image"], output_names=["logits"],
+                dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17, dynamo=False,
+            )
+    meta = bundle.meta
+    write_json_atomic(target.with_name(target.name + ".json"), {
+        "format": fmt,
+        "file": target.name,
+        "classes": meta["classes"],
+        "input": {"shape": [None, 3, size, size], "dtype": "float32", "layout": "NCHW"},
+        "output": "logits (apply softmax for confidences)",
+        "preprocessing": {
+            "decode": "grayscale (replicated to 3 channels)" if meta["channels"] == 1 else "RGB",
+            "resize": meta["resize"], "image_size": size, "scale": "1/255", "mean": meta["mean"], "std": meta["std"],
+        },
+        "arch": meta["arch"],
+        "validation": meta.get("validation", {}),
+    })
+    return target
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        path = export(args.run_dir, args.format, args.out)
+    except FileNotFoundError as exc:
+        print(f"xvhpc: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"exported {path} (+ {path.name}.json)")
+    return 0

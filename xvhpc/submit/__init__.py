@@ -1,0 +1,210 @@
+"""Submit, status, cancel, logs and the local runner (login-node side: no torch)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ..plan.model import Plan
+from ..schedulers import get_scheduler
+from ..spec import SiteConfig
+from ..util import format_hms, read_json, write_json_atomic
+from .commands import CommandRunner, SchedulerCommandError
+from .state import FINAL_BAD, FINAL_OK, lsf_states, slurm_states, step_state
+
+JOBS = "jobs.json"
+
+
+def _job_env() -> dict[str, str]:
+    """The environment jobs inherit: the xvhpc Python that submitted them."""
+    env = dict(os.environ)
+    env.setdefault("XVHPC_PYTHON", sys.executable)
+    return env
+
+
+def query_states(jobs: dict, runner: CommandRunner) -> dict[str, tuple[str, dict[str, str]]]:
+    """Step name → (state, task states), with one scheduler query for the whole run."""
+    steps = jobs["steps"]
+    ids = [s["job_id"] for s in steps.values()]
+    if jobs["scheduler"] == "local":
+        return {name: (s.get("state", "UNKNOWN"), {}) for name, s in steps.items()}
+    states = slurm_states(ids, runner) if jobs["scheduler"] == "slurm" else lsf_states(ids, runner)
+    return {name: step_state(s["job_id"], states) for name, s in steps.items()}
+
+
+def _live(states: dict[str, tuple[str, dict]]) -> list[str]:
+    return [n for n, (st, _) in states.items() if st not in FINAL_OK | FINAL_BAD]
+
+
+def submit_plan(plan: Plan, site: SiteConfig, dry_run: bool = False, force: bool = False, runner: CommandRunner | None = None) -> int:
+    """Submit every step in dependency order; record job ids in jobs.json as they come."""
+    runner = runner or CommandRunner()
+    root = Path(plan.run_dir)
+    scheduler = get_scheduler(site.scheduler)
+    if site.scheduler == "local":
+        return run_local(plan, site)
+    previous = read_json(root / JOBS)
+    if previous and not dry_run and not force:
+        try:
+            live = _live(query_states(previous, runner))
+        except SchedulerCommandError as exc:
+            print(f"xvhpc: error: cannot check the earlier submission: {exc}", file=sys.stderr)
+            return 1
+        if live:
+            print(f"xvhpc: error: {root} already has live jobs ({', '.join(live)}); `xvhpc cancel {root}` first, or --force", file=sys.stderr)
+            return 1
+    jobs = {"scheduler": site.scheduler, "site": site.name, "spec_hash": plan.spec_hash, "submitted_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "steps": {}}
+    ids: dict[str, str] = {}
+    for step in plan.steps:
+        script = f"scripts/{step.name}{scheduler.suffix}"
+        after = [ids.get(a, f"<{a}>") for a in step.after]
+        argv, stdin = scheduler.submit_argv(script, after)
+        shown = shlex.join(argv) + (f" < {script}" if stdin else "")
+        if dry_run:
+            print(shown)
+            ids[step.name] = f"<{step.name}>"
+            continue
+        try:
+            out = runner.run(argv, stdin=(root / script).read_text() if stdin else None, env=_job_env(), cwd=str(root))
+            job_id = scheduler.parse_job_id(out)
+        except (SchedulerCommandError, ValueError) as exc:
+            print(f"xvhpc: error: submitting {step.name}: {exc}", file=sys.stderr)
+            write_json_atomic(root / JOBS, jobs)
+            return 1
+        ids[step.name] = job_id
+        jobs["steps"][step.name] = {"job_id": job_id, "array": step.array, "command": shown}
+        write_json_atomic(root / JOBS, jobs)
+        print(f"{step.name:9s} {job_id}")
+    if not dry_run:
+        print(f"submitted {len(ids)} jobs; follow with: xvhpc status {root}")
+    return 0
+
+
+def train_progress(root: Path, point: int) -> str:
+    progress = read_json(root / "train" / str(point) / "progress.json")
+    requeues = (root / "train" / f"requeues-{point}").read_text().strip() if (root / "train" / f"requeues-{point}").exists() else "0"
+    if not progress:
+        return "no progress yet"
+    text = f"iteration {progress.get('iteration')}/{progress.get('max_iterations')}"
+    if progress.get("loss") is not None:
+        text += f", loss {progress['loss']:.3f}"
+    if progress.get("state") == "running" and progress.get("eta_s"):
+        text += f", {format_hms(progress['eta_s'])} left"
+    if progress.get("val_accuracy") is not None:
+        text += f", val acc {progress['val_accuracy']:.3f}"
+    if requeues != "0" or progress.get("resumed_from"):
+        text += f"; requeued {requeues}x, resumed at {progress.get('resumed_from')}"
+    return text
+
+
+def ingest_summary(root: Path) -> str:
+    manifest = read_json(root / "manifest.json")
+    if not manifest:
+        return ""
+    n = sum(s["count"] for s in manifest["shards"])
+    reasons: dict[str, int] = {}
+    for s in manifest["skipped"]:
+        key = s["reason"].split(":")[0]
+        reasons[key] = reasons.get(key, 0) + 1
+    detail = ", ".join(f"{v} {k}" for k, v in sorted(reasons.items()))
+    return f"{n} images, {len(manifest['skipped'])} skipped" + (f" ({detail})" if detail else "")
+
+
+def print_status(root: Path, as_json: bool = False, runner: CommandRunner | None = None) -> int:
+    jobs = read_json(root / JOBS)
+    if jobs is None:
+        print(f"xvhpc: error: {root} has no {JOBS}: nothing was submitted or run there", file=sys.stderr)
+        return 2
+    try:
+        states = query_states(jobs, runner or CommandRunner())
+    except SchedulerCommandError as exc:
+        print(f"xvhpc: error: {exc}", file=sys.stderr)
+        return 2
+    plan = read_json(root / "plan.json", {})
+    order = {s["name"]: i for i, s in enumerate(plan.get("steps", []))}
+    report = {}
+    for name, (state, tasks) in sorted(states.items(), key=lambda kv: order.get(kv[0], 99)):
+        entry = {"state": state, "job_id": jobs["steps"][name]["job_id"], "tasks": tasks}
+        if name in ("ingest", "merge") and state == "COMPLETED":
+            entry["detail"] = ingest_summary(root)
+        if name == "train":
+            entry["detail"] = "; ".join(f"point {p}: {train_progress(root, p)}" for p in range(len(plan.get("points", [{}]))))
+        report[name] = entry
+    if as_json:
+        print(json.dumps(report, indent=2, sort_keys=True))
+    else:
+        for name, entry in report.items():
+            print(f"{name:9s} {entry['state']:10s} {entry['job_id']:>10s}  {entry.get('detail', '')}")
+        board = read_json(root / "eval" / "leaderboard.json")
+        if board:
+            best = board["rows"][0]
+            print(f"best point {best['point']} {best['params']}: {board['rank_by']} {best[board['rank_by']]:.3f}")
+    failed = [n for n, e in report.items() if e["state"] in FINAL_BAD]
+    return 1 if failed else 0
+
+
+def cancel_run(root: Path, runner: CommandRunner | None = None) -> int:
+    jobs = read_json(root / JOBS)
+    if not jobs or jobs["scheduler"] == "local":
+        print("xvhpc: nothing to cancel", file=sys.stderr)
+        return 1
+    runner = runner or CommandRunner()
+    ids = [s["job_id"] for s in jobs["steps"].values()]
+    argv = ["scancel", *ids] if jobs["scheduler"] == "slurm" else ["bkill", *ids]
+    try:
+        runner.run(argv)
+    except SchedulerCommandError as exc:
+        print(f"xvhpc: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"cancelled {', '.join(ids)}")
+    return 0
+
+
+def show_logs(root: Path, step: str | None, lines: int) -> int:
+    files = sorted((root / "logs").glob(f"{step}[-.]*" if step else "*"))
+    if not files:
+        print(f"xvhpc: no logs{' for ' + step if step else ''} under {root / 'logs'}", file=sys.stderr)
+        return 1
+    for file in files:
+        text = file.read_text(errors="replace").splitlines()
+        print(f"==> {file} <==")
+        print("\n".join(text[-lines:]))
+    return 0
+
+
+def run_local(plan: Plan, site: SiteConfig) -> int:
+    """Run the compiled scripts here, in order; a rerun skips finished steps and resumes the rest."""
+    root = Path(plan.run_dir)
+    state = read_json(root / JOBS)
+    if not state or state.get("spec_hash") != plan.spec_hash or state.get("scheduler") != "local":
+        state = {"scheduler": "local", "site": site.name, "spec_hash": plan.spec_hash, "steps": {}}
+    env = _job_env()
+    env["XVHPC_PYTHON"] = sys.executable
+    for step in plan.steps:
+        done = state["steps"].get(step.name, {})
+        if done.get("state") == "COMPLETED":
+            print(f"== {step.name}: already completed, skipping")
+            continue
+        print(f"== {step.name}")
+        log = root / "logs" / f"{step.name}-local.out"
+        started = time.monotonic()
+        with log.open("a") as fh:
+            proc = subprocess.Popen(["bash", f"scripts/{step.name}.sh"], cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                sys.stdout.write(line)
+                fh.write(line)
+            code = proc.wait()
+        status = "COMPLETED" if code == 0 else "FAILED"
+        state["steps"][step.name] = {"job_id": "local", "state": status, "exit_code": code, "seconds": round(time.monotonic() - started, 1)}
+        write_json_atomic(root / JOBS, state)
+        if code != 0:
+            print(f"xvhpc: error: step {step.name} failed (exit {code}); log: {log}. Rerun the same command to continue.", file=sys.stderr)
+            return code
+    print(f"done: report {root / 'report.html'}, model {root / 'model'} (serve it with: xvhpc serve {root})")
+    return 0
