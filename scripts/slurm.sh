@@ -8,12 +8,15 @@
 #   scripts/slurm.sh clean     stop and delete all state
 #
 # Environment: XVHPC_SLURM_ROOT (/tmp/xvhpc-slurm), XVHPC_SLURM_NODES (2),
-# XVHPC_SLURM_CPUS (cpus per node, default nproc; more than nproc is allowed).
+# XVHPC_SLURM_CPUS (cpus per node, default nproc; more than nproc is allowed),
+# XVHPC_SLURM_GPUS (fake GPUs per node, default 4: GRES backed by dummy device files, so
+# --gpus-per-node/--gres requests are accepted and CUDA_VISIBLE_DEVICES is set; no CUDA).
 set -euo pipefail
 
 ROOT=${XVHPC_SLURM_ROOT:-/tmp/xvhpc-slurm}
 NODES=${XVHPC_SLURM_NODES:-2}
 CPUS=${XVHPC_SLURM_CPUS:-$(nproc)}
+GPUS=${XVHPC_SLURM_GPUS:-4}
 DB_PORT=3307
 HOST=$(hostname -s)
 export DEBIAN_FRONTEND=noninteractive
@@ -79,7 +82,10 @@ if ! munge -n 2>/dev/null | unmunge >/dev/null 2>&1; then
 fi
 
 # 3. configuration (rewritten only when it changes)
-mkdir -p "$ROOT"/{state,log} /etc/slurm
+mkdir -p "$ROOT"/{state,log,dev} /etc/slurm
+for ((g = 0; g < GPUS; g++)); do
+  [[ -e $ROOT/dev/nvidia$g ]] || mknod "$ROOT/dev/nvidia$g" c 195 "$g" 2>/dev/null || touch "$ROOT/dev/nvidia$g"
+done
 for i in $(seq "$NODES"); do mkdir -p "$ROOT/spool/n$i" "$ROOT/tmp/n$i"; done
 mem=$(awk '/MemTotal/ {printf "%d", $2 / 1024 * 0.8}' /proc/meminfo)
 conf="# written by xvhpc scripts/slurm.sh
@@ -112,9 +118,11 @@ AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost
 AccountingStoragePort=6819
 JobAcctGatherType=jobacct_gather/linux
+AccountingStorageTRES=gres/gpu
+GresTypes=gpu
 SlurmdParameters=config_overrides"
 for i in $(seq "$NODES"); do
-  conf+=$'\n'"NodeName=n$i NodeHostname=$HOST NodeAddr=127.0.0.1 Port=$((17000 + i)) CPUs=$CPUS Boards=1 SocketsPerBoard=1 CoresPerSocket=$CPUS ThreadsPerCore=1 RealMemory=$mem State=UNKNOWN"
+  conf+=$'\n'"NodeName=n$i NodeHostname=$HOST NodeAddr=127.0.0.1 Port=$((17000 + i)) CPUs=$CPUS Boards=1 SocketsPerBoard=1 CoresPerSocket=$CPUS ThreadsPerCore=1 RealMemory=$mem ${GPUS:+Gres=gpu:$GPUS} State=UNKNOWN"
 done
 conf+=$'\n'"PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO"
 dbd="AuthType=auth/munge
@@ -135,7 +143,13 @@ if [[ "$(cat /etc/slurm/slurm.conf 2>/dev/null)" != "$conf" ]]; then
   for f in "$ROOT"/slurmd-*.pid; do [[ -e $f ]] && stop_by_pidfile "$f"; done
   stop_by_pidfile "$ROOT/slurmctld.pid"
 fi
-echo "AutoDetect=off" >/etc/slurm/gres.conf
+gres="AutoDetect=off"
+((GPUS > 0)) && gres+=$'\n'"NodeName=n[1-$NODES] Name=gpu File=$ROOT/dev/nvidia[0-$((GPUS - 1))]"
+if [[ "$(cat /etc/slurm/gres.conf 2>/dev/null)" != "$gres" ]]; then
+  printf '%s\n' "$gres" >/etc/slurm/gres.conf
+  for f in "$ROOT"/slurmd-*.pid; do [[ -e $f ]] && stop_by_pidfile "$f"; done
+  stop_by_pidfile "$ROOT/slurmctld.pid"
+fi
 if [[ "$(cat /etc/slurm/slurmdbd.conf 2>/dev/null)" != "$dbd" ]]; then
   printf '%s\n' "$dbd" >/etc/slurm/slurmdbd.conf
   stop_by_pidfile "$ROOT/slurmdbd.pid"

@@ -79,7 +79,9 @@ def cmd_compile(args: argparse.Namespace) -> int:
     for step in plan.steps:
         extra = f" array={step.array}" if step.array else ""
         extra += " packed" if step.packed else ""
-        print(f"  {step.name:9s} nodes={step.allocation_nodes} walltime={step.walltime}{extra} after={','.join(step.after) or '-'}")
+        print(
+            f"  {step.name:9s} nodes={step.allocation_nodes} walltime={step.walltime}{extra} after={','.join(step.after) or '-'}"
+        )
     print(f"  at most {plan.node_hours()} node-hours if every job ran to its walltime")
     return 0
 
@@ -176,7 +178,9 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xvhpc", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__import__('xvhpc').__version__}")
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {__import__('xvhpc').__version__}"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, func, help: str) -> argparse.ArgumentParser:
@@ -197,7 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("spec")
     p.add_argument("--site", required=True)
     p.add_argument("--out", required=True)
-    p.add_argument("--dry-run", action="store_true", help="print the submit commands, submit nothing")
+    p.add_argument(
+        "--dry-run", action="store_true", help="print the submit commands, submit nothing"
+    )
     p.add_argument("--force", action="store_true", help="submit even if jobs of this run are live")
     p = add("status", cmd_status, "state of each step, with training progress")
     p.add_argument("run_dir")
@@ -214,14 +220,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("ingest", cmd_ingest, "(job step) images → HDF5 shards")
     p.add_argument("--run-dir", required=True)
-    p.add_argument("--shard", default=None, help="shard index, or 'all' (default: from the array task id)")
+    p.add_argument(
+        "--shard", default=None, help="shard index, or 'all' (default: from the array task id)"
+    )
     p.add_argument("--merge", action="store_true", help="write manifest.json from finished shards")
     p.add_argument("--workers", type=int, default=None)
     p = add("train", cmd_train, "(job step) distributed training of one sweep point")
     p.add_argument("--run-dir", required=True)
     p.add_argument("--point", type=int, default=0)
-    p.add_argument("--max-iterations", type=int, default=None, help="override the spec (tests, smoke runs)")
-    p = add("evaluate", cmd_evaluate, "(job step) metrics on the validation split or a labelled folder/CSV")
+    p.add_argument(
+        "--max-iterations", type=int, default=None, help="override the spec (tests, smoke runs)"
+    )
+    p = add(
+        "evaluate",
+        cmd_evaluate,
+        "(job step) metrics on the validation split or a labelled folder/CSV",
+    )
     p.add_argument("--run-dir", required=True)
     p.add_argument("--point", type=int, default=0)
     p.add_argument("--all", action="store_true", help="every sweep point, then the leaderboard")
@@ -239,7 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("weights", cmd_weights, "manage the offline pretrained-weights cache")
     p.add_argument("action", choices=["fetch", "list", "path"])
     p.add_argument("arch", nargs="?")
-    p = add("demo-data", cmd_demo_data, "generate a synthetic X-ray-like dataset (JPEG, PNG, DICOM)")
+    p = add(
+        "demo-data", cmd_demo_data, "generate a synthetic X-ray-like dataset (JPEG, PNG, DICOM)"
+    )
     p.add_argument("out")
     p.add_argument("--per-class", type=int, default=40)
     p.add_argument("--size", type=int, default=256)

@@ -48,26 +48,46 @@ def _class_dirs(root: Path) -> list[Path]:
 
 
 def _files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
 
 
-def _from_folders(root: Path, catalog_notes: list[str]) -> tuple[list[Sample], list[dict[str, str]]]:
+def _from_folders(
+    root: Path, catalog_notes: list[str]
+) -> tuple[list[Sample], list[dict[str, str]]]:
     samples: list[Sample] = []
     skipped: list[dict[str, str]] = []
     sub = {p.name.lower(): p for p in _class_dirs(root)}
     explicit = "train" in sub and any(v in sub for v in _VAL_NAMES)
-    parts = [("train", sub["train"]), ("val", next(sub[v] for v in _VAL_NAMES if v in sub))] if explicit else [("", root)]
+    parts = (
+        [("train", sub["train"]), ("val", next(sub[v] for v in _VAL_NAMES if v in sub))]
+        if explicit
+        else [("", root)]
+    )
     if explicit:
         catalog_notes.append("explicit train/ and val/ folders: their split is used as given")
     for split, base in parts:
         for file in sorted(p for p in base.iterdir() if p.is_file() and not p.name.startswith(".")):
-            skipped.append({"path": str(file.relative_to(root)), "reason": "not inside a class folder"})
+            skipped.append(
+                {"path": str(file.relative_to(root)), "reason": "not inside a class folder"}
+            )
         for class_dir in _class_dirs(base):
             files = _files(class_dir)
             if not files:
                 catalog_notes.append(f"class folder {class_dir.relative_to(root)}/ is empty")
             for file in files:
-                samples.append(Sample(str(file.resolve()), str(file.relative_to(root)), class_dir.name, None, split or "train"))
+                samples.append(
+                    Sample(
+                        str(file.resolve()),
+                        str(file.relative_to(root)),
+                        class_dir.name,
+                        None,
+                        split or "train",
+                    )
+                )
     if not explicit:
         return samples, skipped
     # an explicit split: mark the hint in `split` and keep it (copies are planned later)
@@ -83,10 +103,16 @@ def _from_csv(csv_path: Path, spec: DataSpec) -> tuple[list[Sample], list[dict[s
     with csv_path.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
         columns = reader.fieldnames or []
-        needed = [cfg.label_column] + ([] if cfg.path_pattern else [cfg.path_column]) + ([cfg.group_column] if cfg.group_column else [])
+        needed = (
+            [cfg.label_column]
+            + ([] if cfg.path_pattern else [cfg.path_column])
+            + ([cfg.group_column] if cfg.group_column else [])
+        )
         missing = [c for c in needed if c not in columns]
         if missing:
-            raise CatalogError(f"{csv_path}: column(s) {', '.join(missing)} not found (columns: {', '.join(columns)}); set data.csv.*_column")
+            raise CatalogError(
+                f"{csv_path}: column(s) {', '.join(missing)} not found (columns: {', '.join(columns)}); set data.csv.*_column"
+            )
         for row_number, row in enumerate(reader, start=2):
             label = (row.get(cfg.label_column) or "").strip()
             label = cfg.label_map.get(label, label)
@@ -98,28 +124,46 @@ def _from_csv(csv_path: Path, spec: DataSpec) -> tuple[list[Sample], list[dict[s
                 matches = sorted(glob.glob(str(base / pattern)))
                 rel = pattern
                 if not matches:
-                    skipped.append({"path": rel, "reason": f"file not found (CSV line {row_number})"})
+                    skipped.append(
+                        {"path": rel, "reason": f"file not found (CSV line {row_number})"}
+                    )
                     continue
                 file = Path(matches[0])
             else:
                 rel = (row.get(cfg.path_column) or "").strip()
                 file = base / rel
                 if not rel or not file.is_file():
-                    skipped.append({"path": rel or f"<line {row_number}>", "reason": f"file not found (CSV line {row_number})"})
+                    skipped.append(
+                        {
+                            "path": rel or f"<line {row_number}>",
+                            "reason": f"file not found (CSV line {row_number})",
+                        }
+                    )
                     continue
             group = None
             if cfg.group_column:
                 group = (row.get(cfg.group_column) or "").strip() or None
-            samples.append(Sample(str(file.resolve()), str(file.relative_to(base)) if file.is_relative_to(base) else str(file), label, group))
+            samples.append(
+                Sample(
+                    str(file.resolve()),
+                    str(file.relative_to(base)) if file.is_relative_to(base) else str(file),
+                    label,
+                    group,
+                )
+            )
     return samples, skipped, unlabelled
 
 
-def split_samples(samples: list[Sample], fraction: float, seed: int, stratify: bool) -> list[Sample]:
+def split_samples(
+    samples: list[Sample], fraction: float, seed: int, stratify: bool
+) -> list[Sample]:
     """Seeded split; stratified by class; group-aware (no group on both sides)."""
     groups: dict[str, list[int]] = defaultdict(list)
     for i, s in enumerate(samples):
         groups[s.group if s.group is not None else f"\0{s.rel}"].append(i)
-    group_class = {g: Counter(samples[i].label for i in idx).most_common(1)[0][0] for g, idx in groups.items()}
+    group_class = {
+        g: Counter(samples[i].label for i in idx).most_common(1)[0][0] for g, idx in groups.items()
+    }
     strata: dict[str, list[str]] = defaultdict(list)
     for g in sorted(groups):
         strata[group_class[g] if stratify else ""].append(g)
@@ -183,18 +227,26 @@ def build_catalog(source: str | Path, spec: DataSpec) -> Catalog:
         explicit = False
     else:
         if not source.is_dir():
-            raise CatalogError(f"data.source {source} is neither a folder of class folders nor a .csv manifest")
+            raise CatalogError(
+                f"data.source {source} is neither a folder of class folders nor a .csv manifest"
+            )
         samples, skipped = _from_folders(source, notes)
         explicit = any("explicit train/" in n for n in notes)
     samples.sort(key=lambda s: s.rel)
     classes = sorted({s.label for s in samples})
     if len(classes) < 2:
         found = ", ".join(classes) or "none"
-        raise CatalogError(f"need at least two classes with images, found {len(classes)} ({found}) in {source}")
+        raise CatalogError(
+            f"need at least two classes with images, found {len(classes)} ({found}) in {source}"
+        )
     unknown_aug = sorted(set(spec.augment) - set(classes))
     if unknown_aug:
-        raise CatalogError(f"data.augment names class(es) {', '.join(unknown_aug)} not in the data (classes: {', '.join(classes)})")
+        raise CatalogError(
+            f"data.augment names class(es) {', '.join(unknown_aug)} not in the data (classes: {', '.join(classes)})"
+        )
     if not explicit:
-        samples = split_samples(samples, spec.split.validation, spec.split.seed, spec.split.stratify)
+        samples = split_samples(
+            samples, spec.split.validation, spec.split.seed, spec.split.stratify
+        )
     samples = plan_copies(samples, spec)
     return Catalog(classes, samples, skipped, notes, unlabelled)

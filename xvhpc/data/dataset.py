@@ -43,7 +43,10 @@ def load_index(run_root: Path, split: str) -> Index:
             lab = h5["labels"][:]
             keep = np.nonzero(split_col == SPLITS[split])[0]
             if exclude and split == "val":
-                keep = np.array([i for i in keep if content_hash(h5["images"][i]) not in exclude], dtype=np.int64)
+                keep = np.array(
+                    [i for i in keep if content_hash(h5["images"][i]) not in exclude],
+                    dtype=np.int64,
+                )
         shards.append(np.full(len(keep), n, dtype=np.int32))
         rows.append(keep.astype(np.int64))
         labels.append(lab[keep].astype(np.int64))
@@ -60,13 +63,17 @@ class ShardDataset(Dataset):
         self._handles: dict[int, h5py.File] = {}
         self._memory: np.ndarray | None = None
         if cache_in_memory:
-            self._memory = np.stack([self._read(i) for i in range(len(index))]) if len(index) else None
+            self._memory = (
+                np.stack([self._read(i) for i in range(len(index))]) if len(index) else None
+            )
             self._close()
 
     def _file(self, shard: int) -> h5py.File:
         handle = self._handles.get(shard)
         if handle is None:
-            handle = h5py.File(self.index.files[shard], "r", rdcc_nbytes=self.chunk_cache, rdcc_nslots=10007)
+            handle = h5py.File(
+                self.index.files[shard], "r", rdcc_nbytes=self.chunk_cache, rdcc_nslots=10007
+            )
             self._handles[shard] = handle
         return handle
 
@@ -103,7 +110,16 @@ class RankBatches:
     """Batches of indices for one rank from iteration ``start`` on: disjoint across ranks,
     reshuffled each epoch, the same for the same (seed, iteration) — so a resume is exact."""
 
-    def __init__(self, n: int, batch_size: int, rank: int, world: int, seed: int, start: int = 0, weights: np.ndarray | None = None):
+    def __init__(
+        self,
+        n: int,
+        batch_size: int,
+        rank: int,
+        world: int,
+        seed: int,
+        start: int = 0,
+        weights: np.ndarray | None = None,
+    ):
         self.n, self.batch, self.rank, self.world, self.seed = n, batch_size, rank, world, seed
         self.start, self.weights = start, weights
         self.steps_per_epoch = max(1, (n // world) // batch_size)

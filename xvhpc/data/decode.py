@@ -85,7 +85,9 @@ def _channels(array: np.ndarray, channels: int) -> np.ndarray:
         array = array[:, :, :1]
     if channels == 1 and array.shape[2] == 3:
         weights = np.array([0.299, 0.587, 0.114], dtype=np.float32)
-        array = (array.astype(np.float32) @ weights).round().clip(0, 255).astype(np.uint8)[:, :, None]
+        array = (
+            (array.astype(np.float32) @ weights).round().clip(0, 255).astype(np.uint8)[:, :, None]
+        )
     elif channels == 3 and array.shape[2] == 1:
         array = np.repeat(array, 3, axis=2)
     return np.ascontiguousarray(array)
@@ -140,13 +142,23 @@ def _decode_dicom(data: bytes, opts: DecodeOptions, force: bool) -> list[np.ndar
 
     try:
         ds = pydicom.dcmread(io.BytesIO(data), force=force)
-    except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+    except (
+        InvalidDicomError,
+        EOFError,
+        OSError,
+        ValueError,
+        KeyError,
+        TypeError,
+        AttributeError,
+    ) as exc:
         raise BadImage(f"corrupt DICOM: {exc}") from None
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         raise BadImage("DICOM without pixel data")
     rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
     if rows * cols > opts.max_pixels:
-        raise BadImage(f"decompression bomb guard: {cols}x{rows} > data.max_image_pixels {opts.max_pixels:,}")
+        raise BadImage(
+            f"decompression bomb guard: {cols}x{rows} > data.max_image_pixels {opts.max_pixels:,}"
+        )
     try:
         pixels = ds.pixel_array
     except Exception as exc:  # pydicom raises several types for missing decoders
@@ -154,10 +166,26 @@ def _decode_dicom(data: bytes, opts: DecodeOptions, force: bool) -> list[np.ndar
         name = getattr(uid, "name", str(uid or "unknown"))
         text = f"{exc}"
         lowered = f"{name} {text}".lower()
-        if any(w in lowered for w in ("decoder", "plugin", "handler", "not supported", "unable to decode", "no pixel data handler", "install")):
-            hint = next((v for k, v in _DICOM_HINT.items() if k in lowered), "pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg python-gdcm")
+        if any(
+            w in lowered
+            for w in (
+                "decoder",
+                "plugin",
+                "handler",
+                "not supported",
+                "unable to decode",
+                "no pixel data handler",
+                "install",
+            )
+        ):
+            hint = next(
+                (v for k, v in _DICOM_HINT.items() if k in lowered),
+                "pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg python-gdcm",
+            )
             raise BadImage(f"DICOM transfer syntax {name} needs an extra decoder: {hint}") from None
-        raise BadImage(f"DICOM pixel data unreadable ({name}): {text.splitlines()[0] if text else type(exc).__name__}") from None
+        raise BadImage(
+            f"DICOM pixel data unreadable ({name}): {text.splitlines()[0] if text else type(exc).__name__}"
+        ) from None
     frames_count = int(ds.get("NumberOfFrames", 1) or 1)
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
     frames = pixels if frames_count > 1 else pixels[None]
@@ -187,7 +215,9 @@ def _decode_dicom(data: bytes, opts: DecodeOptions, force: bool) -> list[np.ndar
     return out
 
 
-def decode(source: str | os.PathLike[str] | bytes, opts: DecodeOptions, name: str = "") -> list[np.ndarray]:
+def decode(
+    source: str | os.PathLike[str] | bytes, opts: DecodeOptions, name: str = ""
+) -> list[np.ndarray]:
     """Decode one file (path or bytes) into one or more HxWxC uint8 frames."""
     data = _read(source)
     if not data:

@@ -54,14 +54,27 @@ class ShardWriter:
         comp = None if compression == "none" else compression
         shape = (0, size, size, channels)
         self.images = self._file.create_dataset(
-            "images", shape=shape, maxshape=(None, size, size, channels), dtype="uint8",
-            chunks=(1, size, size, channels), compression=comp, track_times=False,
+            "images",
+            shape=shape,
+            maxshape=(None, size, size, channels),
+            dtype="uint8",
+            chunks=(1, size, size, channels),
+            compression=comp,
+            track_times=False,
         )
         text = h5py.string_dtype()
-        self.labels = self._file.create_dataset("labels", (0,), maxshape=(None,), dtype="int16", chunks=(4096,), track_times=False)
-        self.split = self._file.create_dataset("split", (0,), maxshape=(None,), dtype="uint8", chunks=(4096,), track_times=False)
-        self.source = self._file.create_dataset("source", (0,), maxshape=(None,), dtype=text, chunks=(1024,), track_times=False)
-        self.ops = self._file.create_dataset("ops", (0,), maxshape=(None,), dtype=text, chunks=(1024,), track_times=False)
+        self.labels = self._file.create_dataset(
+            "labels", (0,), maxshape=(None,), dtype="int16", chunks=(4096,), track_times=False
+        )
+        self.split = self._file.create_dataset(
+            "split", (0,), maxshape=(None,), dtype="uint8", chunks=(4096,), track_times=False
+        )
+        self.source = self._file.create_dataset(
+            "source", (0,), maxshape=(None,), dtype=text, chunks=(1024,), track_times=False
+        )
+        self.ops = self._file.create_dataset(
+            "ops", (0,), maxshape=(None,), dtype=text, chunks=(1024,), track_times=False
+        )
         self._pending: list[Record] = []
         self._batch = batch
         self.count = 0

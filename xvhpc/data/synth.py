@@ -40,7 +40,11 @@ def xray(label: str, size: int, rng: np.random.Generator) -> np.ndarray:
         for box in lungs:
             for _ in range(5):
                 x0 = rng.uniform(box[0], box[2])
-                d.line([x0, box[1] + 0.1 * s, x0 + rng.uniform(-0.1, 0.1) * s, box[3] - 0.1 * s], fill=140, width=max(1, s // 64))
+                d.line(
+                    [x0, box[1] + 0.1 * s, x0 + rng.uniform(-0.1, 0.1) * s, box[3] - 0.1 * s],
+                    fill=140,
+                    width=max(1, s // 64),
+                )
     img = img.filter(ImageFilter.GaussianBlur(s / 128))
     arr = np.asarray(img, dtype=np.float32) + rng.normal(0, 6, (s, s))
     return np.clip(arr, 0, 255).astype(np.uint8)

@@ -53,7 +53,9 @@ def resize(array: np.ndarray, size: int, mode: str, tile_grid: int = 2) -> list[
     raise ValueError(f"unknown resize mode {mode!r} (valid: squash, letterbox, center_crop, tile)")
 
 
-def augment(array: np.ndarray, spec: AugmentSpec, rng: np.random.Generator) -> tuple[np.ndarray, list[str]]:
+def augment(
+    array: np.ndarray, spec: AugmentSpec, rng: np.random.Generator
+) -> tuple[np.ndarray, list[str]]:
     """One augmented copy and the ops applied (random choices drawn from ``rng``)."""
     channels = array.shape[2]
     image = _pil(array)

@@ -16,7 +16,15 @@ class JsrunLauncher(Launcher):
         if site.jsrun_mode == "all_gpus_per_rank" and gpus:
             # one resource set per node holding every GPU; ranks pick a GPU by local rank
             per_rank = max(1, cores // per_node)
-            head = ["jsrun", f"-n{step.nodes}", "-r1", f"-a{per_node}", f"-g{gpus}", f"-c{cores}", f"-bpacked:{per_rank}"]
+            head = [
+                "jsrun",
+                f"-n{step.nodes}",
+                "-r1",
+                f"-a{per_node}",
+                f"-g{gpus}",
+                f"-c{cores}",
+                f"-bpacked:{per_rank}",
+            ]
         else:
             per_rank = max(1, cores // per_node)
             head = [

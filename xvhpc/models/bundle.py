@@ -24,7 +24,9 @@ class Bundle:
     model: torch.nn.Module
     meta: dict
     device: torch.device
-    lock: threading.Lock = field(default_factory=threading.Lock)  # Grad-CAM hooks are not re-entrant
+    lock: threading.Lock = field(
+        default_factory=threading.Lock
+    )  # Grad-CAM hooks are not re-entrant
 
     @property
     def classes(self) -> list[str]:
@@ -52,8 +54,14 @@ class Bundle:
         from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
         layer = target_layer(self.model, self.meta["arch"])
-        with self.lock, torch.enable_grad(), GradCAM(model=self.model, target_layers=[layer]) as cam:
-            maps = cam(input_tensor=x[:1].to(self.device), targets=[ClassifierOutputTarget(class_index)])
+        with (
+            self.lock,
+            torch.enable_grad(),
+            GradCAM(model=self.model, target_layers=[layer]) as cam,
+        ):
+            maps = cam(
+                input_tensor=x[:1].to(self.device), targets=[ClassifierOutputTarget(class_index)]
+            )
         return np.nan_to_num(maps[0]).astype(np.float32)
 
 
@@ -75,8 +83,14 @@ def overlay_png(original: np.ndarray, cam: np.ndarray, alpha: float = 0.45) -> b
     from matplotlib import colormaps
 
     height, width = original.shape[:2]
-    base = original if original.ndim == 3 and original.shape[2] == 3 else np.repeat(original.reshape(height, width, 1)[:, :, :1], 3, axis=2)
-    cam_img = Image.fromarray((np.clip(cam, 0, 1) * 255).astype(np.uint8)).resize((width, height), Image.BILINEAR)
+    base = (
+        original
+        if original.ndim == 3 and original.shape[2] == 3
+        else np.repeat(original.reshape(height, width, 1)[:, :, :1], 3, axis=2)
+    )
+    cam_img = Image.fromarray((np.clip(cam, 0, 1) * 255).astype(np.uint8)).resize(
+        (width, height), Image.BILINEAR
+    )
     colour = (colormaps["jet"](np.asarray(cam_img) / 255.0)[:, :, :3] * 255).astype(np.float32)
     blended = (1 - alpha) * base.astype(np.float32) + alpha * colour
     buf = io.BytesIO()

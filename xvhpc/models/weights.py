@@ -60,7 +60,9 @@ def fetch(arch: str) -> Path:
     from torch.hub import load_state_dict_from_url
 
     cache_dir().mkdir(parents=True, exist_ok=True)
-    load_state_dict_from_url(_weights_enum(arch).url, model_dir=str(cache_dir()), progress=True, check_hash=True)
+    load_state_dict_from_url(
+        _weights_enum(arch).url, model_dir=str(cache_dir()), progress=True, check_hash=True
+    )
     return cached_file(arch)
 
 
@@ -74,7 +76,10 @@ def main(args: argparse.Namespace) -> int:
         print(cache_dir())
         return 0
     if args.arch not in ARCHITECTURES:
-        print(f"xvhpc: error: unknown arch {args.arch!r} (valid: {', '.join(ARCHITECTURES)})", file=sys.stderr)
+        print(
+            f"xvhpc: error: unknown arch {args.arch!r} (valid: {', '.join(ARCHITECTURES)})",
+            file=sys.stderr,
+        )
         return 2
     try:
         print(f"fetched {fetch(args.arch)}")

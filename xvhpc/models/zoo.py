@@ -11,6 +11,7 @@ from torch import nn
 from ..spec.schema import ARCHITECTURES, ModelSpec
 from .weights import load_cached_state_dict
 
+
 def _head_path(arch: str) -> str:
     """Dotted attribute of the final Linear layer."""
     return {
@@ -37,7 +38,9 @@ def _torchvision(arch: str, imagenet: bool) -> nn.Module:
 
     if arch == "googlenet":
         # aux heads exist only to load the pretrained state dict; dropped afterwards
-        model = tvm.googlenet(weights=None, aux_logits=imagenet, init_weights=not imagenet, transform_input=imagenet)
+        model = tvm.googlenet(
+            weights=None, aux_logits=imagenet, init_weights=not imagenet, transform_input=imagenet
+        )
     else:
         model = getattr(tvm, arch)(weights=None)
     if imagenet:
@@ -55,7 +58,9 @@ def build_model(spec: ModelSpec, num_classes: int) -> nn.Module:
         module_name, _, factory = spec.import_.partition(":")
         model = getattr(importlib.import_module(module_name), factory)(num_classes=num_classes)
         if not isinstance(model, nn.Module):
-            raise TypeError(f"model.import {spec.import_} returned {type(model).__name__}, not a torch.nn.Module")
+            raise TypeError(
+                f"model.import {spec.import_} returned {type(model).__name__}, not a torch.nn.Module"
+            )
         return model
     if spec.arch not in ARCHITECTURES:
         raise ValueError(f"unknown arch {spec.arch!r} (valid: {', '.join(ARCHITECTURES)})")
@@ -65,11 +70,15 @@ def build_model(spec: ModelSpec, num_classes: int) -> nn.Module:
     assert isinstance(head, nn.Linear)
     _set_module(model, _head_path(spec.arch), nn.Linear(head.in_features, num_classes))
     if spec.pretrained not in ("imagenet", "none"):
-        state = torch.load(Path(spec.pretrained).expanduser(), map_location="cpu", weights_only=True)
+        state = torch.load(
+            Path(spec.pretrained).expanduser(), map_location="cpu", weights_only=True
+        )
         state = state.get("model", state)
         missing, unexpected = model.load_state_dict(state, strict=False)
         if unexpected or [m for m in missing if not m.startswith(_head_path(spec.arch))]:
-            raise ValueError(f"model.pretrained {spec.pretrained}: keys do not match {spec.arch} (missing {missing[:5]}, unexpected {unexpected[:5]})")
+            raise ValueError(
+                f"model.pretrained {spec.pretrained}: keys do not match {spec.arch} (missing {missing[:5]}, unexpected {unexpected[:5]})"
+            )
     if spec.freeze_backbone:
         head_prefix = _head_path(spec.arch) + "."
         for name, param in model.named_parameters():

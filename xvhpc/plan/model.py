@@ -99,7 +99,14 @@ def build_plan(loaded: LoadedSpec, site: SiteConfig, run_dir: str) -> Plan:
     )
     shards = spec.data.shards
     if local:
-        plan.steps.append(Step("ingest", ("ingest", "--shard", "all", "--merge"), res.ingest_walltime, cpus_per_task=cores))
+        plan.steps.append(
+            Step(
+                "ingest",
+                ("ingest", "--shard", "all", "--merge"),
+                res.ingest_walltime,
+                cpus_per_task=cores,
+            )
+        )
     else:
         plan.steps.append(
             Step(
@@ -120,7 +127,11 @@ def build_plan(loaded: LoadedSpec, site: SiteConfig, run_dir: str) -> Plan:
             res.walltime,
             after=("ingest",) if local else ("merge",),
             array=n if (n > 1 or local) else 0,
-            max_concurrent=min(spec.sweep.max_concurrent if spec.sweep else n, site.sweep.max_eligible_jobs or n) if n > 1 else None,
+            max_concurrent=min(
+                spec.sweep.max_concurrent if spec.sweep else n, site.sweep.max_eligible_jobs or n
+            )
+            if n > 1
+            else None,
             packed=packed,
             nodes=nodes,
             tasks_per_node=tasks,
@@ -131,7 +142,14 @@ def build_plan(loaded: LoadedSpec, site: SiteConfig, run_dir: str) -> Plan:
         )
     )
     plan.steps.append(
-        Step("evaluate", ("evaluate", "--all"), "00:30:00", after=("train",), gpus_per_node=min(gpus, 1), cpus_per_task=min(cores, 8))
+        Step(
+            "evaluate",
+            ("evaluate", "--all"),
+            "00:30:00",
+            after=("train",),
+            gpus_per_node=min(gpus, 1),
+            cpus_per_task=min(cores, 8),
+        )
     )
     plan.steps.append(Step("report", ("report",), "00:15:00", after=("evaluate",)))
     return plan

@@ -32,7 +32,15 @@ _RUN_WITH_SIGNALS = r"""xvhpc_run() {  # run "$@" in the background; forward wal
 def step_argv(step: Step, plan: Plan) -> list[str]:
     """The per-rank command: python -m xvhpc STEP --run-dir "$RUN_DIR" ... ."""
     args = [INDEX if a == "{index}" else a for a in step.args]
-    return [Shell('"$XVHPC_PY"'), "-m", "xvhpc", args[0], "--run-dir", Shell('"$RUN_DIR"'), *args[1:]]
+    return [
+        Shell('"$XVHPC_PY"'),
+        "-m",
+        "xvhpc",
+        args[0],
+        "--run-dir",
+        Shell('"$RUN_DIR"'),
+        *args[1:],
+    ]
 
 
 def _requeue_block(step: Step, site: SiteConfig, plan: Plan, command: str) -> list[str]:
@@ -102,7 +110,8 @@ def render_step(step: Step, plan: Plan, site: SiteConfig) -> str:
     lines += env.setup  # the site admin's own shell lines
     lines += [f"export {k}={shlex.quote(v)}" for k, v in sorted(env.variables.items())]
     lines.append(f'XVHPC_PY="${{XVHPC_PYTHON:-{env.python}}}"')
-    lines.append("XVHPC_INDEX=0")
+    if "{index}" in step.args:
+        lines.append("XVHPC_INDEX=0")
     lines += scheduler.prologue(step, site)
     lines += body(step, plan, site)
     return "\n".join(lines) + "\n"
@@ -128,7 +137,9 @@ def submit_script(plan: Plan, site: SiteConfig) -> str:
             lines.append(f"{var}=$({rendered})")
             lines.append(f'{var}="${{{var}%%;*}}"')
         else:
-            lines.append(f"{var}=$({rendered} < {shlex.quote(script)} | sed -n 's/^Job <\\([0-9]*\\)>.*/\\1/p')")
+            lines.append(
+                f"{var}=$({rendered} < {shlex.quote(script)} | sed -n 's/^Job <\\([0-9]*\\)>.*/\\1/p')"
+            )
         if site.scheduler != "local":
             lines.append(f'echo "{step.name}: ${{{var}}}"')
     return "\n".join(lines) + "\n"

@@ -63,8 +63,12 @@ def _setup_horovod(info: DistInfo) -> Context:
             "HINT: use backend: ddp (the default), or build Horovod against this torch (see README)"
         ) from None
     hvd.init()
-    info = DistInfo("horovod", hvd.rank(), hvd.local_rank(), hvd.size(), info.master_addr, info.master_port)
-    device = torch.device("cuda", hvd.local_rank()) if torch.cuda.is_available() else torch.device("cpu")
+    info = DistInfo(
+        "horovod", hvd.rank(), hvd.local_rank(), hvd.size(), info.master_addr, info.master_port
+    )
+    device = (
+        torch.device("cuda", hvd.local_rank()) if torch.cuda.is_available() else torch.device("cpu")
+    )
     if device.type == "cuda":
         torch.cuda.set_device(device)
     return Context(info, device, "horovod")
@@ -86,7 +90,9 @@ def teardown(ctx: Context) -> None:
 
 
 def all_reduce_sum(ctx: Context, values: list[float]) -> list[float]:
-    tensor = torch.tensor(values, dtype=torch.float64, device=ctx.device if ctx.backend == "nccl" else "cpu")
+    tensor = torch.tensor(
+        values, dtype=torch.float64, device=ctx.device if ctx.backend == "nccl" else "cpu"
+    )
     if ctx.backend == "horovod" and ctx.world_size > 1:
         import horovod.torch as hvd
 

@@ -46,7 +46,9 @@ def _int(env: Mapping[str, str], name: str, who: str, hint: str) -> int:
     try:
         return int(value)
     except ValueError:
-        raise EnvironmentError_(f"{who}: {name}={value!r} is not an integer. HINT: {hint}") from None
+        raise EnvironmentError_(
+            f"{who}: {name}={value!r} is not an integer. HINT: {hint}"
+        ) from None
 
 
 def _mpi_rank0_address(port_hint: int) -> tuple[str, int]:
@@ -83,11 +85,20 @@ class TorchrunEnvironment(ClusterEnvironment):
 
     @staticmethod
     def detect(env: Mapping[str, str]) -> bool:
-        return "TORCHELASTIC_RUN_ID" in env or all(k in env for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
+        return "TORCHELASTIC_RUN_ID" in env or all(
+            k in env for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK")
+        )
 
     def info(self, env: Mapping[str, str]) -> DistInfo:
         i = lambda k: _int(env, k, self.name, self.hint)  # noqa: E731
-        return DistInfo(self.name, i("RANK"), i("LOCAL_RANK"), i("WORLD_SIZE"), _need(env, "MASTER_ADDR", self.name, self.hint), i("MASTER_PORT"))
+        return DistInfo(
+            self.name,
+            i("RANK"),
+            i("LOCAL_RANK"),
+            i("WORLD_SIZE"),
+            _need(env, "MASTER_ADDR", self.name, self.hint),
+            i("MASTER_PORT"),
+        )
 
 
 class JsrunEnvironment(ClusterEnvironment):
@@ -130,7 +141,9 @@ class JsrunEnvironment(ClusterEnvironment):
 
 class OpenMPIEnvironment(ClusterEnvironment):
     name = "openmpi"
-    hint = "run under `mpirun -np N` (Open MPI) and install mpi4py, or export MASTER_ADDR/MASTER_PORT"
+    hint = (
+        "run under `mpirun -np N` (Open MPI) and install mpi4py, or export MASTER_ADDR/MASTER_PORT"
+    )
 
     @staticmethod
     def detect(env: Mapping[str, str]) -> bool:
@@ -138,8 +151,15 @@ class OpenMPIEnvironment(ClusterEnvironment):
 
     def info(self, env: Mapping[str, str]) -> DistInfo:
         i = lambda k: _int(env, k, self.name, self.hint)  # noqa: E731
-        rank, local, size = i("OMPI_COMM_WORLD_RANK"), i("OMPI_COMM_WORLD_LOCAL_RANK"), i("OMPI_COMM_WORLD_SIZE")
-        port = int(env.get("MASTER_PORT", "0") or 0) or 29500 + int(env.get("SLURM_JOB_ID", "0") or 0) % 1000
+        rank, local, size = (
+            i("OMPI_COMM_WORLD_RANK"),
+            i("OMPI_COMM_WORLD_LOCAL_RANK"),
+            i("OMPI_COMM_WORLD_SIZE"),
+        )
+        port = (
+            int(env.get("MASTER_PORT", "0") or 0)
+            or 29500 + int(env.get("SLURM_JOB_ID", "0") or 0) % 1000
+        )
         addr = env.get("MASTER_ADDR", "")
         if not addr and size > 1:
             try:
@@ -152,7 +172,7 @@ class OpenMPIEnvironment(ClusterEnvironment):
 class SlurmEnvironment(ClusterEnvironment):
     name = "slurm"
     hint = (
-        'the xvhpc Slurm script exports it; by hand: export MASTER_ADDR=$(scontrol show hostnames '
+        "the xvhpc Slurm script exports it; by hand: export MASTER_ADDR=$(scontrol show hostnames "
         '"$SLURM_JOB_NODELIST" | head -n1)'
     )
 
@@ -163,7 +183,11 @@ class SlurmEnvironment(ClusterEnvironment):
     def info(self, env: Mapping[str, str]) -> DistInfo:
         i = lambda k: _int(env, k, self.name, self.hint)  # noqa: E731
         size = i("SLURM_NTASKS")
-        addr = _need(env, "MASTER_ADDR", self.name, self.hint) if size > 1 else env.get("MASTER_ADDR", "127.0.0.1")
+        addr = (
+            _need(env, "MASTER_ADDR", self.name, self.hint)
+            if size > 1
+            else env.get("MASTER_ADDR", "127.0.0.1")
+        )
         port = int(env.get("MASTER_PORT") or 15000 + int(env.get("SLURM_JOB_ID", "0")) % 20000)
         return DistInfo(self.name, i("SLURM_PROCID"), i("SLURM_LOCALID"), size, addr, port)
 

@@ -40,4 +40,3 @@ class Scheduler:
 
 
 SCHEDULERS: Registry[Scheduler] = Registry("scheduler")
-

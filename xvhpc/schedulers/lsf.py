@@ -51,7 +51,7 @@ class LsfScheduler(Scheduler):
     def prologue(self, step: Step, site: SiteConfig) -> list[str]:
         lines = []
         if step.array and not step.packed:
-            lines.append('XVHPC_INDEX=$(( ${LSB_JOBINDEX:-1} - 1 ))  # LSF arrays count from 1')
+            lines.append("XVHPC_INDEX=$(( ${LSB_JOBINDEX:-1} - 1 ))  # LSF arrays count from 1")
         if step.distributed:
             lines += [
                 "# rank 0's host comes from LSB_DJOB_RANKFILE (launch node dropped) or mpi4py",

@@ -13,7 +13,11 @@ class SlurmScheduler(Scheduler):
     needs = ("sbatch", "squeue", "sacct", "scancel")
 
     def directives(self, step: Step, plan: Plan, site: SiteConfig) -> list[str]:
-        out = f"logs/{step.name}-%A_%a.out" if step.array and not step.packed else f"logs/{step.name}-%j.out"
+        out = (
+            f"logs/{step.name}-%A_%a.out"
+            if step.array and not step.packed
+            else f"logs/{step.name}-%j.out"
+        )
         d = {
             "--job-name": f"{plan.job_label}-{step.name}",
             "--output": out,
@@ -54,11 +58,11 @@ class SlurmScheduler(Scheduler):
             lines.append('XVHPC_INDEX="${SLURM_ARRAY_TASK_ID:-0}"')
         if step.distributed:
             lines += [
-                '# rank 0 runs on the first node of the allocation; NodeAddr is what ranks can reach',
+                "# rank 0 runs on the first node of the allocation; NodeAddr is what ranks can reach",
                 'first_node=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
-                'MASTER_ADDR=$(scontrol show node "$first_node" | sed -n \'s/.*NodeAddr=\\([^ ]*\\).*/\\1/p\')',
+                "MASTER_ADDR=$(scontrol show node \"$first_node\" | sed -n 's/.*NodeAddr=\\([^ ]*\\).*/\\1/p')",
                 'export MASTER_ADDR="${MASTER_ADDR:-$first_node}"',
-                'export MASTER_PORT=$((15000 + SLURM_JOB_ID % 20000))',
+                "export MASTER_PORT=$((15000 + SLURM_JOB_ID % 20000))",
             ]
         return lines
 
@@ -77,4 +81,3 @@ class SlurmScheduler(Scheduler):
         if not job_id.isdigit():
             raise ValueError(f"sbatch printed no job id: {stdout!r}")
         return job_id
-

@@ -39,7 +39,9 @@ class ModelInfo(BaseModel):
     default_threshold: float
 
 
-def rank_predictions(probs, classes: list[str], threshold: float, top_k: int | None) -> list[Prediction]:
+def rank_predictions(
+    probs, classes: list[str], threshold: float, top_k: int | None
+) -> list[Prediction]:
     """Classes with confidence ≥ threshold, most confident first (threshold 0 → every class)."""
     ranked = sorted(zip(classes, (float(p) for p in probs), strict=True), key=lambda kv: -kv[1])
     kept = [Prediction(label=c, confidence=p) for c, p in ranked if p >= threshold]
@@ -50,10 +52,19 @@ def create_app(bundle: Bundle, max_upload_mb: float = 32.0) -> FastAPI:
     meta = bundle.meta
     spec_hash = hashlib.sha256(json.dumps(meta["spec"], sort_keys=True).encode()).hexdigest()[:16]
     info = ModelInfo(
-        arch=meta["arch"], classes=bundle.classes, image_size=bundle.size, channels=meta["channels"],
-        validation=meta.get("validation", {}), spec_hash=spec_hash, default_threshold=meta.get("threshold", 0.0),
+        arch=meta["arch"],
+        classes=bundle.classes,
+        image_size=bundle.size,
+        channels=meta["channels"],
+        validation=meta.get("validation", {}),
+        spec_hash=spec_hash,
+        default_threshold=meta.get("threshold", 0.0),
     )
-    app = FastAPI(title="xvhpc model", version="1", description=f"{meta['arch']} classifier: {', '.join(bundle.classes)}")
+    app = FastAPI(
+        title="xvhpc model",
+        version="1",
+        description=f"{meta['arch']} classifier: {', '.join(bundle.classes)}",
+    )
     limit = int(max_upload_mb * 1024 * 1024)
 
     @app.get("/healthz")
@@ -64,7 +75,15 @@ def create_app(bundle: Bundle, max_upload_mb: float = 32.0) -> FastAPI:
     def model_info() -> ModelInfo:
         return info
 
-    @app.post("/v1/predict", response_model=PredictResponse, responses={413: {"description": "too large"}, 415: {"description": "not a supported image"}, 422: {"description": "bad parameters"}})
+    @app.post(
+        "/v1/predict",
+        response_model=PredictResponse,
+        responses={
+            413: {"description": "too large"},
+            415: {"description": "not a supported image"},
+            422: {"description": "bad parameters"},
+        },
+    )
     async def predict(
         file: Annotated[UploadFile, File(description="JPEG, PNG or DICOM")],
         threshold: Annotated[float, Form(ge=0.0, le=1.0)] = 0.0,
@@ -77,13 +96,18 @@ def create_app(bundle: Bundle, max_upload_mb: float = 32.0) -> FastAPI:
         name = file.filename or ""
         return await asyncio.to_thread(_predict, data, name, threshold, top_k, heatmap)
 
-    def _predict(data: bytes, name: str, threshold: float, top_k: int | None, want_heatmap: bool) -> PredictResponse:
+    def _predict(
+        data: bytes, name: str, threshold: float, top_k: int | None, want_heatmap: bool
+    ) -> PredictResponse:
         try:
             x = bundle.inputs(data, name)
         except BadImage as exc:
             raise HTTPException(415, f"not a supported image: {exc}") from None
         probs = bundle.probabilities(x).mean(0)
-        response = PredictResponse(predictions=rank_predictions(probs, bundle.classes, threshold, top_k), model={"arch": info.arch, "spec_hash": spec_hash})
+        response = PredictResponse(
+            predictions=rank_predictions(probs, bundle.classes, threshold, top_k),
+            model={"arch": info.arch, "spec_hash": spec_hash},
+        )
         if want_heatmap:
             best = int(probs.argmax())
             cam = bundle.heatmap(x, best)
@@ -103,5 +127,10 @@ def main(args: argparse.Namespace) -> int:
     bundle = load_bundle(model_dir)
     deploy = bundle.meta["spec"].get("deploy", {})
     app = create_app(bundle, deploy.get("max_upload_mb", 32))
-    uvicorn.run(app, host=args.host or deploy.get("host", "127.0.0.1"), port=args.port or deploy.get("port", 8000), log_level="info")
+    uvicorn.run(
+        app,
+        host=args.host or deploy.get("host", "127.0.0.1"),
+        port=args.port or deploy.get("port", 8000),
+        log_level="info",
+    )
     return 0

@@ -25,23 +25,38 @@ def export(run_dir: str | Path, fmt: str, out: str | Path | None = None) -> Path
             traced.save(str(tmp))
         else:
             torch.onnx.export(
-                bundle.model, (example,), str(tmp), input_names=["image"], output_names=["logits"],
-                dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17, dynamo=False,
+                bundle.model,
+                (example,),
+                str(tmp),
+                input_names=["image"],
+                output_names=["logits"],
+                dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+                opset_version=17,
+                dynamo=False,
             )
     meta = bundle.meta
-    write_json_atomic(target.with_name(target.name + ".json"), {
-        "format": fmt,
-        "file": target.name,
-        "classes": meta["classes"],
-        "input": {"shape": [None, 3, size, size], "dtype": "float32", "layout": "NCHW"},
-        "output": "logits (apply softmax for confidences)",
-        "preprocessing": {
-            "decode": "grayscale (replicated to 3 channels)" if meta["channels"] == 1 else "RGB",
-            "resize": meta["resize"], "image_size": size, "scale": "1/255", "mean": meta["mean"], "std": meta["std"],
+    write_json_atomic(
+        target.with_name(target.name + ".json"),
+        {
+            "format": fmt,
+            "file": target.name,
+            "classes": meta["classes"],
+            "input": {"shape": [None, 3, size, size], "dtype": "float32", "layout": "NCHW"},
+            "output": "logits (apply softmax for confidences)",
+            "preprocessing": {
+                "decode": "grayscale (replicated to 3 channels)"
+                if meta["channels"] == 1
+                else "RGB",
+                "resize": meta["resize"],
+                "image_size": size,
+                "scale": "1/255",
+                "mean": meta["mean"],
+                "std": meta["std"],
+            },
+            "arch": meta["arch"],
+            "validation": meta.get("validation", {}),
         },
-        "arch": meta["arch"],
-        "validation": meta.get("validation", {}),
-    })
+    )
     return target
 
 

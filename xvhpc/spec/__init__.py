@@ -1,7 +1,15 @@
 """Experiment specs and site configs: schema, YAML with line numbers, error messages."""
 
 from .errors import Problem, SpecError
-from .load import LoadedSpec, check_against_site, load_site, load_spec, point_spec, spec_hash, sweep_points
+from .load import (
+    LoadedSpec,
+    check_against_site,
+    load_site,
+    load_spec,
+    point_spec,
+    spec_hash,
+    sweep_points,
+)
 from .schema import ARCHITECTURES, ExperimentSpec
 from .site import SiteConfig, known_sites
 

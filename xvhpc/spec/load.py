@@ -94,7 +94,10 @@ def sweep_points(loaded: LoadedSpec) -> list[dict[str, Any]]:
     if sweep is None or not sweep.parameters:
         return [{}]
     keys = sorted(sweep.parameters)
-    grid = [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(sweep.parameters[k] for k in keys))]
+    grid = [
+        dict(zip(keys, combo, strict=True))
+        for combo in itertools.product(*(sweep.parameters[k] for k in keys))
+    ]
     if sweep.method == "random":
         rng = random.Random(sweep.seed)
         grid = rng.sample(grid, min(sweep.samples, len(grid)))
@@ -128,7 +131,11 @@ def check_sweep(loaded: LoadedSpec) -> list[Problem]:
                 for f in getattr(m.annotation, "model_fields", {})
             )
             problems.append(
-                loaded.problem(where, f"not a spec key{did_you_mean(key, names)}", closest_first(key, names)[:8])
+                loaded.problem(
+                    where,
+                    f"not a spec key{did_you_mean(key, names)}",
+                    closest_first(key, names)[:8],
+                )
             )
             continue
         if not values:
@@ -141,7 +148,9 @@ def check_sweep(loaded: LoadedSpec) -> list[Problem]:
                 ExperimentSpec.model_validate(raw)
             except Exception as exc:  # pydantic.ValidationError
                 for p in problems_from(exc, ExperimentSpec, loaded.file, loaded.lines):  # type: ignore[arg-type]
-                    problems.append(loaded.problem(where, f"value {value!r}: {p.message}", p.choices))
+                    problems.append(
+                        loaded.problem(where, f"value {value!r}: {p.message}", p.choices)
+                    )
     return problems
 
 
@@ -161,24 +170,53 @@ def check_against_site(loaded: LoadedSpec, site: SiteConfig) -> list[Problem]:
             )
         )
     if res.nodes > site.max_nodes:
-        problems.append(loaded.problem("resources.nodes", f"{site.name} allows at most {site.max_nodes} nodes; asked for {res.nodes}"))
+        problems.append(
+            loaded.problem(
+                "resources.nodes",
+                f"{site.name} allows at most {site.max_nodes} nodes; asked for {res.nodes}",
+            )
+        )
     if res.cpus_per_task and res.cpus_per_task > site.node.cores * site.node.smt:
-        problems.append(loaded.problem("resources.cpus_per_task", f"{site.name} nodes have {site.node.cores} cores"))
+        problems.append(
+            loaded.problem(
+                "resources.cpus_per_task", f"{site.name} nodes have {site.node.cores} cores"
+            )
+        )
     queue_name = res.queue or site.default_queue
     if site.queues:
         if res.queue and res.queue not in site.queues:
             names = sorted(site.queues)
-            problems.append(loaded.problem("resources.queue", f"{res.queue!r} is not a queue of {site.name}{did_you_mean(res.queue, names)}", closest_first(res.queue, names)))
+            problems.append(
+                loaded.problem(
+                    "resources.queue",
+                    f"{res.queue!r} is not a queue of {site.name}{did_you_mean(res.queue, names)}",
+                    closest_first(res.queue, names),
+                )
+            )
         elif queue_name:
             queue = site.queues[queue_name]
             for key in ("walltime", "ingest_walltime"):
                 asked = getattr(res, key)
                 if parse_walltime(asked) > parse_walltime(queue.max_walltime):
-                    problems.append(loaded.problem(f"resources.{key}", f"{asked} exceeds queue {queue_name!r} limit {queue.max_walltime}"))
+                    problems.append(
+                        loaded.problem(
+                            f"resources.{key}",
+                            f"{asked} exceeds queue {queue_name!r} limit {queue.max_walltime}",
+                        )
+                    )
             if res.nodes > queue.max_nodes:
-                problems.append(loaded.problem("resources.nodes", f"queue {queue_name!r} allows at most {queue.max_nodes} nodes"))
+                problems.append(
+                    loaded.problem(
+                        "resources.nodes",
+                        f"queue {queue_name!r} allows at most {queue.max_nodes} nodes",
+                    )
+                )
     if site.account_required and not (res.account or site.default_account):
-        problems.append(loaded.problem("resources.account", f"{site.name} requires a project/account (resources.account)"))
+        problems.append(
+            loaded.problem(
+                "resources.account", f"{site.name} requires a project/account (resources.account)"
+            )
+        )
     return problems
 
 

@@ -173,7 +173,7 @@ class DeploySpec(Strict):
 
 
 class ExperimentSpec(Strict):
-    name: str = Field(min_length=1, max_length=200)
+    name: str = Field(min_length=1, max_length=1000)
     data: DataSpec
     model: ModelSpec = Field(default_factory=ModelSpec)
     train: TrainSpec = Field(default_factory=TrainSpec)

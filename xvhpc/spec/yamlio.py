@@ -24,7 +24,8 @@ def _construct(node: yaml.Node, path: str, lines: LineMap, loader: yaml.SafeLoad
         return out
     if isinstance(node, yaml.SequenceNode):
         return [
-            _construct(item, f"{path}.{index}", lines, loader) for index, item in enumerate(node.value)
+            _construct(item, f"{path}.{index}", lines, loader)
+            for index, item in enumerate(node.value)
         ]
     return loader.construct_object(node, deep=True)
 

@@ -22,7 +22,9 @@ class RunDir:
         root = Path(path).resolve()
         plan = read_json(root / "plan.json")
         if plan is None:
-            raise SystemExit(f"xvhpc: error: {root} is not a compiled run directory (no plan.json); run `xvhpc compile` first")
+            raise SystemExit(
+                f"xvhpc: error: {root} is not a compiled run directory (no plan.json); run `xvhpc compile` first"
+            )
         return cls(root, plan, load_spec(root / "spec.yaml"))
 
     @property
@@ -32,7 +34,9 @@ class RunDir:
     def point(self, index: int) -> ExperimentSpec:
         points = self.plan["points"]
         if not 0 <= index < len(points):
-            raise SystemExit(f"xvhpc: error: point {index} out of range (this run has {len(points)})")
+            raise SystemExit(
+                f"xvhpc: error: point {index} out of range (this run has {len(points)})"
+            )
         return point_spec(self.loaded, points[index])
 
     @property

@@ -20,7 +20,9 @@ from .train import publish_model
 
 
 @torch.no_grad()
-def predict_split(bundle: Bundle, run_root: Path, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+def predict_split(
+    bundle: Bundle, run_root: Path, batch_size: int = 64
+) -> tuple[np.ndarray, np.ndarray]:
     dataset = ShardDataset(load_index(run_root, "val"))
     labels, probs = [], []
     for start in range(0, len(dataset), batch_size):
@@ -32,13 +34,19 @@ def predict_split(bundle: Bundle, run_root: Path, batch_size: int = 64) -> tuple
     return np.array(labels, dtype=np.int64), (np.concatenate(probs) if probs else np.zeros((0, k)))
 
 
-def predict_files(bundle: Bundle, source: str, run: RunDir, log) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+def predict_files(
+    bundle: Bundle, source: str, run: RunDir, log
+) -> tuple[np.ndarray, np.ndarray, list[dict]]:
     """Decode a labelled folder/CSV exactly as ingest does and predict every image."""
-    data = run.spec.data.model_copy(update={"augment": {}, "split": run.spec.data.split.model_copy(update={"validation": 0.5})})
+    data = run.spec.data.model_copy(
+        update={"augment": {}, "split": run.spec.data.split.model_copy(update={"validation": 0.5})}
+    )
     catalog = build_catalog(source, data)
     unknown = sorted(set(catalog.classes) - set(bundle.classes))
     if unknown:
-        raise CatalogError(f"classes {unknown} are not classes of the model ({', '.join(bundle.classes)})")
+        raise CatalogError(
+            f"classes {unknown} are not classes of the model ({', '.join(bundle.classes)})"
+        )
     labels, probs, skipped = [], [], list(catalog.skipped)
     for sample in catalog.samples:
         try:
@@ -50,7 +58,11 @@ def predict_files(bundle: Bundle, source: str, run: RunDir, log) -> tuple[np.nda
         labels.append(bundle.classes.index(sample.label))
     for s in skipped:
         log.warning("skipped %s: %s", s["path"], s["reason"])
-    return np.array(labels, dtype=np.int64), np.array(probs).reshape(-1, len(bundle.classes)), skipped
+    return (
+        np.array(labels, dtype=np.int64),
+        np.array(probs).reshape(-1, len(bundle.classes)),
+        skipped,
+    )
 
 
 def evaluate_point(run: RunDir, point: int, data: str | None, log) -> dict | None:
@@ -67,17 +79,40 @@ def evaluate_point(run: RunDir, point: int, data: str | None, log) -> dict | Non
         labels, probs = predict_split(bundle, run.root)
         name = "metrics.json"
     metrics = classification_metrics(labels, probs, bundle.classes)
-    metrics.update({"point": point, "params": run.plan["points"][point], "data": data or "validation split", "skipped": skipped})
+    metrics.update(
+        {
+            "point": point,
+            "params": run.plan["points"][point],
+            "data": data or "validation split",
+            "skipped": skipped,
+        }
+    )
     metrics["training"] = read_json(run.root / "train" / str(point) / "progress.json", {})
     write_json_atomic(run.root / "eval" / str(point) / name, metrics)
-    log.info("point %d: accuracy %.3f, balanced accuracy %.3f on %d images", point, metrics["accuracy"], metrics["balanced_accuracy"], metrics["samples"])
+    log.info(
+        "point %d: accuracy %.3f, balanced accuracy %.3f on %d images",
+        point,
+        metrics["accuracy"],
+        metrics["balanced_accuracy"],
+        metrics["samples"],
+    )
     return metrics
 
 
 def leaderboard(run: RunDir, results: dict[int, dict]) -> list[dict]:
     """Sweep points ranked by evaluate.rank_by (best first); the best one becomes RUN_DIR/model."""
     key = run.spec.evaluate.rank_by
-    rows = [{"point": p, "params": m["params"], "accuracy": m["accuracy"], "balanced_accuracy": m["balanced_accuracy"], "macro_f1": m["macro_f1"], "roc_auc": m["roc_auc"]} for p, m in results.items()]
+    rows = [
+        {
+            "point": p,
+            "params": m["params"],
+            "accuracy": m["accuracy"],
+            "balanced_accuracy": m["balanced_accuracy"],
+            "macro_f1": m["macro_f1"],
+            "roc_auc": m["roc_auc"],
+        }
+        for p, m in results.items()
+    ]
     rows.sort(key=lambda r: (-(r[key] if r[key] is not None else -1), r["point"]))
     write_json_atomic(run.root / "eval" / "leaderboard.json", {"rank_by": key, "rows": rows})
     if rows:
@@ -90,7 +125,9 @@ def main(args: argparse.Namespace) -> int:
     run = RunDir.open(args.run_dir)
     points = range(len(run.plan["points"])) if args.all else [args.point]
     try:
-        results = {p: m for p in points if (m := evaluate_point(run, p, args.data, log)) is not None}
+        results = {
+            p: m for p in points if (m := evaluate_point(run, p, args.data, log)) is not None
+        }
     except CatalogError as exc:
         print(f"xvhpc: error: {exc}", file=sys.stderr)
         return 2
@@ -100,5 +137,11 @@ def main(args: argparse.Namespace) -> int:
     if args.all and not args.data:
         rows = leaderboard(run, results)
         for r in rows:
-            log.info("leaderboard: point %d %s %s=%.3f", r["point"], r["params"], run.spec.evaluate.rank_by, r[run.spec.evaluate.rank_by] or 0)
+            log.info(
+                "leaderboard: point %d %s %s=%.3f",
+                r["point"],
+                r["params"],
+                run.spec.evaluate.rank_by,
+                r[run.spec.evaluate.rank_by] or 0,
+            )
     return 0 if len(results) == len(list(points)) else 1

@@ -14,7 +14,6 @@ import zlib
 from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -58,12 +57,26 @@ def process_sample(job: Job) -> tuple[list[Record], str | None]:
     for f, frame in enumerate(frames):
         images = resize(frame, data.image_size, data.resize, data.tile_grid)
         for t, image in enumerate(images):
-            source = job.sample.rel + (f"#frame{f}" if multi else "") + (f"#tile{t}" if len(images) > 1 else "")
+            source = (
+                job.sample.rel
+                + (f"#frame{f}" if multi else "")
+                + (f"#tile{t}" if len(images) > 1 else "")
+            )
             records.append(Record(image, job.label, job.sample.split, source))
             for copy in range(job.sample.copies):
                 seed = [data.split.seed, zlib.crc32(source.encode()), copy]
-                aug_image, ops = augment(image, data.augment[job.sample.label], np.random.default_rng(seed))
-                records.append(Record(aug_image, job.label, "train", source, json.dumps({"copy": copy, "ops": ops})))
+                aug_image, ops = augment(
+                    image, data.augment[job.sample.label], np.random.default_rng(seed)
+                )
+                records.append(
+                    Record(
+                        aug_image,
+                        job.label,
+                        "train",
+                        source,
+                        json.dumps({"copy": copy, "ops": ops}),
+                    )
+                )
     return records, None
 
 
@@ -82,7 +95,9 @@ def ingest_shard(run: RunDir, catalog: Catalog, index: int, shards: int, workers
     stats = ShardStats(index, inputs=len(samples))
     per = defaultdict(lambda: defaultdict(int))
     orig = defaultdict(lambda: defaultdict(int))
-    writer = ShardWriter(shard_dir / shard_name(index), data.image_size, data.channels, data.compression)
+    writer = ShardWriter(
+        shard_dir / shard_name(index), data.image_size, data.channels, data.compression
+    )
     jobs = [Job(s, label_of[s.label], data) for s in samples]
     try:
         if workers > 1:
@@ -105,7 +120,9 @@ def ingest_shard(run: RunDir, catalog: Catalog, index: int, shards: int, workers
 
 
 def _collect(results, jobs, writer, stats, per, orig, catalog, log, index) -> None:
-    for job, (records, reason) in progress(zip(jobs, results, strict=True), len(jobs), f"ingest shard {index}", log):
+    for job, (records, reason) in progress(
+        zip(jobs, results, strict=True), len(jobs), f"ingest shard {index}", log
+    ):
         if reason is not None:
             stats.skipped.append({"path": job.sample.rel, "reason": reason})
             continue
@@ -131,7 +148,10 @@ def merge(run: RunDir, catalog: Catalog, shards: int, log) -> int:
         info = shard_complete(run.shard_dir, i)
         (infos.append(info) if info else missing.append(i))
     if missing:
-        print(f"xvhpc: error: shard(s) {missing} are not complete; rerun `xvhpc ingest --run-dir {run.root} --shard N`", file=sys.stderr)
+        print(
+            f"xvhpc: error: shard(s) {missing} are not complete; rerun `xvhpc ingest --run-dir {run.root} --shard N`",
+            file=sys.stderr,
+        )
         return 1
     spec = run.spec.data
 
@@ -167,22 +187,38 @@ def merge(run: RunDir, catalog: Catalog, shards: int, log) -> int:
         "skipped": sorted(skipped, key=lambda s: s["path"]),
         "bad_fraction": round(bad_fraction, 4),
         "notes": catalog.notes,
-        "leaks": {"identical_images_in_train_and_val": len(leaks), "policy": spec.leaks, "hashes": leaks[:100]},
+        "leaks": {
+            "identical_images_in_train_and_val": len(leaks),
+            "policy": spec.leaks,
+            "hashes": leaks[:100],
+        },
         # with leaks: drop, the val copies of leaked images are excluded at load time
         "exclude_val_hashes": leaks if spec.leaks == "drop" else [],
         "shards": [{"file": i["file"], "count": i["count"], "sha256": i["sha256"]} for i in infos],
     }
     if bad_fraction > spec.max_bad_fraction:
-        manifest["error"] = f"{len(skipped)} of {inputs} files ({bad_fraction:.1%}) could not be used, above data.max_bad_fraction {spec.max_bad_fraction:.1%}"
+        manifest["error"] = (
+            f"{len(skipped)} of {inputs} files ({bad_fraction:.1%}) could not be used, above data.max_bad_fraction {spec.max_bad_fraction:.1%}"
+        )
     write_json_atomic(run.root / "manifest.json", manifest)
     for s in skipped:
         log.warning("skipped %s: %s", s["path"], s["reason"])
     if leaks:
-        log.warning("%d identical image(s) on both sides of the split (policy: %s)", len(leaks), spec.leaks)
+        log.warning(
+            "%d identical image(s) on both sides of the split (policy: %s)", len(leaks), spec.leaks
+        )
     n = sum(i["count"] for i in infos)
-    log.info("manifest: %d images in %d shards, %d skipped, classes %s", n, len(infos), len(skipped), ", ".join(catalog.classes))
+    log.info(
+        "manifest: %d images in %d shards, %d skipped, classes %s",
+        n,
+        len(infos),
+        len(skipped),
+        ", ".join(catalog.classes),
+    )
     if "error" in manifest:
-        print(f"xvhpc: error: {manifest['error']}; see {run.root / 'manifest.json'}", file=sys.stderr)
+        print(
+            f"xvhpc: error: {manifest['error']}; see {run.root / 'manifest.json'}", file=sys.stderr
+        )
         return 3
     return 0
 
@@ -198,7 +234,10 @@ def shard_from_env() -> int | None:
 
 def _mpi():
     """(rank, size, comm) under an MPI launcher with mpi4py, else (0, 1, None)."""
-    if not any(k in os.environ for k in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "JSM_NAMESPACE_SIZE")):
+    if not any(
+        k in os.environ
+        for k in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "JSM_NAMESPACE_SIZE")
+    ):
         return 0, 1, None
     try:
         from mpi4py import MPI
@@ -219,7 +258,9 @@ def main(args: argparse.Namespace) -> int:
         print(f"xvhpc: error: {exc}", file=sys.stderr)
         return 2
     shards = data.shards
-    workers = args.workers if args.workers is not None else (data.workers or min(os.cpu_count() or 1, 8))
+    workers = (
+        args.workers if args.workers is not None else (data.workers or min(os.cpu_count() or 1, 8))
+    )
     if args.shard == "all":
         mine = list(range(rank, shards, size))  # MPI-parallel ingest: ranks share the shards
         for index in mine:
@@ -235,7 +276,10 @@ def main(args: argparse.Namespace) -> int:
             return 2
         ingest_shard(run, catalog, index, shards, workers, log)
     elif not args.merge:
-        print("xvhpc: error: give --shard N, --shard all, or --merge (or run as an array task)", file=sys.stderr)
+        print(
+            "xvhpc: error: give --shard N, --shard all, or --merge (or run as an array task)",
+            file=sys.stderr,
+        )
         return 2
     if args.merge:
         return merge(run, catalog, shards, log)

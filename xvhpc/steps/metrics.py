@@ -39,7 +39,13 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray, classes: list[
         recall = tp / support if support else 0.0
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
         auc = roc_auc(probs[:, c], labels == c) if len(probs) else None
-        per_class[name] = {"precision": float(precision), "recall": float(recall), "f1": float(f1), "support": int(support), "roc_auc": auc}
+        per_class[name] = {
+            "precision": float(precision),
+            "recall": float(recall),
+            "f1": float(f1),
+            "support": int(support),
+            "roc_auc": auc,
+        }
         if support:
             recalls.append(recall)
             f1s.append(f1)

@@ -35,7 +35,9 @@ def _img_tag(src: str, alt: str) -> str:
 
 def _table(header: list[str], rows: list[list]) -> str:
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(c))}</td>" for c in row) + "</tr>" for row in rows)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(_fmt(c))}</td>" for c in row) + "</tr>" for row in rows
+    )
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
@@ -48,7 +50,11 @@ def _fmt(value) -> str:
 def curves(metrics_file: Path) -> str:
     import matplotlib.pyplot as plt
 
-    lines = [json.loads(x) for x in metrics_file.read_text().splitlines() if x.strip()] if metrics_file.exists() else []
+    lines = (
+        [json.loads(x) for x in metrics_file.read_text().splitlines() if x.strip()]
+        if metrics_file.exists()
+        else []
+    )
     train = [(m["iteration"], m["loss"]) for m in lines if "loss" in m]
     val = [(m["iteration"], m["val_accuracy"], m["val_loss"]) for m in lines if "val_accuracy" in m]
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.2))
@@ -79,7 +85,14 @@ def confusion(metrics: dict) -> str:
     ax.set_ylabel("true")
     for i in range(len(classes)):
         for j in range(len(classes)):
-            ax.text(j, i, int(cm[i, j]), ha="center", va="center", color="white" if cm[i, j] > cm.max() / 2 else "black")
+            ax.text(
+                j,
+                i,
+                int(cm[i, j]),
+                ha="center",
+                va="center",
+                color="white" if cm[i, j] > cm.max() / 2 else "black",
+            )
     return _img_tag(_png(fig), "confusion matrix")
 
 
@@ -92,7 +105,11 @@ def samples(run: RunDir, count: int) -> str:
 
     bundle = load_bundle(run.root / "model")
     dataset = ShardDataset(load_index(run.root, "val"))
-    picks = np.linspace(0, len(dataset) - 1, num=min(count, len(dataset)), dtype=int) if len(dataset) else []
+    picks = (
+        np.linspace(0, len(dataset) - 1, num=min(count, len(dataset)), dtype=int)
+        if len(dataset)
+        else []
+    )
     cards = []
     for i in picks:
         image, label = dataset[int(i)]
@@ -116,34 +133,103 @@ def build_report(run: RunDir) -> str:
     matplotlib.use("Agg")
     spec = run.spec
     manifest = read_json(run.root / "manifest.json", {})
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>xvhpc report: {html.escape(spec.name)}</title><style>{CSS}</style></head><body>"]
-    parts.append(f"<h1>{html.escape(spec.name)}</h1><p>site {html.escape(run.plan['site'])}, spec hash {html.escape(run.plan['spec_hash'])}</p>")
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>xvhpc report: {html.escape(spec.name)}</title><style>{CSS}</style></head><body>"
+    ]
+    parts.append(
+        f"<h1>{html.escape(spec.name)}</h1><p>site {html.escape(run.plan['site'])}, spec hash {html.escape(run.plan['spec_hash'])}</p>"
+    )
     t = spec.train
     parts.append("<h2>Model and hyperparameters</h2>")
-    parts.append(_table(["setting", "value"], [["arch", spec.model.arch], ["pretrained", spec.model.pretrained], ["max_iterations", t.max_iterations], ["batch_size", t.batch_size], ["learning_rate", t.learning_rate], ["weight_decay", t.weight_decay], ["momentum", t.momentum], ["optimizer", t.optimizer], ["schedule", t.schedule], ["amp", t.amp], ["image_size", spec.data.image_size]]))
+    parts.append(
+        _table(
+            ["setting", "value"],
+            [
+                ["arch", spec.model.arch],
+                ["pretrained", spec.model.pretrained],
+                ["max_iterations", t.max_iterations],
+                ["batch_size", t.batch_size],
+                ["learning_rate", t.learning_rate],
+                ["weight_decay", t.weight_decay],
+                ["momentum", t.momentum],
+                ["optimizer", t.optimizer],
+                ["schedule", t.schedule],
+                ["amp", t.amp],
+                ["image_size", spec.data.image_size],
+            ],
+        )
+    )
     if manifest:
         parts.append("<h2>Data</h2>")
-        before, after = manifest["counts_before_augmentation"], manifest["counts_after_augmentation"]
-        rows = [[c, before["train"].get(c, 0), after["train"].get(c, 0), before["val"].get(c, 0)] for c in manifest["classes"]]
-        parts.append(_table(["class", "train (original)", "train (after augmentation)", "validation"], rows))
-        parts.append(f"<p>{manifest['inputs']} files found; {len(manifest['skipped'])} skipped; {manifest['leaks']['identical_images_in_train_and_val']} identical image(s) on both sides of the split.</p>")
+        before, after = (
+            manifest["counts_before_augmentation"],
+            manifest["counts_after_augmentation"],
+        )
+        rows = [
+            [c, before["train"].get(c, 0), after["train"].get(c, 0), before["val"].get(c, 0)]
+            for c in manifest["classes"]
+        ]
+        parts.append(
+            _table(["class", "train (original)", "train (after augmentation)", "validation"], rows)
+        )
+        parts.append(
+            f"<p>{manifest['inputs']} files found; {len(manifest['skipped'])} skipped; {manifest['leaks']['identical_images_in_train_and_val']} identical image(s) on both sides of the split.</p>"
+        )
         if manifest["skipped"]:
-            parts.append(_table(["skipped file", "reason"], [[s["path"], s["reason"]] for s in manifest["skipped"][:200]]))
+            parts.append(
+                _table(
+                    ["skipped file", "reason"],
+                    [[s["path"], s["reason"]] for s in manifest["skipped"][:200]],
+                )
+            )
     board = read_json(run.root / "eval" / "leaderboard.json")
     if board and len(board["rows"]) > 1:
         parts.append(f"<h2>Sweep leaderboard (by {html.escape(board['rank_by'])})</h2>")
-        parts.append(_table(["point", "parameters", "accuracy", "balanced accuracy", "macro F1", "ROC-AUC"], [[r["point"], json.dumps(r["params"]), r["accuracy"], r["balanced_accuracy"], r["macro_f1"], r["roc_auc"]] for r in board["rows"]]))
+        parts.append(
+            _table(
+                ["point", "parameters", "accuracy", "balanced accuracy", "macro F1", "ROC-AUC"],
+                [
+                    [
+                        r["point"],
+                        json.dumps(r["params"]),
+                        r["accuracy"],
+                        r["balanced_accuracy"],
+                        r["macro_f1"],
+                        r["roc_auc"],
+                    ]
+                    for r in board["rows"]
+                ],
+            )
+        )
     for p, params in enumerate(run.plan["points"]):
         parts.append(f"<h2>Point {p} {html.escape(json.dumps(params)) if params else ''}</h2>")
         parts.append(curves(run.root / "train" / str(p) / "metrics.jsonl"))
         metrics = read_json(run.root / "eval" / str(p) / "metrics.json")
         if metrics:
-            parts.append(f"<p>accuracy <b>{metrics['accuracy']:.3f}</b>, balanced accuracy {metrics['balanced_accuracy']:.3f}, macro F1 {metrics['macro_f1']:.3f} on {metrics['samples']} validation images</p>")
+            parts.append(
+                f"<p>accuracy <b>{metrics['accuracy']:.3f}</b>, balanced accuracy {metrics['balanced_accuracy']:.3f}, macro F1 {metrics['macro_f1']:.3f} on {metrics['samples']} validation images</p>"
+            )
             parts.append(confusion(metrics))
-            parts.append(_table(["class", "precision", "recall", "F1", "support", "ROC-AUC"], [[c, v["precision"], v["recall"], v["f1"], v["support"], v["roc_auc"]] for c, v in metrics["per_class"].items()]))
+            parts.append(
+                _table(
+                    ["class", "precision", "recall", "F1", "support", "ROC-AUC"],
+                    [
+                        [c, v["precision"], v["recall"], v["f1"], v["support"], v["roc_auc"]]
+                        for c, v in metrics["per_class"].items()
+                    ],
+                )
+            )
     parts.append("<h2>Validation samples with heatmaps (best model)</h2>")
     parts.append(samples(run, spec.evaluate.heatmap_samples))
-    parts.append("<h2>Spec</h2><pre>" + html.escape((run.root / "spec.yaml").read_text()) + "</pre></body></html>")
+    parts.append(
+        "<h2>Spec</h2><pre>" + html.escape((run.root / "spec.yaml").read_text()) + "</pre>"
+    )
+    # lets a headless browser (and the test suite) tell that every embedded image decoded
+    parts.append(
+        "<script>window.addEventListener('load',()=>{const i=[...document.images];"
+        "document.body.dataset.images=i.length;document.body.dataset.imagesLoaded="
+        "i.filter(x=>x.complete&&x.naturalWidth>0).length;});</script></body></html>"
+    )
     return "\n".join(parts)
 
 

@@ -7,6 +7,7 @@ Shaped like torchvision's references/classification/train.py: ``main`` → ``tra
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -23,7 +24,16 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from ..data.dataset import IMAGENET_MEAN, IMAGENET_STD, Index, RankBatches, ShardDataset, load_index, online_augment, to_model_input
+from ..data.dataset import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Index,
+    RankBatches,
+    ShardDataset,
+    load_index,
+    online_augment,
+    to_model_input,
+)
 from ..models.weights import MissingWeights
 from ..models.zoo import build_model
 from ..runtime.distributed import Context, all_reduce_sum, any_rank, setup, teardown
@@ -87,7 +97,9 @@ def class_weights(index: Index, classes: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, dataset: ShardDataset, ctx: Context, criterion: nn.Module, batch_size: int) -> dict[str, float]:
+def evaluate(
+    model: nn.Module, dataset: ShardDataset, ctx: Context, criterion: nn.Module, batch_size: int
+) -> dict[str, float]:
     """Validation loss and accuracy; ranks take disjoint slices and sum their counts."""
     model.eval()
     total_loss = correct = seen = 0.0
@@ -102,10 +114,22 @@ def evaluate(model: nn.Module, dataset: ShardDataset, ctx: Context, criterion: n
         seen += len(batch)
     model.train()
     total_loss, correct, seen = all_reduce_sum(ctx, [total_loss, correct, seen])
-    return {"val_loss": total_loss / max(seen, 1), "val_accuracy": correct / max(seen, 1), "val_samples": int(seen)}
+    return {
+        "val_loss": total_loss / max(seen, 1),
+        "val_accuracy": correct / max(seen, 1),
+        "val_samples": int(seen),
+    }
 
 
-def save_bundle(out: Path, model: nn.Module, spec: ExperimentSpec, classes: list[str], manifest: dict, iteration: int, metrics: dict) -> None:
+def save_bundle(
+    out: Path,
+    model: nn.Module,
+    spec: ExperimentSpec,
+    classes: list[str],
+    manifest: dict,
+    iteration: int,
+    metrics: dict,
+) -> None:
     """The model bundle evaluate/serve/export read: weights + meta, replaced atomically."""
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -149,15 +173,24 @@ def trim_metrics(path: Path, iteration: int) -> None:
     """After a resume, forget log lines past the checkpoint (they will be written again)."""
     if not path.exists():
         return
-    lines = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln).get("iteration", 0) <= iteration]
+    lines = [
+        ln
+        for ln in path.read_text().splitlines()
+        if ln and json.loads(ln).get("iteration", 0) <= iteration
+    ]
     write_text_atomic(path, "".join(ln + "\n" for ln in lines))
 
 
-def train(run: RunDir, point: int, spec: ExperimentSpec, ctx: Context, log, max_iter_override: int | None) -> int:
+def train(
+    run: RunDir, point: int, spec: ExperimentSpec, ctx: Context, log, max_iter_override: int | None
+) -> int:
     out = run.root / "train" / str(point)
     manifest = read_json(run.root / "manifest.json")
     if manifest is None or "error" in manifest:
-        print(f"xvhpc: error: {run.root}/manifest.json missing or failed; run ingest first", file=sys.stderr)
+        print(
+            f"xvhpc: error: {run.root}/manifest.json missing or failed; run ingest first",
+            file=sys.stderr,
+        )
         return 2
     classes = manifest["classes"]
     t = spec.train
@@ -165,8 +198,14 @@ def train(run: RunDir, point: int, spec: ExperimentSpec, ctx: Context, log, max_
     train_set = ShardDataset(train_index, cache_in_memory=False)
     val_set = ShardDataset(val_index)
     batches = RankBatches(
-        len(train_index), t.batch_size, ctx.rank, ctx.world_size, t.seed,
-        weights=(1.0 / np.bincount(train_index.labels)[train_index.labels]) if t.balanced_sampling else None,
+        len(train_index),
+        t.batch_size,
+        ctx.rank,
+        ctx.world_size,
+        t.seed,
+        weights=(1.0 / np.bincount(train_index.labels)[train_index.labels])
+        if t.balanced_sampling
+        else None,
     )
     max_iter = max_iter_override or t.max_iterations or (t.epochs or 1) * batches.steps_per_epoch
 
@@ -176,7 +215,11 @@ def train(run: RunDir, point: int, spec: ExperimentSpec, ctx: Context, log, max_
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(spec, max_iter))
     use_amp = t.amp and ctx.device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    weight = class_weights(train_index, len(classes)).to(ctx.device) if t.class_weights == "auto" else None
+    weight = (
+        class_weights(train_index, len(classes)).to(ctx.device)
+        if t.class_weights == "auto"
+        else None
+    )
     criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=t.label_smoothing)
     val_criterion = nn.CrossEntropyLoss()
 
@@ -204,7 +247,9 @@ def train(run: RunDir, point: int, spec: ExperimentSpec, ctx: Context, log, max_
         hvd.broadcast_parameters(model.state_dict(), root_rank=0)
         net = model
     elif ctx.world_size > 1:
-        net = DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+        net = DistributedDataParallel(
+            model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None
+        )
     else:
         net = model
 
@@ -239,7 +284,9 @@ def train(run: RunDir, point: int, spec: ExperimentSpec, ctx: Context, log, max_
             tick = time.monotonic()
             images, labels = next(data_iter)
             waited = time.monotonic() - tick
-            loss = train_one_step(net, images, labels, optimizer, scaler, criterion, ctx, spec, iteration, use_amp)
+            loss = train_one_step(
+                net, images, labels, optimizer, scaler, criterion, ctx, spec, iteration, use_amp
+            )
             scheduler.step()
             iteration += 1
             window_loss += loss
@@ -264,7 +311,17 @@ def train(run: RunDir, point: int, spec: ExperimentSpec, ctx: Context, log, max_
                     append_metrics(metrics_path, record)
                     elapsed = time.monotonic() - t_start
                     eta = elapsed / max(iteration - start, 1) * (max_iter - iteration)
-                    write_json_atomic(out / "progress.json", {**record, "max_iterations": max_iter, "eta_s": round(eta, 1), "state": "running", "resumed_from": resumed_from, "world_size": ctx.world_size})
+                    write_json_atomic(
+                        out / "progress.json",
+                        {
+                            **record,
+                            "max_iterations": max_iter,
+                            "eta_s": round(eta, 1),
+                            "state": "running",
+                            "resumed_from": resumed_from,
+                            "world_size": ctx.world_size,
+                        },
+                    )
                 window_loss = window_n = window_wait = window_time = 0.0
                 window_images = 0
             if iteration % t.val_every == 0 or iteration == max_iter:
@@ -273,31 +330,86 @@ def train(run: RunDir, point: int, spec: ExperimentSpec, ctx: Context, log, max_
                     append_metrics(metrics_path, {"iteration": iteration, **metrics})
                     if metrics["val_accuracy"] > best or not (out / "model").exists():
                         best = max(best, metrics["val_accuracy"])
-                        save_bundle(out / "model", model, spec, classes, manifest, iteration, metrics)
-            stopping = any_rank(ctx, stop.signal is not None) if ctx.world_size > 1 else stop.signal is not None
+                        save_bundle(
+                            out / "model", model, spec, classes, manifest, iteration, metrics
+                        )
+            stopping = (
+                any_rank(ctx, stop.signal is not None)
+                if ctx.world_size > 1
+                else stop.signal is not None
+            )
             if iteration % t.checkpoint_every == 0 or iteration == max_iter or stopping:
                 if ctx.is_main:
-                    save_checkpoint(ckpt_path, {
-                        "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                        "iteration": iteration, "best": best, "rng": torch.get_rng_state(),
-                    })
+                    save_checkpoint(
+                        ckpt_path,
+                        {
+                            "model": model.state_dict(),
+                            "optimizer": optimizer.state_dict(),
+                            "scheduler": scheduler.state_dict(),
+                            "scaler": scaler.state_dict(),
+                            "iteration": iteration,
+                            "best": best,
+                            "rng": torch.get_rng_state(),
+                        },
+                    )
             if stopping and iteration < max_iter:
-                log.warning("signal received: checkpoint written at iteration %d; exiting %d for requeue", iteration, REQUEUE_EXIT)
+                log.warning(
+                    "signal received: checkpoint written at iteration %d; exiting %d for requeue",
+                    iteration,
+                    REQUEUE_EXIT,
+                )
                 if ctx.is_main:
-                    write_json_atomic(out / "progress.json", {**(read_json(out / "progress.json") or {}), "state": "checkpointed", "iteration": iteration})
+                    write_json_atomic(
+                        out / "progress.json",
+                        {
+                            **(read_json(out / "progress.json") or {}),
+                            "state": "checkpointed",
+                            "iteration": iteration,
+                        },
+                    )
                 return REQUEUE_EXIT
     finally:
         stop.restore()
         if bar is not None:
             bar.close()
+    write_rank_summary(out, ctx, model, batches, start)
     if ctx.is_main:
         progress = read_json(out / "progress.json") or {}
-        write_json_atomic(out / "progress.json", {**progress, "iteration": iteration, "max_iterations": max_iter, "eta_s": 0, "state": "done", **metrics})
+        write_json_atomic(
+            out / "progress.json",
+            {
+                **progress,
+                "iteration": iteration,
+                "max_iterations": max_iter,
+                "eta_s": 0,
+                "state": "done",
+                **metrics,
+            },
+        )
         if len(run.plan["points"]) == 1:
             publish_model(run, point)
         log.info("training done: %d iterations, best validation accuracy %.3f", iteration, best)
     return 0
+
+
+def write_rank_summary(
+    out: Path, ctx: Context, model: nn.Module, batches: RankBatches, start: int
+) -> None:
+    """Per-rank facts for debugging a distributed run: which samples it read, its weights' digest."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    write_json_atomic(
+        out / "ranks" / f"rank-{ctx.rank}.json",
+        {
+            "rank": ctx.rank,
+            "world_size": ctx.world_size,
+            "environment": ctx.info.environment,
+            "weights_sha256": digest.hexdigest(),
+            "first_batches": [batches.batch_at(i) for i in range(start, start + 3)],
+        },
+    )
 
 
 def publish_model(run: RunDir, point: int) -> None:
@@ -315,7 +427,18 @@ def publish_model(run: RunDir, point: int) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def train_one_step(net, images, labels, optimizer, scaler, criterion, ctx: Context, spec: ExperimentSpec, iteration: int, use_amp: bool) -> float:
+def train_one_step(
+    net,
+    images,
+    labels,
+    optimizer,
+    scaler,
+    criterion,
+    ctx: Context,
+    spec: ExperimentSpec,
+    iteration: int,
+    use_amp: bool,
+) -> float:
     """One optimisation step. Randomness is a function of (seed, iteration, rank): resumes are exact."""
     t = spec.train
     torch.manual_seed(t.seed * 1_000_003 + iteration * 131 + ctx.rank)
@@ -338,10 +461,19 @@ def train_one_step(net, images, labels, optimizer, scaler, criterion, ctx: Conte
 def main(args: argparse.Namespace) -> int:
     run = RunDir.open(args.run_dir)
     spec = run.point(args.point)
-    torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "0") or 0) or torch.get_num_threads()))
+    torch.set_num_threads(
+        max(1, int(os.environ.get("OMP_NUM_THREADS", "0") or 0) or torch.get_num_threads())
+    )
     ctx = setup(spec.train.backend)
     log = setup_logging(ctx.rank)
-    log.info("rank %d/%d (%s) on %s, backend %s", ctx.rank, ctx.world_size, ctx.info.environment, ctx.device, ctx.backend)
+    log.info(
+        "rank %d/%d (%s) on %s, backend %s",
+        ctx.rank,
+        ctx.world_size,
+        ctx.info.environment,
+        ctx.device,
+        ctx.backend,
+    )
     try:
         return train(run, args.point, spec, ctx, log, args.max_iterations)
     except MissingWeights as exc:

@@ -41,7 +41,13 @@ def _live(states: dict[str, tuple[str, dict]]) -> list[str]:
     return [n for n, (st, _) in states.items() if st not in FINAL_OK | FINAL_BAD]
 
 
-def submit_plan(plan: Plan, site: SiteConfig, dry_run: bool = False, force: bool = False, runner: CommandRunner | None = None) -> int:
+def submit_plan(
+    plan: Plan,
+    site: SiteConfig,
+    dry_run: bool = False,
+    force: bool = False,
+    runner: CommandRunner | None = None,
+) -> int:
     """Submit every step in dependency order; record job ids in jobs.json as they come."""
     runner = runner or CommandRunner()
     root = Path(plan.run_dir)
@@ -56,9 +62,18 @@ def submit_plan(plan: Plan, site: SiteConfig, dry_run: bool = False, force: bool
             print(f"xvhpc: error: cannot check the earlier submission: {exc}", file=sys.stderr)
             return 1
         if live:
-            print(f"xvhpc: error: {root} already has live jobs ({', '.join(live)}); `xvhpc cancel {root}` first, or --force", file=sys.stderr)
+            print(
+                f"xvhpc: error: {root} already has live jobs ({', '.join(live)}); `xvhpc cancel {root}` first, or --force",
+                file=sys.stderr,
+            )
             return 1
-    jobs = {"scheduler": site.scheduler, "site": site.name, "spec_hash": plan.spec_hash, "submitted_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "steps": {}}
+    jobs = {
+        "scheduler": site.scheduler,
+        "site": site.name,
+        "spec_hash": plan.spec_hash,
+        "submitted_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "steps": {},
+    }
     ids: dict[str, str] = {}
     for step in plan.steps:
         script = f"scripts/{step.name}{scheduler.suffix}"
@@ -70,7 +85,12 @@ def submit_plan(plan: Plan, site: SiteConfig, dry_run: bool = False, force: bool
             ids[step.name] = f"<{step.name}>"
             continue
         try:
-            out = runner.run(argv, stdin=(root / script).read_text() if stdin else None, env=_job_env(), cwd=str(root))
+            out = runner.run(
+                argv,
+                stdin=(root / script).read_text() if stdin else None,
+                env=_job_env(),
+                cwd=str(root),
+            )
             job_id = scheduler.parse_job_id(out)
         except (SchedulerCommandError, ValueError) as exc:
             print(f"xvhpc: error: submitting {step.name}: {exc}", file=sys.stderr)
@@ -87,7 +107,11 @@ def submit_plan(plan: Plan, site: SiteConfig, dry_run: bool = False, force: bool
 
 def train_progress(root: Path, point: int) -> str:
     progress = read_json(root / "train" / str(point) / "progress.json")
-    requeues = (root / "train" / f"requeues-{point}").read_text().strip() if (root / "train" / f"requeues-{point}").exists() else "0"
+    requeues = (
+        (root / "train" / f"requeues-{point}").read_text().strip()
+        if (root / "train" / f"requeues-{point}").exists()
+        else "0"
+    )
     if not progress:
         return "no progress yet"
     text = f"iteration {progress.get('iteration')}/{progress.get('max_iterations')}"
@@ -118,7 +142,10 @@ def ingest_summary(root: Path) -> str:
 def print_status(root: Path, as_json: bool = False, runner: CommandRunner | None = None) -> int:
     jobs = read_json(root / JOBS)
     if jobs is None:
-        print(f"xvhpc: error: {root} has no {JOBS}: nothing was submitted or run there", file=sys.stderr)
+        print(
+            f"xvhpc: error: {root} has no {JOBS}: nothing was submitted or run there",
+            file=sys.stderr,
+        )
         return 2
     try:
         states = query_states(jobs, runner or CommandRunner())
@@ -133,17 +160,24 @@ def print_status(root: Path, as_json: bool = False, runner: CommandRunner | None
         if name in ("ingest", "merge") and state == "COMPLETED":
             entry["detail"] = ingest_summary(root)
         if name == "train":
-            entry["detail"] = "; ".join(f"point {p}: {train_progress(root, p)}" for p in range(len(plan.get("points", [{}]))))
+            entry["detail"] = "; ".join(
+                f"point {p}: {train_progress(root, p)}"
+                for p in range(len(plan.get("points", [{}])))
+            )
         report[name] = entry
     if as_json:
         print(json.dumps(report, indent=2, sort_keys=True))
     else:
         for name, entry in report.items():
-            print(f"{name:9s} {entry['state']:10s} {entry['job_id']:>10s}  {entry.get('detail', '')}")
+            print(
+                f"{name:9s} {entry['state']:10s} {entry['job_id']:>10s}  {entry.get('detail', '')}"
+            )
         board = read_json(root / "eval" / "leaderboard.json")
         if board:
             best = board["rows"][0]
-            print(f"best point {best['point']} {best['params']}: {board['rank_by']} {best[board['rank_by']]:.3f}")
+            print(
+                f"best point {best['point']} {best['params']}: {board['rank_by']} {best[board['rank_by']]:.3f}"
+            )
     failed = [n for n, e in report.items() if e["state"] in FINAL_BAD]
     return 1 if failed else 0
 
@@ -168,7 +202,9 @@ def cancel_run(root: Path, runner: CommandRunner | None = None) -> int:
 def show_logs(root: Path, step: str | None, lines: int) -> int:
     files = sorted((root / "logs").glob(f"{step}[-.]*" if step else "*"))
     if not files:
-        print(f"xvhpc: no logs{' for ' + step if step else ''} under {root / 'logs'}", file=sys.stderr)
+        print(
+            f"xvhpc: no logs{' for ' + step if step else ''} under {root / 'logs'}", file=sys.stderr
+        )
         return 1
     for file in files:
         text = file.read_text(errors="replace").splitlines()
@@ -194,17 +230,34 @@ def run_local(plan: Plan, site: SiteConfig) -> int:
         log = root / "logs" / f"{step.name}-local.out"
         started = time.monotonic()
         with log.open("a") as fh:
-            proc = subprocess.Popen(["bash", f"scripts/{step.name}.sh"], cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            proc = subprocess.Popen(
+                ["bash", f"scripts/{step.name}.sh"],
+                cwd=root,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
             assert proc.stdout is not None
             for line in proc.stdout:
                 sys.stdout.write(line)
                 fh.write(line)
             code = proc.wait()
         status = "COMPLETED" if code == 0 else "FAILED"
-        state["steps"][step.name] = {"job_id": "local", "state": status, "exit_code": code, "seconds": round(time.monotonic() - started, 1)}
+        state["steps"][step.name] = {
+            "job_id": "local",
+            "state": status,
+            "exit_code": code,
+            "seconds": round(time.monotonic() - started, 1),
+        }
         write_json_atomic(root / JOBS, state)
         if code != 0:
-            print(f"xvhpc: error: step {step.name} failed (exit {code}); log: {log}. Rerun the same command to continue.", file=sys.stderr)
+            print(
+                f"xvhpc: error: step {step.name} failed (exit {code}); log: {log}. Rerun the same command to continue.",
+                file=sys.stderr,
+            )
             return code
-    print(f"done: report {root / 'report.html'}, model {root / 'model'} (serve it with: xvhpc serve {root})")
+    print(
+        f"done: report {root / 'report.html'}, model {root / 'model'} (serve it with: xvhpc serve {root})"
+    )
     return 0

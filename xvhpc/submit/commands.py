@@ -7,7 +7,16 @@ import subprocess
 import time
 from dataclasses import dataclass
 
-TRANSIENT = ("timed out", "time out", "try again", "temporarily unavailable", "connection refused", "slurm_persist_conn", "batch system daemon not responding", "lsbatch daemon")
+TRANSIENT = (
+    "timed out",
+    "time out",
+    "try again",
+    "temporarily unavailable",
+    "connection refused",
+    "slurm_persist_conn",
+    "batch system daemon not responding",
+    "lsbatch daemon",
+)
 
 
 class SchedulerCommandError(RuntimeError):
@@ -21,7 +30,13 @@ class CommandRunner:
     timeout_s: float = 60.0
     _last: float = 0.0
 
-    def run(self, argv: list[str], stdin: str | None = None, env: dict[str, str] | None = None, cwd: str | None = None) -> str:
+    def run(
+        self,
+        argv: list[str],
+        stdin: str | None = None,
+        env: dict[str, str] | None = None,
+        cwd: str | None = None,
+    ) -> str:
         """Run ``argv``; retry transient scheduler failures with backoff; return stdout."""
         delay = 1.0
         for attempt in range(self.retries + 1):
@@ -30,17 +45,30 @@ class CommandRunner:
                 time.sleep(wait)  # throttle: never hammer the controller
             self._last = time.monotonic()
             try:
-                done = subprocess.run(argv, input=stdin, capture_output=True, text=True, env=env, cwd=cwd, timeout=self.timeout_s, check=False)
+                done = subprocess.run(
+                    argv,
+                    input=stdin,
+                    capture_output=True,
+                    text=True,
+                    env=env,
+                    cwd=cwd,
+                    timeout=self.timeout_s,
+                    check=False,
+                )
             except subprocess.TimeoutExpired:
                 message = f"{argv[0]} timed out after {self.timeout_s:.0f} s"
             except FileNotFoundError:
-                raise SchedulerCommandError(f"{argv[0]} not found on PATH (is this a {argv[0]} login node?)") from None
+                raise SchedulerCommandError(
+                    f"{argv[0]} not found on PATH (is this a {argv[0]} login node?)"
+                ) from None
             else:
                 if done.returncode == 0:
                     return done.stdout
                 message = (done.stderr or done.stdout).strip()
                 if not any(t in message.lower() for t in TRANSIENT):
-                    raise SchedulerCommandError(f"{' '.join(argv[:2])} failed (exit {done.returncode}): {message}")
+                    raise SchedulerCommandError(
+                        f"{' '.join(argv[:2])} failed (exit {done.returncode}): {message}"
+                    )
             if attempt < self.retries:
                 time.sleep(delay)
                 delay = min(delay * 2, 30)

@@ -7,8 +7,28 @@ import json
 from .commands import CommandRunner
 
 FINAL_OK = {"COMPLETED"}
-FINAL_BAD = {"FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "DEADLINE"}
-LSF_STATES = {"PEND": "PENDING", "RUN": "RUNNING", "DONE": "COMPLETED", "EXIT": "FAILED", "PSUSP": "SUSPENDED", "USUSP": "SUSPENDED", "SSUSP": "SUSPENDED", "WAIT": "PENDING", "ZOMBI": "FAILED", "UNKWN": "UNKNOWN"}
+FINAL_BAD = {
+    "FAILED",
+    "CANCELLED",
+    "TIMEOUT",
+    "OUT_OF_MEMORY",
+    "NODE_FAIL",
+    "PREEMPTED",
+    "BOOT_FAIL",
+    "DEADLINE",
+}
+LSF_STATES = {
+    "PEND": "PENDING",
+    "RUN": "RUNNING",
+    "DONE": "COMPLETED",
+    "EXIT": "FAILED",
+    "PSUSP": "SUSPENDED",
+    "USUSP": "SUSPENDED",
+    "SSUSP": "SUSPENDED",
+    "WAIT": "PENDING",
+    "ZOMBI": "FAILED",
+    "UNKWN": "UNKNOWN",
+}
 
 
 def normalise(state: str) -> str:

@@ -1,0 +1,78 @@
+"""Shared fixtures: the CLI as a subprocess, tiny datasets and specs, real-service guards."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+IN_CI = os.environ.get("CI") == "true"
+
+
+def xv(*args: str, cwd: str | Path | None = None, env: dict | None = None, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run ``python -m xvhpc ARGS`` and return the finished process (stdout/stderr as text)."""
+    full_env = {**os.environ, "XVHPC_PYTHON": sys.executable, **(env or {})}
+    proc = subprocess.run([sys.executable, "-m", "xvhpc", *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"xvhpc {' '.join(args)} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+    return proc
+
+
+def require(tool: str, why: str) -> None:
+    """Skip locally when a real tool is missing; in CI a missing tool is a failure, never a skip."""
+    if shutil.which(tool) is None:
+        if IN_CI:
+            pytest.fail(f"{tool} is required in CI ({why}) but is not installed; .ci/run installs it")
+        pytest.skip(f"{tool} not installed ({why})")
+
+
+def tiny_spec(path: Path, source: Path, **sections) -> Path:
+    """A tiny, fast spec (32 px, resnet18 from scratch, few iterations); sections override."""
+    spec = {
+        "name": "tiny",
+        "data": {"source": str(source), "image_size": 32, "channels": 1, "shards": 2, "split": {"validation": 0.25, "seed": 1}},
+        "model": {"arch": "resnet18", "pretrained": "none"},
+        "train": {"max_iterations": 12, "batch_size": 8, "learning_rate": 0.01, "amp": False, "checkpoint_every": 4, "val_every": 6, "log_every": 2, "workers": 0},
+        "resources": {"nodes": 1, "processes_per_node": 1, "walltime": "00:20:00"},
+        "evaluate": {"heatmap_samples": 2},
+    }
+    for key, value in sections.items():
+        if isinstance(value, dict) and isinstance(spec.get(key), dict):
+            spec[key] = {**spec[key], **value}
+        else:
+            spec[key] = value
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="session")
+def demo_data(tmp_path_factory) -> Path:
+    from xvhpc.data.synth import make_dataset
+
+    return make_dataset(tmp_path_factory.mktemp("data") / "demo", per_class=12, size=64, seed=3)
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, demo_data) -> Path:
+    """One real local pipeline (ingest → train under torchrun → evaluate → report), shared."""
+    work = tmp_path_factory.mktemp("trained")
+    spec = tiny_spec(work / "spec.yaml", demo_data, train={"max_iterations": 20})
+    xv("run", str(spec), "--out", str(work / "run"), cwd=work)
+    return work / "run"
+
+
+@pytest.fixture
+def slurm_up() -> None:
+    """The real local Slurm from scripts/slurm.sh must be up (CI starts it)."""
+    require("sbatch", "the real-Slurm tests")
+    ok = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True)
+    if ok.returncode != 0 or "idle" not in ok.stdout and "mixed" not in ok.stdout:
+        message = f"local Slurm is not up (sinfo: {ok.stdout.strip()} {ok.stderr.strip()}); run: bash scripts/slurm.sh"
+        pytest.fail(message) if IN_CI else pytest.skip(message)

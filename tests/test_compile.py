@@ -1,0 +1,183 @@
+"""Compiled scripts: golden files per job × site, bash -n + shellcheck, hostile input, LSF by recording.
+
+Regenerate the golden files after an intended change:
+    XVHPC_REGEN_GOLDEN=1 .venv/bin/python -m pytest tests/test_compile.py -k golden
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from xvhpc.plan import build_plan
+from xvhpc.plan.render import render_plan
+from xvhpc.spec import SpecError, check_against_site, load_site, load_spec
+from xvhpc.spec.site import known_sites
+
+from .conftest import ROOT, require, tiny_spec, xv
+
+GOLDEN = Path(__file__).parent / "golden"
+JOBS = sorted((ROOT / "jobs").glob("*.yaml"))
+SITES = sorted(known_sites())
+
+
+def rendered(job: Path, site_name: str) -> dict[str, str]:
+    loaded, site = load_spec(job), load_site(site_name)
+    problems = check_against_site(loaded, site)
+    if problems:
+        return {"ERRORS.txt": str(SpecError(problems)).replace(str(ROOT) + "/", "") + "\n"}
+    plan = build_plan(loaded, site, f"/scratch/runs/{job.stem}")
+    return {k: v for k, v in render_plan(plan, site).items() if k.startswith("scripts/")}
+
+
+@pytest.mark.parametrize("site", SITES)
+@pytest.mark.parametrize("job", JOBS, ids=lambda p: p.stem)
+def test_golden_scripts(job: Path, site: str) -> None:
+    files = rendered(job, site)
+    assert files == rendered(job, site), "rendering must be deterministic"
+    folder = GOLDEN / job.stem / site
+    if os.environ.get("XVHPC_REGEN_GOLDEN"):
+        for old in folder.rglob("*"):
+            if old.is_file():
+                old.unlink()
+        for rel, text in files.items():
+            (folder / Path(rel).name).parent.mkdir(parents=True, exist_ok=True)
+            (folder / Path(rel).name).write_text(text)
+    expected = {f.name: f.read_text() for f in sorted(folder.iterdir())} if folder.is_dir() else {}
+    assert {Path(k).name: v for k, v in files.items()} == expected, f"golden mismatch for {job.name} × {site}; regenerate with XVHPC_REGEN_GOLDEN=1 if intended"
+
+
+def test_shipped_examples_compile_for_their_targets() -> None:
+    summit = rendered(ROOT / "jobs" / "covid_xray.yaml", "summit")
+    text = "\n".join(summit.values())
+    assert "#BSUB -nnodes 2" in text and "jsrun " in text and 'done(${job_merge})' in summit["scripts/submit.sh"]
+    assert '#BSUB -alloc_flags "gpumps smt4"' in text and "#BSUB -P ABC123" in text and "module load open-ce" in text
+    slurm = rendered(ROOT / "jobs" / "covid_xray.yaml", "x86-v100")
+    text = "\n".join(slurm.values())
+    assert "#SBATCH --gpus-per-node=4" in text and "srun " in text and "--dependency=afterok:" in slurm["scripts/submit.sh"]
+    assert "#SBATCH --array=0-7" in slurm["scripts/ingest.sbatch"] and "#SBATCH --signal=B:USR1@90" in slurm["scripts/train.sbatch"]
+    p9 = rendered(ROOT / "jobs" / "covid_xray.yaml", "power9-slurm")
+    assert "#SBATCH --gres=gpu:4" in p9["scripts/train.sbatch"]
+
+
+def test_sweeps_array_on_slurm_packed_on_summit() -> None:
+    slurm = rendered(ROOT / "jobs" / "covid_sweep.yaml", "x86-v100")["scripts/train.sbatch"]
+    assert "#SBATCH --array=0-3%4" in slurm
+    summit = rendered(ROOT / "jobs" / "covid_sweep.yaml", "summit")["scripts/train.lsf"]
+    assert "#BSUB -nnodes 4" in summit and summit.count("jsrun ") == 1 and "& \n" not in summit
+    assert "for XVHPC_INDEX in $(seq 0 3)" in summit and 'wait "$p"' in summit
+
+
+def _all_scripts() -> list[tuple[str, str, str, str]]:
+    out = []
+    for job in JOBS:
+        for site in SITES:
+            for rel, text in rendered(job, site).items():
+                if rel.startswith("scripts/"):
+                    out.append((job.stem, site, rel, text))
+    return out
+
+
+def test_every_script_passes_bash_n_and_shellcheck(tmp_path: Path) -> None:
+    require("shellcheck", "static checks of generated scripts")
+    scripts = _all_scripts()
+    assert len(scripts) >= 40
+    for job, site, rel, text in scripts:
+        path = tmp_path / f"{job}-{site}-{Path(rel).name}"
+        path.write_text(text)
+        syntax = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True)
+        assert syntax.returncode == 0, f"{path.name}: {syntax.stderr}"
+        check = subprocess.run(["shellcheck", "-s", "bash", "-S", "warning", str(path)], capture_output=True, text=True)
+        assert check.returncode == 0, f"{path.name}:\n{check.stdout}"
+
+
+HOSTILE = "x'; touch {marker}; ' $(touch {marker}) `touch {marker}` \"; touch {marker}"
+
+
+def test_hostile_names_and_paths_never_execute(tmp_path: Path, demo_data: Path) -> None:
+    marker = tmp_path / "pwned"
+    # path parts cannot hold "/": commands there would touch "pwned" in the working directory
+    evil_dir = tmp_path / "data $(touch pwned) `touch pwned`; 'q' \"dq\""
+    os.symlink(demo_data, evil_dir)
+    name = HOSTILE.format(marker=marker) + "; touch /tmp/pwned"
+    spec = tiny_spec(tmp_path / "evil spec.yaml", evil_dir, name=name, train={"max_iterations": 4, "val_every": 4}, resources={"account": "abc-1"})
+    if Path("/tmp/pwned").exists():
+        Path("/tmp/pwned").unlink()
+    out = tmp_path / "runs $(touch pwned); `touch pwned` 'x'"
+    for site in ("local-slurm", "summit", "x86-v100"):
+        xv("compile", str(spec), "--site", site, "--out", str(tmp_path / f"c-{site}"))
+        for script in (tmp_path / f"c-{site}" / "scripts").iterdir():
+            assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    xv("run", str(spec), "--out", str(out), cwd=tmp_path)
+    assert (out / "model" / "meta.json").exists() and (out / "report.html").exists()
+    assert not marker.exists() and not Path("/tmp/pwned").exists()
+    assert not list(tmp_path.rglob("pwned")), "a hostile command ran"
+
+
+FAKE_LSF = r'''#!{python}
+"""Stand-in for an LSF command: records its argv and stdin, answers as LSF documents."""
+import json, os, sys
+state = os.environ["FAKE_LSF_STATE"]
+name = os.path.basename(sys.argv[0])
+stdin = sys.stdin.read() if name == "bsub" else ""
+with open(os.path.join(state, "calls.jsonl"), "a") as fh:
+    fh.write(json.dumps({{"cmd": name, "argv": sys.argv[1:], "stdin": stdin}}) + "\n")
+counter = os.path.join(state, "next_id")
+if name == "bsub":
+    n = int(open(counter).read()) if os.path.exists(counter) else 1000
+    open(counter, "w").write(str(n + 1))
+    print(f"Job <{{n}}> is submitted to queue <batch>.")
+elif name == "bjobs":
+    ids = sorted(int(a) for a in sys.argv[1:] if a.isdigit())
+    records = []
+    for i in ids:
+        if i == ids[0]:  # the ingest array: 8 elements, all done
+            records += [{{"JOBID": f"{{i}}[{{k}}]", "STAT": "DONE", "EXIT_CODE": ""}} for k in range(1, 9)]
+        else:
+            stat = "RUN" if i == ids[2] else ("DONE" if i < ids[2] else "PEND")
+            records.append({{"JOBID": str(i), "STAT": stat, "EXIT_CODE": ""}})
+    print(json.dumps({{"COMMAND": "bjobs", "JOBS": len(records), "RECORDS": records}}))
+elif name == "bkill":
+    for i in sys.argv[1:]:
+        print(f"Job <{{i}}> is being terminated")
+'''
+
+
+def test_lsf_submit_status_cancel_by_recording(tmp_path: Path) -> None:
+    bin_dir, state = tmp_path / "bin", tmp_path / "state"
+    bin_dir.mkdir()
+    state.mkdir()
+    for cmd in ("bsub", "bjobs", "bkill"):
+        path = bin_dir / cmd
+        path.write_text(FAKE_LSF.format(python=sys.executable))
+        path.chmod(path.stat().st_mode | stat.S_IEXEC)
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_LSF_STATE": str(state), "XVHPC_SUBMIT_INTERVAL": "0"}
+    run = tmp_path / "run"
+    dry = xv("submit", str(ROOT / "jobs" / "covid_xray.yaml"), "--site", "summit", "--out", str(run), "--dry-run", env=env)
+    assert "bsub -w 'done(<ingest>)' < scripts/merge.lsf" in dry.stdout
+    assert not (state / "calls.jsonl").exists(), "--dry-run must submit nothing"
+    xv("submit", str(ROOT / "jobs" / "covid_xray.yaml"), "--site", "summit", "--out", str(run), env=env)
+    calls = [json.loads(line) for line in (state / "calls.jsonl").read_text().splitlines()]
+    bsubs = [c for c in calls if c["cmd"] == "bsub"]
+    assert [c["argv"] for c in bsubs] == [[], ["-w", "done(1000)"], ["-w", "done(1001)"], ["-w", "done(1002)"], ["-w", "done(1003)"]]
+    assert '#BSUB -J "covid-xray-ingest[1-8]"' in bsubs[0]["stdin"]
+    assert "jsrun -n12 -r6 -a1 -g1 -c7 -bpacked:7" not in bsubs[2]["stdin"]  # 4 GPUs asked: -n8 -r4
+    assert "jsrun -n8 -r4 -a1 -g1 -c10 -bpacked:10" in bsubs[2]["stdin"]
+    jobs = json.loads((run / "jobs.json").read_text())
+    assert {k: s["job_id"] for k, s in jobs["steps"].items()} == {"ingest": "1000", "merge": "1001", "train": "1002", "evaluate": "1003", "report": "1004"}
+    again = xv("submit", str(ROOT / "jobs" / "covid_xray.yaml"), "--site", "summit", "--out", str(run), env=env, check=False)
+    assert again.returncode == 1 and "already has live jobs" in again.stderr
+    status = xv("status", str(run), "--json", env=env)
+    states = {k: v["state"] for k, v in json.loads(status.stdout).items()}
+    assert states == {"ingest": "COMPLETED", "merge": "COMPLETED", "train": "RUNNING", "evaluate": "PENDING", "report": "PENDING"}
+    bjobs = [c for c in calls + [json.loads(x) for x in (state / "calls.jsonl").read_text().splitlines()] if c["cmd"] == "bjobs"]
+    assert bjobs and all(c["argv"][:4] == ["-a", "-o", "jobid stat exit_code", "-json"] and sorted(c["argv"][4:]) == ["1000", "1001", "1002", "1003", "1004"] for c in bjobs)
+    xv("cancel", str(run), env=env)
+    last = json.loads((state / "calls.jsonl").read_text().splitlines()[-1])
+    assert last["cmd"] == "bkill" and sorted(last["argv"]) == ["1000", "1001", "1002", "1003", "1004"]
