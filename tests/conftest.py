@@ -16,12 +16,27 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 IN_CI = os.environ.get("CI") == "true"
 
 
-def xv(*args: str, cwd: str | Path | None = None, env: dict | None = None, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+def xv(
+    *args: str,
+    cwd: str | Path | None = None,
+    env: dict | None = None,
+    check: bool = True,
+    timeout: float = 600,
+) -> subprocess.CompletedProcess:
     """Run ``python -m xvhpc ARGS`` and return the finished process (stdout/stderr as text)."""
     full_env = {**os.environ, "XVHPC_PYTHON": sys.executable, **(env or {})}
-    proc = subprocess.run([sys.executable, "-m", "xvhpc", *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-m", "xvhpc", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if check and proc.returncode != 0:
-        raise AssertionError(f"xvhpc {' '.join(args)} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+        raise AssertionError(
+            f"xvhpc {' '.join(args)} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+        )
     return proc
 
 
@@ -29,7 +44,9 @@ def require(tool: str, why: str) -> None:
     """Skip locally when a real tool is missing; in CI a missing tool is a failure, never a skip."""
     if shutil.which(tool) is None:
         if IN_CI:
-            pytest.fail(f"{tool} is required in CI ({why}) but is not installed; .ci/run installs it")
+            pytest.fail(
+                f"{tool} is required in CI ({why}) but is not installed; .ci/run installs it"
+            )
         pytest.skip(f"{tool} not installed ({why})")
 
 
@@ -37,9 +54,24 @@ def tiny_spec(path: Path, source: Path, **sections) -> Path:
     """A tiny, fast spec (32 px, resnet18 from scratch, few iterations); sections override."""
     spec = {
         "name": "tiny",
-        "data": {"source": str(source), "image_size": 32, "channels": 1, "shards": 2, "split": {"validation": 0.25, "seed": 1}},
+        "data": {
+            "source": str(source),
+            "image_size": 32,
+            "channels": 1,
+            "shards": 2,
+            "split": {"validation": 0.25, "seed": 1},
+        },
         "model": {"arch": "resnet18", "pretrained": "none"},
-        "train": {"max_iterations": 12, "batch_size": 8, "learning_rate": 0.01, "amp": False, "checkpoint_every": 4, "val_every": 6, "log_every": 2, "workers": 0},
+        "train": {
+            "max_iterations": 12,
+            "batch_size": 8,
+            "learning_rate": 0.01,
+            "amp": False,
+            "checkpoint_every": 4,
+            "val_every": 6,
+            "log_every": 2,
+            "workers": 0,
+        },
         "resources": {"nodes": 1, "processes_per_node": 1, "walltime": "00:20:00"},
         "evaluate": {"heatmap_samples": 2},
     }

@@ -50,18 +50,35 @@ def test_golden_scripts(job: Path, site: str) -> None:
             (folder / Path(rel).name).parent.mkdir(parents=True, exist_ok=True)
             (folder / Path(rel).name).write_text(text)
     expected = {f.name: f.read_text() for f in sorted(folder.iterdir())} if folder.is_dir() else {}
-    assert {Path(k).name: v for k, v in files.items()} == expected, f"golden mismatch for {job.name} × {site}; regenerate with XVHPC_REGEN_GOLDEN=1 if intended"
+    assert {Path(k).name: v for k, v in files.items()} == expected, (
+        f"golden mismatch for {job.name} × {site}; regenerate with XVHPC_REGEN_GOLDEN=1 if intended"
+    )
 
 
 def test_shipped_examples_compile_for_their_targets() -> None:
     summit = rendered(ROOT / "jobs" / "covid_xray.yaml", "summit")
     text = "\n".join(summit.values())
-    assert "#BSUB -nnodes 2" in text and "jsrun " in text and 'done(${job_merge})' in summit["scripts/submit.sh"]
-    assert '#BSUB -alloc_flags "gpumps smt4"' in text and "#BSUB -P ABC123" in text and "module load open-ce" in text
+    assert (
+        "#BSUB -nnodes 2" in text
+        and "jsrun " in text
+        and "done(${job_merge})" in summit["scripts/submit.sh"]
+    )
+    assert (
+        '#BSUB -alloc_flags "gpumps smt4"' in text
+        and "#BSUB -P ABC123" in text
+        and "module load open-ce" in text
+    )
     slurm = rendered(ROOT / "jobs" / "covid_xray.yaml", "x86-v100")
     text = "\n".join(slurm.values())
-    assert "#SBATCH --gpus-per-node=4" in text and "srun " in text and "--dependency=afterok:" in slurm["scripts/submit.sh"]
-    assert "#SBATCH --array=0-7" in slurm["scripts/ingest.sbatch"] and "#SBATCH --signal=B:USR1@90" in slurm["scripts/train.sbatch"]
+    assert (
+        "#SBATCH --gpus-per-node=4" in text
+        and "srun " in text
+        and "--dependency=afterok:" in slurm["scripts/submit.sh"]
+    )
+    assert (
+        "#SBATCH --array=0-7" in slurm["scripts/ingest.sbatch"]
+        and "#SBATCH --signal=B:USR1@90" in slurm["scripts/train.sbatch"]
+    )
     p9 = rendered(ROOT / "jobs" / "covid_xray.yaml", "power9-slurm")
     assert "#SBATCH --gres=gpu:4" in p9["scripts/train.sbatch"]
 
@@ -93,7 +110,9 @@ def test_every_script_passes_bash_n_and_shellcheck(tmp_path: Path) -> None:
         path.write_text(text)
         syntax = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True)
         assert syntax.returncode == 0, f"{path.name}: {syntax.stderr}"
-        check = subprocess.run(["shellcheck", "-s", "bash", "-S", "warning", str(path)], capture_output=True, text=True)
+        check = subprocess.run(
+            ["shellcheck", "-s", "bash", "-S", "warning", str(path)], capture_output=True, text=True
+        )
         assert check.returncode == 0, f"{path.name}:\n{check.stdout}"
 
 
@@ -106,7 +125,13 @@ def test_hostile_names_and_paths_never_execute(tmp_path: Path, demo_data: Path) 
     evil_dir = tmp_path / "data $(touch pwned) `touch pwned`; 'q' \"dq\""
     os.symlink(demo_data, evil_dir)
     name = HOSTILE.format(marker=marker) + "; touch /tmp/pwned"
-    spec = tiny_spec(tmp_path / "evil spec.yaml", evil_dir, name=name, train={"max_iterations": 4, "val_every": 4}, resources={"account": "abc-1"})
+    spec = tiny_spec(
+        tmp_path / "evil spec.yaml",
+        evil_dir,
+        name=name,
+        train={"max_iterations": 4, "val_every": 4},
+        resources={"account": "abc-1"},
+    )
     if Path("/tmp/pwned").exists():
         Path("/tmp/pwned").unlink()
     out = tmp_path / "runs $(touch pwned); `touch pwned` 'x'"
@@ -157,27 +182,89 @@ def test_lsf_submit_status_cancel_by_recording(tmp_path: Path) -> None:
         path = bin_dir / cmd
         path.write_text(FAKE_LSF.format(python=sys.executable))
         path.chmod(path.stat().st_mode | stat.S_IEXEC)
-    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_LSF_STATE": str(state), "XVHPC_SUBMIT_INTERVAL": "0"}
+    env = {
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "FAKE_LSF_STATE": str(state),
+        "XVHPC_SUBMIT_INTERVAL": "0",
+    }
     run = tmp_path / "run"
-    dry = xv("submit", str(ROOT / "jobs" / "covid_xray.yaml"), "--site", "summit", "--out", str(run), "--dry-run", env=env)
+    dry = xv(
+        "submit",
+        str(ROOT / "jobs" / "covid_xray.yaml"),
+        "--site",
+        "summit",
+        "--out",
+        str(run),
+        "--dry-run",
+        env=env,
+    )
     assert "bsub -w 'done(<ingest>)' < scripts/merge.lsf" in dry.stdout
     assert not (state / "calls.jsonl").exists(), "--dry-run must submit nothing"
-    xv("submit", str(ROOT / "jobs" / "covid_xray.yaml"), "--site", "summit", "--out", str(run), env=env)
+    xv(
+        "submit",
+        str(ROOT / "jobs" / "covid_xray.yaml"),
+        "--site",
+        "summit",
+        "--out",
+        str(run),
+        env=env,
+    )
     calls = [json.loads(line) for line in (state / "calls.jsonl").read_text().splitlines()]
     bsubs = [c for c in calls if c["cmd"] == "bsub"]
-    assert [c["argv"] for c in bsubs] == [[], ["-w", "done(1000)"], ["-w", "done(1001)"], ["-w", "done(1002)"], ["-w", "done(1003)"]]
+    assert [c["argv"] for c in bsubs] == [
+        [],
+        ["-w", "done(1000)"],
+        ["-w", "done(1001)"],
+        ["-w", "done(1002)"],
+        ["-w", "done(1003)"],
+    ]
     assert '#BSUB -J "covid-xray-ingest[1-8]"' in bsubs[0]["stdin"]
     assert "jsrun -n12 -r6 -a1 -g1 -c7 -bpacked:7" not in bsubs[2]["stdin"]  # 4 GPUs asked: -n8 -r4
     assert "jsrun -n8 -r4 -a1 -g1 -c10 -bpacked:10" in bsubs[2]["stdin"]
     jobs = json.loads((run / "jobs.json").read_text())
-    assert {k: s["job_id"] for k, s in jobs["steps"].items()} == {"ingest": "1000", "merge": "1001", "train": "1002", "evaluate": "1003", "report": "1004"}
-    again = xv("submit", str(ROOT / "jobs" / "covid_xray.yaml"), "--site", "summit", "--out", str(run), env=env, check=False)
+    assert {k: s["job_id"] for k, s in jobs["steps"].items()} == {
+        "ingest": "1000",
+        "merge": "1001",
+        "train": "1002",
+        "evaluate": "1003",
+        "report": "1004",
+    }
+    again = xv(
+        "submit",
+        str(ROOT / "jobs" / "covid_xray.yaml"),
+        "--site",
+        "summit",
+        "--out",
+        str(run),
+        env=env,
+        check=False,
+    )
     assert again.returncode == 1 and "already has live jobs" in again.stderr
     status = xv("status", str(run), "--json", env=env)
     states = {k: v["state"] for k, v in json.loads(status.stdout).items()}
-    assert states == {"ingest": "COMPLETED", "merge": "COMPLETED", "train": "RUNNING", "evaluate": "PENDING", "report": "PENDING"}
-    bjobs = [c for c in calls + [json.loads(x) for x in (state / "calls.jsonl").read_text().splitlines()] if c["cmd"] == "bjobs"]
-    assert bjobs and all(c["argv"][:4] == ["-a", "-o", "jobid stat exit_code", "-json"] and sorted(c["argv"][4:]) == ["1000", "1001", "1002", "1003", "1004"] for c in bjobs)
+    assert states == {
+        "ingest": "COMPLETED",
+        "merge": "COMPLETED",
+        "train": "RUNNING",
+        "evaluate": "PENDING",
+        "report": "PENDING",
+    }
+    bjobs = [
+        c
+        for c in calls + [json.loads(x) for x in (state / "calls.jsonl").read_text().splitlines()]
+        if c["cmd"] == "bjobs"
+    ]
+    assert bjobs and all(
+        c["argv"][:4] == ["-a", "-o", "jobid stat exit_code", "-json"]
+        and sorted(c["argv"][4:]) == ["1000", "1001", "1002", "1003", "1004"]
+        for c in bjobs
+    )
     xv("cancel", str(run), env=env)
     last = json.loads((state / "calls.jsonl").read_text().splitlines()[-1])
-    assert last["cmd"] == "bkill" and sorted(last["argv"]) == ["1000", "1001", "1002", "1003", "1004"]
+    assert last["cmd"] == "bkill" and sorted(last["argv"]) == [
+        "1000",
+        "1001",
+        "1002",
+        "1003",
+        "1004",
+    ]

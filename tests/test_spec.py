@@ -33,7 +33,9 @@ def test_typo_and_wrong_type_reported_together_with_lines(tmp_path: Path) -> Non
     lines = text.splitlines()
     lr_line = next(i for i, ln in enumerate(lines, 1) if "learning_rate:" in ln)
     bs_line = next(i for i, ln in enumerate(lines, 1) if "batch_size:" in ln)
-    bad = text.replace("learning_rate:", "learnin_rate:").replace("batch_size: 64", "batch_size: lots")
+    bad = text.replace("learning_rate:", "learnin_rate:").replace(
+        "batch_size: 64", "batch_size: lots"
+    )
     spec = tmp_path / "covid.yaml"
     spec.write_text(bad)
     proc = xv("validate", str(spec), check=False)
@@ -70,7 +72,12 @@ def test_missing_required_and_bad_yaml(tmp_path: Path) -> None:
 
 
 def test_site_limits(tmp_path: Path) -> None:
-    text = (ROOT / "jobs" / "covid_xray.yaml").read_text().replace("gpus_per_node: 4", "gpus_per_node: 8").replace('walltime: "02:00:00"', 'walltime: "05:00:00"')
+    text = (
+        (ROOT / "jobs" / "covid_xray.yaml")
+        .read_text()
+        .replace("gpus_per_node: 4", "gpus_per_node: 8")
+        .replace('walltime: "02:00:00"', 'walltime: "05:00:00"')
+    )
     spec = tmp_path / "c.yaml"
     spec.write_text(text)
     problems = check_against_site(load_spec(spec), load_site("summit"))
@@ -97,7 +104,9 @@ def test_unknown_site_suggests() -> None:
 
 def test_bad_site_config_has_same_error_quality(tmp_path: Path) -> None:
     site = tmp_path / "mysite.yaml"
-    site.write_text("name: mysite\narchitecture: x86_64\nscheduler: slurmm\nlauncher: srun\nnode: {cores: 4, memory_gb: 8, gpu: 2}\n")
+    site.write_text(
+        "name: mysite\narchitecture: x86_64\nscheduler: slurmm\nlauncher: srun\nnode: {cores: 4, memory_gb: 8, gpu: 2}\n"
+    )
     with pytest.raises(SpecError) as info:
         load_site(str(site))
     text = str(info.value)
@@ -113,7 +122,10 @@ def test_sweep_keys_and_values_checked(tmp_path: Path) -> None:
     with pytest.raises(SpecError) as info:
         load_spec(spec)
     text = str(info.value)
-    assert ":5: sweep.parameters.train.learnig_rate: not a spec key — did you mean train.learning_rate?" in text
+    assert (
+        ":5: sweep.parameters.train.learnig_rate: not a spec key — did you mean train.learning_rate?"
+        in text
+    )
     assert ":6: sweep.parameters.train.batch_size: value -1:" in text
 
 
@@ -122,7 +134,9 @@ def test_sweep_expansion_grid_and_random() -> None:
     points = sweep_points(loaded)
     assert len(points) == 4
     assert {tuple(sorted(p.items())) for p in points} == {
-        (("train.learning_rate", lr), ("train.weight_decay", wd)) for lr in (0.01, 0.001) for wd in (0.0001, 0.0005)
+        (("train.learning_rate", lr), ("train.weight_decay", wd))
+        for lr in (0.01, 0.001)
+        for wd in (0.0001, 0.0005)
     }
     loaded.spec.sweep.method = "random"
     loaded.spec.sweep.samples = 3

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import glob
+import io
 import random
 import zlib
 from collections import Counter, defaultdict
@@ -48,10 +49,12 @@ def _class_dirs(root: Path) -> list[Path]:
 
 
 def _files(folder: Path) -> list[Path]:
+    """Every file under a class folder (dangling links included: they are reported, not lost)."""
     return sorted(
         p
         for p in folder.rglob("*")
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+        if (p.is_file() or p.is_symlink())
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
     )
 
 
@@ -100,7 +103,12 @@ def _from_csv(csv_path: Path, spec: DataSpec) -> tuple[list[Sample], list[dict[s
     samples: list[Sample] = []
     skipped: list[dict[str, str]] = []
     unlabelled = 0
-    with csv_path.open(newline="", encoding="utf-8-sig") as fh:
+    raw = csv_path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:  # spreadsheets exported on Windows: cp1252/latin-1
+        text = raw.decode("latin-1")
+    with io.StringIO(text, newline="") as fh:
         reader = csv.DictReader(fh)
         columns = reader.fieldnames or []
         needed = (

@@ -111,7 +111,7 @@ def _decode_pil(data: bytes, kind: str, opts: DecodeOptions) -> list[np.ndarray]
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
         text = str(exc)
-        if "truncated" in text or isinstance(exc, EOFError):
+        if "truncated" in text.lower() or isinstance(exc, EOFError):
             raise BadImage(f"truncated {kind.upper()}: {text}") from None
         raise BadImage(f"corrupt {kind.upper()}: {text or type(exc).__name__}") from None
     mode = image.mode

@@ -1,0 +1,464 @@
+"""Ingest on real files: every format, every kind of bad input, DICOM, splits, augmentation, resume."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+
+from xvhpc.data.catalog import Sample, split_samples
+from xvhpc.data.decode import BadImage, DecodeOptions, decode
+from xvhpc.data.synth import write_dicom
+from xvhpc.data.transforms import resize
+
+from .conftest import SHARED_DATA, tiny_spec, xv
+
+OPTS = DecodeOptions(size=32, channels=1)
+
+
+def gradient(w: int = 80, h: int = 60) -> np.ndarray:
+    return (np.add.outer(np.arange(h), np.arange(w)) % 256).astype(np.uint8)
+
+
+def write(path: Path, image: Image.Image, **kw) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, **kw)
+    return path
+
+
+@pytest.mark.parametrize(
+    "mode,fmt",
+    [
+        ("L", "JPEG"),
+        ("RGB", "JPEG"),
+        ("L", "PNG"),
+        ("LA", "PNG"),
+        ("RGB", "PNG"),
+        ("RGBA", "PNG"),
+        ("P", "PNG"),
+        ("I;16", "PNG"),
+        ("RGB", "BMP"),
+        ("L", "TIFF"),
+        ("RGB", "TIFF"),
+    ],
+)
+def test_decodes_every_format_and_mode(tmp_path: Path, mode: str, fmt: str) -> None:
+    base = Image.fromarray(gradient())
+    image = (
+        base.convert(mode)
+        if mode != "I;16"
+        else Image.fromarray(gradient().astype(np.uint16) * 200)
+    )
+    path = write(tmp_path / f"x.{fmt.lower()}", image, format=fmt)
+    for channels in (1, 3):
+        (frame,) = decode(path, DecodeOptions(size=32, channels=channels))
+        assert frame.dtype == np.uint8 and frame.shape == (60, 80, channels)
+        assert frame.std() > 5  # real content, not a blank
+
+
+def test_16bit_png_keeps_full_range(tmp_path: Path) -> None:
+    values = np.linspace(0, 4095, 80 * 60).reshape(60, 80).astype(np.uint16)
+    path = write(tmp_path / "x.png", Image.fromarray(values))
+    (frame,) = decode(path, OPTS)
+    assert frame.min() == 0 and frame.max() == 255
+
+
+def test_exif_orientation_applied(tmp_path: Path) -> None:
+    image = Image.fromarray(gradient(80, 40))
+    exif = image.getexif()
+    exif[0x0112] = 6  # rotate 90 CW on display
+    path = write(tmp_path / "x.jpg", image, format="JPEG", exif=exif)
+    (frame,) = decode(path, OPTS)
+    assert frame.shape[:2] == (80, 40)
+
+
+def test_jpeg_decodes_at_reduced_scale(tmp_path: Path) -> None:
+    big = Image.fromarray(np.random.default_rng(0).integers(0, 255, (3000, 2400), dtype=np.uint8))
+    path = write(tmp_path / "big.jpg", big, format="JPEG", quality=80)
+    (frame,) = decode(path, DecodeOptions(size=224, channels=1))
+    assert (
+        224 <= min(frame.shape[:2]) and max(frame.shape[:2]) <= 3000 // 4
+    )  # DCT scaling, not a full decode
+
+
+def test_resize_modes() -> None:
+    frame = gradient(100, 50)[:, :, None]
+    assert resize(frame, 32, "squash")[0].shape == (32, 32, 1)
+    letter = resize(frame, 32, "letterbox")[0]
+    assert (
+        letter.shape == (32, 32, 1) and letter[0].max() == 0 and letter[16].max() > 0
+    )  # padded top
+    assert resize(frame, 32, "center_crop")[0].shape == (32, 32, 1)
+    tiles = resize(frame, 16, "tile", tile_grid=2)
+    assert len(tiles) == 4 and all(t.shape == (16, 16, 1) for t in tiles)
+
+
+def make_dicom(
+    path: Path,
+    photometric: str = "MONOCHROME2",
+    frames: int = 1,
+    pixels: bool = True,
+    window: tuple | None = None,
+    rgb: bool = False,
+) -> Path:
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = (
+        meta.MediaStorageSOPClassUID,
+        meta.MediaStorageSOPInstanceUID,
+    )
+    ds.Rows, ds.Columns = 40, 50
+    ds.PhotometricInterpretation = "RGB" if rgb else photometric
+    ds.SamplesPerPixel = 3 if rgb else 1
+    ds.BitsAllocated = 8 if rgb else 16
+    ds.BitsStored = 8 if rgb else 12
+    ds.HighBit = 7 if rgb else 11
+    ds.PixelRepresentation = 0
+    if rgb:
+        ds.PlanarConfiguration = 0
+    if frames > 1:
+        ds.NumberOfFrames = frames
+    ds.RescaleSlope, ds.RescaleIntercept = 2, -100
+    if window:
+        ds.WindowCenter, ds.WindowWidth = window
+    ramp = np.add.outer(np.arange(40), np.arange(50)) * 40
+    if pixels:
+        if rgb:
+            arr = np.stack([ramp % 256] * 3, axis=-1).astype(np.uint8)
+            ds.PixelData = arr.tobytes()
+        else:
+            arr = np.stack([ramp + 100 * f for f in range(frames)]).astype(np.uint16)
+            ds.PixelData = arr.tobytes()
+    ds.save_as(str(path), enforce_file_format=True)
+    return path
+
+
+def test_dicom_monochrome_inversion_window_colour_and_frames(tmp_path: Path) -> None:
+    (m2,) = decode(make_dicom(tmp_path / "m2.dcm"), OPTS)
+    (m1,) = decode(make_dicom(tmp_path / "m1.dcm", "MONOCHROME1"), OPTS)
+    assert m2.shape == (40, 50, 1)
+    assert np.corrcoef(m1.ravel().astype(float), m2.ravel().astype(float))[0, 1] < -0.99  # inverted
+    (windowed,) = decode(make_dicom(tmp_path / "w.dcm", window=(500, 200)), OPTS)
+    assert windowed.shape == (40, 50, 1) and (windowed == 255).mean() > 0.5  # VOI window saturates
+    (rgb,) = decode(make_dicom(tmp_path / "rgb.dcm", rgb=True), DecodeOptions(32, 3))
+    assert rgb.shape == (40, 50, 3)
+    multi = make_dicom(tmp_path / "multi.dcm", frames=3)
+    assert len(decode(multi, OPTS)) == 1
+    assert len(decode(multi, DecodeOptions(32, 1, dicom_frames="all"))) == 3
+    with pytest.raises(BadImage, match="without pixel data"):
+        decode(make_dicom(tmp_path / "nopix.dcm", pixels=False), OPTS)
+
+
+def test_pydicom_test_files_ingested_or_explained(tmp_path: Path) -> None:
+    test_files = (
+        Path(pydicom.__file__).parent / "data" / "test_files"
+    )  # listed directly: no downloads
+    files = sorted(p for p in test_files.iterdir() if p.suffix == ".dcm")
+    assert len(files) > 30
+    data = tmp_path / "data"
+    (data / "pydicom").mkdir(parents=True)
+    for f in files:
+        shutil.copy(f, data / "pydicom" / f.name)
+    (data / "other").mkdir()
+    write_dicom(data / "other" / "synthetic.dcm", gradient(64, 64))
+    spec = tiny_spec(
+        tmp_path / "s.yaml",
+        data,
+        data={"max_bad_fraction": 1.0, "shards": 1, "split": {"validation": 0.01}},
+    )
+    xv("compile", str(spec), "--out", str(tmp_path / "run"))
+    xv("ingest", "--run-dir", str(tmp_path / "run"), "--shard", "all", "--merge")
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    with h5py.File(tmp_path / "run" / "shards" / "shard-00000.h5") as h5:
+        stored = {s.decode() if isinstance(s, bytes) else s for s in h5["source"][:]}
+    skipped = {s["path"]: s["reason"] for s in manifest["skipped"]}
+    decoder_named = 0
+    for f in files:
+        rel = f"pydicom/{f.name}"
+        try:
+            ds = pydicom.dcmread(f)
+            arr = ds.pixel_array
+            single = int(ds.get("NumberOfFrames", 1) or 1) == 1 and arr.size > 0
+        except Exception:
+            single = False
+        if single:
+            assert rel in stored or rel in skipped, f"{rel} neither ingested nor explained"
+            if rel in skipped:
+                assert "decompression bomb" in skipped[rel] or "corrupt" in skipped[rel], skipped[
+                    rel
+                ]
+        else:
+            assert rel in stored or rel in skipped, f"{rel} is missing from the manifest"
+            assert rel in stored or skipped[rel], rel
+        if rel in skipped and "needs an extra decoder" in skipped[rel]:
+            assert "pip install" in skipped[rel]
+            decoder_named += 1
+    assert decoder_named >= 3  # JPEG-LS / JPEG 2000 / JPEG need packages this install lacks
+
+
+def make_mixed(root: Path) -> dict[str, str]:
+    """Good images in two classes plus one of every kind of bad input; returns bad → expected reason."""
+    good = Image.fromarray(gradient(64, 48))
+    for cls in ("a", "b"):
+        for i in range(6):
+            write(root / cls / f"{cls}{i}.png", good.rotate(i * 30))
+            write(root / cls / f"{cls}{i}.jpg", good.rotate(i * 20), format="JPEG")
+    jpeg = io.BytesIO()
+    good.save(jpeg, format="JPEG")
+    png = io.BytesIO()
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (200, 200), dtype=np.uint8)).save(
+        png, format="PNG"
+    )
+    (root / "a" / "zero.jpg").write_bytes(b"")
+    (root / "a" / "truncated.jpg").write_bytes(jpeg.getvalue()[: len(jpeg.getvalue()) // 2])
+    (root / "a" / "truncated.png").write_bytes(png.getvalue()[: len(png.getvalue()) // 2])
+    (root / "b" / "random.jpg").write_bytes(np.random.default_rng(2).bytes(5000))
+    (root / "b" / "notes.txt").write_text("not an image")
+    make_dicom(root / "b" / "nopixels.dcm", pixels=False)
+    write(root / "b" / "bomb.png", Image.fromarray(np.zeros((400, 400), np.uint8)))
+    os.symlink(root / "does-not-exist.png", root / "a" / "dangling.png")
+    (root / "empty_class").mkdir()
+    return {
+        "a/zero.jpg": "zero-byte",
+        "a/truncated.jpg": "truncated",
+        "a/truncated.png": "PNG",
+        "b/random.jpg": "content does not match",
+        "b/notes.txt": "non-image",
+        "b/nopixels.dcm": "without pixel data",
+        "b/bomb.png": "decompression bomb",
+        "a/dangling.png": "unreadable",
+    }
+
+
+def test_mixed_good_and_bad_files(tmp_path: Path) -> None:
+    expected = make_mixed(tmp_path / "data")
+    spec = tiny_spec(
+        tmp_path / "s.yaml",
+        tmp_path / "data",
+        data={"max_bad_fraction": 0.5, "max_image_pixels": 100_000},
+    )
+    xv("compile", str(spec), "--out", str(tmp_path / "run"))
+    proc = xv("ingest", "--run-dir", str(tmp_path / "run"), "--shard", "all", "--merge")
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    skipped = {s["path"]: s["reason"] for s in manifest["skipped"]}
+    assert set(skipped) == set(expected)
+    for path, fragment in expected.items():
+        assert fragment in skipped[path], (path, skipped[path])
+        assert path in proc.stderr  # reported in the log too
+    total = sum(s["count"] for s in manifest["shards"])
+    assert total == 24  # every good image, nothing else
+    assert any("empty_class" in n and "empty" in n for n in manifest["notes"])
+    assert manifest["classes"] == ["a", "b"]
+
+
+def test_too_many_bad_files_is_an_error(tmp_path: Path) -> None:
+    make_mixed(tmp_path / "data")
+    spec = tiny_spec(
+        tmp_path / "s.yaml",
+        tmp_path / "data",
+        data={"max_bad_fraction": 0.05, "max_image_pixels": 100_000},
+    )
+    xv("compile", str(spec), "--out", str(tmp_path / "run"))
+    proc = xv(
+        "ingest", "--run-dir", str(tmp_path / "run"), "--shard", "all", "--merge", check=False
+    )
+    assert proc.returncode == 3 and "above data.max_bad_fraction 5.0%" in proc.stderr
+    assert "error" in json.loads((tmp_path / "run" / "manifest.json").read_text())
+
+
+def test_fewer_than_two_classes(tmp_path: Path) -> None:
+    write(tmp_path / "data" / "only" / "x.png", Image.fromarray(gradient()))
+    spec = tiny_spec(tmp_path / "s.yaml", tmp_path / "data")
+    xv("compile", str(spec), "--out", str(tmp_path / "run"))
+    proc = xv(
+        "ingest", "--run-dir", str(tmp_path / "run"), "--shard", "all", "--merge", check=False
+    )
+    assert (
+        proc.returncode == 2
+        and "need at least two classes" in proc.stderr
+        and "(only)" in proc.stderr
+    )
+
+
+def test_group_aware_stratified_split_is_seeded() -> None:
+    samples = [Sample(f"/p{i}", f"p{i}", "ab"[i % 2], group=f"patient{i // 3}") for i in range(120)]
+    first = split_samples(samples, 0.25, seed=7, stratify=True)
+    assert first == split_samples(samples, 0.25, seed=7, stratify=True)
+    assert first != split_samples(samples, 0.25, seed=8, stratify=True)
+    sides: dict[str, set[str]] = {}
+    for s in first:
+        sides.setdefault(s.group, set()).add(s.split)
+    assert all(len(v) == 1 for v in sides.values()), "a patient on both sides of the split"
+    val = [s for s in first if s.split == "val"]
+    assert 0.15 < len(val) / len(first) < 0.35
+    assert {s.label for s in val} == {"a", "b"}
+
+
+def test_real_chest_xrays_through_csv(tmp_path: Path) -> None:
+    csv = SHARED_DATA / "cxr-figure1" / "metadata.csv"
+    assert csv.is_file(), "shared chest X-rays missing"
+    spec = tiny_spec(
+        tmp_path / "s.yaml",
+        csv,
+        data={
+            "image_size": 64,
+            "shards": 2,
+            "csv": {
+                "path_pattern": "images/{patientid}.*",
+                "label_column": "finding",
+                "group_column": "patientid",
+            },
+            "augment": {"Pneumonia": {"hflip": True, "copies": 3}},
+        },
+    )
+    xv("compile", str(spec), "--out", str(tmp_path / "run"))
+    xv("ingest", "--run-dir", str(tmp_path / "run"), "--shard", "all", "--merge")
+    m = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert m["classes"] == ["COVID-19", "No finding", "Pneumonia"]
+    assert m["unlabelled"] == 15 and not m["skipped"]
+    before, after = m["counts_before_augmentation"], m["counts_after_augmentation"]
+    assert sum(before["train"].values()) + sum(before["val"].values()) == 40
+    assert after["train"]["Pneumonia"] == 4 * before["train"]["Pneumonia"]
+    assert after["val"] == before["val"], "augmentation must never touch validation"
+    groups: dict[str, set[int]] = {}
+    for shard in sorted((tmp_path / "run" / "shards").glob("*.h5")):
+        with h5py.File(shard) as h5:
+            assert h5["images"].shape[1:] == (64, 64, 1) and h5["images"].chunks == (1, 64, 64, 1)
+            for src, split, ops in zip(h5["source"][:], h5["split"][:], h5["ops"][:], strict=True):
+                groups.setdefault(src.decode().split("/")[-1].rsplit(".", 1)[0], set()).add(
+                    int(split)
+                )
+                if ops:
+                    assert int(split) == 0 and "ops" in json.loads(ops.decode())
+    assert all(len(v) == 1 for v in groups.values())
+
+
+def test_leaks_reported_and_dropped(tmp_path: Path) -> None:
+    for cls in ("a", "b"):
+        for i in range(8):
+            write(
+                tmp_path / "data" / cls / f"{i}.png",
+                Image.fromarray(
+                    gradient()
+                    if cls == "a"
+                    else np.random.default_rng(i).integers(0, 255, (60, 80), dtype=np.uint8)
+                ),
+            )
+    spec = tiny_spec(
+        tmp_path / "s.yaml",
+        tmp_path / "data",
+        data={"leaks": "drop", "split": {"validation": 0.5, "seed": 3}},
+    )
+    xv("compile", str(spec), "--out", str(tmp_path / "run"))
+    xv("ingest", "--run-dir", str(tmp_path / "run"), "--shard", "all", "--merge")
+    m = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert (
+        m["leaks"]["identical_images_in_train_and_val"] == 1 and len(m["exclude_val_hashes"]) == 1
+    )
+    from xvhpc.data.dataset import load_index
+
+    val = load_index(tmp_path / "run", "val")
+    assert (
+        sorted(np.bincount(val.labels, minlength=2)) == [0, 4]
+        or 0 not in np.bincount(val.labels)[1:]
+    )
+    assert (val.labels == 0).sum() == 0  # every identical "a" image dropped from validation
+
+
+def sha256s(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.glob("*.h5"))}
+
+
+def test_killed_ingest_resumes_to_identical_shards(tmp_path: Path) -> None:
+    from xvhpc.data.synth import make_dataset
+
+    data = make_dataset(tmp_path / "data", per_class=30, size=400, seed=5)
+    spec = tiny_spec(
+        tmp_path / "s.yaml",
+        data,
+        data={
+            "shards": 3,
+            "image_size": 48,
+            "augment": {"covid19": {"hflip": True, "noise": 2.0, "copies": 2}},
+        },
+    )
+    for name in ("whole", "killed"):
+        xv("compile", str(spec), "--out", str(tmp_path / name))
+    xv(
+        "ingest",
+        "--run-dir",
+        str(tmp_path / "whole"),
+        "--shard",
+        "all",
+        "--merge",
+        "--workers",
+        "1",
+    )
+    env = {**os.environ, "XVHPC_PYTHON": sys.executable}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "xvhpc",
+            "ingest",
+            "--run-dir",
+            str(tmp_path / "killed"),
+            "--shard",
+            "all",
+            "--merge",
+            "--workers",
+            "1",
+        ],
+        env=env,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    shard_dir = tmp_path / "killed" / "shards"
+    while (
+        not (shard_dir / "shard-00000.json").exists()
+        and time.monotonic() < deadline
+        and proc.poll() is None
+    ):
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (shard_dir / "shard-00000.json").exists() and not (
+        shard_dir / "shard-00002.json"
+    ).exists(), "kill came too late to test a resume"
+    resumed = xv(
+        "ingest",
+        "--run-dir",
+        str(tmp_path / "killed"),
+        "--shard",
+        "all",
+        "--merge",
+        "--workers",
+        "2",
+    )
+    assert "shard 0 already complete" in resumed.stderr
+    assert not list(shard_dir.glob(".*.tmp")), "stale temp files left behind"
+    assert sha256s(shard_dir) == sha256s(tmp_path / "whole" / "shards")
+    m = json.loads((tmp_path / "killed" / "manifest.json").read_text())
+    assert (
+        m["counts_after_augmentation"]["train"]["covid19"]
+        == 3 * m["counts_before_augmentation"]["train"]["covid19"]
+    )
