@@ -395,11 +395,13 @@ def train(
 def write_rank_summary(
     out: Path, ctx: Context, model: nn.Module, batches: RankBatches, start: int
 ) -> None:
-    """Per-rank facts for debugging a distributed run: which samples it read, its weights' digest."""
+    """Per-rank facts for debugging a distributed run: which samples it read, its weights' digest
+    (parameters only: BatchNorm running statistics are per rank between DDP's buffer broadcasts)."""
     digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
+    for name, tensor in sorted(model.named_parameters()):
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    first = (start // batches.steps_per_epoch) * batches.steps_per_epoch  # batches of one epoch
     write_json_atomic(
         out / "ranks" / f"rank-{ctx.rank}.json",
         {
@@ -407,7 +409,9 @@ def write_rank_summary(
             "world_size": ctx.world_size,
             "environment": ctx.info.environment,
             "weights_sha256": digest.hexdigest(),
-            "first_batches": [batches.batch_at(i) for i in range(start, start + 3)],
+            "first_batches": [
+                batches.batch_at(i) for i in range(first, first + min(3, batches.steps_per_epoch))
+            ],
         },
     )
 

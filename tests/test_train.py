@@ -1,0 +1,340 @@
+"""Training: environment detection, rank-disjoint data, real DDP (torchrun, mpirun), resume, weights."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from xvhpc.data.dataset import RankBatches
+from xvhpc.models.weights import cached_file
+from xvhpc.models.zoo import build_model
+from xvhpc.runtime.environments import EnvironmentError_, detect_environment
+from xvhpc.spec.schema import ARCHITECTURES, ModelSpec
+
+from .conftest import require, tiny_spec, xv
+
+# ----------------------------------------------------------------- environment detection
+TORCHRUN = {
+    "RANK": "3",
+    "LOCAL_RANK": "1",
+    "WORLD_SIZE": "4",
+    "LOCAL_WORLD_SIZE": "2",
+    "MASTER_ADDR": "node7",
+    "MASTER_PORT": "29500",
+    "TORCHELASTIC_RUN_ID": "abc",
+}
+SRUN = {
+    "SLURM_JOB_ID": "4242",
+    "SLURM_STEP_ID": "0",
+    "SLURM_PROCID": "5",
+    "SLURM_LOCALID": "1",
+    "SLURM_NTASKS": "8",
+    "SLURM_JOB_NODELIST": "gpu[01-02]",
+    "MASTER_ADDR": "10.0.0.1",
+    "MASTER_PORT": "17000",
+}
+OMPI = {
+    "OMPI_COMM_WORLD_RANK": "1",
+    "OMPI_COMM_WORLD_LOCAL_RANK": "1",
+    "OMPI_COMM_WORLD_SIZE": "2",
+    "MASTER_ADDR": "127.0.0.1",
+    "MASTER_PORT": "29400",
+}
+JSRUN = {
+    "JSM_NAMESPACE_RANK": "7",
+    "JSM_NAMESPACE_LOCAL_RANK": "1",
+    "JSM_NAMESPACE_SIZE": "12",
+    "OMPI_COMM_WORLD_RANK": "7",
+    "OMPI_COMM_WORLD_LOCAL_RANK": "1",
+    "OMPI_COMM_WORLD_SIZE": "12",
+    "LSB_JOBID": "99",
+    "MASTER_PORT": "15099",
+}
+
+
+def test_detects_each_environment(tmp_path: Path) -> None:
+    info = detect_environment(TORCHRUN)
+    assert (
+        info.environment,
+        info.rank,
+        info.local_rank,
+        info.world_size,
+        info.master_addr,
+        info.master_port,
+    ) == ("torchrun", 3, 1, 4, "node7", 29500)
+    info = detect_environment(SRUN)
+    assert (info.environment, info.rank, info.local_rank, info.world_size, info.master_addr) == (
+        "slurm",
+        5,
+        1,
+        8,
+        "10.0.0.1",
+    )
+    info = detect_environment(OMPI)
+    assert (info.environment, info.rank, info.world_size, info.master_port) == (
+        "openmpi",
+        1,
+        2,
+        29400,
+    )
+    rankfile = tmp_path / "rankfile"
+    rankfile.write_text("batch3\n" + "h41n01\n" * 6 + "h41n02\n" * 6)  # launch node first
+    info = detect_environment(
+        {**JSRUN, "LSB_DJOB_RANKFILE": str(rankfile), "MASTER_ADDR": "h41n01"}
+    )
+    assert info.environment == "jsrun" and (info.rank, info.local_rank, info.world_size) == (
+        7,
+        1,
+        12,
+    )
+    assert detect_environment({}).environment == "single"
+
+
+def test_jsrun_master_is_first_compute_host_not_launch_node(tmp_path: Path) -> None:
+    from xvhpc.runtime.environments import JsrunEnvironment
+
+    rankfile = tmp_path / "rankfile"
+    rankfile.write_text("batch3\nh41n01\nh41n01\nh41n02\n")
+    assert JsrunEnvironment.first_compute_host({"LSB_DJOB_RANKFILE": str(rankfile)}) == "h41n01"
+
+
+def test_detection_order_prefers_launcher_over_scheduler() -> None:
+    assert detect_environment({**SRUN, **TORCHRUN}).environment == "torchrun"  # srun → torchrun
+    assert detect_environment({**OMPI, **JSRUN}).environment == "jsrun"  # jsrun sets OMPI_* too
+    assert detect_environment({**SRUN, **OMPI}).environment == "openmpi"  # mpirun in an allocation
+
+
+def test_missing_variable_names_it_and_hints() -> None:
+    env = {k: v for k, v in SRUN.items() if k != "MASTER_ADDR"}
+    with pytest.raises(EnvironmentError_) as info:
+        detect_environment(env)
+    assert (
+        "MASTER_ADDR is not set" in str(info.value)
+        and "HINT:" in str(info.value)
+        and "scontrol show hostnames" in str(info.value)
+    )
+    env = {k: v for k, v in TORCHRUN.items() if k != "MASTER_PORT"}
+    with pytest.raises(
+        EnvironmentError_, match="MASTER_PORT is not set. HINT: launch with `torchrun"
+    ):
+        detect_environment(env)
+
+
+def test_rank_batches_disjoint_reshuffled_resumable() -> None:
+    a, b = RankBatches(100, 10, 0, 2, seed=1), RankBatches(100, 10, 1, 2, seed=1)
+    epoch0_a = sum((a.batch_at(i) for i in range(5)), [])
+    epoch0_b = sum((b.batch_at(i) for i in range(5)), [])
+    assert not set(epoch0_a) & set(epoch0_b) and len(set(epoch0_a) | set(epoch0_b)) == 100
+    assert a.batch_at(0) != a.batch_at(5)  # next epoch reshuffles
+    resumed = RankBatches(100, 10, 0, 2, seed=1, start=7)
+    assert next(iter(resumed)) == a.batch_at(7)
+
+
+# ----------------------------------------------------------------- models
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_every_architecture_builds_with_new_head(arch: str) -> None:
+    model = build_model(ModelSpec(arch=arch, pretrained="none"), num_classes=3).eval()
+    with torch.no_grad():
+        out = model(torch.zeros(2, 3, 64, 64))
+    assert out.shape == (2, 3)
+
+
+def test_custom_import_and_freeze() -> None:
+    model = build_model(
+        ModelSpec.model_validate({"import": "tests.custom_model:build", "pretrained": "none"}), 5
+    )
+    assert model(torch.zeros(1, 3, 16, 16)).shape == (1, 5)
+    frozen = build_model(ModelSpec(arch="resnet18", pretrained="none", freeze_backbone=True), 2)
+    trainable = {n for n, p in frozen.named_parameters() if p.requires_grad}
+    assert trainable == {"fc.weight", "fc.bias"}
+
+
+def test_imagenet_weights_only_from_cache(tmp_path: Path, monkeypatch) -> None:
+    import torchvision
+
+    monkeypatch.setenv("XVHPC_WEIGHTS", str(tmp_path / "cache"))
+    with pytest.raises(FileNotFoundError, match="xvhpc weights fetch googlenet"):
+        build_model(ModelSpec(arch="googlenet", pretrained="imagenet"), 4)
+    # a cache filled (here by hand, as `weights fetch` would) loads without any network
+    reference = torchvision.models.googlenet(weights=None, aux_logits=True, init_weights=True)
+    path = cached_file("googlenet")
+    path.parent.mkdir(parents=True)
+    torch.save(reference.state_dict(), path)
+    model = build_model(ModelSpec(arch="googlenet", pretrained="imagenet"), 4)
+    assert model.aux1 is None and model.fc.out_features == 4
+    assert torch.equal(model.conv1.conv.weight, reference.conv1.conv.weight)
+
+
+# ----------------------------------------------------------------- real training
+@pytest.fixture(scope="module")
+def ingested(tmp_path_factory, demo_data) -> Path:
+    work = tmp_path_factory.mktemp("ingested")
+    spec = tiny_spec(
+        work / "spec.yaml",
+        demo_data,
+        train={"max_iterations": 16, "checkpoint_every": 4, "log_every": 1, "val_every": 8},
+    )
+    xv("compile", str(spec), "--out", str(work / "run"))
+    xv("ingest", "--run-dir", str(work / "run"), "--shard", "all", "--merge")
+    return work / "run"
+
+
+def fresh(run: Path) -> Path:
+    import shutil
+
+    for name in ("train", "model"):
+        shutil.rmtree(run / name, ignore_errors=True)
+    return run
+
+
+def check_ranks(run: Path, world: int, environment: str) -> None:
+    ranks = [
+        json.loads((run / "train" / "0" / "ranks" / f"rank-{r}.json").read_text())
+        for r in range(world)
+    ]
+    assert {r["environment"] for r in ranks} == {environment} and {
+        r["world_size"] for r in ranks
+    } == {world}
+    assert len({r["weights_sha256"] for r in ranks}) == 1, (
+        "ranks hold different weights after DDP steps"
+    )
+    seen = [set(sum(r["first_batches"], [])) for r in ranks]
+    assert not seen[0] & seen[1], "ranks read overlapping samples"
+    progress = json.loads((run / "train" / "0" / "progress.json").read_text())
+    assert (
+        progress["state"] == "done"
+        and progress["iteration"] == 16
+        and progress["world_size"] == world
+    )
+    lines = [
+        json.loads(x) for x in (run / "train" / "0" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert any("val_accuracy" in x for x in lines) and all(
+        "data_wait_fraction" in x for x in lines if "loss" in x
+    )
+    assert (run / "model" / "weights.pt").exists() and json.loads(
+        (run / "model" / "meta.json").read_text()
+    )["classes"]
+
+
+def test_ddp_under_torchrun(ingested: Path) -> None:
+    run = fresh(ingested)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node=2",
+            "-m",
+            "xvhpc",
+            "train",
+            "--run-dir",
+            str(run),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    check_ranks(run, 2, "torchrun")
+
+
+def test_ddp_under_mpirun(ingested: Path) -> None:
+    require("mpirun", "Open MPI launcher tests")
+    run = fresh(ingested)
+    argv = [
+        "mpirun",
+        "--allow-run-as-root",
+        "--oversubscribe",
+        "-n",
+        "2",
+        "-x",
+        "OMP_NUM_THREADS=1",
+        "-x",
+        "PATH",
+        sys.executable,
+        "-m",
+        "xvhpc",
+        "train",
+        "--run-dir",
+        str(run),
+    ]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    check_ranks(run, 2, "openmpi")
+
+
+def weights_of(run: Path) -> str:
+    return json.loads((run / "train" / "0" / "ranks" / "rank-0.json").read_text())["weights_sha256"]
+
+
+def test_sigterm_checkpoint_and_resume_equal_weights(ingested: Path) -> None:
+    run = fresh(ingested)
+    xv("train", "--run-dir", str(run))
+    uninterrupted = weights_of(run)
+    run = fresh(ingested)
+    env = {**os.environ, "XVHPC_PYTHON": sys.executable}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "xvhpc", "train", "--run-dir", str(run)],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    progress = run / "train" / "0" / "progress.json"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if progress.exists() and json.loads(progress.read_text()).get("iteration", 0) >= 5:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 75, err[-2000:]
+    state = json.loads(progress.read_text())
+    assert state["state"] == "checkpointed" and 5 <= state["iteration"] < 16
+    resumed = xv("train", "--run-dir", str(run))
+    assert f"resumed from checkpoint at iteration {state['iteration']}" in resumed.stderr
+    assert weights_of(run) == uninterrupted
+    events = [
+        json.loads(x) for x in (run / "train" / "0" / "metrics.jsonl").read_text().splitlines()
+    ]
+    iterations = [e["iteration"] for e in events if "loss" in e]
+    assert iterations == sorted(iterations) and len(iterations) == len(set(iterations)) == 16
+    assert any(e.get("event") == "resumed" for e in events)
+
+
+def test_missing_weights_error_in_step(ingested: Path, tmp_path: Path) -> None:
+    run = fresh(ingested)
+    text = (run / "spec.yaml").read_text().replace("pretrained: none", "pretrained: imagenet")
+    (run / "spec.yaml").write_text(text)
+    try:
+        proc = xv(
+            "train",
+            "--run-dir",
+            str(run),
+            env={"XVHPC_WEIGHTS": str(tmp_path / "empty")},
+            check=False,
+        )
+    finally:
+        (run / "spec.yaml").write_text(text.replace("pretrained: imagenet", "pretrained: none"))
+    assert proc.returncode == 2 and "xvhpc weights fetch resnet18" in proc.stderr
+
+
+def test_numbers_learnable(trained_run: Path) -> None:
+    """The tiny pipeline run learns something: better than chance on 4 classes."""
+    metrics = json.loads((trained_run / "eval" / "0" / "metrics.json").read_text())
+    assert (
+        metrics["accuracy"] > 0.3
+        and np.array(metrics["confusion_matrix"]).sum() == metrics["samples"]
+    )
