@@ -94,6 +94,8 @@ SlurmctldHost=$HOST(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
+# a requeued job becomes eligible after cred_expire + 1 s (default 120): keep requeue tests quick
+AuthInfo=cred_expire=10
 StateSaveLocation=$ROOT/state
 SlurmdSpoolDir=$ROOT/spool/%n
 SlurmctldPidFile=$ROOT/slurmctld.pid
@@ -108,6 +110,7 @@ SwitchType=switch/none
 MpiDefault=none
 TmpFS=$ROOT/tmp/%n
 SchedulerType=sched/backfill
+SchedulerParameters=sched_interval=2,bf_interval=2
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 ReturnToService=2
