@@ -34,6 +34,22 @@ def make_highres(folder: Path, jpeg: int, png: int, size: int = 2000, seed: int 
     return folder
 
 
+def compile_and_ingest(work: Path, spec: dict, quiet: bool = True) -> Path:
+    """Write ``spec``, compile it for the local site and ingest its shards; return the run dir."""
+    import subprocess
+
+    import yaml
+
+    (work / "spec.yaml").write_text(yaml.safe_dump(spec))
+    run = work / "run"
+    for argv in (
+        ["compile", str(work / "spec.yaml"), "--out", str(run)],
+        ["ingest", "--run-dir", str(run), "--shard", "all", "--merge"],
+    ):
+        subprocess.run([sys.executable, "-m", "xvhpc", *argv], check=True, capture_output=quiet)
+    return run
+
+
 def workdir(name: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"xvhpc-bench-{name}-"))
 

@@ -12,15 +12,14 @@ import shutil
 import subprocess
 import sys
 
-import yaml
-from common import cpu_note, workdir
+from common import compile_and_ingest, cpu_note, workdir
 
 from xvhpc.data.synth import make_dataset
 
 
-def images_per_s(run, procs: int, iterations: int) -> float:
+def images_per_s(run, procs: int, iterations: int, threads: int) -> float:
     shutil.rmtree(run / "train", ignore_errors=True)
-    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 2) // procs))}
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     cmd = [
         sys.executable,
         "-m",
@@ -45,16 +44,20 @@ def images_per_s(run, procs: int, iterations: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--iterations", type=int, default=40)
+    parser.add_argument("--iterations", type=int, default=30)
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--arch", default="resnet18")
     args = parser.parse_args()
+    cores = os.cpu_count() or 2
     work = workdir("ddp")
     make_dataset(work / "data", per_class=40, size=128)
     spec = {
         "name": "ddp",
-        "data": {"source": str(work / "data"), "image_size": 64, "channels": 1},
-        "model": {"arch": "resnet18", "pretrained": "none"},
+        "data": {"source": str(work / "data"), "image_size": args.size, "channels": 1},
+        "model": {"arch": args.arch, "pretrained": "none"},
         "train": {
-            "batch_size": 16,
+            "batch_size": args.batch,
             "workers": 0,
             "log_every": 5,
             "val_every": 100000,
@@ -62,34 +65,18 @@ def main() -> None:
             "amp": False,
         },
     }
-    (work / "spec.yaml").write_text(yaml.safe_dump(spec))
-    run = work / "run"
-    subprocess.run(
-        [sys.executable, "-m", "xvhpc", "compile", str(work / "spec.yaml"), "--out", str(run)],
-        check=True,
-        capture_output=True,
+    run = compile_and_ingest(work, spec)
+    print(
+        f"DDP benchmark: {args.arch}, {args.size} px, batch {args.batch} per process, gloo; {cpu_note()}"
     )
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "xvhpc",
-            "ingest",
-            "--run-dir",
-            str(run),
-            "--shard",
-            "all",
-            "--merge",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    print(f"DDP benchmark: resnet18, 64 px, batch 16 per process, gloo; {cpu_note()}")
-    one = images_per_s(run, 1, args.iterations)
-    two = images_per_s(run, 2, args.iterations)
-    print(f"  1 process : {one:7.1f} samples/s")
-    print(f"  2 processes: {two:7.1f} samples/s")
-    print(f"  scaling: {two / one:.2f}x")
+    one = images_per_s(run, 1, args.iterations, threads=1)
+    one_both = images_per_s(run, 1, args.iterations, threads=cores)
+    two = images_per_s(run, 2, args.iterations, threads=1)
+    print(f"  1 process, 1 thread      : {one:7.1f} samples/s")
+    print(f"  1 process, {cores} threads     : {one_both:7.1f} samples/s")
+    print(f"  2 processes, 1 thread each: {two:7.1f} samples/s")
+    print(f"  DDP scaling per core (2 procs / 1 proc, 1 thread each): {two / one:.2f}x")
+    print(f"  gain over one process using every core:                 {two / one_both:.2f}x")
     shutil.rmtree(work)
 
 

@@ -17,8 +17,7 @@ import subprocess
 import sys
 
 import torch
-import yaml
-from common import workdir
+from common import compile_and_ingest, workdir
 
 from xvhpc.data.synth import make_dataset
 
@@ -48,26 +47,7 @@ def main() -> None:
             "checkpoint_every": 100000,
         },
     }
-    (work / "spec.yaml").write_text(yaml.safe_dump(spec))
-    run = work / "run"
-    subprocess.run(
-        [sys.executable, "-m", "xvhpc", "compile", str(work / "spec.yaml"), "--out", str(run)],
-        check=True,
-    )
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "xvhpc",
-            "ingest",
-            "--run-dir",
-            str(run),
-            "--shard",
-            "all",
-            "--merge",
-        ],
-        check=True,
-    )
+    run = compile_and_ingest(work, spec, quiet=False)
     code = (
         "import sys, torch, json; from xvhpc.cli import main; rc = main(sys.argv[1:]); "
         "print('PEAK_MEM_GB', torch.cuda.max_memory_allocated() / 2**30); sys.exit(rc)"

@@ -53,7 +53,7 @@ def main() -> None:
     bundle = load_bundle(work / "run" / "model")
     rng = np.random.default_rng(0)
     payloads = []
-    for i in range(8):
+    for _ in range(8):
         buf = io.BytesIO()
         Image.fromarray(xray("covid19", args.size, rng)).save(buf, format="JPEG", quality=90)
         payloads.append(buf.getvalue())

@@ -268,3 +268,26 @@ def test_lsf_submit_status_cancel_by_recording(tmp_path: Path) -> None:
         "1003",
         "1004",
     ]
+
+
+def test_submit_retries_transient_scheduler_errors(tmp_path: Path) -> None:
+    """A controller time-out is retried; a real error is not."""
+    from xvhpc.submit.commands import CommandRunner, SchedulerCommandError
+
+    counter = tmp_path / "count"
+    fake = tmp_path / "sbatch"
+    fake.write_text(
+        f"#!/bin/bash\nn=$(cat {counter} 2>/dev/null || echo 0); echo $((n + 1)) > {counter}\n"
+        'if [ "$n" -lt 2 ]; then echo "sbatch: error: Batch job submission failed: Socket timed out on send/recv operation" >&2; exit 1; fi\n'
+        "echo 4242\n"
+    )
+    fake.chmod(0o755)
+    runner = CommandRunner(retries=3, min_interval_s=0.0, backoff_s=0.01)
+    assert runner.run([str(fake)]).strip() == "4242"
+    assert counter.read_text().strip() == "3"
+    fake.write_text(
+        "#!/bin/bash\necho 'sbatch: error: invalid partition specified: nope' >&2\nexit 1\n"
+    )
+    with pytest.raises(SchedulerCommandError, match="invalid partition"):
+        runner.run([str(fake)])
+    assert counter.read_text().strip() == "3"

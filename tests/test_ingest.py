@@ -462,3 +462,19 @@ def test_killed_ingest_resumes_to_identical_shards(tmp_path: Path) -> None:
         m["counts_after_augmentation"]["train"]["covid19"]
         == 3 * m["counts_before_augmentation"]["train"]["covid19"]
     )
+
+
+def test_explicit_train_and_val_folders_are_honoured(tmp_path: Path) -> None:
+    for split, n in (("train", 5), ("val", 2)):
+        for cls in ("a", "b"):
+            for i in range(n):
+                write(
+                    tmp_path / "data" / split / cls / f"{i}.png",
+                    Image.fromarray(gradient(40 + i, 30 + len(cls))),
+                )
+    spec = tiny_spec(tmp_path / "s.yaml", tmp_path / "data")
+    xv("compile", str(spec), "--out", str(tmp_path / "run"))
+    xv("ingest", "--run-dir", str(tmp_path / "run"), "--shard", "all", "--merge")
+    m = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert m["counts_before_augmentation"] == {"train": {"a": 5, "b": 5}, "val": {"a": 2, "b": 2}}
+    assert any("explicit train/ and val/" in n for n in m["notes"])

@@ -338,3 +338,25 @@ def test_numbers_learnable(trained_run: Path) -> None:
         metrics["accuracy"] > 0.3
         and np.array(metrics["confusion_matrix"]).sum() == metrics["samples"]
     )
+
+
+def test_imbalance_options_and_other_hyperparameters(ingested: Path) -> None:
+    """balanced sampling, class weights, adamw, step schedule with warmup, smoothing, clipping, RAM cache."""
+    run = fresh(ingested)
+    original = (run / "spec.yaml").read_text()
+    extra = (
+        "  balanced_sampling: true\n  class_weights: auto\n  optimizer: adamw\n  schedule: step\n"
+        "  step_size: 4\n  warmup_iterations: 2\n  label_smoothing: 0.1\n  grad_clip: 1.0\n"
+        "  cache_in_memory: true\n  scale_lr: true\n"
+    )
+    (run / "spec.yaml").write_text(original.replace("train:\n", "train:\n" + extra, 1))
+    try:
+        xv("train", "--run-dir", str(run), "--max-iterations", "8")
+    finally:
+        (run / "spec.yaml").write_text(original)
+    lines = [
+        json.loads(x) for x in (run / "train" / "0" / "metrics.jsonl").read_text().splitlines()
+    ]
+    lrs = [x["lr"] for x in lines if "lr" in x]
+    assert lrs[0] < lrs[2] or lrs[0] != lrs[-1]  # warmup, then steps of the schedule
+    assert json.loads((run / "train" / "0" / "progress.json").read_text())["iteration"] == 8

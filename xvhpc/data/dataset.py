@@ -141,13 +141,17 @@ class RankBatches:
 
 
 def to_model_input(images: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
-    """uint8 NHWC (1 or 3 channels) → float NCHW, 3 channels, ImageNet-normalised."""
-    x = images.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255)
-    if x.shape[1] == 1:
-        x = x.expand(-1, 3, -1, -1)
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
-    return (x - mean) / std
+    """uint8 NHWC (1 or 3 channels) → float NCHW, 3 channels, ImageNet-normalised.
+
+    One fused multiply-add: (x / 255 - mean) / std == x * (1 / (255 std)) - mean / std, and a
+    grayscale channel broadcasts to three in the same operation.
+    """
+    x = images.to(device, non_blocking=True).permute(0, 3, 1, 2)
+    scale = (1.0 / (255.0 * torch.tensor(IMAGENET_STD, device=x.device))).view(1, 3, 1, 1)
+    shift = (
+        -torch.tensor(IMAGENET_MEAN, device=x.device) / torch.tensor(IMAGENET_STD, device=x.device)
+    ).view(1, 3, 1, 1)
+    return torch.addcmul(shift, x.float(), scale).contiguous()
 
 
 def online_augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

@@ -124,6 +124,9 @@ class TrainSpec(Strict):
     log_every: int = Field(10, ge=1)
     val_every: int = Field(200, ge=1)
     workers: int = Field(2, ge=0, le=64)
+    cache_in_memory: bool = (
+        False  # hold the training split in RAM (small datasets, slow filesystems)
+    )
     backend: Literal["ddp", "horovod"] = "ddp"
     max_requeues: int = Field(3, ge=0, le=100)
 

@@ -195,7 +195,7 @@ def train(
     classes = manifest["classes"]
     t = spec.train
     train_index, val_index = load_index(run.root, "train"), load_index(run.root, "val")
-    train_set = ShardDataset(train_index, cache_in_memory=False)
+    train_set = ShardDataset(train_index, cache_in_memory=t.cache_in_memory)
     val_set = ShardDataset(val_index)
     batches = RankBatches(
         len(train_index),
@@ -248,7 +248,9 @@ def train(
         net = model
     elif ctx.world_size > 1:
         net = DistributedDataParallel(
-            model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None
+            model,
+            device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
+            gradient_as_bucket_view=True,
         )
     else:
         net = model

@@ -28,6 +28,7 @@ class CommandRunner:
     retries: int = 4
     min_interval_s: float = float(os.environ.get("XVHPC_SUBMIT_INTERVAL", "0.2"))
     timeout_s: float = 60.0
+    backoff_s: float = 1.0  # first retry delay, doubled each time up to 30 s
     _last: float = 0.0
 
     def run(
@@ -38,7 +39,7 @@ class CommandRunner:
         cwd: str | None = None,
     ) -> str:
         """Run ``argv``; retry transient scheduler failures with backoff; return stdout."""
-        delay = 1.0
+        delay = self.backoff_s
         for attempt in range(self.retries + 1):
             wait = self._last + self.min_interval_s - time.monotonic()
             if wait > 0:
