@@ -54,6 +54,8 @@ def ours(source: Path, work: Path, workers: int, channels: int, size: int = 224)
 
 def bench(label: str, source: Path, work: Path) -> None:
     files = sorted(source.rglob("*.*"))
+    if not files:
+        return
     t_naive, n = timed(naive, files, work / "naive.h5")
     print(f"\n{label}: {n} files")
     print(f"  naive PIL loop (1 process, RGB)        {n / t_naive:7.1f} img/s")

@@ -7,11 +7,14 @@ splits the whole source the same way, so shards agree without talking to each ot
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import json
 import os
 import sys
 import zlib
 from collections import defaultdict
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
@@ -80,7 +83,19 @@ def process_sample(job: Job) -> tuple[list[Record], str | None]:
     return records, None
 
 
-def ingest_shard(run: RunDir, catalog: Catalog, index: int, shards: int, workers: int, log) -> dict:
+@contextlib.contextmanager
+def sample_mapper(workers: int) -> Iterator[Callable]:
+    """``map`` over samples: in this process, or an ordered pool shared by every shard."""
+    if workers <= 1:
+        yield map
+        return
+    with ProcessPoolExecutor(workers, mp_context=_mp_context()) as pool:
+        yield functools.partial(pool.map, chunksize=8)
+
+
+def ingest_shard(
+    run: RunDir, catalog: Catalog, index: int, shards: int, mapper: Callable, log
+) -> dict:
     """Write one shard (skipped when already complete: a rerun resumes)."""
     shard_dir = run.shard_dir
     shard_dir.mkdir(parents=True, exist_ok=True)
@@ -100,13 +115,7 @@ def ingest_shard(run: RunDir, catalog: Catalog, index: int, shards: int, workers
     )
     jobs = [Job(s, label_of[s.label], data) for s in samples]
     try:
-        if workers > 1:
-            ctx = _mp_context()
-            with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-                results = pool.map(process_sample, jobs, chunksize=4)
-                _collect(results, jobs, writer, stats, per, orig, catalog, log, index)
-        else:
-            _collect(map(process_sample, jobs), jobs, writer, stats, per, orig, catalog, log, index)
+        _collect(mapper(process_sample, jobs), jobs, writer, stats, per, orig, catalog, log, index)
         writer.close({"classes": json.dumps(catalog.classes), "shard": str(index)})
     except BaseException:
         writer.abort()
@@ -263,8 +272,9 @@ def main(args: argparse.Namespace) -> int:
     )
     if args.shard == "all":
         mine = list(range(rank, shards, size))  # MPI-parallel ingest: ranks share the shards
-        for index in mine:
-            ingest_shard(run, catalog, index, shards, workers if size == 1 else 1, log)
+        with sample_mapper(workers if size == 1 else 1) as mapper:
+            for index in mine:
+                ingest_shard(run, catalog, index, shards, mapper, log)
         if comm is not None:
             comm.Barrier()
         if rank != 0:
@@ -274,7 +284,8 @@ def main(args: argparse.Namespace) -> int:
         if not 0 <= index < shards:
             print(f"xvhpc: error: shard {index} out of range 0..{shards - 1}", file=sys.stderr)
             return 2
-        ingest_shard(run, catalog, index, shards, workers, log)
+        with sample_mapper(workers) as mapper:
+            ingest_shard(run, catalog, index, shards, mapper, log)
     elif not args.merge:
         print(
             "xvhpc: error: give --shard N, --shard all, or --merge (or run as an array task)",
