@@ -1,6 +1,6 @@
 """Ingest speed: a naive PIL loop vs `xvhpc ingest`, on the same high-res JPEG and PNG files.
 
-    .venv/bin/python benchmarks/ingest.py [--jpeg 60] [--png 20] [--size 2000]
+    .venv/bin/python benchmarks/ingest.py [--jpeg 300] [--png 40] [--size 2000] [--source DIR] [--resize letterbox]
 
 Naive loop (what a user would write): open → convert('RGB') → resize(224) → np.asarray →
 h5py write, one process. xvhpc: reduced-scale JPEG decode, one channel for grayscale X-rays,
@@ -33,13 +33,15 @@ def naive(files: list[Path], out: Path, size: int = 224) -> int:
     return len(files)
 
 
-def ours(source: Path, work: Path, workers: int, channels: int, size: int = 224) -> float:
+def ours(
+    source: Path, work: Path, workers: int, channels: int, resize: str, size: int = 224
+) -> float:
     """Seconds for `xvhpc ingest` alone (compiling is a login-node step, not timed)."""
     data = {
         "source": str(source),
         "image_size": size,
         "channels": channels,
-        "resize": "squash",
+        "resize": resize,
         "shards": 4,
     }
     (work / "spec.yaml").write_text(yaml.safe_dump({"name": "bench", "data": data}))
@@ -52,7 +54,7 @@ def ours(source: Path, work: Path, workers: int, channels: int, size: int = 224)
     return seconds
 
 
-def bench(label: str, source: Path, work: Path) -> None:
+def bench(label: str, source: Path, work: Path, resize: str) -> None:
     files = sorted(source.rglob("*.*"))
     if not files:
         return
@@ -61,7 +63,7 @@ def bench(label: str, source: Path, work: Path) -> None:
     print(f"  naive PIL loop (1 process, RGB)        {n / t_naive:7.1f} img/s")
     results = {}
     for workers, channels in ((1, 3), (1, 1), (2, 1)):
-        t = ours(source, work, workers, channels)
+        t = ours(source, work, workers, channels, resize)
         results[(workers, channels)] = n / t
         print(
             f"  xvhpc ingest, {workers} worker(s), {channels} channel(s)  {n / t:7.1f} img/s  ({n / t / (n / t_naive):.2f}x naive)"
@@ -74,20 +76,25 @@ def bench(label: str, source: Path, work: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--jpeg", type=int, default=160)
+    parser.add_argument("--jpeg", type=int, default=300)
     parser.add_argument("--png", type=int, default=40)
-    parser.add_argument("--repeat", type=int, default=4, help="times each --source file is used")
+    parser.add_argument("--repeat", type=int, default=10, help="times each --source file is used")
     parser.add_argument("--size", type=int, default=2000)
     parser.add_argument(
         "--source", type=Path, help="a folder of real images (JPEG/PNG) to use as well"
+    )
+    parser.add_argument(
+        "--resize", default="letterbox", choices=["letterbox", "squash", "center_crop"]
     )
     args = parser.parse_args()
     work = workdir("ingest")
     jpeg = make_highres(work / "jpeg", args.jpeg, 0, args.size)
     png = make_highres(work / "png", 0, args.png, args.size, seed=1)
-    print(f"ingest benchmark, {args.size} px X-ray-like images, → 224 px; {cpu_note()}")
-    bench("synthetic high-res JPEG", jpeg, work)
-    bench("synthetic high-res PNG", png, work)
+    print(
+        f"ingest benchmark, {args.size} px X-ray-like images, → 224 px ({args.resize}); {cpu_note()}"
+    )
+    bench("synthetic high-res JPEG", jpeg, work, args.resize)
+    bench("synthetic high-res PNG", png, work, args.resize)
     if args.source:
         for ext in ("jpg", "png"):
             files = sorted(p for p in args.source.rglob(f"*.{ext}"))
@@ -98,7 +105,7 @@ def main() -> None:
                 ):  # two pseudo-classes, so ingest has a split to make
                     (folder / f"c{i % 2}").mkdir(parents=True, exist_ok=True)
                     (folder / f"c{i % 2}" / f"{i}-{f.name}").symlink_to(f.resolve())
-                bench(f"real {ext.upper()} from {args.source}", folder, work)
+                bench(f"real {ext.upper()} from {args.source}", folder, work, args.resize)
     shutil.rmtree(work)
 
 

@@ -28,6 +28,17 @@ class DecodeOptions:
     channels: int = 3
     max_pixels: int = 200_000_000
     dicom_frames: str = "first"  # or "all"
+    resize: str = "squash"  # how the frame will be resized: decides how far a JPEG may be reduced
+    tile_grid: int = 2
+
+    def draft_box(self, width: int, height: int) -> tuple[int, int]:
+        """The smallest decoded size the resize still needs at full quality."""
+        if self.resize == "letterbox":  # only the long side must reach the target
+            scale = self.size / max(width, height)
+            return max(1, round(width * scale)), max(1, round(height * scale))
+        if self.resize == "tile":  # every tile must reach the target
+            return self.size * self.tile_grid, self.size * self.tile_grid
+        return self.size, self.size
 
 
 def sniff(head: bytes) -> str | None:
@@ -104,7 +115,7 @@ def _decode_pil(data: bytes, kind: str, opts: DecodeOptions) -> list[np.ndarray]
             )
         if kind == "jpeg":
             # reduced-scale DCT decode: never a full-size decode to make a small image
-            image.draft("L" if opts.channels == 1 else "RGB", (opts.size, opts.size))
+            image.draft("L" if opts.channels == 1 else "RGB", opts.draft_box(width, height))
         image.load()
         image = ImageOps.exif_transpose(image)
     except BadImage:

@@ -38,7 +38,12 @@ class Bundle:
 
     def inputs(self, source: str | Path | bytes, name: str = "") -> torch.Tensor:
         """Decode exactly as ingest does → N×3×S×S (N > 1 only for tiled models)."""
-        opts = DecodeOptions(self.size, int(self.meta["channels"]))
+        opts = DecodeOptions(
+            self.size,
+            int(self.meta["channels"]),
+            resize=self.meta["resize"],
+            tile_grid=int(self.meta.get("tile_grid", 2)),
+        )
         frame = decode(source, opts, name=name)[0]
         tiles = resize(frame, self.size, self.meta["resize"], int(self.meta.get("tile_grid", 2)))
         return to_model_input(torch.from_numpy(np.stack(tiles)), self.device)

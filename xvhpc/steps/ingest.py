@@ -48,7 +48,14 @@ class Job:
 def process_sample(job: Job) -> tuple[list[Record], str | None]:
     """Decode, resize and augment one file; (records, None) or ([], reason)."""
     data = job.data
-    opts = DecodeOptions(data.image_size, data.channels, data.max_image_pixels, data.dicom_frames)
+    opts = DecodeOptions(
+        data.image_size,
+        data.channels,
+        data.max_image_pixels,
+        data.dicom_frames,
+        data.resize,
+        data.tile_grid,
+    )
     try:
         frames = decode(job.sample.path, opts, name=job.sample.rel)
     except BadImage as exc:
