@@ -291,3 +291,43 @@ def test_submit_retries_transient_scheduler_errors(tmp_path: Path) -> None:
     with pytest.raises(SchedulerCommandError, match="invalid partition"):
         runner.run([str(fake)])
     assert counter.read_text().strip() == "3"
+
+
+def _site_variant(tmp_path: Path, base: str, **changes) -> Path:
+    import yaml
+
+    data = yaml.safe_load((ROOT / "site_configs" / f"{base}.yaml").read_text())
+    data.update(changes)
+    path = tmp_path / f"{base}-variant.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_every_launcher_renders_its_command(tmp_path: Path) -> None:
+    job = ROOT / "jobs" / "covid_xray.yaml"  # 2 nodes x 4 GPUs
+    all_gpus = rendered_site(job, _site_variant(tmp_path, "summit", jsrun_mode="all_gpus_per_rank"))
+    assert "jsrun -n2 -r1 -a4 -g4 -c42 -bpacked:10 " in all_gpus["scripts/train.lsf"]
+    per_gpu = rendered(job, "summit")["scripts/train.lsf"]
+    assert "jsrun -n8 -r4 -a1 -g1 -c10 -bpacked:10 " in per_gpu
+    mpirun = rendered_site(job, _site_variant(tmp_path, "x86-v100", launcher="mpirun"))[
+        "scripts/train.sbatch"
+    ]
+    assert "mpirun -np 8 --map-by ppr:4:node --bind-to none " in mpirun
+    torchrun = rendered_site(job, _site_variant(tmp_path, "x86-v100", launcher="torchrun"))[
+        "scripts/train.sbatch"
+    ]
+    assert (
+        '-m torch.distributed.run --nproc-per-node=4 --nnodes=2 --rdzv-backend=c10d --rdzv-endpoint="${MASTER_ADDR}:${MASTER_PORT}" -m xvhpc train'
+        in torchrun
+    )
+    srun = rendered(job, "x86-v100")["scripts/train.sbatch"]
+    assert (
+        "srun --nodes=2 --ntasks-per-node=4 --ntasks=8 --cpus-per-task=10 --kill-on-bad-exit=1 --gpus-per-task=1 "
+        in srun
+    )
+
+
+def rendered_site(job: Path, site_file: Path) -> dict[str, str]:
+    loaded, site = load_spec(job), load_site(str(site_file))
+    plan = build_plan(loaded, site, "/scratch/runs/x")
+    return render_plan(plan, site)

@@ -478,3 +478,14 @@ def test_explicit_train_and_val_folders_are_honoured(tmp_path: Path) -> None:
     m = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert m["counts_before_augmentation"] == {"train": {"a": 5, "b": 5}, "val": {"a": 2, "b": 2}}
     assert any("explicit train/ and val/" in n for n in m["notes"])
+
+
+def test_reduced_decode_is_sized_by_the_resize_mode(tmp_path: Path) -> None:
+    wide = Image.fromarray(np.random.default_rng(4).integers(0, 255, (1000, 3000), dtype=np.uint8))
+    path = write(tmp_path / "wide.jpg", wide, format="JPEG")
+    (square,) = decode(path, DecodeOptions(size=224, channels=1, resize="squash"))
+    (letter,) = decode(path, DecodeOptions(size=224, channels=1, resize="letterbox"))
+    assert min(square.shape[:2]) >= 224  # both sides must reach the target
+    assert max(letter.shape[:2]) >= 224 and letter.shape[1] < square.shape[1]  # only the long side
+    (tiles,) = decode(path, DecodeOptions(size=224, channels=1, resize="tile", tile_grid=2))
+    assert min(tiles.shape[:2]) >= 448
