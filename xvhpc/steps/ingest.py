@@ -239,6 +239,14 @@ def merge(run: RunDir, catalog: Catalog, shards: int, log) -> int:
     return 0
 
 
+def allocated_cpus() -> int:
+    """CPUs this task may use: the scheduler's grant, else the affinity mask (not the whole node)."""
+    for key in ("SLURM_CPUS_PER_TASK", "LSB_DJOB_NUMPROC"):
+        if os.environ.get(key, "").isdigit():
+            return int(os.environ[key])
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def shard_from_env() -> int | None:
     """Array index from the scheduler: Slurm counts from 0, LSF from 1."""
     if "SLURM_ARRAY_TASK_ID" in os.environ:
@@ -275,7 +283,7 @@ def main(args: argparse.Namespace) -> int:
         return 2
     shards = data.shards
     workers = (
-        args.workers if args.workers is not None else (data.workers or min(os.cpu_count() or 1, 8))
+        args.workers if args.workers is not None else (data.workers or min(allocated_cpus(), 8))
     )
     if args.shard == "all":
         mine = list(range(rank, shards, size))  # MPI-parallel ingest: ranks share the shards
