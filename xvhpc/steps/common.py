@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,9 +55,14 @@ def setup_logging(rank: int = 0) -> logging.Logger:
     return logging.getLogger("xvhpc")
 
 
+def want_bar() -> bool:
+    """Progress bars on a terminal (or when `xvhpc run` relays to one); log lines in batch logs."""
+    return sys.stderr.isatty() or os.environ.get("XVHPC_PROGRESS") == "bar"
+
+
 def progress(iterable, total: int, desc: str, log: logging.Logger, every_s: float = 30.0):
     """tqdm on a terminal; periodic log lines in batch logs."""
-    if sys.stderr.isatty():
+    if want_bar():
         from tqdm import tqdm
 
         yield from tqdm(iterable, total=total, desc=desc, unit="img")

@@ -40,7 +40,7 @@ from ..runtime.distributed import Context, all_reduce_sum, any_rank, setup, tear
 from ..schedulers.base import REQUEUE_EXIT
 from ..spec import ExperimentSpec
 from ..util import atomic_path, read_json, write_json_atomic, write_text_atomic
-from .common import RunDir, setup_logging
+from .common import RunDir, setup_logging, want_bar
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 
@@ -269,7 +269,7 @@ def train(
     stop = StopFlag()
     stop.install()
     bar = None
-    if ctx.is_main and sys.stderr.isatty():
+    if ctx.is_main and want_bar():
         from tqdm import tqdm
 
         bar = tqdm(total=max_iter, initial=start, desc=f"train point {point}", unit="it")

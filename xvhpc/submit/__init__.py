@@ -221,27 +221,29 @@ def run_local(plan: Plan, site: SiteConfig) -> int:
         state = {"scheduler": "local", "site": site.name, "spec_hash": plan.spec_hash, "steps": {}}
     env = _job_env()
     env["XVHPC_PYTHON"] = sys.executable
+    if sys.stdout.isatty():
+        env["XVHPC_PROGRESS"] = "bar"
     for step in plan.steps:
         done = state["steps"].get(step.name, {})
         if done.get("state") == "COMPLETED":
             print(f"== {step.name}: already completed, skipping")
             continue
-        print(f"== {step.name}")
+        print(f"== {step.name}", flush=True)
         log = root / "logs" / f"{step.name}-local.out"
         started = time.monotonic()
-        with log.open("a") as fh:
+        with log.open("ab") as fh:
             proc = subprocess.Popen(
                 ["bash", f"scripts/{step.name}.sh"],
                 cwd=root,
                 env=env,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
-                text=True,
             )
             assert proc.stdout is not None
-            for line in proc.stdout:
-                sys.stdout.write(line)
-                fh.write(line)
+            while chunk := proc.stdout.read1(65536):  # raw chunks, so progress bars redraw in place
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.flush()
+                fh.write(chunk)
             code = proc.wait()
         status = "COMPLETED" if code == 0 else "FAILED"
         state["steps"][step.name] = {
