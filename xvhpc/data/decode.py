@@ -42,7 +42,12 @@ class DecodeOptions:
 
 
 def sniff(head: bytes) -> str | None:
-    """Format from magic bytes: jpeg, png, bmp, tiff, gif, dicom, or None."""
+    """Format from magic bytes: jpeg, png, bmp, tiff, gif, dicom, or None.
+
+    DICOM first: its 128-byte preamble may itself look like a TIFF header (dual-format files).
+    """
+    if len(head) >= 132 and head[128:132] == b"DICM":
+        return "dicom"
     if head[:3] == b"\xff\xd8\xff":
         return "jpeg"
     if head[:8] == b"\x89PNG\r\n\x1a\n":
@@ -53,8 +58,6 @@ def sniff(head: bytes) -> str | None:
         return "tiff"
     if head[:6] in (b"GIF87a", b"GIF89a"):
         return "gif"
-    if len(head) >= 132 and head[128:132] == b"DICM":
-        return "dicom"
     return None
 
 
