@@ -358,5 +358,6 @@ def test_imbalance_options_and_other_hyperparameters(ingested: Path) -> None:
         json.loads(x) for x in (run / "train" / "0" / "metrics.jsonl").read_text().splitlines()
     ]
     lrs = [x["lr"] for x in lines if "lr" in x]
-    assert lrs[0] < lrs[2] or lrs[0] != lrs[-1]  # warmup, then steps of the schedule
+    # warmup over 2 iterations, then x0.1 every 4 (logged after each step, base 0.01)
+    assert lrs == pytest.approx([0.01, 0.01, 0.01, 1e-3, 1e-3, 1e-3, 1e-3, 1e-4])
     assert json.loads((run / "train" / "0" / "progress.json").read_text())["iteration"] == 8
