@@ -29,6 +29,18 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def replace_dir(staged: Path, target: Path) -> None:
+    """Put a fully written ``staged`` directory at ``target`` (old one renamed away, then removed)."""
+    import shutil
+
+    old = target.with_name(target.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        target.rename(old)
+    staged.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def write_text_atomic(path: str | os.PathLike[str], text: str, mode: int | None = None) -> None:
     """Write ``text`` to ``path`` through a temp file and rename."""
     with atomic_path(path) as tmp:

@@ -8,7 +8,7 @@ import io
 import random
 import zlib
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..spec.schema import DataSpec
@@ -91,9 +91,6 @@ def _from_folders(
                         split or "train",
                     )
                 )
-    if not explicit:
-        return samples, skipped
-    # an explicit split: mark the hint in `split` and keep it (copies are planned later)
     return samples, skipped
 
 
@@ -194,14 +191,8 @@ def split_samples(
     out = list(samples)
     for g, idx in groups.items():
         for i in idx:
-            out[i] = _replace(samples[i], split="val" if g in val_groups else "train")
+            out[i] = replace(samples[i], split="val" if g in val_groups else "train")
     return out
-
-
-def _replace(sample: Sample, **changes: object) -> Sample:
-    from dataclasses import replace
-
-    return replace(sample, **changes)
 
 
 def plan_copies(samples: list[Sample], spec: DataSpec) -> list[Sample]:
@@ -218,7 +209,7 @@ def plan_copies(samples: list[Sample], spec: DataSpec) -> list[Sample]:
             base, rest = divmod(extra, len(idx))
             per = [base + (1 if k < rest else 0) for k in range(len(idx))]
         for i, copies in zip(idx, per, strict=True):
-            out[i] = _replace(samples[i], copies=copies)
+            out[i] = replace(samples[i], copies=copies)
     return out
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import io
 import itertools
 import json
 import random
@@ -12,14 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ..util import parse_walltime
 from .errors import Problem, SpecError, closest_first, did_you_mean
 from .schema import ExperimentSpec
 from .site import LOCAL_SITE_YAML, SiteConfig, known_sites
 from .validate import problems_from, validate_model
-from .yamlio import LineMap, line_for, load_yaml_with_lines
+from .yamlio import LineMap, line_for, load_yaml_with_lines, parse_yaml_with_lines
 
 
 @dataclass
@@ -68,15 +65,10 @@ def load_site(name_or_path: str) -> SiteConfig:
         )
     file = sites[name_or_path]
     if file is None:
-        raw, lines = load_yaml_with_lines_from_text(LOCAL_SITE_YAML)
+        raw, lines = parse_yaml_with_lines(LOCAL_SITE_YAML, "<built-in local site>")
         return validate_model(SiteConfig, raw, "<built-in local site>", lines)
     raw, lines = load_yaml_with_lines(file)
     return validate_model(SiteConfig, raw, str(file), lines)
-
-
-def load_yaml_with_lines_from_text(text: str) -> tuple[dict[str, Any], LineMap]:
-    data = yaml.safe_load(io.StringIO(text))
-    return data, {}
 
 
 def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:

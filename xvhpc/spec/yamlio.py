@@ -37,6 +37,11 @@ def load_yaml_with_lines(path: str | Path) -> tuple[dict[str, Any], LineMap]:
         text = path.read_text()
     except OSError as exc:
         raise SpecError([Problem(str(path), None, "", f"cannot read: {exc.strerror}")]) from None
+    return parse_yaml_with_lines(text, str(path))
+
+
+def parse_yaml_with_lines(text: str, path: str) -> tuple[dict[str, Any], LineMap]:
+    """Parse YAML ``text`` (named ``path`` in errors) with the line of every key path."""
     loader = yaml.SafeLoader(text)
     try:
         node = loader.get_single_node()

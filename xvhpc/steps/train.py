@@ -39,7 +39,7 @@ from ..models.zoo import build_model
 from ..runtime.distributed import Context, all_reduce_sum, any_rank, setup, teardown
 from ..schedulers.base import REQUEUE_EXIT
 from ..spec import ExperimentSpec
-from ..util import atomic_path, read_json, write_json_atomic, write_text_atomic
+from ..util import atomic_path, read_json, replace_dir, write_json_atomic, write_text_atomic
 from .common import RunDir, setup_logging, want_bar
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
@@ -151,12 +151,7 @@ def save_bundle(
         "spec": spec.model_dump(mode="json", by_alias=True),
     }
     write_json_atomic(tmp / "meta.json", meta)
-    old = out.with_name(out.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if out.exists():
-        out.rename(old)
-    tmp.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
+    replace_dir(tmp, out)
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
@@ -424,13 +419,7 @@ def publish_model(run: RunDir, point: int) -> None:
     tmp = run.root / "model.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(src, tmp)
-    target = run.root / "model"
-    old = run.root / "model.old"
-    shutil.rmtree(old, ignore_errors=True)
-    if target.exists():
-        target.rename(old)
-    tmp.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
+    replace_dir(tmp, run.root / "model")
 
 
 def train_one_step(
