@@ -64,3 +64,18 @@ def test_local_run_failure_is_resumable(tmp_path: Path, demo_data: Path) -> None
     assert "Rerun the same command to continue" in proc.stderr
     status = xv("status", str(tmp_path / "run"), check=False)
     assert status.returncode == 1 and "FAILED" in status.stdout
+
+
+def test_clear_errors_for_missing_or_broken_run_dirs(tmp_path: Path) -> None:
+    missing = tmp_path / "nothing"
+    for argv in (
+        ["status", str(missing)],
+        ["serve", str(missing)],
+        ["export", str(missing)],
+        ["train", "--run-dir", str(missing)],
+    ):
+        proc = xv(*argv, check=False)
+        assert proc.returncode != 0 and "Traceback" not in proc.stderr and "error" in proc.stderr, (
+            argv,
+            proc.stderr,
+        )

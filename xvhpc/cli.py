@@ -264,8 +264,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .spec.errors import SpecError
+
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
+    except SpecError as exc:  # e.g. a run directory whose spec.yaml was edited into a broken state
+        print(exc, file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130

@@ -7,6 +7,7 @@ import asyncio
 import base64
 import hashlib
 import json
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -124,7 +125,11 @@ def main(args: argparse.Namespace) -> int:
 
     run = Path(args.run_dir)
     model_dir = run / "model" if (run / "model").is_dir() else run
-    bundle = load_bundle(model_dir)
+    try:
+        bundle = load_bundle(model_dir)
+    except FileNotFoundError as exc:
+        print(f"xvhpc: error: {exc}", file=sys.stderr)
+        return 2
     deploy = bundle.meta["spec"].get("deploy", {})
     app = create_app(bundle, deploy.get("max_upload_mb", 32))
     uvicorn.run(
