@@ -16,7 +16,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from xvhpc.data.synth import xray  # noqa: E402
 
 
-def make_highres(folder: Path, jpeg: int, png: int, size: int = 2000, seed: int = 0) -> Path:
+def make_highres(
+    folder: Path, jpeg: int, png: int, size: int = 2000, seed: int = 0, quality: int = 75
+) -> Path:
     """High-resolution X-ray-like images in two class folders (JPEG and PNG)."""
     rng = np.random.default_rng(seed)
     classes = ("covid19", "normal")
@@ -28,7 +30,7 @@ def make_highres(folder: Path, jpeg: int, png: int, size: int = 2000, seed: int 
         noise = rng.normal(0, 1.5, (big.height, big.width))  # detector noise; film-like, not white
         big = Image.fromarray(np.clip(np.asarray(big, np.float32) + noise, 0, 255).astype(np.uint8))
         if i < jpeg:
-            big.save(folder / label / f"{i:04d}.jpg", quality=92)
+            big.save(folder / label / f"{i:04d}.jpg", quality=quality)
         else:
             big.save(folder / label / f"{i:04d}.png")
     return folder

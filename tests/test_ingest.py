@@ -455,6 +455,35 @@ def test_killed_ingest_resumes_to_identical_shards(tmp_path: Path) -> None:
     )
 
 
+def test_worker_count_does_not_change_the_shards(tmp_path: Path) -> None:
+    """1 worker; 3 workers over 4 shards (3 whole shards in parallel, the 4th sample-parallel)."""
+    from xvhpc.data.synth import make_dataset
+
+    data = make_dataset(tmp_path / "data", per_class=12, size=300, seed=2)
+    (data / "covid19" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    spec = tiny_spec(
+        tmp_path / "s.yaml",
+        data,
+        data={
+            "shards": 4,
+            "image_size": 40,
+            "max_bad_fraction": 0.5,
+            "augment": {"covid19": {"vflip": True, "noise": 3.0, "copies": 1}},
+        },
+    )
+    logs = {}
+    for workers in ("1", "3"):
+        run = tmp_path / f"w{workers}"
+        xv("compile", str(spec), "--out", str(run))
+        argv = ["--run-dir", str(run), "--shard", "all", "--merge", "--workers", workers]
+        logs[workers] = xv("ingest", *argv).stderr
+    assert "ingest 3 shards, 3 at a time" in logs["3"]
+    assert sha256s(tmp_path / "w1" / "shards") == sha256s(tmp_path / "w3" / "shards")
+    manifests = [json.loads((tmp_path / w / "manifest.json").read_text()) for w in ("w1", "w3")]
+    assert manifests[0] == manifests[1]
+    assert [s["path"] for s in manifests[0]["skipped"]] == ["covid19/broken.jpg"]
+
+
 def test_explicit_train_and_val_folders_are_honoured(tmp_path: Path) -> None:
     for split, n in (("train", 5), ("val", 2)):
         for cls in ("a", "b"):

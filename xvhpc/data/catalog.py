@@ -63,6 +63,7 @@ def _from_folders(
 ) -> tuple[list[Sample], list[dict[str, str]]]:
     samples: list[Sample] = []
     skipped: list[dict[str, str]] = []
+    root = root.resolve()  # once: every path below is then absolute without a per-file realpath
     sub = {p.name.lower(): p for p in _class_dirs(root)}
     explicit = "train" in sub and any(v in sub for v in _VAL_NAMES)
     parts = (
@@ -84,7 +85,7 @@ def _from_folders(
             for file in files:
                 samples.append(
                     Sample(
-                        str(file.resolve()),
+                        str(file),
                         str(file.relative_to(root)),
                         class_dir.name,
                         None,

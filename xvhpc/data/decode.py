@@ -30,6 +30,7 @@ class DecodeOptions:
     dicom_frames: str = "first"  # or "all"
     resize: str = "squash"  # how the frame will be resized: decides how far a JPEG may be reduced
     tile_grid: int = 2
+    expand_gray: bool = True  # False: a grayscale source stays 1 channel (expanded after resizing)
 
     def draft_box(self, width: int, height: int) -> tuple[int, int]:
         """The smallest decoded size the resize still needs at full quality."""
@@ -89,8 +90,8 @@ def to_uint8(array: np.ndarray, robust: bool = True) -> np.ndarray:
     return np.clip((values - low) * (255.0 / (high - low)), 0, 255).astype(np.uint8)
 
 
-def _channels(array: np.ndarray, channels: int) -> np.ndarray:
-    """HxW or HxWxC → HxWx``channels``."""
+def to_channels(array: np.ndarray, channels: int, expand_gray: bool = True) -> np.ndarray:
+    """HxW or HxWxC → HxWx``channels`` (HxWx1 kept for a gray source unless ``expand_gray``)."""
     if array.ndim == 2:
         array = array[:, :, None]
     if array.shape[2] == 4:  # drop alpha
@@ -102,7 +103,7 @@ def _channels(array: np.ndarray, channels: int) -> np.ndarray:
         array = (
             (array.astype(np.float32) @ weights).round().clip(0, 255).astype(np.uint8)[:, :, None]
         )
-    elif channels == 3 and array.shape[2] == 1:
+    elif channels == 3 and array.shape[2] == 1 and expand_gray:
         array = np.repeat(array, 3, axis=2)
     return np.ascontiguousarray(array)
 
@@ -137,7 +138,7 @@ def _decode_pil(data: bytes, kind: str, opts: DecodeOptions) -> list[np.ndarray]
         array = np.asarray(image.convert("L" if mode in ("LA", "1") else "RGB"))
     else:
         array = np.asarray(image.convert("RGB"))
-    return [_channels(array, opts.channels)]
+    return [to_channels(array, opts.channels, opts.expand_gray)]
 
 
 _DICOM_HINT = {
@@ -225,7 +226,7 @@ def _decode_dicom(data: bytes, opts: DecodeOptions, force: bool) -> list[np.ndar
                 except Exception:
                     rgb = frame
             image = to_uint8(np.asarray(rgb), robust=False)
-        out.append(_channels(image, opts.channels))
+        out.append(to_channels(image, opts.channels, opts.expand_gray))
     return out
 
 

@@ -22,6 +22,7 @@ class Record:
     split: str
     source: str
     ops: str = ""  # "" for an original, else the augmentation ops (JSON)
+    hash: str = ""  # content hash of an original (leak report), computed where it is decoded
 
 
 @dataclass

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
+
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
 from ..spec.schema import AugmentSpec
+from .decode import DecodeOptions, decode, to_channels
 
 
 def _pil(array: np.ndarray) -> Image.Image:
@@ -51,6 +55,26 @@ def resize(array: np.ndarray, size: int, mode: str, tile_grid: int = 2) -> list[
                 out.append(_array(image.crop(box).resize((size, size), Image.BILINEAR), channels))
         return out
     raise ValueError(f"unknown resize mode {mode!r} (valid: squash, letterbox, center_crop, tile)")
+
+
+def prepare(
+    source: str | os.PathLike[str] | bytes, opts: DecodeOptions, name: str = "", expand: bool = True
+) -> list[list[np.ndarray]]:
+    """Decode and resize one file → per frame, its model-sized image(s) (tiles).
+
+    A gray source is resized as one channel and, with ``expand``, replicated to
+    ``opts.channels`` only after: RGB output of an X-ray costs no more than gray. Without
+    ``expand`` it stays one channel (the caller expands with ``to_channels``).
+    """
+    frames = decode(source, dataclasses.replace(opts, expand_gray=False), name=name)
+    channels = opts.channels if expand else 0
+    return [
+        [
+            to_channels(image, channels) if channels else image
+            for image in resize(frame, opts.size, opts.resize, opts.tile_grid)
+        ]
+        for frame in frames
+    ]
 
 
 def augment(

@@ -14,7 +14,7 @@ from PIL import Image
 
 from ..data.dataset import to_model_input
 from ..data.decode import DecodeOptions, decode
-from ..data.transforms import resize
+from ..data.transforms import prepare
 from ..spec.schema import ModelSpec
 from .zoo import build_model, target_layer
 
@@ -44,8 +44,7 @@ class Bundle:
             resize=self.meta["resize"],
             tile_grid=int(self.meta.get("tile_grid", 2)),
         )
-        frame = decode(source, opts, name=name)[0]
-        tiles = resize(frame, self.size, self.meta["resize"], int(self.meta.get("tile_grid", 2)))
+        tiles = prepare(source, opts, name=name)[0]
         return to_model_input(torch.from_numpy(np.stack(tiles)), self.device)
 
     @torch.no_grad()

@@ -10,18 +10,19 @@ import argparse
 import contextlib
 import functools
 import json
+import logging
 import os
 import sys
 import zlib
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, wait
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..data.catalog import Catalog, CatalogError, Sample, build_catalog
-from ..data.decode import BadImage, DecodeOptions, decode
+from ..data.decode import BadImage, DecodeOptions, to_channels
 from ..data.shards import (
     Record,
     ShardStats,
@@ -32,7 +33,7 @@ from ..data.shards import (
     shard_complete,
     shard_name,
 )
-from ..data.transforms import augment, resize
+from ..data.transforms import augment, prepare
 from ..spec.schema import DataSpec
 from ..util import write_json_atomic
 from .common import RunDir, progress, setup_logging
@@ -57,22 +58,25 @@ def process_sample(job: Job) -> tuple[list[Record], str | None]:
         data.tile_grid,
     )
     try:
-        frames = decode(job.sample.path, opts, name=job.sample.rel)
+        frames = prepare(job.sample.path, opts, name=job.sample.rel, expand=False)
     except BadImage as exc:
         return [], str(exc)
     except Exception as exc:  # a decoder bug must not stop the other files
         return [], f"decoder error: {type(exc).__name__}: {exc}"
     records: list[Record] = []
     multi = len(frames) > 1
-    for f, frame in enumerate(frames):
-        images = resize(frame, data.image_size, data.resize, data.tile_grid)
+    for f, images in enumerate(frames):
         for t, image in enumerate(images):
             source = (
                 job.sample.rel
                 + (f"#frame{f}" if multi else "")
                 + (f"#tile{t}" if len(images) > 1 else "")
             )
-            records.append(Record(image, job.label, job.sample.split, source))
+            # hash and augment before a gray image becomes 3 equal channels: a third of the work
+            stored = to_channels(image, data.channels)
+            records.append(
+                Record(stored, job.label, job.sample.split, source, hash=content_hash(image))
+            )
             for copy in range(job.sample.copies):
                 seed = [data.split.seed, zlib.crc32(source.encode()), copy]
                 aug_image, ops = augment(
@@ -80,7 +84,7 @@ def process_sample(job: Job) -> tuple[list[Record], str | None]:
                 )
                 records.append(
                     Record(
-                        aug_image,
+                        to_channels(aug_image, data.channels),
                         job.label,
                         "train",
                         source,
@@ -101,9 +105,17 @@ def sample_mapper(workers: int) -> Iterator[Callable]:
 
 
 def ingest_shard(
-    run: RunDir, catalog: Catalog, index: int, shards: int, mapper: Callable, log
+    run: RunDir,
+    classes: list[str],
+    samples: list[Sample],
+    index: int,
+    mapper: Callable,
+    log,
+    tick: Callable[[], None] | None = None,
 ) -> dict:
-    """Write one shard (skipped when already complete: a rerun resumes)."""
+    """Write one shard (skipped when already complete: a rerun resumes).
+
+    Progress: a bar / log lines of its own, or ``tick()`` per sample when a parent shows it."""
     shard_dir = run.shard_dir
     shard_dir.mkdir(parents=True, exist_ok=True)
     done = shard_complete(shard_dir, index)
@@ -112,8 +124,7 @@ def ingest_shard(
         return done
     clean_stale(shard_dir, index)
     data = run.spec.data
-    label_of = {c: i for i, c in enumerate(catalog.classes)}
-    samples = catalog.shard(index, shards)
+    label_of = {c: i for i, c in enumerate(classes)}
     stats = ShardStats(index, inputs=len(samples))
     per = defaultdict(lambda: defaultdict(int))
     orig = defaultdict(lambda: defaultdict(int))
@@ -122,8 +133,11 @@ def ingest_shard(
     )
     jobs = [Job(s, label_of[s.label], data) for s in samples]
     try:
-        _collect(mapper(process_sample, jobs), jobs, writer, stats, per, orig, catalog, log, index)
-        writer.close({"classes": json.dumps(catalog.classes), "shard": str(index)})
+        results = zip(jobs, mapper(process_sample, jobs), strict=True)
+        if tick is None:
+            results = progress(results, len(jobs), f"ingest shard {index}", log)
+        _collect(results, writer, stats, per, orig, classes, tick)
+        writer.close({"classes": json.dumps(classes), "shard": str(index)})
     except BaseException:
         writer.abort()
         raise
@@ -135,19 +149,84 @@ def ingest_shard(
     return info
 
 
-def _collect(results, jobs, writer, stats, per, orig, catalog, log, index) -> None:
-    for job, (records, reason) in progress(
-        zip(jobs, results, strict=True), len(jobs), f"ingest shard {index}", log
-    ):
+def _collect(results, writer, stats, per, orig, classes, tick) -> None:
+    for job, (records, reason) in results:
+        if tick is not None:
+            tick()
         if reason is not None:
             stats.skipped.append({"path": job.sample.rel, "reason": reason})
             continue
         for record in records:
             writer.add(record)
-            per[record.split][catalog.classes[record.label]] += 1
+            per[record.split][classes[record.label]] += 1
             if not record.ops:
-                orig[record.split][catalog.classes[record.label]] += 1
-                stats.hashes[record.split].append(content_hash(record.image))
+                orig[record.split][classes[record.label]] += 1
+                stats.hashes[record.split].append(record.hash)
+
+
+_done_counter = None  # in a shard worker process: the parent's shared count of finished samples
+
+
+def _count_one() -> None:
+    with _done_counter.get_lock():
+        _done_counter.value += 1
+
+
+def _init_shard_worker(counter) -> None:
+    global _done_counter
+    _done_counter = counter
+    setup_logging()  # a spawned worker starts without the parent's logging set-up
+
+
+def _shard_worker(run: RunDir, classes: list[str], samples: list[Sample], index: int) -> None:
+    ingest_shard(run, classes, samples, index, map, logging.getLogger("xvhpc"), _count_one)
+
+
+def ingest_shards(
+    run: RunDir, catalog: Catalog, indices: list[int], shards: int, workers: int, log
+) -> None:
+    """Write several shards with ``workers`` processes.
+
+    While at least ``workers`` shards are pending, each worker writes whole shards on its own
+    (no pixels cross processes, per-shard work runs in parallel too); the remainder is written
+    one shard at a time with the samples spread over the workers.
+    """
+    pending = [i for i in indices if shard_complete(run.shard_dir, i) is None]
+    for index in sorted(set(indices) - set(pending)):
+        log.info("shard %d already complete, skipping", index)
+    whole = len(pending) // workers * workers if workers > 1 else 0
+    if whole:
+        ctx = _mp_context()
+        counter = ctx.Value("q", 0)
+        total = sum(len(catalog.shard(i, shards)) for i in pending[:whole])
+        desc = f"ingest {whole} shards, {workers} at a time"
+        with ProcessPoolExecutor(
+            workers, mp_context=ctx, initializer=_init_shard_worker, initargs=(counter,)
+        ) as pool:
+            futures = [
+                pool.submit(_shard_worker, run, catalog.classes, catalog.shard(i, shards), i)
+                for i in pending[:whole]
+            ]
+            for _ in progress(_poll(counter, futures), total, desc, log):
+                pass
+            for future in futures:
+                future.result()  # a worker's exception surfaces here
+    with sample_mapper(workers) as mapper:
+        for index in pending[whole:]:
+            ingest_shard(run, catalog.classes, catalog.shard(index, shards), index, mapper, log)
+
+
+def _poll(counter, futures, every_s: float = 0.2) -> Iterator[None]:
+    """One item per sample a shard worker finished, until every future is done."""
+    seen = 0
+    while True:
+        finished = not wait(futures, timeout=every_s).not_done  # returns as soon as all are done
+        now = counter.value
+        for _ in range(now - seen):
+            yield None
+        seen = now
+        if finished:
+            return
 
 
 def _mp_context():
@@ -287,9 +366,7 @@ def main(args: argparse.Namespace) -> int:
     )
     if args.shard == "all":
         mine = list(range(rank, shards, size))  # MPI-parallel ingest: ranks share the shards
-        with sample_mapper(workers if size == 1 else 1) as mapper:
-            for index in mine:
-                ingest_shard(run, catalog, index, shards, mapper, log)
+        ingest_shards(run, catalog, mine, shards, workers if size == 1 else 1, log)
         if comm is not None:
             comm.Barrier()
         if rank != 0:
@@ -300,7 +377,7 @@ def main(args: argparse.Namespace) -> int:
             print(f"xvhpc: error: shard {index} out of range 0..{shards - 1}", file=sys.stderr)
             return 2
         with sample_mapper(workers) as mapper:
-            ingest_shard(run, catalog, index, shards, mapper, log)
+            ingest_shard(run, catalog.classes, catalog.shard(index, shards), index, mapper, log)
     elif not args.merge:
         print(
             "xvhpc: error: give --shard N, --shard all, or --merge (or run as an array task)",
