@@ -484,6 +484,21 @@ def test_worker_count_does_not_change_the_shards(tmp_path: Path) -> None:
     assert [s["path"] for s in manifests[0]["skipped"]] == ["covid19/broken.jpg"]
 
 
+def _square_where(x: int) -> tuple[int, int]:
+    time.sleep(0.005)
+    return x * x, os.getpid()
+
+
+def test_ordered_map_keeps_order_and_the_caller_works_while_waiting() -> None:
+    from xvhpc.steps.ingest import sample_mapper
+
+    with sample_mapper(2) as mapper:
+        out = list(mapper(_square_where, list(range(60))))
+    assert [value for value, _ in out] == [x * x for x in range(60)]
+    pids = {pid for _, pid in out}
+    assert os.getpid() in pids and len(pids) == 2, "the pool and this process should share work"
+
+
 def test_explicit_train_and_val_folders_are_honoured(tmp_path: Path) -> None:
     for split, n in (("train", 5), ("val", 2)):
         for cls in ("a", "b"):

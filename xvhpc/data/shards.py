@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -11,6 +12,7 @@ import h5py
 import numpy as np
 
 from ..util import atomic_path, sha256_file, write_json_atomic
+from .decode import to_channels
 
 SPLITS = {"train": 0, "val": 1}
 
@@ -78,9 +80,13 @@ class ShardWriter:
         )
         self._pending: list[Record] = []
         self._batch = batch
+        self._channels = channels
         self.count = 0
 
     def add(self, record: Record) -> None:
+        """Queue one record; a one-channel image is stored with the shard's channel count."""
+        if record.image.shape[2] != self._channels:
+            record = dataclasses.replace(record, image=to_channels(record.image, self._channels))
         self._pending.append(record)
         if len(self._pending) >= self._batch:
             self._flush()

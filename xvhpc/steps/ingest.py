@@ -16,13 +16,13 @@ import sys
 import zlib
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor, wait
+from concurrent.futures import Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..data.catalog import Catalog, CatalogError, Sample, build_catalog
-from ..data.decode import BadImage, DecodeOptions, to_channels
+from ..data.decode import BadImage, DecodeOptions
 from ..data.shards import (
     Record,
     ShardStats,
@@ -72,10 +72,10 @@ def process_sample(job: Job) -> tuple[list[Record], str | None]:
                 + (f"#frame{f}" if multi else "")
                 + (f"#tile{t}" if len(images) > 1 else "")
             )
-            # hash and augment before a gray image becomes 3 equal channels: a third of the work
-            stored = to_channels(image, data.channels)
+            # a gray image stays one channel here (hash, augment, transfer from a worker: a
+            # third of the work); the shard writer stores it with data.channels channels
             records.append(
-                Record(stored, job.label, job.sample.split, source, hash=content_hash(image))
+                Record(image, job.label, job.sample.split, source, hash=content_hash(image))
             )
             for copy in range(job.sample.copies):
                 seed = [data.split.seed, zlib.crc32(source.encode()), copy]
@@ -84,7 +84,7 @@ def process_sample(job: Job) -> tuple[list[Record], str | None]:
                 )
                 records.append(
                     Record(
-                        to_channels(aug_image, data.channels),
+                        aug_image,
                         job.label,
                         "train",
                         source,
@@ -96,12 +96,45 @@ def process_sample(job: Job) -> tuple[list[Record], str | None]:
 
 @contextlib.contextmanager
 def sample_mapper(workers: int) -> Iterator[Callable]:
-    """``map`` over samples: in this process, or an ordered pool shared by every shard."""
+    """An ordered ``map`` over samples that keeps ``workers`` processes busy.
+
+    One worker: plain ``map`` in this process. More: a pool of ``workers - 1`` processes, and
+    this process (which also writes the shard) decodes a chunk itself whenever the next result
+    is not ready yet, so it is never idle and never the bottleneck. The pool is shared by
+    every shard.
+    """
     if workers <= 1:
         yield map
         return
-    with ProcessPoolExecutor(workers, mp_context=_mp_context()) as pool:
-        yield functools.partial(pool.map, chunksize=8)
+    with ProcessPoolExecutor(workers - 1, mp_context=_mp_context()) as pool:
+        yield functools.partial(_ordered_map, pool, processes=workers)
+
+
+def _run_chunk(fn: Callable, chunk: list) -> list:
+    return [fn(item) for item in chunk]
+
+
+def _ordered_map(pool: ProcessPoolExecutor, fn: Callable, items: list, processes: int) -> Iterator:
+    """``fn`` over ``items`` in order: a window of chunks in the pool, the rest stolen."""
+    items = list(items)
+    chunk = max(1, min(8, len(items) // (8 * processes)))  # small enough to balance the tail
+    window = 4 * processes
+    chunks = [items[i : i + chunk] for i in range(0, len(items), chunk)]
+    in_pool: dict[int, Future] = {}
+    done_here: dict[int, list] = {}
+    frontier = 0  # the first chunk neither submitted nor taken by this process
+    for i in range(len(chunks)):
+        while frontier < len(chunks) and len(in_pool) < window:
+            in_pool[frontier] = pool.submit(_run_chunk, fn, chunks[frontier])
+            frontier += 1
+        if i in done_here:
+            yield from done_here.pop(i)
+            continue
+        future = in_pool.pop(i)
+        while not future.done() and frontier < len(chunks) and len(done_here) < window:
+            done_here[frontier] = _run_chunk(fn, chunks[frontier])  # instead of waiting
+            frontier += 1
+        yield from future.result()
 
 
 def ingest_shard(
