@@ -345,6 +345,85 @@ def test_real_chest_xrays_through_csv(tmp_path: Path) -> None:
     assert all(len(v) == 1 for v in groups.values())
 
 
+def test_real_chest_xrays_through_coco_json(tmp_path: Path) -> None:
+    """The figure-1 X-rays as COCO JSON (one category per image), plus every COCO defect."""
+    import csv as csvlib
+
+    root = SHARED_DATA / "cxr-figure1"
+    rows = list(csvlib.DictReader((root / "metadata.csv").open(newline="", encoding="latin-1")))
+    names = sorted({r["finding"] for r in rows if r["finding"]})
+    categories = [{"id": 10 + i, "name": n} for i, n in enumerate(names)]
+    cat_id = {c["name"]: c["id"] for c in categories}
+    images, annotations = [], []
+    for i, row in enumerate(rows):
+        file = next((root / "images").glob(f"{row['patientid']}.*"), None)
+        if file is None:
+            continue
+        images.append({"id": i, "file_name": f"images/{file.name}", "patient": row["patientid"]})
+        if row["finding"]:
+            annotations.append({"id": i, "image_id": i, "category_id": cat_id[row["finding"]]})
+    labelled = len(annotations)
+    first = annotations[0]["image_id"]
+    annotations.append({"id": 900, "image_id": first, "category_id": 999})  # unknown category
+    annotations.append({"id": 901, "image_id": images[1]["id"], "category_id": 10})
+    annotations.append({"id": 902, "image_id": images[1]["id"], "category_id": 11})
+    images.append({"id": 950, "file_name": "images/not-there.jpg", "patient": "x"})
+    annotations.append({"id": 903, "image_id": 950, "category_id": 10})
+    doc = {"images": images, "annotations": annotations, "categories": categories}
+    (tmp_path / "coco.json").write_text(json.dumps(doc))
+    spec = tiny_spec(
+        tmp_path / "s.yaml",
+        tmp_path / "coco.json",
+        data={
+            "image_size": 48,
+            "max_bad_fraction": 0.2,
+            "coco": {"image_dir": str(root), "group_field": "patient"},
+        },
+    )
+    xv("compile", str(spec), "--out", str(tmp_path / "run"))
+    xv("ingest", "--run-dir", str(tmp_path / "run"), "--shard", "all", "--merge")
+    m = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert m["classes"] == names
+    reasons = {s["path"]: s["reason"] for s in m["skipped"]}
+    file_of = {im["id"]: im["file_name"] for im in images}
+    two = images[1]["id"]
+    assert "unknown category_id 999" in reasons[file_of[first]]
+    assert "several categories" in reasons[file_of[two]]
+    assert reasons["images/not-there.jpg"].startswith("file not found")
+    labelled_ids = {a["image_id"] for a in annotations[:labelled]}
+    assert m["unlabelled"] == len(set(file_of) - labelled_ids - {two, 950})
+    stored = sum(s["count"] for s in m["shards"])
+    assert stored == len(labelled_ids - {first, two}) > 20
+    sides: dict[str, set[int]] = {}
+    for shard in sorted((tmp_path / "run" / "shards").glob("*.h5")):
+        with h5py.File(shard) as h5:
+            for src, split in zip(h5["source"][:], h5["split"][:], strict=True):
+                sides.setdefault(src.decode().split("/")[-1].split(".")[0], set()).add(int(split))
+    assert len(sides) == stored and all(len(v) == 1 for v in sides.values())
+    from xvhpc.data.catalog import build_catalog
+    from xvhpc.spec.load import load_spec
+
+    catalog = build_catalog(tmp_path / "coco.json", load_spec(spec).spec.data)
+    patient_of = {im["file_name"]: im["patient"] for im in images}
+    assert catalog.samples and all(s.group == patient_of[s.rel] for s in catalog.samples)
+
+
+def test_coco_json_errors_name_the_file(tmp_path: Path) -> None:
+    from xvhpc.data.catalog import CatalogError, build_catalog
+    from xvhpc.spec.schema import DataSpec
+
+    bad = tmp_path / "bad.json"
+    for text, expected in (
+        ("{not json", "not valid JSON"),
+        ('{"images": []}', "not COCO JSON"),
+        ('{"images": [{"id": 1}], "annotations": [], "categories": []}', "without the field"),
+    ):
+        bad.write_text(text)
+        with pytest.raises(CatalogError, match=expected) as info:
+            build_catalog(bad, DataSpec(source=str(bad)))
+        assert str(bad) in str(info.value)
+
+
 def test_leaks_reported_and_dropped(tmp_path: Path) -> None:
     for cls in ("a", "b"):
         for i in range(8):

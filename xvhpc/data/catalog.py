@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import glob
 import io
+import json
 import random
 import zlib
 from collections import Counter, defaultdict
@@ -160,6 +161,64 @@ def _from_csv(csv_path: Path, spec: DataSpec) -> tuple[list[Sample], list[dict[s
     return samples, skipped, unlabelled
 
 
+def _from_coco(json_path: Path, spec: DataSpec) -> tuple[list[Sample], list[dict[str, str]], int]:
+    """COCO JSON (images, annotations, categories) with one category per image."""
+    cfg = spec.coco
+    try:
+        doc = json.loads(json_path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CatalogError(f"{json_path}: not valid JSON: {exc}") from None
+    if not isinstance(doc, dict) or not all(
+        isinstance(doc.get(k), list) for k in ("images", "annotations", "categories")
+    ):
+        raise CatalogError(
+            f"{json_path}: not COCO JSON (needs lists 'images', 'annotations' and 'categories')"
+        )
+    try:
+        names = {c["id"]: str(c["name"]) for c in doc["categories"]}
+        labels: dict[object, set[str]] = defaultdict(set)
+        unknown: dict[object, set[object]] = defaultdict(set)
+        for ann in doc["annotations"]:
+            category = ann["category_id"]
+            if category in names:
+                labels[ann["image_id"]].add(names[category])
+            else:
+                unknown[ann["image_id"]].add(category)
+        images = [(im["id"], str(im["file_name"]), im) for im in doc["images"]]
+    except (KeyError, TypeError) as exc:
+        raise CatalogError(f"{json_path}: COCO entry without the field {exc}") from None
+    base = json_path.parent / cfg.image_dir
+    samples: list[Sample] = []
+    skipped: list[dict[str, str]] = []
+    unlabelled = 0
+    for image_id, rel, image in images:
+        found = labels.get(image_id, set())
+        reason = None
+        if unknown.get(image_id):
+            ids = ", ".join(map(str, sorted(unknown[image_id], key=str)))
+            reason = f"annotation with unknown category_id {ids} (COCO image id {image_id})"
+        elif len(found) > 1:
+            reason = f"annotated with several categories ({', '.join(sorted(found))}); classification takes one per image"
+        elif not found:
+            unlabelled += 1
+            continue
+        elif not (base / rel).is_file():
+            reason = f"file not found (COCO image id {image_id})"
+        if reason:
+            skipped.append({"path": rel, "reason": reason})
+            continue
+        group = image.get(cfg.group_field) if cfg.group_field else None
+        samples.append(
+            Sample(
+                str((base / rel).resolve()),
+                rel,
+                next(iter(found)),
+                None if group in (None, "") else str(group),
+            )
+        )
+    return samples, skipped, unlabelled
+
+
 def split_samples(
     samples: list[Sample], fraction: float, seed: int, stratify: bool
 ) -> list[Sample]:
@@ -221,14 +280,20 @@ def build_catalog(source: str | Path, spec: DataSpec) -> Catalog:
     unlabelled = 0
     if not source.exists():
         raise CatalogError(f"data.source {source} does not exist")
-    use_csv = spec.format == "csv" or (spec.format == "auto" and source.suffix.lower() == ".csv")
-    if use_csv:
-        samples, skipped, unlabelled = _from_csv(source, spec)
+    suffix = source.suffix.lower()
+    kind = spec.format
+    if kind == "auto":
+        kind = {".csv": "csv", ".json": "coco"}.get(suffix, "folders")
+    if kind in ("csv", "coco"):
+        if not source.is_file():
+            raise CatalogError(f"data.source {source} is not a file (data.format {kind})")
+        read = _from_csv if kind == "csv" else _from_coco
+        samples, skipped, unlabelled = read(source, spec)
         explicit = False
     else:
         if not source.is_dir():
             raise CatalogError(
-                f"data.source {source} is neither a folder of class folders nor a .csv manifest"
+                f"data.source {source} is neither a folder of class folders, a .csv manifest nor COCO .json"
             )
         samples, skipped = _from_folders(source, notes)
         explicit = any("explicit train/" in n for n in notes)

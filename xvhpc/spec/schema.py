@@ -43,6 +43,13 @@ class CsvSpec(Strict):
     label_map: dict[str, str] = Field(default_factory=dict)
 
 
+class CocoSpec(Strict):
+    """How to read COCO JSON for classification: one category per image."""
+
+    image_dir: str = ""  # where file_name is relative to, itself relative to the JSON's folder
+    group_field: str | None = None  # an image field naming the patient/group, e.g. patient_id
+
+
 class AugmentSpec(Strict):
     """Offline augmentation of one class, training split only."""
 
@@ -68,8 +75,9 @@ class AugmentSpec(Strict):
 
 class DataSpec(Strict):
     source: str
-    format: Literal["auto", "folders", "csv"] = "auto"
+    format: Literal["auto", "folders", "csv", "coco"] = "auto"  # auto: by .csv / .json / folder
     csv: CsvSpec = Field(default_factory=CsvSpec)
+    coco: CocoSpec = Field(default_factory=CocoSpec)
     image_size: int = Field(224, ge=8, le=4096)
     channels: Literal[1, 3] = 3
     resize: Literal["squash", "letterbox", "center_crop", "tile"] = "letterbox"
