@@ -85,7 +85,7 @@ class ShardWriter:
 
     def add(self, record: Record) -> None:
         """Queue one record; a one-channel image is stored with the shard's channel count."""
-        if record.image.shape[2] != self._channels:
+        if record.image.shape[2] not in (1, self._channels):
             record = dataclasses.replace(record, image=to_channels(record.image, self._channels))
         self._pending.append(record)
         if len(self._pending) >= self._batch:
@@ -97,7 +97,14 @@ class ShardWriter:
         n, start = len(self._pending), self.count
         for ds in (self.images, self.labels, self.split, self.source, self.ops):
             ds.resize(start + n, axis=0)
-        self.images[start : start + n] = np.stack([r.image for r in self._pending])
+        batch = np.empty((n, *self.images.shape[1:]), dtype=np.uint8)
+        for i, record in enumerate(self._pending):
+            if record.image.shape[2] == self._channels:
+                batch[i] = record.image
+            else:  # one gray channel into each channel: plain copies, cheaper than np.repeat
+                for channel in range(self._channels):
+                    batch[i, :, :, channel] = record.image[:, :, 0]
+        self.images[start : start + n] = batch
         self.labels[start : start + n] = [r.label for r in self._pending]
         self.split[start : start + n] = [SPLITS[r.split] for r in self._pending]
         self.source[start : start + n] = [r.source for r in self._pending]
