@@ -115,9 +115,11 @@ def _run_chunk(fn: Callable, chunk: list) -> list:
 
 
 def _ordered_map(pool: ProcessPoolExecutor, fn: Callable, items: list, processes: int) -> Iterator:
-    """``fn`` over ``items`` in order: a window of chunks in the pool, the rest stolen."""
+    """``fn`` over ``items`` in order: chunks go to the pool; while the next result is not
+    ready, this process takes the furthest chunk not yet given out, or, once all are given
+    out, takes back the next chunk if no worker has started it."""
     items = list(items)
-    chunk = max(1, min(8, len(items) // (8 * processes)))  # small enough to balance the tail
+    chunk = max(1, min(8, len(items) // (32 * processes)))  # small: the tail stays short
     window = 4 * processes
     chunks = [items[i : i + chunk] for i in range(0, len(items), chunk)]
     in_pool: dict[int, Future] = {}
@@ -131,10 +133,16 @@ def _ordered_map(pool: ProcessPoolExecutor, fn: Callable, items: list, processes
             yield from done_here.pop(i)
             continue
         future = in_pool.pop(i)
-        while not future.done() and frontier < len(chunks) and len(done_here) < window:
-            done_here[frontier] = _run_chunk(fn, chunks[frontier])  # instead of waiting
-            frontier += 1
-        yield from future.result()
+        while not future.done():
+            if frontier < len(chunks) and len(done_here) < window:
+                done_here[frontier] = _run_chunk(fn, chunks[frontier])  # instead of waiting
+                frontier += 1
+            elif future.cancel():  # still queued: do it here
+                future = None
+                break
+            else:
+                break
+        yield from (future.result() if future is not None else _run_chunk(fn, chunks[i]))
 
 
 def ingest_shard(
