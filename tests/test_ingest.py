@@ -578,6 +578,38 @@ def test_ordered_map_keeps_order_and_the_caller_works_while_waiting() -> None:
     assert os.getpid() in pids and len(pids) == 2, "the pool and this process should share work"
 
 
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(c) for c in path.read_text().split()] if path.exists() else []
+
+
+def test_killed_worker_process_is_a_clear_error_and_a_rerun_resumes(tmp_path: Path) -> None:
+    """A worker killed mid-ingest (the out-of-memory killer, say): exit 4 naming the cause."""
+    from xvhpc.data.synth import make_dataset
+
+    data = make_dataset(tmp_path / "data", per_class=60, size=800, seed=4)
+    spec = tiny_spec(tmp_path / "s.yaml", data, data={"shards": 4, "image_size": 64})
+    for name in ("whole", "killed"):
+        xv("compile", str(spec), "--out", str(tmp_path / name))
+    argv = ["ingest", "--run-dir", "RUN", "--shard", "all", "--merge", "--workers", "2"]
+    xv(*[str(tmp_path / "whole") if a == "RUN" else a for a in argv])
+    cmd = [sys.executable, "-m", "xvhpc"] + [
+        str(tmp_path / "killed") if a == "RUN" else a for a in argv
+    ]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    # both pool workers up (a lone child may be a short-lived helper some import forks)
+    while len(_children(proc.pid)) < 2 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)
+    for child in _children(proc.pid):
+        os.kill(child, signal.SIGKILL)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 4, f"kill came too late or was not reported: {stderr}"
+    assert "a worker process died" in stderr and "Traceback" not in stderr
+    xv(*[str(tmp_path / "killed") if a == "RUN" else a for a in argv])
+    assert sha256s(tmp_path / "killed" / "shards") == sha256s(tmp_path / "whole" / "shards")
+
+
 def test_explicit_train_and_val_folders_are_honoured(tmp_path: Path) -> None:
     for split, n in (("train", 5), ("val", 2)):
         for cls in ("a", "b"):

@@ -17,6 +17,7 @@ import zlib
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
 import numpy as np
@@ -252,9 +253,11 @@ def ingest_shards(
                 pass
             for future in futures:
                 future.result()  # a worker's exception surfaces here
-    with sample_mapper(workers) as mapper:
-        for index in pending[whole:]:
-            ingest_shard(run, catalog.classes, catalog.shard(index, shards), index, mapper, log)
+    if pending[whole:]:
+        with sample_mapper(workers) as mapper:
+            for index in pending[whole:]:
+                classes, samples = catalog.classes, catalog.shard(index, shards)
+                ingest_shard(run, classes, samples, index, mapper, log)
 
 
 def _poll(counter, futures, every_s: float = 0.2) -> Iterator[None]:
@@ -391,6 +394,35 @@ def _mpi():
     return comm.Get_rank(), comm.Get_size(), comm
 
 
+def _write_shards(args, run: RunDir, catalog: Catalog, workers: int, mpi, log) -> int | None:
+    """The shards this call writes: all (shared among MPI ranks), one, or none (--merge).
+
+    Returns an exit code to stop with, or None to go on (to the merge)."""
+    rank, size, comm = mpi
+    shards = run.spec.data.shards
+    if args.shard == "all":
+        mine = list(range(rank, shards, size))  # MPI-parallel ingest: ranks share the shards
+        ingest_shards(run, catalog, mine, shards, workers if size == 1 else 1, log)
+        if comm is not None:
+            comm.Barrier()
+        return 0 if rank != 0 else None
+    if args.shard is not None or shard_from_env() is not None:
+        index = int(args.shard) if args.shard not in (None, "") else shard_from_env()
+        if not 0 <= index < shards:
+            print(f"xvhpc: error: shard {index} out of range 0..{shards - 1}", file=sys.stderr)
+            return 2
+        with sample_mapper(workers) as mapper:
+            ingest_shard(run, catalog.classes, catalog.shard(index, shards), index, mapper, log)
+        return None if args.merge else 0
+    if not args.merge:
+        print(
+            "xvhpc: error: give --shard N, --shard all, or --merge (or run as an array task)",
+            file=sys.stderr,
+        )
+        return 2
+    return None
+
+
 def main(args: argparse.Namespace) -> int:
     run = RunDir.open(args.run_dir)
     rank, size, comm = _mpi()
@@ -405,26 +437,17 @@ def main(args: argparse.Namespace) -> int:
     workers = (
         args.workers if args.workers is not None else (data.workers or min(allocated_cpus(), 8))
     )
-    if args.shard == "all":
-        mine = list(range(rank, shards, size))  # MPI-parallel ingest: ranks share the shards
-        ingest_shards(run, catalog, mine, shards, workers if size == 1 else 1, log)
-        if comm is not None:
-            comm.Barrier()
-        if rank != 0:
-            return 0
-    elif args.shard is not None or shard_from_env() is not None:
-        index = int(args.shard) if args.shard not in (None, "") else shard_from_env()
-        if not 0 <= index < shards:
-            print(f"xvhpc: error: shard {index} out of range 0..{shards - 1}", file=sys.stderr)
-            return 2
-        with sample_mapper(workers) as mapper:
-            ingest_shard(run, catalog.classes, catalog.shard(index, shards), index, mapper, log)
-    elif not args.merge:
+    try:
+        code = _write_shards(args, run, catalog, workers, (rank, size, comm), log)
+    except BrokenProcessPool:
         print(
-            "xvhpc: error: give --shard N, --shard all, or --merge (or run as an array task)",
+            "xvhpc: error: a worker process died (killed, or out of memory?); complete shards "
+            "are kept: rerun the same command to resume (with fewer --workers if memory is short)",
             file=sys.stderr,
         )
-        return 2
+        return 4
+    if code is not None:
+        return code
     if args.merge:
         return merge(run, catalog, shards, log)
     return 0
