@@ -6,6 +6,7 @@ import csv
 import glob
 import io
 import json
+import os
 import random
 import zlib
 from collections import Counter, defaultdict
@@ -50,13 +51,15 @@ def _class_dirs(root: Path) -> list[Path]:
 
 
 def _files(folder: Path) -> list[Path]:
-    """Every file under a class folder (dangling links included: they are reported, not lost)."""
-    return sorted(
-        p
-        for p in folder.rglob("*")
-        if (p.is_file() or p.is_symlink())
-        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-    )
+    """Every file under a class folder, hidden ones aside (dangling links and links to folders
+    included: they are reported, not lost; linked folders are not descended, as ``rglob``)."""
+    out: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        base = Path(dirpath)
+        out.extend(base / name for name in filenames if not name.startswith("."))
+        out.extend(base / d for d in dirnames if os.path.islink(os.path.join(dirpath, d)))
+    return sorted(out)
 
 
 def _from_folders(
