@@ -101,8 +101,7 @@ def sample_mapper(workers: int) -> Iterator[Callable]:
 
     One worker: plain ``map`` in this process. More: a pool of ``workers - 1`` processes, and
     this process (which also writes the shard) decodes a chunk itself whenever the next result
-    is not ready yet, so it is never idle and never the bottleneck. The pool is shared by
-    every shard.
+    is not ready yet, so it does not sit idle. The pool is shared by every shard.
     """
     if workers <= 1:
         yield map
