@@ -224,7 +224,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--shard", default=None, help="shard index, or 'all' (default: from the array task id)"
     )
     p.add_argument("--merge", action="store_true", help="write manifest.json from finished shards")
-    p.add_argument("--workers", type=int, default=None)
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="decoding processes (default: data.workers, else the task's CPUs up to 8); with "
+        "--shard all and at least as many shards, each writes whole shards",
+    )
     p = add("train", cmd_train, "(job step) distributed training of one sweep point")
     p.add_argument("--run-dir", required=True)
     p.add_argument("--point", type=int, default=0)
