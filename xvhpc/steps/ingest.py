@@ -117,7 +117,7 @@ def _run_chunk(fn: Callable, chunk: list) -> list:
 def _ordered_map(pool: ProcessPoolExecutor, fn: Callable, items: list, processes: int) -> Iterator:
     """``fn`` over ``items`` in order: chunks go to the pool; while the next result is not
     ready, this process takes the furthest chunk not yet given out, or, once all are given
-    out, takes back the next chunk if no worker has started it."""
+    out, takes back the furthest one no worker has started."""
     items = list(items)
     chunk = max(1, min(8, len(items) // (32 * processes)))  # small: the tail stays short
     window = 4 * processes
@@ -135,14 +135,18 @@ def _ordered_map(pool: ProcessPoolExecutor, fn: Callable, items: list, processes
         future = in_pool.pop(i)
         while not future.done():
             if frontier < len(chunks) and len(done_here) < window:
-                done_here[frontier] = _run_chunk(fn, chunks[frontier])  # instead of waiting
+                take = frontier  # instead of waiting, the furthest chunk not given out
                 frontier += 1
-            elif future.cancel():  # still queued: do it here
-                future = None
-                break
-            else:
-                break
-        yield from (future.result() if future is not None else _run_chunk(fn, chunks[i]))
+            else:  # all given out: take back the furthest one no worker has started
+                take = next((j for j in sorted(in_pool, reverse=True) if in_pool[j].cancel()), None)
+                if take is None:
+                    break
+                del in_pool[take]
+            done_here[take] = _run_chunk(fn, chunks[take])
+        if future.cancel():  # not started yet: quicker here than waiting for it
+            yield from _run_chunk(fn, chunks[i])
+        else:
+            yield from future.result()
 
 
 def ingest_shard(
