@@ -535,7 +535,8 @@ def test_killed_ingest_resumes_to_identical_shards(tmp_path: Path) -> None:
 
 
 def test_worker_count_does_not_change_the_shards(tmp_path: Path) -> None:
-    """1 worker; 3 workers over 4 shards (3 whole shards in parallel, the 4th sample-parallel)."""
+    """1 worker; 3 workers over 4 shards (3 whole shards in parallel, the 4th sample-parallel),
+    with fork and with spawn (XVHPC_MP_START_METHOD, for MPI stacks where fork is unsafe)."""
     from xvhpc.data.synth import make_dataset
 
     data = make_dataset(tmp_path / "data", per_class=12, size=300, seed=2)
@@ -551,13 +552,19 @@ def test_worker_count_does_not_change_the_shards(tmp_path: Path) -> None:
         },
     )
     logs = {}
-    for workers in ("1", "3"):
-        run = tmp_path / f"w{workers}"
+    for name, workers, method in (
+        ("w1", "1", "fork"),
+        ("w3", "3", "fork"),
+        ("spawn", "3", "spawn"),
+    ):
+        run = tmp_path / name
         xv("compile", str(spec), "--out", str(run))
         argv = ["--run-dir", str(run), "--shard", "all", "--merge", "--workers", workers]
-        logs[workers] = xv("ingest", *argv).stderr
-    assert "ingest 3 shards, 3 at a time" in logs["3"]
-    assert sha256s(tmp_path / "w1" / "shards") == sha256s(tmp_path / "w3" / "shards")
+        logs[name] = xv("ingest", *argv, env={"XVHPC_MP_START_METHOD": method}).stderr
+    for name in ("w3", "spawn"):
+        assert "ingest 3 shards, 3 at a time" in logs[name]
+        assert "shard 3: " in logs[name], "the sample-parallel shard should be logged"
+        assert sha256s(tmp_path / "w1" / "shards") == sha256s(tmp_path / name / "shards")
     manifests = [json.loads((tmp_path / w / "manifest.json").read_text()) for w in ("w1", "w3")]
     assert manifests[0] == manifests[1]
     assert [s["path"] for s in manifests[0]["skipped"]] == ["covid19/broken.jpg"]
