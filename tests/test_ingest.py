@@ -458,6 +458,11 @@ def sha256s(folder: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.glob("*.h5"))}
 
 
+def _ingest_all(run: Path, workers: int) -> list[str]:
+    """`xvhpc ingest` arguments for every shard and the merge."""
+    return ["ingest", "--run-dir", str(run), "--shard", "all", "--merge", "--workers", str(workers)]
+
+
 def test_killed_ingest_resumes_to_identical_shards(tmp_path: Path) -> None:
     from xvhpc.data.synth import make_dataset
 
@@ -590,30 +595,54 @@ def _children(pid: int) -> list[int]:
     return [int(c) for c in path.read_text().split()] if path.exists() else []
 
 
-def test_killed_worker_process_is_a_clear_error_and_a_rerun_resumes(tmp_path: Path) -> None:
-    """A worker killed mid-ingest (the out-of-memory killer, say): exit 4 naming the cause."""
+def _start_and_kill(tmp_path: Path, kill_parent: bool) -> subprocess.Popen:
+    """Compile 'whole' and 'killed' runs, ingest 'whole', start 'killed' with 2 workers and
+    SIGKILL its pool workers, or the ingest process itself, once both workers are up."""
     from xvhpc.data.synth import make_dataset
 
     data = make_dataset(tmp_path / "data", per_class=60, size=800, seed=4)
     spec = tiny_spec(tmp_path / "s.yaml", data, data={"shards": 4, "image_size": 64})
     for name in ("whole", "killed"):
         xv("compile", str(spec), "--out", str(tmp_path / name))
-    argv = ["ingest", "--run-dir", "RUN", "--shard", "all", "--merge", "--workers", "2"]
-    xv(*[str(tmp_path / "whole") if a == "RUN" else a for a in argv])
-    cmd = [sys.executable, "-m", "xvhpc"] + [
-        str(tmp_path / "killed") if a == "RUN" else a for a in argv
-    ]
+    xv(*_ingest_all(tmp_path / "whole", 2))
+    cmd = [sys.executable, "-m", "xvhpc", *_ingest_all(tmp_path / "killed", 2)]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     # both pool workers up (a lone child may be a short-lived helper some import forks)
     while len(_children(proc.pid)) < 2 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.002)
-    for child in _children(proc.pid):
-        os.kill(child, signal.SIGKILL)
+    proc.workers = _children(proc.pid)  # type: ignore[attr-defined]
+    for pid in [proc.pid] if kill_parent else proc.workers:  # type: ignore[attr-defined]
+        os.kill(pid, signal.SIGKILL)
+    return proc
+
+
+def test_killed_worker_process_is_a_clear_error_and_a_rerun_resumes(tmp_path: Path) -> None:
+    """A worker killed mid-ingest (the out-of-memory killer, say): exit 4 naming the cause."""
+    proc = _start_and_kill(tmp_path, kill_parent=False)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 4, f"kill came too late or was not reported: {stderr}"
     assert "a worker process died" in stderr and "Traceback" not in stderr
-    xv(*[str(tmp_path / "killed") if a == "RUN" else a for a in argv])
+    xv(*_ingest_all(tmp_path / "killed", 2))
+    assert sha256s(tmp_path / "killed" / "shards") == sha256s(tmp_path / "whole" / "shards")
+
+
+def test_killed_ingest_process_leaves_no_orphan_workers(tmp_path: Path) -> None:
+    """The ingest process killed: its workers exit too (no orphans writing beside a rerun)."""
+    proc = _start_and_kill(tmp_path, kill_parent=True)
+    proc.communicate(timeout=60)
+    workers = proc.workers  # type: ignore[attr-defined]
+    assert len(workers) == 2
+
+    def alive(pid: int) -> bool:
+        stat = Path(f"/proc/{pid}/stat")
+        return stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+
+    deadline = time.monotonic() + 10
+    while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(alive(pid) for pid in workers), "worker processes outlived the killed ingest"
+    xv(*_ingest_all(tmp_path / "killed", 2))
     assert sha256s(tmp_path / "killed" / "shards") == sha256s(tmp_path / "whole" / "shards")
 
 

@@ -13,6 +13,8 @@ import json
 import logging
 import os
 import sys
+import threading
+import time
 import zlib
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -106,8 +108,25 @@ def sample_mapper(workers: int) -> Iterator[Callable]:
     if workers <= 1:
         yield map
         return
-    with ProcessPoolExecutor(workers - 1, mp_context=_mp_context()) as pool:
+    with ProcessPoolExecutor(
+        workers - 1,
+        mp_context=_mp_context(),
+        initializer=_exit_with_parent,
+        initargs=(os.getpid(),),
+    ) as pool:
         yield functools.partial(_ordered_map, pool, processes=workers)
+
+
+def _exit_with_parent(parent: int) -> None:
+    """In a worker: exit once the parent is gone (killed, out of memory) instead of lingering
+    as an orphan that blocks forever; its unfinished temp file is removed by the rerun."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def _run_chunk(fn: Callable, chunk: list) -> list:
@@ -217,10 +236,11 @@ def _count_one() -> None:
         _done_counter.value += 1
 
 
-def _init_shard_worker(counter) -> None:
+def _init_shard_worker(counter, parent: int) -> None:
     global _done_counter
     _done_counter = counter
     setup_logging()  # a spawned worker starts without the parent's logging set-up
+    _exit_with_parent(parent)
 
 
 def _shard_worker(run: RunDir, classes: list[str], samples: list[Sample], index: int) -> None:
@@ -246,7 +266,7 @@ def ingest_shards(
         total = sum(len(catalog.shard(i, shards)) for i in pending[:whole])
         desc = f"ingest {whole} shards, {workers} at a time"
         with ProcessPoolExecutor(
-            workers, mp_context=ctx, initializer=_init_shard_worker, initargs=(counter,)
+            workers, mp_context=ctx, initializer=_init_shard_worker, initargs=(counter, os.getpid())
         ) as pool:
             futures = [
                 pool.submit(_shard_worker, run, catalog.classes, catalog.shard(i, shards), i)
