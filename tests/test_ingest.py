@@ -478,34 +478,10 @@ def test_killed_ingest_resumes_to_identical_shards(tmp_path: Path) -> None:
     )
     for name in ("whole", "killed"):
         xv("compile", str(spec), "--out", str(tmp_path / name))
-    xv(
-        "ingest",
-        "--run-dir",
-        str(tmp_path / "whole"),
-        "--shard",
-        "all",
-        "--merge",
-        "--workers",
-        "1",
-    )
+    xv(*_ingest_all(tmp_path / "whole", 1))
     env = {**os.environ, "XVHPC_PYTHON": sys.executable}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "xvhpc",
-            "ingest",
-            "--run-dir",
-            str(tmp_path / "killed"),
-            "--shard",
-            "all",
-            "--merge",
-            "--workers",
-            "1",
-        ],
-        env=env,
-        stderr=subprocess.DEVNULL,
-    )
+    cmd = [sys.executable, "-m", "xvhpc", *_ingest_all(tmp_path / "killed", 1)]
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     shard_dir = tmp_path / "killed" / "shards"
     while (
@@ -519,16 +495,7 @@ def test_killed_ingest_resumes_to_identical_shards(tmp_path: Path) -> None:
     assert (shard_dir / "shard-00000.json").exists() and not (
         shard_dir / "shard-00002.json"
     ).exists(), "kill came too late to test a resume"
-    resumed = xv(
-        "ingest",
-        "--run-dir",
-        str(tmp_path / "killed"),
-        "--shard",
-        "all",
-        "--merge",
-        "--workers",
-        "2",
-    )
+    resumed = xv(*_ingest_all(tmp_path / "killed", 2))
     assert "shard 0 already complete" in resumed.stderr
     assert not list(shard_dir.glob(".*.tmp")), "stale temp files left behind"
     assert sha256s(shard_dir) == sha256s(tmp_path / "whole" / "shards")
@@ -564,8 +531,7 @@ def test_worker_count_does_not_change_the_shards(tmp_path: Path) -> None:
     ):
         run = tmp_path / name
         xv("compile", str(spec), "--out", str(run))
-        argv = ["--run-dir", str(run), "--shard", "all", "--merge", "--workers", workers]
-        logs[name] = xv("ingest", *argv, env={"XVHPC_MP_START_METHOD": method}).stderr
+        logs[name] = xv(*_ingest_all(run, workers), env={"XVHPC_MP_START_METHOD": method}).stderr
     for name in ("w3", "spawn"):
         assert "ingest 3 shards, 3 at a time" in logs[name]
         assert "shard 3: " in logs[name], "the sample-parallel shard should be logged"
