@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
 from ..spec.schema import AugmentSpec
-from .decode import DecodeOptions, decode, to_channels
+from .decode import DecodeOptions, decode
 
 
 def _pil(array: np.ndarray) -> Image.Image:
@@ -58,23 +58,15 @@ def resize(array: np.ndarray, size: int, mode: str, tile_grid: int = 2) -> list[
 
 
 def prepare(
-    source: str | os.PathLike[str] | bytes, opts: DecodeOptions, name: str = "", expand: bool = True
+    source: str | os.PathLike[str] | bytes, opts: DecodeOptions, name: str = ""
 ) -> list[list[np.ndarray]]:
     """Decode and resize one file → per frame, its model-sized image(s) (tiles).
 
-    A gray source is resized as one channel and, with ``expand``, replicated to
-    ``opts.channels`` only after: RGB output of an X-ray costs no more than gray. Without
-    ``expand`` it stays one channel (the caller expands with ``to_channels``).
+    A gray source stays one channel even when ``opts.channels`` is 3 (a third of the resize,
+    hash and augmentation work); the shard writer and ``to_model_input`` replicate it.
     """
     frames = decode(source, dataclasses.replace(opts, expand_gray=False), name=name)
-    channels = opts.channels if expand else 0
-    return [
-        [
-            to_channels(image, channels) if channels else image
-            for image in resize(frame, opts.size, opts.resize, opts.tile_grid)
-        ]
-        for frame in frames
-    ]
+    return [resize(frame, opts.size, opts.resize, opts.tile_grid) for frame in frames]
 
 
 def augment(

@@ -61,7 +61,7 @@ def process_sample(job: Job) -> tuple[list[Record], str | None]:
         data.tile_grid,
     )
     try:
-        frames = prepare(job.sample.path, opts, name=job.sample.rel, expand=False)
+        frames = prepare(job.sample.path, opts, name=job.sample.rel)
     except BadImage as exc:
         return [], str(exc)
     except Exception as exc:  # a decoder bug must not stop the other files
