@@ -6,9 +6,11 @@ from typing import ClassVar
 
 from ..plan.model import Plan, Step
 from ..registry import Registry
+from ..rundir import REQUEUE_EXIT
 from ..spec import SiteConfig
 
-REQUEUE_EXIT = 75  # EX_TEMPFAIL: the step checkpointed and asks to be requeued
+
+__all__ = ["REQUEUE_EXIT", "SCHEDULERS", "Scheduler"]
 
 
 class Scheduler:

@@ -36,8 +36,8 @@ from ..data.dataset import (
 )
 from ..models.weights import MissingWeights
 from ..models.zoo import build_model
+from ..rundir import REQUEUE_EXIT
 from ..runtime.distributed import Context, all_reduce_sum, any_rank, setup, teardown
-from ..schedulers.base import REQUEUE_EXIT
 from ..spec import ExperimentSpec
 from ..util import atomic_path, read_json, replace_dir, write_json_atomic, write_text_atomic
 from .common import RunDir, setup_logging, want_bar

@@ -1,0 +1,143 @@
+"""The run-directory layout: every path inside a run dir, and the exit codes steps share.
+
+One module names them so the login side (render, submit, status) and the compute side (steps,
+serve) agree without importing each other. Torch-free and scheduler-free on purpose: every
+training rank imports it.
+
+    RUN_DIR/
+      plan.json  spec.yaml  site.json  jobs.json    compiled plan, spec copy, site, submitted job ids
+      scripts/<step><suffix>  scripts/submit.sh      job scripts
+      logs/                                          scheduler and local logs
+      manifest.json  shards/<name>.h5 (+ .json)      ingest output
+      train/<point>/ checkpoint.pt progress.json metrics.jsonl model/ ranks/rank-<r>.json
+      train/requeues-<point>                         requeue counter (written by the job script)
+      eval/<point>/metrics.json  eval/leaderboard.json
+      model/                                         the published model bundle
+      report.html  export/
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+REQUEUE_EXIT = 75  # EX_TEMPFAIL: the step checkpointed and asks to be requeued
+WORKER_LOST_EXIT = 4  # ingest: a worker process was killed (complete shards kept)
+
+PLAN = "plan.json"
+SPEC = "spec.yaml"
+SITE = "site.json"
+JOBS = "jobs.json"
+MANIFEST = "manifest.json"
+REPORT = "report.html"
+SCRIPTS = "scripts"
+LOGS = "logs"
+SHARDS = "shards"
+TRAIN = "train"
+EVAL = "eval"
+MODEL = "model"
+EXPORT = "export"
+LEADERBOARD = "leaderboard.json"
+CHECKPOINT = "checkpoint.pt"
+PROGRESS = "progress.json"
+METRICS_LOG = "metrics.jsonl"
+METRICS = "metrics.json"
+BUNDLE_META = "meta.json"
+BUNDLE_WEIGHTS = "weights.pt"
+
+
+def requeue_counter_shell(index_var: str = "XVHPC_INDEX") -> str:
+    """The requeue counter's path as the job script spells it (``$RUN_DIR`` is the run dir)."""
+    return f'"$RUN_DIR/{TRAIN}/requeues-${{{index_var}}}"'
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Paths of one run directory; pure path arithmetic, nothing is read or created."""
+
+    root: Path
+
+    @property
+    def plan(self) -> Path:
+        return self.root / PLAN
+
+    @property
+    def spec(self) -> Path:
+        return self.root / SPEC
+
+    @property
+    def site(self) -> Path:
+        return self.root / SITE
+
+    @property
+    def jobs(self) -> Path:
+        return self.root / JOBS
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / MANIFEST
+
+    @property
+    def report(self) -> Path:
+        return self.root / REPORT
+
+    @property
+    def scripts(self) -> Path:
+        return self.root / SCRIPTS
+
+    @property
+    def logs(self) -> Path:
+        return self.root / LOGS
+
+    @property
+    def shards(self) -> Path:
+        return self.root / SHARDS
+
+    @property
+    def model(self) -> Path:
+        return self.root / MODEL
+
+    @property
+    def export(self) -> Path:
+        return self.root / EXPORT
+
+    @property
+    def leaderboard(self) -> Path:
+        return self.root / EVAL / LEADERBOARD
+
+    def script(self, step: str, suffix: str) -> Path:
+        return self.scripts / f"{step}{suffix}"
+
+    def train_dir(self, point: int) -> Path:
+        return self.root / TRAIN / str(point)
+
+    def checkpoint(self, point: int) -> Path:
+        return self.train_dir(point) / CHECKPOINT
+
+    def progress(self, point: int) -> Path:
+        return self.train_dir(point) / PROGRESS
+
+    def metrics_log(self, point: int) -> Path:
+        return self.train_dir(point) / METRICS_LOG
+
+    def point_model(self, point: int) -> Path:
+        return self.train_dir(point) / MODEL
+
+    def rank_summary(self, point: int, rank: int) -> Path:
+        return self.train_dir(point) / "ranks" / f"rank-{rank}.json"
+
+    def requeue_counter(self, point: int) -> Path:
+        return self.root / TRAIN / f"requeues-{point}"
+
+    def eval_dir(self, point: int) -> Path:
+        return self.root / EVAL / str(point)
+
+    def local_log(self, step: str) -> Path:
+        return self.logs / f"{step}-local.out"
+
+    def requeues(self, point: int) -> int:
+        """How often the job script requeued ``point`` (0 when never, or unreadable)."""
+        try:
+            return int(self.requeue_counter(point).read_text().strip() or 0)
+        except (OSError, ValueError):
+            return 0
