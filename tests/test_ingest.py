@@ -547,7 +547,7 @@ def _square_where(x: int) -> tuple[int, int]:
 
 
 def test_ordered_map_keeps_order_and_the_caller_works_while_waiting() -> None:
-    from xvhpc.steps.ingest import sample_mapper
+    from xvhpc.data.pool import sample_mapper
 
     with sample_mapper(2) as mapper:
         out = list(mapper(_square_where, list(range(60))))

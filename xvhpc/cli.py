@@ -270,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .models.safeload import UnloadableFile
     from .spec.errors import SpecError
 
     args = build_parser().parse_args(argv)
@@ -278,5 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     except SpecError as exc:  # e.g. a run directory whose spec.yaml was edited into a broken state
         print(exc, file=sys.stderr)
         return 1
+    except UnloadableFile as exc:  # a corrupt or pickled checkpoint/weights file: never unpickled
+        return _fail(str(exc))
     except KeyboardInterrupt:
         return 130

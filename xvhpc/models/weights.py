@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from ..spec.schema import ARCHITECTURES
+from .safeload import load_tensors
 
 # torchvision's ImageNet weights per architecture (enum names in torchvision.models)
 TORCHVISION_WEIGHTS = {
@@ -43,8 +44,6 @@ def cached_file(arch: str) -> Path:
 
 def load_cached_state_dict(arch: str) -> dict:
     """ImageNet weights from the cache only; never the network."""
-    import torch
-
     path = cached_file(arch)
     if not path.is_file():
         raise MissingWeights(
@@ -52,7 +51,7 @@ def load_cached_state_dict(arch: str) -> dict:
             f"(compute nodes have no internet). On a login node run:  xvhpc weights fetch {arch}"
             f"  (with XVHPC_WEIGHTS={cache_dir()} set the same way as in the job)"
         )
-    return torch.load(path, map_location="cpu", weights_only=True)
+    return load_tensors(path)
 
 
 def fetch(arch: str) -> Path:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from ..spec.schema import ARCHITECTURES, ModelSpec
+from .safeload import load_tensors
 from .weights import load_cached_state_dict
 
 
@@ -70,9 +70,7 @@ def build_model(spec: ModelSpec, num_classes: int) -> nn.Module:
     assert isinstance(head, nn.Linear)
     _set_module(model, _head_path(spec.arch), nn.Linear(head.in_features, num_classes))
     if spec.pretrained not in ("imagenet", "none"):
-        state = torch.load(
-            Path(spec.pretrained).expanduser(), map_location="cpu", weights_only=True
-        )
+        state = load_tensors(Path(spec.pretrained).expanduser())
         state = state.get("model", state)
         missing, unexpected = model.load_state_dict(state, strict=False)
         if unexpected or [m for m in missing if not m.startswith(_head_path(spec.arch))]:

@@ -8,6 +8,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..rundir import Layout
 from ..spec import ExperimentSpec, LoadedSpec, load_spec, point_spec
 from ..util import read_json
 
@@ -20,13 +21,18 @@ class RunDir:
 
     @classmethod
     def open(cls, path: str | Path) -> RunDir:
-        root = Path(path).resolve()
-        plan = read_json(root / "plan.json")
+        layout = Layout(Path(path).resolve())
+        plan = read_json(layout.plan)
         if plan is None:
             raise SystemExit(
-                f"xvhpc: error: {root} is not a compiled run directory (no plan.json); run `xvhpc compile` first"
+                f"xvhpc: error: {layout.root} is not a compiled run directory (no plan.json); "
+                "run `xvhpc compile` first"
             )
-        return cls(root, plan, load_spec(root / "spec.yaml"))
+        return cls(layout.root, plan, load_spec(layout.spec))
+
+    @property
+    def layout(self) -> Layout:
+        return Layout(self.root)
 
     @property
     def spec(self) -> ExperimentSpec:
@@ -42,7 +48,7 @@ class RunDir:
 
     @property
     def shard_dir(self) -> Path:
-        return self.root / "shards"
+        return self.layout.shards
 
 
 def setup_logging(rank: int = 0) -> logging.Logger:

@@ -12,11 +12,10 @@ import torch
 from ..data.catalog import CatalogError, build_catalog
 from ..data.dataset import ShardDataset, load_index, to_model_input
 from ..data.decode import BadImage
-from ..models.bundle import Bundle, load_bundle
+from ..models.bundle import Bundle, load_bundle, publish_model
 from ..util import read_json, write_json_atomic
 from .common import RunDir, setup_logging
 from .metrics import classification_metrics
-from .train import publish_model
 
 
 @torch.no_grad()

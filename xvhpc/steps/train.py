@@ -1,7 +1,9 @@
 """``xvhpc train``: data-parallel transfer learning of one sweep point from HDF5 shards.
 
-Shaped like torchvision's references/classification/train.py: ``main`` → ``train`` →
-``train_one_step`` / ``evaluate``; rank 0 logs and saves; no global state is mutated.
+Shaped like torchvision's references/classification/train.py: ``main`` → ``train``, which runs
+the pieces in order — ``prepare`` (data, model, optimizer), ``resume`` (a checkpoint, if any),
+``run_loop`` (``train_one_step``, then per iteration: log, ``validate``, and
+``checkpoint_or_requeue``) and ``finish``. Rank 0 logs and saves; no global state is mutated.
 """
 
 from __future__ import annotations
@@ -11,12 +13,12 @@ import hashlib
 import json
 import math
 import os
-import shutil
 import signal
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,8 +27,6 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from ..data.dataset import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     Index,
     RankBatches,
     ShardDataset,
@@ -34,15 +34,23 @@ from ..data.dataset import (
     online_augment,
     to_model_input,
 )
+from ..data.manifest import manifest_preprocessing
+from ..models.bundle import publish_model, save_bundle
+from ..models.safeload import UnloadableFile
 from ..models.weights import MissingWeights
 from ..models.zoo import build_model
-from ..rundir import REQUEUE_EXIT
+from ..rundir import REQUEUE_EXIT, Layout
+from ..runtime.checkpoint import load_checkpoint, restore_rng, save_checkpoint
 from ..runtime.distributed import Context, all_reduce_sum, any_rank, setup, teardown
 from ..spec import ExperimentSpec
-from ..util import atomic_path, read_json, replace_dir, write_json_atomic, write_text_atomic
+from ..util import read_json, write_json_atomic, write_text_atomic
 from .common import RunDir, setup_logging, want_bar
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+
+
+class TrainError(Exception):
+    """The run dir is not ready for training; ``str()`` says what to run first."""
 
 
 @dataclass
@@ -121,44 +129,6 @@ def evaluate(
     }
 
 
-def save_bundle(
-    out: Path,
-    model: nn.Module,
-    spec: ExperimentSpec,
-    classes: list[str],
-    manifest: dict,
-    iteration: int,
-    metrics: dict,
-) -> None:
-    """The model bundle evaluate/serve/export read: weights + meta, replaced atomically."""
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    torch.save(model.state_dict(), tmp / "weights.pt")
-    meta = {
-        "arch": spec.model.arch,
-        "import": spec.model.import_,
-        "classes": classes,
-        "image_size": manifest["image_size"],
-        "channels": manifest["channels"],
-        "resize": manifest["resize"],
-        "tile_grid": spec.data.tile_grid,
-        "mean": list(IMAGENET_MEAN),
-        "std": list(IMAGENET_STD),
-        "iteration": iteration,
-        "validation": metrics,
-        "threshold": spec.deploy.threshold,
-        "spec": spec.model_dump(mode="json", by_alias=True),
-    }
-    write_json_atomic(tmp / "meta.json", meta)
-    replace_dir(tmp, out)
-
-
-def save_checkpoint(path: Path, state: dict) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-
-
 def append_metrics(path: Path, record: dict) -> None:
     with path.open("a") as fh:
         fh.write(json.dumps(record, sort_keys=True) + "\n")
@@ -176,22 +146,57 @@ def trim_metrics(path: Path, iteration: int) -> None:
     write_text_atomic(path, "".join(ln + "\n" for ln in lines))
 
 
-def train(
-    run: RunDir, point: int, spec: ExperimentSpec, ctx: Context, log, max_iter_override: int | None
-) -> int:
-    out = run.root / "train" / str(point)
-    manifest = read_json(run.root / "manifest.json")
+# ----------------------------------------------------------------- setup
+@dataclass
+class Job:
+    """What one training run of one sweep point reads and writes (fixed once prepared)."""
+
+    layout: Layout
+    point: int
+    spec: ExperimentSpec
+    classes: list[str]
+    preprocessing: dict[str, Any]
+    train_set: ShardDataset
+    val_set: ShardDataset
+    batches: RankBatches
+    max_iter: int
+    single_point: bool
+
+
+@dataclass
+class Parts:
+    """The model and what updates it (the optimizer may be wrapped for Horovod)."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: Any  # torch.amp.GradScaler (torch.cuda.amp.GradScaler on older torch)
+    criterion: nn.Module
+    val_criterion: nn.Module
+    use_amp: bool
+
+
+@dataclass
+class Position:
+    """Where the run stands: mutated by the loop, saved in checkpoints."""
+
+    start: int = 0
+    iteration: int = 0
+    best: float = -1.0
+    resumed_from: int | None = None
+    last_validation: dict = field(default_factory=dict)
+
+
+def prepare_job(
+    run: RunDir, point: int, spec: ExperimentSpec, ctx: Context, max_iter_override: int | None
+) -> Job:
+    """Manifest, datasets and this rank's batches; ``TrainError`` before ingest finished."""
+    layout = Layout(run.root)
+    manifest = read_json(layout.manifest)
     if manifest is None or "error" in manifest:
-        print(
-            f"xvhpc: error: {run.root}/manifest.json missing or failed; run ingest first",
-            file=sys.stderr,
-        )
-        return 2
-    classes = manifest["classes"]
+        raise TrainError(f"{layout.manifest} missing or failed; run ingest first")
     t = spec.train
     train_index, val_index = load_index(run.root, "train"), load_index(run.root, "val")
-    train_set = ShardDataset(train_index, cache_in_memory=t.cache_in_memory)
-    val_set = ShardDataset(val_index)
     batches = RankBatches(
         len(train_index),
         t.batch_size,
@@ -202,195 +207,305 @@ def train(
         if t.balanced_sampling
         else None,
     )
-    max_iter = max_iter_override or t.max_iterations or (t.epochs or 1) * batches.steps_per_epoch
+    return Job(
+        layout=layout,
+        point=point,
+        spec=spec,
+        classes=manifest["classes"],
+        preprocessing=manifest_preprocessing(manifest, spec.data),
+        train_set=ShardDataset(train_index, cache_in_memory=t.cache_in_memory),
+        val_set=ShardDataset(val_index),
+        batches=batches,
+        max_iter=max_iter_override or t.max_iterations or (t.epochs or 1) * batches.steps_per_epoch,
+        single_point=len(run.plan["points"]) == 1,
+    )
 
+
+def build_parts(job: Job, ctx: Context) -> Parts:
+    """Model (identical initial weights on every rank), optimizer, schedule, scaler, losses."""
+    t = job.spec.train
     torch.manual_seed(t.seed)  # identical initial weights on every rank
-    model = build_model(spec.model, len(classes)).to(ctx.device)
-    optimizer = make_optimizer(model, spec, ctx.world_size)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(spec, max_iter))
+    model = build_model(job.spec.model, len(job.classes)).to(ctx.device)
+    optimizer = make_optimizer(model, job.spec, ctx.world_size)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(job.spec, job.max_iter))
     use_amp = t.amp and ctx.device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     weight = (
-        class_weights(train_index, len(classes)).to(ctx.device)
+        class_weights(job.train_set.index, len(job.classes)).to(ctx.device)
         if t.class_weights == "auto"
         else None
     )
     criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=t.label_smoothing)
-    val_criterion = nn.CrossEntropyLoss()
+    return Parts(
+        model, optimizer, scheduler, scaler, criterion, nn.CrossEntropyLoss(), use_amp=use_amp
+    )
 
-    ckpt_path = out / "checkpoint.pt"
-    metrics_path = out / "metrics.jsonl"
-    start, best, resumed_from = 0, -1.0, None
-    if ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location=ctx.device, weights_only=False)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        start, best, resumed_from = state["iteration"], state["best"], state["iteration"]
-        torch.set_rng_state(state["rng"])
-        log.info("resumed from checkpoint at iteration %d", start)
+
+# ----------------------------------------------------------------- resume
+def resume(job: Job, parts: Parts, ctx: Context, log) -> Position:
+    """Restore the checkpoint if there is one (every rank); rank 0 trims the metrics log."""
+    path = job.layout.checkpoint(job.point)
+    pos = Position()
+    if path.exists():
+        state = load_checkpoint(path, map_location=ctx.device)
+        try:
+            parts.model.load_state_dict(state["model"])
+            parts.optimizer.load_state_dict(state["optimizer"])
+            parts.scheduler.load_state_dict(state["scheduler"])
+            parts.scaler.load_state_dict(state["scaler"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+            raise UnloadableFile(
+                f"{path}: does not match this run's model or optimizer ({exc}); delete it to "
+                "start this point over"
+            ) from None
+        restore_rng(state)
+        pos = Position(state["iteration"], state["iteration"], state["best"], state["iteration"])
+        log.info("resumed from checkpoint at iteration %d", pos.start)
     if ctx.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        trim_metrics(metrics_path, start)
-        if resumed_from is not None:
-            append_metrics(metrics_path, {"iteration": start, "event": "resumed"})
+        job.layout.train_dir(job.point).mkdir(parents=True, exist_ok=True)
+        trim_metrics(job.layout.metrics_log(job.point), pos.start)
+        if pos.resumed_from is not None:
+            append_metrics(
+                job.layout.metrics_log(job.point), {"iteration": pos.start, "event": "resumed"}
+            )
+    return pos
+
+
+def distribute(parts: Parts, ctx: Context) -> nn.Module:
+    """The module the loop calls: DDP over ranks, Horovod's optimizer, or the model itself."""
     if ctx.backend == "horovod":
         import horovod.torch as hvd
 
-        optimizer = hvd.DistributedOptimizer(optimizer, named_parameters=model.named_parameters())
-        hvd.broadcast_parameters(model.state_dict(), root_rank=0)
-        net = model
-    elif ctx.world_size > 1:
-        net = DistributedDataParallel(
-            model,
+        parts.optimizer = hvd.DistributedOptimizer(
+            parts.optimizer, named_parameters=parts.model.named_parameters()
+        )
+        hvd.broadcast_parameters(parts.model.state_dict(), root_rank=0)
+        return parts.model
+    if ctx.world_size > 1:
+        return DistributedDataParallel(
+            parts.model,
             device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
             gradient_as_bucket_view=True,
         )
-    else:
-        net = model
+    return parts.model
 
-    batches.start = start
+
+def make_loader(job: Job, start: int, ctx: Context) -> DataLoader:
+    """This rank's batches from iteration ``start`` on (the data position of a resume)."""
+    t = job.spec.train
+    job.batches.start = start
     start_method = os.environ.get("XVHPC_MP_START_METHOD")
-    loader = DataLoader(
-        train_set,
-        batch_sampler=batches,
+    return DataLoader(
+        job.train_set,
+        batch_sampler=job.batches,
         num_workers=t.workers,
         pin_memory=ctx.device.type == "cuda",
         persistent_workers=False,
         prefetch_factor=4 if t.workers else None,
         multiprocessing_context=start_method if t.workers and start_method else None,
     )
+
+
+# ----------------------------------------------------------------- loop
+@dataclass
+class Window:
+    """Loss and throughput since the last log line."""
+
+    loss: float = 0.0
+    steps: float = 0.0
+    images: int = 0
+    wait: float = 0.0
+    time: float = 0.0
+
+    def add(self, loss: float, images: int, waited: float, took: float) -> None:
+        self.loss += loss
+        self.steps += 1
+        self.images += images
+        self.wait += waited
+        self.time += took
+
+
+def due(iteration: int, every: int, max_iter: int) -> bool:
+    return iteration % every == 0 or iteration == max_iter
+
+
+def log_window(
+    job: Job, parts: Parts, pos: Position, window: Window, ctx: Context, t_start: float
+) -> None:
+    """One metrics line (summed over ranks) and the progress file ``xvhpc status`` reads."""
+    total_loss, n, imgs = all_reduce_sum(ctx, [window.loss, window.steps, window.images])
+    rate = imgs / max(window.time, 1e-9) if window.time else 0.0
+    record = {
+        "iteration": pos.iteration,
+        "loss": total_loss / max(n, 1),
+        "lr": parts.optimizer.param_groups[0]["lr"],
+        "images_per_s": rate,
+        "data_wait_fraction": window.wait / max(window.time, 1e-9),
+    }
+    if not ctx.is_main:
+        return
+    append_metrics(job.layout.metrics_log(job.point), record)
+    elapsed = time.monotonic() - t_start
+    eta = elapsed / max(pos.iteration - pos.start, 1) * (job.max_iter - pos.iteration)
+    write_json_atomic(
+        job.layout.progress(job.point),
+        {
+            **record,
+            "max_iterations": job.max_iter,
+            "eta_s": round(eta, 1),
+            "state": "running",
+            "resumed_from": pos.resumed_from,
+            "world_size": ctx.world_size,
+        },
+    )
+
+
+def validate(job: Job, parts: Parts, pos: Position, ctx: Context) -> None:
+    """Validation metrics; rank 0 logs them and saves the bundle when accuracy improved."""
+    t = job.spec.train
+    metrics = evaluate(parts.model, job.val_set, ctx, parts.val_criterion, t.batch_size)
+    pos.last_validation = metrics
+    if not ctx.is_main:
+        return
+    append_metrics(job.layout.metrics_log(job.point), {"iteration": pos.iteration, **metrics})
+    bundle = job.layout.point_model(job.point)
+    if metrics["val_accuracy"] > pos.best or not bundle.exists():
+        pos.best = max(pos.best, metrics["val_accuracy"])
+        save_bundle(
+            bundle,
+            parts.model,
+            job.spec,
+            job.classes,
+            job.preprocessing,
+            pos.iteration,
+            metrics,
+        )
+
+
+def checkpoint_or_requeue(
+    job: Job, parts: Parts, pos: Position, stopping: bool, ctx: Context, log
+) -> int | None:
+    """Checkpoint when due or stopping (rank 0); on a stop signal before the end, mark the
+    progress file and return ``REQUEUE_EXIT`` for the job script to requeue."""
+    if due(pos.iteration, job.spec.train.checkpoint_every, job.max_iter) or stopping:
+        if ctx.is_main:
+            save_checkpoint(
+                job.layout.checkpoint(job.point),
+                {
+                    "model": parts.model.state_dict(),
+                    "optimizer": parts.optimizer.state_dict(),
+                    "scheduler": parts.scheduler.state_dict(),
+                    "scaler": parts.scaler.state_dict(),
+                    "iteration": pos.iteration,
+                    "best": pos.best,
+                },
+            )
+    if not stopping or pos.iteration >= job.max_iter:
+        return None
+    log.warning(
+        "signal received: checkpoint written at iteration %d; exiting %d for requeue",
+        pos.iteration,
+        REQUEUE_EXIT,
+    )
+    if ctx.is_main:
+        progress = job.layout.progress(job.point)
+        write_json_atomic(
+            progress,
+            {**(read_json(progress) or {}), "state": "checkpointed", "iteration": pos.iteration},
+        )
+    return REQUEUE_EXIT
+
+
+def run_loop(
+    job: Job, parts: Parts, net: nn.Module, pos: Position, ctx: Context, log
+) -> int | None:
+    """Iterations ``pos.start`` → ``max_iter``; ``REQUEUE_EXIT`` when a stop signal came."""
+    t = job.spec.train
+    loader = make_loader(job, pos.start, ctx)
     stop = StopFlag()
     stop.install()
     bar = None
     if ctx.is_main and want_bar():
         from tqdm import tqdm
 
-        bar = tqdm(total=max_iter, initial=start, desc=f"train point {point}", unit="it")
-    window_loss = window_n = 0.0
-    window_wait = window_time = 0.0
-    window_images = 0
+        bar = tqdm(
+            total=job.max_iter, initial=pos.start, desc=f"train point {job.point}", unit="it"
+        )
+    window = Window()
     t_start = time.monotonic()
-    iteration = start
-    metrics: dict = {}
     try:
         data_iter = iter(loader)
         net.train()
-        while iteration < max_iter:
+        while pos.iteration < job.max_iter:
             tick = time.monotonic()
             images, labels = next(data_iter)
             waited = time.monotonic() - tick
-            loss = train_one_step(
-                net, images, labels, optimizer, scaler, criterion, ctx, spec, iteration, use_amp
-            )
-            scheduler.step()
-            iteration += 1
-            window_loss += loss
-            window_n += 1
-            window_images += len(labels)
-            window_wait += waited
-            window_time += time.monotonic() - tick
+            loss = train_one_step(net, images, labels, parts, ctx, job.spec, pos.iteration)
+            parts.scheduler.step()
+            pos.iteration += 1
+            window.add(loss, len(labels), waited, time.monotonic() - tick)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.3f}")
-            if iteration % t.log_every == 0 or iteration == max_iter:
-                total_loss, n, imgs = all_reduce_sum(ctx, [window_loss, window_n, window_images])
-                rate = imgs / max(window_time, 1e-9) if window_time else 0.0
-                record = {
-                    "iteration": iteration,
-                    "loss": total_loss / max(n, 1),
-                    "lr": optimizer.param_groups[0]["lr"],
-                    "images_per_s": rate,
-                    "data_wait_fraction": window_wait / max(window_time, 1e-9),
-                }
-                if ctx.is_main:
-                    append_metrics(metrics_path, record)
-                    elapsed = time.monotonic() - t_start
-                    eta = elapsed / max(iteration - start, 1) * (max_iter - iteration)
-                    write_json_atomic(
-                        out / "progress.json",
-                        {
-                            **record,
-                            "max_iterations": max_iter,
-                            "eta_s": round(eta, 1),
-                            "state": "running",
-                            "resumed_from": resumed_from,
-                            "world_size": ctx.world_size,
-                        },
-                    )
-                window_loss = window_n = window_wait = window_time = 0.0
-                window_images = 0
-            if iteration % t.val_every == 0 or iteration == max_iter:
-                metrics = evaluate(model, val_set, ctx, val_criterion, t.batch_size)
-                if ctx.is_main:
-                    append_metrics(metrics_path, {"iteration": iteration, **metrics})
-                    if metrics["val_accuracy"] > best or not (out / "model").exists():
-                        best = max(best, metrics["val_accuracy"])
-                        save_bundle(
-                            out / "model", model, spec, classes, manifest, iteration, metrics
-                        )
+            if due(pos.iteration, t.log_every, job.max_iter):
+                log_window(job, parts, pos, window, ctx, t_start)
+                window = Window()
+            if due(pos.iteration, t.val_every, job.max_iter):
+                validate(job, parts, pos, ctx)
             stopping = (
                 any_rank(ctx, stop.signal is not None)
                 if ctx.world_size > 1
                 else stop.signal is not None
             )
-            if iteration % t.checkpoint_every == 0 or iteration == max_iter or stopping:
-                if ctx.is_main:
-                    save_checkpoint(
-                        ckpt_path,
-                        {
-                            "model": model.state_dict(),
-                            "optimizer": optimizer.state_dict(),
-                            "scheduler": scheduler.state_dict(),
-                            "scaler": scaler.state_dict(),
-                            "iteration": iteration,
-                            "best": best,
-                            "rng": torch.get_rng_state(),
-                        },
-                    )
-            if stopping and iteration < max_iter:
-                log.warning(
-                    "signal received: checkpoint written at iteration %d; exiting %d for requeue",
-                    iteration,
-                    REQUEUE_EXIT,
-                )
-                if ctx.is_main:
-                    write_json_atomic(
-                        out / "progress.json",
-                        {
-                            **(read_json(out / "progress.json") or {}),
-                            "state": "checkpointed",
-                            "iteration": iteration,
-                        },
-                    )
-                return REQUEUE_EXIT
+            code = checkpoint_or_requeue(job, parts, pos, stopping, ctx, log)
+            if code is not None:
+                return code
     finally:
         stop.restore()
         if bar is not None:
             bar.close()
-    write_rank_summary(out, ctx, model, batches, start)
-    if ctx.is_main:
-        progress = read_json(out / "progress.json") or {}
-        write_json_atomic(
-            out / "progress.json",
-            {
-                **progress,
-                "iteration": iteration,
-                "max_iterations": max_iter,
-                "eta_s": 0,
-                "state": "done",
-                **metrics,
-            },
-        )
-        if len(run.plan["points"]) == 1:
-            publish_model(run, point)
-        log.info("training done: %d iterations, best validation accuracy %.3f", iteration, best)
+    return None
+
+
+def finish(job: Job, parts: Parts, pos: Position, ctx: Context, log) -> None:
+    """Rank summaries; rank 0 marks the run done and publishes a single point's bundle."""
+    write_rank_summary(job.layout, job.point, ctx, parts.model, job.batches, pos.start)
+    if not ctx.is_main:
+        return
+    progress = job.layout.progress(job.point)
+    write_json_atomic(
+        progress,
+        {
+            **(read_json(progress) or {}),
+            "iteration": pos.iteration,
+            "max_iterations": job.max_iter,
+            "eta_s": 0,
+            "state": "done",
+            **pos.last_validation,
+        },
+    )
+    if job.single_point:
+        publish_model(job.layout.root, job.point)
+    log.info("training done: %d iterations, best validation accuracy %.3f", pos.iteration, pos.best)
+
+
+def train(
+    run: RunDir, point: int, spec: ExperimentSpec, ctx: Context, log, max_iter_override: int | None
+) -> int:
+    """Train one sweep point: 0 when done, ``REQUEUE_EXIT`` when stopped by a signal."""
+    job = prepare_job(run, point, spec, ctx, max_iter_override)
+    parts = build_parts(job, ctx)
+    pos = resume(job, parts, ctx, log)
+    net = distribute(parts, ctx)
+    code = run_loop(job, parts, net, pos, ctx, log)
+    if code is not None:
+        return code
+    finish(job, parts, pos, ctx, log)
     return 0
 
 
 def write_rank_summary(
-    out: Path, ctx: Context, model: nn.Module, batches: RankBatches, start: int
+    layout: Layout, point: int, ctx: Context, model: nn.Module, batches: RankBatches, start: int
 ) -> None:
     """Per-rank facts for debugging a distributed run: which samples it read, its weights' digest
     (parameters only: BatchNorm running statistics are per rank between DDP's buffer broadcasts)."""
@@ -400,7 +515,7 @@ def write_rank_summary(
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     first = (start // batches.steps_per_epoch) * batches.steps_per_epoch  # batches of one epoch
     write_json_atomic(
-        out / "ranks" / f"rank-{ctx.rank}.json",
+        layout.rank_summary(point, ctx.rank),
         {
             "rank": ctx.rank,
             "world_size": ctx.world_size,
@@ -413,26 +528,14 @@ def write_rank_summary(
     )
 
 
-def publish_model(run: RunDir, point: int) -> None:
-    """Copy a point's bundle to RUN_DIR/model (what serve and export read)."""
-    src = run.root / "train" / str(point) / "model"
-    tmp = run.root / "model.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(src, tmp)
-    replace_dir(tmp, run.root / "model")
-
-
 def train_one_step(
-    net,
-    images,
-    labels,
-    optimizer,
-    scaler,
-    criterion,
+    net: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    parts: Parts,
     ctx: Context,
     spec: ExperimentSpec,
     iteration: int,
-    use_amp: bool,
 ) -> float:
     """One optimisation step. Randomness is a function of (seed, iteration, rank): resumes are exact."""
     t = spec.train
@@ -440,16 +543,16 @@ def train_one_step(
     generator = torch.Generator().manual_seed(t.seed * 7919 + iteration * 31 + ctx.rank)
     x = online_augment(to_model_input(images, ctx.device), generator)
     y = labels.to(ctx.device, non_blocking=True)
-    optimizer.zero_grad(set_to_none=True)
-    with torch.autocast(device_type=ctx.device.type, dtype=torch.float16, enabled=use_amp):
+    parts.optimizer.zero_grad(set_to_none=True)
+    with torch.autocast(device_type=ctx.device.type, dtype=torch.float16, enabled=parts.use_amp):
         logits = net(x)
-        loss = criterion(logits, y)
-    scaler.scale(loss).backward()
+        loss = parts.criterion(logits, y)
+    parts.scaler.scale(loss).backward()
     if t.grad_clip:
-        scaler.unscale_(optimizer)
+        parts.scaler.unscale_(parts.optimizer)
         torch.nn.utils.clip_grad_norm_(net.parameters(), t.grad_clip)
-    scaler.step(optimizer)
-    scaler.update()
+    parts.scaler.step(parts.optimizer)
+    parts.scaler.update()
     return float(loss.detach())
 
 
@@ -471,7 +574,7 @@ def main(args: argparse.Namespace) -> int:
     )
     try:
         return train(run, args.point, spec, ctx, log, args.max_iterations)
-    except MissingWeights as exc:
+    except (MissingWeights, TrainError, UnloadableFile) as exc:
         print(f"xvhpc: error: {exc}", file=sys.stderr)
         return 2
     finally:

@@ -1,0 +1,125 @@
+"""manifest.json: what ingest wrote (counts, skipped files, leaks, shard sha256s) and how.
+
+The preprocessing settings are written here once, by ingest, and every later reader (train's
+model bundle, evaluate, serve, export) carries this dict unchanged: decoding a new image the
+way ingest decoded the training images needs every one of them (``max_image_pixels`` and
+``dicom_frames`` included).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from ..spec.schema import DataSpec
+from .catalog import Catalog
+from .decode import DecodeOptions
+from .shards import shard_complete
+
+PREPROCESSING_KEYS = (
+    "image_size",
+    "channels",
+    "resize",
+    "tile_grid",
+    "max_image_pixels",
+    "dicom_frames",
+)
+
+
+def preprocessing(data: DataSpec) -> dict[str, Any]:
+    """The decode settings of a data spec, as manifest.json records them."""
+    return {key: getattr(data, key) for key in PREPROCESSING_KEYS}
+
+
+def decode_options(pre: dict[str, Any]) -> DecodeOptions:
+    """``DecodeOptions`` from a manifest's (or a bundle's) preprocessing dict."""
+    return DecodeOptions(
+        size=int(pre["image_size"]),
+        channels=int(pre["channels"]),
+        max_pixels=int(pre["max_image_pixels"]),
+        dicom_frames=pre["dicom_frames"],
+        resize=pre["resize"],
+        tile_grid=int(pre["tile_grid"]),
+    )
+
+
+def shard_infos(shard_dir: Path, shards: int) -> tuple[list[dict], list[int]]:
+    """(info of every complete shard, indices of the missing or incomplete ones)."""
+    infos: list[dict] = []
+    missing: list[int] = []
+    for i in range(shards):
+        info = shard_complete(shard_dir, i)
+        if info:
+            infos.append(info)
+        else:
+            missing.append(i)
+    return infos, missing
+
+
+def _total(infos: list[dict], key: str) -> dict[str, dict[str, int]]:
+    """Per split and class counts summed over shards."""
+    out: dict[str, dict[str, int]] = {"train": {}, "val": {}}
+    for info in infos:
+        for split, counts in info[key].items():
+            for cls, n in counts.items():
+                out[split][cls] = out[split].get(cls, 0) + n
+    return out
+
+
+def leaked_hashes(infos: list[dict]) -> list[str]:
+    """Content hashes of original images found on both sides of the split, sorted."""
+    train_hashes: dict[str, list[int]] = defaultdict(list)
+    val_hashes: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    for info in infos:
+        for h in info["hashes"]["train"]:
+            train_hashes[h].append(info["index"])
+        for pos, h in enumerate(info["hashes"]["val"]):
+            val_hashes[h].append((info["index"], pos))
+    return sorted(h for h in val_hashes if h in train_hashes)
+
+
+def build_manifest(infos: list[dict], catalog: Catalog, data: DataSpec) -> dict[str, Any]:
+    """manifest.json's content from complete shard infos; ``error`` set above max_bad_fraction."""
+    skipped = catalog.skipped + [s for info in infos for s in info["skipped"]]
+    inputs = sum(info["inputs"] for info in infos) + len(catalog.skipped)
+    bad_fraction = len(skipped) / max(inputs, 1)
+    leaks = leaked_hashes(infos)
+    pre = preprocessing(data)
+    manifest: dict[str, Any] = {
+        "classes": catalog.classes,
+        "preprocessing": pre,
+        # the top-level copies are what readers of older run dirs look for
+        "image_size": pre["image_size"],
+        "channels": pre["channels"],
+        "resize": pre["resize"],
+        "inputs": inputs,
+        "unlabelled": catalog.unlabelled,
+        "counts_before_augmentation": _total(infos, "original_per_split_class"),
+        "counts_after_augmentation": _total(infos, "per_split_class"),
+        "skipped": sorted(skipped, key=lambda s: s["path"]),
+        "bad_fraction": round(bad_fraction, 4),
+        "notes": catalog.notes,
+        "leaks": {
+            "identical_images_in_train_and_val": len(leaks),
+            "policy": data.leaks,
+            "hashes": leaks[:100],
+        },
+        # with leaks: drop, the val copies of leaked images are excluded at load time
+        "exclude_val_hashes": leaks if data.leaks == "drop" else [],
+        "shards": [{"file": i["file"], "count": i["count"], "sha256": i["sha256"]} for i in infos],
+    }
+    if bad_fraction > data.max_bad_fraction:
+        manifest["error"] = (
+            f"{len(skipped)} of {inputs} files ({bad_fraction:.1%}) could not be used, "
+            f"above data.max_bad_fraction {data.max_bad_fraction:.1%}"
+        )
+    return manifest
+
+
+def manifest_preprocessing(manifest: dict[str, Any], data: DataSpec) -> dict[str, Any]:
+    """The preprocessing dict of a manifest. One written before it was recorded there: the
+    spec's settings with the three the manifest held (what the bundle got before)."""
+    if "preprocessing" in manifest:
+        return manifest["preprocessing"]
+    return {**preprocessing(data), **{k: manifest[k] for k in ("image_size", "channels", "resize")}}

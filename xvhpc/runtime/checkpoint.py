@@ -1,0 +1,75 @@
+"""Training checkpoints that load with ``torch.load(weights_only=True)``.
+
+A checkpoint holds only tensors, dicts, lists and plain numbers: the model, optimizer,
+scheduler and scaler state dicts, the iteration and best accuracy, and the random states of
+torch, numpy and Python (numpy's and Python's as int64 tensors and numbers, not the tuples and
+arrays ``get_state`` returns, which ``weights_only`` refuses). A file that does not load, or
+lacks a key, is an ``UnloadableFile`` naming it; nothing in it is ever executed.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..models.safeload import UnloadableFile, load_tensors
+from ..util import atomic_path
+
+REQUIRED = ("model", "optimizer", "scheduler", "scaler", "iteration", "best", "rng")
+
+
+def rng_state() -> dict[str, Any]:
+    """torch, numpy and Python random states as tensors and numbers."""
+    _, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    return {
+        "rng": torch.get_rng_state(),
+        "numpy_rng": {
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },
+        "python_rng": {
+            "version": int(version),
+            "state": torch.tensor(internal, dtype=torch.int64),
+            "gauss": gauss_next,
+        },
+    }
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    """Set the random states ``rng_state`` captured (a checkpoint from before numpy and Python
+    states were saved restores torch's only, as it always did)."""
+    torch.set_rng_state(state["rng"].cpu())
+    if "numpy_rng" in state:
+        np_state = state["numpy_rng"]
+        keys = np_state["keys"].cpu().numpy().astype(np.uint32)
+        np.random.set_state(
+            ("MT19937", keys, np_state["pos"], np_state["has_gauss"], np_state["gauss"])
+        )
+    if "python_rng" in state:
+        py_state = state["python_rng"]
+        internal = tuple(int(x) for x in py_state["state"].tolist())
+        random.setstate((py_state["version"], internal, py_state["gauss"]))
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write ``state`` (plus the random states) atomically: a kill leaves the old file whole."""
+    with atomic_path(path) as tmp:
+        torch.save({**state, **rng_state()}, tmp)
+
+
+def load_checkpoint(path: Path, map_location: Any) -> dict[str, Any]:
+    """A checkpoint's state; ``UnloadableFile`` naming ``path`` if it is not one."""
+    state = load_tensors(path, map_location=map_location)
+    if not isinstance(state, dict):
+        raise UnloadableFile(f"{path}: not an xvhpc checkpoint (holds a {type(state).__name__})")
+    missing = [key for key in REQUIRED if key not in state]
+    if missing:
+        raise UnloadableFile(f"{path}: not an xvhpc checkpoint (no {', '.join(missing)})")
+    return state

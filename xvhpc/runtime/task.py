@@ -1,0 +1,64 @@
+"""Inside a batch task that is not a training rank (ingest): its array index, its CPU grant and
+its MPI rank, read from the scheduler's and launcher's variables in one place.
+
+Steps ask ``detect_task()`` instead of reading ``SLURM_*``/``LSB_*`` themselves.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+MPI_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "JSM_NAMESPACE_SIZE")
+
+
+@dataclass(frozen=True)
+class Task:
+    """Who this task is: array index (None outside an array), CPUs it may use, MPI rank/size
+    (0 and 1 without an MPI launcher or mpi4py) and the communicator (None then)."""
+
+    array_index: int | None
+    cpus: int
+    mpi_rank: int = 0
+    mpi_size: int = 1
+    comm: Any = None
+
+
+def array_index(env: Mapping[str, str]) -> int | None:
+    """Array index from the scheduler: Slurm counts from 0, LSF from 1 (a value that is not a
+    number, which no scheduler sets, counts as no array)."""
+    slurm, lsf = env.get("SLURM_ARRAY_TASK_ID", ""), env.get("LSB_JOBINDEX", "0")
+    if slurm.isdigit():
+        return int(slurm)
+    if lsf.isdigit() and int(lsf) > 0:
+        return int(lsf) - 1
+    return None
+
+
+def allocated_cpus(env: Mapping[str, str]) -> int:
+    """CPUs this task may use: the scheduler's grant, else the affinity mask (not the whole node)."""
+    for key in ("SLURM_CPUS_PER_TASK", "LSB_DJOB_NUMPROC"):
+        if env.get(key, "").isdigit():
+            return int(env[key])
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def mpi_world(env: Mapping[str, str]) -> tuple[int, int, Any]:
+    """(rank, size, comm) under an MPI launcher with mpi4py, else (0, 1, None)."""
+    if not any(k in env for k in MPI_VARIABLES):
+        return 0, 1, None
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        return 0, 1, None
+    comm = MPI.COMM_WORLD
+    return comm.Get_rank(), comm.Get_size(), comm
+
+
+def detect_task(env: Mapping[str, str] | None = None) -> Task:
+    """This task's array index, CPU grant and MPI rank (``env`` defaults to os.environ)."""
+    env = os.environ if env is None else env
+    rank, size, comm = mpi_world(env)
+    return Task(array_index(env), allocated_cpus(env), rank, size, comm)
