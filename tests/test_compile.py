@@ -58,16 +58,13 @@ def test_golden_scripts(job: Path, site: str) -> None:
 def test_shipped_examples_compile_for_their_targets() -> None:
     summit = rendered(ROOT / "jobs" / "covid_xray.yaml", "summit")
     text = "\n".join(summit.values())
-    assert (
-        "#BSUB -nnodes 2" in text
-        and "jsrun " in text
-        and "done(${job_merge})" in summit["scripts/submit.sh"]
-    )
-    assert (
-        '#BSUB -alloc_flags "gpumps smt4"' in text
-        and "#BSUB -P ABC123" in text
-        and "module load open-ce" in text
-    )
+    assert "#BSUB -nnodes 2" in summit["scripts/train.lsf"]
+    assert "jsrun " in text
+    assert 'bsub -w "done(${job_ingest})" -ti' in summit["scripts/submit.sh"]
+    assert '#BSUB -alloc_flags "smt4"' in text
+    assert "gpumps" not in text  # MPS is unsupported with NCCL
+    assert "#BSUB -P ABC123" in text
+    assert "module load open-ce" in text
     slurm = rendered(ROOT / "jobs" / "covid_xray.yaml", "x86-v100")
     text = "\n".join(slurm.values())
     assert (
@@ -87,8 +84,10 @@ def test_sweeps_array_on_slurm_packed_on_summit() -> None:
     slurm = rendered(ROOT / "jobs" / "covid_sweep.yaml", "x86-v100")["scripts/train.sbatch"]
     assert "#SBATCH --array=0-3%4" in slurm
     summit = rendered(ROOT / "jobs" / "covid_sweep.yaml", "summit")["scripts/train.lsf"]
-    assert "#BSUB -nnodes 4" in summit and summit.count("jsrun ") == 1 and "& \n" not in summit
-    assert "for XVHPC_INDEX in $(seq 0 3)" in summit and 'wait "$p"' in summit
+    assert "#BSUB -nnodes 4" in summit
+    assert summit.count("jsrun ") == 1
+    assert 'xvhpc_waves "$first" "$last" 4' in summit
+    assert 'wait "$p"' in summit
 
 
 def _all_scripts() -> list[tuple[str, str, str, str]]:
@@ -162,11 +161,11 @@ elif name == "bjobs":
     ids = sorted(int(a) for a in sys.argv[1:] if a.isdigit())
     records = []
     for i in ids:
-        if i == ids[0]:  # the ingest array: 8 elements, all done
-            records += [{{"JOBID": f"{{i}}[{{k}}]", "STAT": "DONE", "EXIT_CODE": ""}} for k in range(1, 9)]
+        if i == ids[0]:  # an array of 3 elements, told apart by jobindex only (LSF 10.1 -o)
+            records += [{{"JOBID": str(i), "JOBINDEX": str(k), "STAT": "DONE", "EXIT_CODE": ""}} for k in (1, 2, 3)]
         else:
-            stat = "RUN" if i == ids[2] else ("DONE" if i < ids[2] else "PEND")
-            records.append({{"JOBID": str(i), "STAT": stat, "EXIT_CODE": ""}})
+            stat = "RUN" if i == ids[1] else "PEND"
+            records.append({{"JOBID": str(i), "JOBINDEX": "0", "STAT": stat, "EXIT_CODE": ""}})
     print(json.dumps({{"COMMAND": "bjobs", "JOBS": len(records), "RECORDS": records}}))
 elif name == "bkill":
     for i in sys.argv[1:]:
@@ -198,7 +197,7 @@ def test_lsf_submit_status_cancel_by_recording(tmp_path: Path) -> None:
         "--dry-run",
         env=env,
     )
-    assert "bsub -w 'done(<ingest>)' < scripts/merge.lsf" in dry.stdout
+    assert "bsub -w 'done(<ingest>)' -ti < scripts/train.lsf" in dry.stdout
     assert not (state / "calls.jsonl").exists(), "--dry-run must submit nothing"
     xv(
         "submit",
@@ -213,21 +212,25 @@ def test_lsf_submit_status_cancel_by_recording(tmp_path: Path) -> None:
     bsubs = [c for c in calls if c["cmd"] == "bsub"]
     assert [c["argv"] for c in bsubs] == [
         [],
-        ["-w", "done(1000)"],
-        ["-w", "done(1001)"],
-        ["-w", "done(1002)"],
-        ["-w", "done(1003)"],
+        ["-w", "done(1000)", "-ti"],
+        ["-w", "done(1001)", "-ti"],
+        ["-w", "done(1002)", "-ti"],
     ]
-    assert '#BSUB -J "covid-xray-ingest[1-8]"' in bsubs[0]["stdin"]
-    assert "jsrun -n12 -r6 -a1 -g1 -c7 -bpacked:7" not in bsubs[2]["stdin"]  # 4 GPUs asked: -n8 -r4
-    assert "jsrun -n8 -r4 -a1 -g1 -c10 -bpacked:10" in bsubs[2]["stdin"]
+    # ingest: one job of MPI ranks on compute nodes (8 shards: 2 nodes x 4 ranks), merged by rank 0
+    assert '#BSUB -J "covid-xray-ingest"' in bsubs[0]["stdin"]
+    assert (
+        "jsrun -n8 -r4 -a1 -g0 -c10 -bpacked:10 --smpiargs=-disable_gpu_hooks" in bsubs[0]["stdin"]
+    )
+    # train: OLCF's DL layout, one resource set per node holding its 4 asked GPUs
+    assert (
+        "jsrun -n2 -r1 -a4 -g4 -c42 -bpacked:10 --smpiargs=-disable_gpu_hooks" in bsubs[1]["stdin"]
+    )
     jobs = json.loads((run / "jobs.json").read_text())
     assert {k: s["job_id"] for k, s in jobs["steps"].items()} == {
         "ingest": "1000",
-        "merge": "1001",
-        "train": "1002",
-        "evaluate": "1003",
-        "report": "1004",
+        "train": "1001",
+        "evaluate": "1002",
+        "report": "1003",
     }
     again = xv(
         "submit",
@@ -241,38 +244,33 @@ def test_lsf_submit_status_cancel_by_recording(tmp_path: Path) -> None:
     )
     assert again.returncode == 1 and "already has live jobs" in again.stderr
     status = xv("status", str(run), "--json", env=env)
-    states = {k: v["state"] for k, v in json.loads(status.stdout).items()}
+    report = json.loads(status.stdout)
+    states = {k: v["state"] for k, v in report.items()}
     assert states == {
         "ingest": "COMPLETED",
-        "merge": "COMPLETED",
         "train": "RUNNING",
         "evaluate": "PENDING",
         "report": "PENDING",
     }
+    assert sorted(report["ingest"]["tasks"]) == ["1000_0", "1000_1", "1000_2"]
     bjobs = [
         c
         for c in calls + [json.loads(x) for x in (state / "calls.jsonl").read_text().splitlines()]
         if c["cmd"] == "bjobs"
     ]
-    assert bjobs and all(
-        c["argv"][:4] == ["-a", "-o", "jobid stat exit_code", "-json"]
-        and sorted(c["argv"][4:]) == ["1000", "1001", "1002", "1003", "1004"]
-        for c in bjobs
-    )
+    assert bjobs
+    for c in bjobs:
+        assert c["argv"][:4] == ["-a", "-o", "jobid jobindex stat exit_code", "-json"]
+        assert sorted(c["argv"][4:]) == ["1000", "1001", "1002", "1003"]
     xv("cancel", str(run), env=env)
     last = json.loads((state / "calls.jsonl").read_text().splitlines()[-1])
-    assert last["cmd"] == "bkill" and sorted(last["argv"]) == [
-        "1000",
-        "1001",
-        "1002",
-        "1003",
-        "1004",
-    ]
+    assert last["cmd"] == "bkill"
+    assert sorted(last["argv"]) == ["1000", "1001", "1002", "1003"]
 
 
 def test_submit_retries_transient_scheduler_errors(tmp_path: Path) -> None:
     """A controller time-out is retried; a real error is not."""
-    from xvhpc.submit.commands import CommandRunner, SchedulerCommandError
+    from xvhpc.schedulers.commands import CommandRunner, SchedulerCommandError
 
     counter = tmp_path / "count"
     fake = tmp_path / "sbatch"
@@ -305,10 +303,10 @@ def _site_variant(tmp_path: Path, base: str, **changes) -> Path:
 
 def test_every_launcher_renders_its_command(tmp_path: Path) -> None:
     job = ROOT / "jobs" / "covid_xray.yaml"  # 2 nodes x 4 GPUs
-    all_gpus = rendered_site(job, _site_variant(tmp_path, "summit", jsrun_mode="all_gpus_per_rank"))
-    assert "jsrun -n2 -r1 -a4 -g4 -c42 -bpacked:10 " in all_gpus["scripts/train.lsf"]
-    per_gpu = rendered(job, "summit")["scripts/train.lsf"]
-    assert "jsrun -n8 -r4 -a1 -g1 -c10 -bpacked:10 " in per_gpu
+    all_gpus = rendered(job, "summit")["scripts/train.lsf"]
+    assert "jsrun -n2 -r1 -a4 -g4 -c42 -bpacked:10 --smpiargs=-disable_gpu_hooks " in all_gpus
+    per_gpu = rendered_site(job, _site_variant(tmp_path, "summit", jsrun_mode="rank_per_gpu"))
+    assert "jsrun -n8 -r4 -a1 -g1 -c10 -bpacked:10 " in per_gpu["scripts/train.lsf"]
     mpirun = rendered_site(job, _site_variant(tmp_path, "x86-v100", launcher="mpirun"))[
         "scripts/train.sbatch"
     ]

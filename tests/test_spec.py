@@ -83,7 +83,8 @@ def test_site_limits(tmp_path: Path) -> None:
     problems = check_against_site(load_spec(spec), load_site("summit"))
     text_all = "\n".join(str(p) for p in problems)
     assert "summit nodes have 6 GPUs" in text_all
-    assert "05:00:00 exceeds queue 'batch' limit 02:00:00" in text_all
+    # 2 nodes fall in Summit's 1-45 node bin: 2 h
+    assert "05:00:00 exceeds queue 'batch' limit 02:00:00 for 2 node(s)" in text_all
     proc = xv("validate", str(spec), "--site", "summit", check=False)
     assert proc.returncode == 1 and "resources.gpus_per_node" in proc.stderr
 

@@ -30,6 +30,11 @@ class Registry(Generic[T]):
 
     def register(self, name: str) -> Callable[[type[T]], type[T]]:
         def deco(cls: type[T]) -> type[T]:
+            if name in self._items and self._items[name] is not cls:
+                raise ValueError(
+                    f"{self.kind} {name!r} is registered twice "
+                    f"({self._items[name].__module__} and {cls.__module__})"
+                )
             self._items[name] = cls
             cls.name = name  # type: ignore[attr-defined]
             return cls

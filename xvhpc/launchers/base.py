@@ -24,9 +24,20 @@ class Launcher:
 
     name: ClassVar[str]
     needs: ClassVar[tuple[str, ...]] = ()
+    mpi_ingest: ClassVar[bool] = False  # True: ingest runs as one job of MPI ranks, not an array
 
     def command(self, step: Step, site: SiteConfig, argv: list[str]) -> list[str]:
+        """The launch line of a distributed step (every rank runs ``argv``)."""
         raise NotImplementedError
+
+    def single_command(self, step: Step, site: SiteConfig, argv: list[str]) -> list[str]:
+        """The launch line of a one-process step: as is, where the batch script runs on a
+        compute node (Slurm); through the launcher where it runs on a shared launch node."""
+        return argv
+
+    def ingest_ranks_per_node(self, site: SiteConfig) -> int:
+        """MPI ingest ranks per node."""
+        return max(1, site.node.cores)
 
 
 LAUNCHERS: Registry[Launcher] = Registry("launcher")

@@ -15,7 +15,7 @@ class SrunLauncher(Launcher):
             f"--nodes={step.nodes}",
             f"--ntasks-per-node={step.tasks_per_node}",
             f"--ntasks={step.nodes * step.tasks_per_node}",
-            f"--cpus-per-task={step.cpus_per_task}",
+            f"--cpus-per-task={step.cpus_per_task * site.node.smt}",
             "--kill-on-bad-exit=1",
         ]
         if step.gpus_per_node:

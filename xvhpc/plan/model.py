@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import hashlib
+import math
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from ..spec import LoadedSpec, SiteConfig, point_spec, spec_hash, sweep_points
-from ..util import parse_walltime, safe_label
+from ..spec.site import Queue
+from ..util import format_hms, parse_walltime, safe_label
 
 
 @dataclass(frozen=True)
@@ -16,24 +19,61 @@ class Step:
 
     name: str
     args: tuple[str, ...]  # xvhpc sub-command and flags; "{index}" marks the array/point index
-    walltime: str
+    walltime: str  # per run of the command (per sweep point when packed)
     after: tuple[str, ...] = ()
     array: int = 0  # > 0: run once per index 0..array-1
-    max_concurrent: int | None = None
+    max_concurrent: int | None = None  # array slot limit; packed: points per wave
     packed: bool = False  # the array runs as concurrent launcher steps in one allocation
+    waves: int = 1  # packed: waves of max_concurrent points each packed job runs
     nodes: int = 1  # per index
     tasks_per_node: int = 1
     gpus_per_node: int = 0
-    cpus_per_task: int = 1
+    cpus_per_task: int = 1  # physical cores per task
     distributed: bool = False  # launched through the site's launcher
     requeue: bool = False
+    stages: tuple[Step, ...] = ()  # single allocation: these steps run one after another
 
     @property
     def allocation_nodes(self) -> int:
         """Nodes the scheduler is asked for (packed arrays share one allocation)."""
+        if self.stages:
+            return max(s.allocation_nodes for s in self.stages)
         if self.packed and self.array:
-            return self.nodes * min(self.array, self.max_concurrent or self.array)
+            return self.nodes * self.per_wave
         return self.nodes
+
+    @property
+    def per_wave(self) -> int:
+        """Packed: points that run at once in one allocation."""
+        return min(self.array, self.max_concurrent or self.array)
+
+    @property
+    def pack_jobs(self) -> int:
+        """Packed: allocations (array elements) the points are spread over."""
+        return math.ceil(self.array / (self.per_wave * self.waves)) if self.packed else 0
+
+    @property
+    def job_seconds(self) -> int:
+        """Walltime one job (or array element) asks for."""
+        if self.stages:
+            return sum(s.job_seconds for s in self.stages)
+        waves = (
+            math.ceil(min(self.array, self.per_wave * self.waves) / self.per_wave)
+            if self.packed
+            else 1
+        )
+        return waves * parse_walltime(self.walltime)
+
+    @property
+    def job_walltime(self) -> str:
+        return format_hms(self.job_seconds)
+
+    @property
+    def scheduler_array(self) -> int:
+        """Elements of the scheduler-level array (0: a plain job)."""
+        if self.packed:
+            return self.pack_jobs if self.pack_jobs > 1 else 0
+        return self.array
 
 
 @dataclass
@@ -51,18 +91,35 @@ class Plan:
     account: str | None = None
     max_requeues: int = 3
     data_source: str = ""
+    notify: bool = False
     steps: list[Step] = field(default_factory=list)
 
-    def step(self, name: str) -> Step:
-        return next(s for s in self.steps if s.name == name)
+    @property
+    def token(self) -> str:
+        """Tags this run's jobs, so a retried submit can find what a lost reply submitted."""
+        return (
+            "xvhpc-" + hashlib.sha256(f"{self.run_dir}|{self.spec_hash}".encode()).hexdigest()[:12]
+        )
 
     def node_hours(self) -> float:
-        """Upper bound on node-hours if every job ran to its walltime."""
+        """Upper bound on node-hours if every job ran to its walltime (packing, waves included)."""
         total = 0.0
         for s in self.steps:
-            copies = 1 if (s.packed or not s.array) else s.array
-            total += copies * s.allocation_nodes * parse_walltime(s.walltime) / 3600
+            if s.packed:
+                total += self._packed_hours(s)
+            else:
+                total += max(1, s.array) * s.allocation_nodes * s.job_seconds / 3600
         return round(total, 2)
+
+    @staticmethod
+    def _packed_hours(s: Step) -> float:
+        hours = 0.0
+        per_job = s.per_wave * s.waves
+        for job in range(s.pack_jobs):
+            points = min(per_job, s.array - job * per_job)
+            waves = math.ceil(points / s.per_wave)
+            hours += s.allocation_nodes * waves * parse_walltime(s.walltime) / 3600
+        return hours
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -70,20 +127,46 @@ class Plan:
         return data
 
 
+def _queue(site: SiteConfig, name: str | None) -> Queue | None:
+    return site.queues.get(name) if name else None
+
+
+def pack_train(
+    points: int, nodes: int, walltime: str, want: int, queue: Queue | None
+) -> tuple[int, int]:
+    """(points per wave, waves per job) so each packed job fits its queue's node and time limits.
+
+    Summit caps eligible *jobs*, not jsrun steps inside one: a job runs ``per_wave`` points at a
+    time, ``waves`` times; its walltime is waves × the point walltime, within the bin that its
+    node count falls in."""
+    per_wave = max(1, min(points, want))
+    if queue is not None:
+        per_wave = max(1, min(per_wave, queue.max_nodes // max(nodes, 1)))
+    if queue is None:
+        return per_wave, math.ceil(points / per_wave)
+    limit = queue.walltime_limit(nodes * per_wave)
+    waves = max(1, limit // max(parse_walltime(walltime), 1))
+    return per_wave, min(waves, math.ceil(points / per_wave))
+
+
 def build_plan(loaded: LoadedSpec, site: SiteConfig, run_dir: str) -> Plan:
-    """ingest (array over shards) → merge → train (per point) → evaluate → report."""
+    """ingest (array over shards, or MPI ranks) → merge → train (per point) → evaluate → report."""
+    from ..launchers import LAUNCHERS  # late: backends import this module
+
     spec = loaded.spec
     res = spec.resources
     points = sweep_points(loaded)
     for point in points:  # every point must validate (sweep values were checked already)
         point_spec(loaded, point)
-    local = site.scheduler == "local"
+    local = site.local
+    launcher = LAUNCHERS.get(site.launcher)()
     nodes = 1 if local else res.nodes
     gpus = min(res.gpus_per_node, site.node.gpus) if local else res.gpus_per_node
     tasks = gpus or res.processes_per_node or 1
     cores = site.node.cores
     cpus = res.cpus_per_task or max(1, cores // max(tasks, 1))
-    packed = site.sweep.mode == "packed" and len(points) > 1
+    queue_name = res.queue or site.default_queue
+    queue = _queue(site, queue_name)
     plan = Plan(
         name=spec.name,
         job_label=safe_label(spec.name, 32),
@@ -92,10 +175,11 @@ def build_plan(loaded: LoadedSpec, site: SiteConfig, run_dir: str) -> Plan:
         spec_hash=spec_hash(spec),
         run_dir=run_dir,
         points=points,
-        queue=res.queue or site.default_queue,
+        queue=queue_name,
         account=res.account or site.default_account,
         max_requeues=spec.train.max_requeues,
         data_source=str(Path(spec.data.source).expanduser().resolve()),
+        notify=res.notify == "email",
     )
     shards = spec.data.shards
     if local:
@@ -105,6 +189,21 @@ def build_plan(loaded: LoadedSpec, site: SiteConfig, run_dir: str) -> Plan:
                 ("ingest", "--shard", "all", "--merge"),
                 res.ingest_walltime,
                 cpus_per_task=cores,
+            )
+        )
+    elif launcher.mpi_ingest:
+        # one job of MPI ranks shares the shards; rank 0 merges (no array, no merge job)
+        ingest_nodes = math.ceil(shards / launcher.ingest_ranks_per_node(site))
+        per_node = math.ceil(shards / ingest_nodes)
+        plan.steps.append(
+            Step(
+                "ingest",
+                ("ingest", "--shard", "all", "--merge"),
+                res.ingest_walltime,
+                nodes=ingest_nodes,
+                tasks_per_node=per_node,
+                cpus_per_task=max(1, cores // per_node),
+                distributed=True,
             )
         )
     else:
@@ -120,19 +219,23 @@ def build_plan(loaded: LoadedSpec, site: SiteConfig, run_dir: str) -> Plan:
         )
         plan.steps.append(Step("merge", ("ingest", "--merge"), "00:10:00", after=("ingest",)))
     n = len(points)
+    packed = site.sweep.mode == "packed" and n > 1
+    want = min(spec.sweep.max_concurrent if spec.sweep else n, site.sweep.max_eligible_jobs or n)
+    per_wave, waves = (
+        pack_train(n, nodes, res.walltime, spec.sweep.max_concurrent if spec.sweep else n, queue)
+        if packed
+        else (want, 1)
+    )
     plan.steps.append(
         Step(
             "train",
             ("train", "--point", "{index}"),
             res.walltime,
-            after=("ingest",) if local else ("merge",),
+            after=(plan.steps[-1].name,),
             array=n if (n > 1 or local) else 0,
-            max_concurrent=min(
-                spec.sweep.max_concurrent if spec.sweep else n, site.sweep.max_eligible_jobs or n
-            )
-            if n > 1
-            else None,
+            max_concurrent=(per_wave if packed else want) if n > 1 else None,
             packed=packed,
+            waves=waves,
             nodes=nodes,
             tasks_per_node=tasks,
             gpus_per_node=gpus,
@@ -152,4 +255,33 @@ def build_plan(loaded: LoadedSpec, site: SiteConfig, run_dir: str) -> Plan:
         )
     )
     plan.steps.append(Step("report", ("report",), "00:15:00", after=("evaluate",)))
+    single = res.single_allocation
+    if single is None:
+        single = queue is not None and not queue.chaining
+    if single and not local:
+        plan.steps = [single_allocation(plan.steps)]
     return plan
+
+
+def single_allocation(steps: list[Step]) -> Step:
+    """All steps as successive launcher steps of one job: one queue wait instead of several."""
+    stages = []
+    for s in steps:
+        if s.name == "merge":
+            continue  # the ingest stage merges
+        if s.name == "ingest" and not s.distributed:
+            s = replace(s, args=("ingest", "--shard", "all", "--merge"), array=0)
+        stages.append(replace(s, after=()))
+    train = next(s for s in stages if s.name == "train")
+    return Step(
+        "pipeline",
+        ("pipeline",),
+        format_hms(sum(s.job_seconds for s in stages)),
+        nodes=train.allocation_nodes,
+        tasks_per_node=train.tasks_per_node,
+        gpus_per_node=train.gpus_per_node,
+        cpus_per_task=train.cpus_per_task,
+        distributed=True,
+        stages=tuple(stages),
+        requeue=any(s.requeue for s in stages),
+    )

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..launchers import LAUNCHERS, Shell, render_tokens
+from ..rundir import requeue_counter_shell
 from ..schedulers import REQUEUE_EXIT, get_scheduler
 from ..spec import SiteConfig
 from ..util import write_json_atomic, write_text_atomic
@@ -43,54 +44,123 @@ def step_argv(step: Step, plan: Plan) -> list[str]:
     ]
 
 
-def _requeue_block(step: Step, site: SiteConfig, plan: Plan, command: str) -> list[str]:
+_PACKED_WAVES = r"""xvhpc_waves() {  # run points [$1, $2), $3 at a time; forward signals; 75: requeue me
+  local first=$1 last=$2 width=$3 point=$1 slot p rc requeue=0 fail=0 stop=0
+  local base_port=${MASTER_PORT:-29500}
+  local -a pids=()
+  trap 'stop=1; for p in "${pids[@]}"; do kill -s USR1 "$p" 2>/dev/null || true; done' USR1 USR2
+  trap 'stop=1; for p in "${pids[@]}"; do kill -s TERM "$p" 2>/dev/null || true; done' TERM
+  while [ "$point" -lt "$last" ] && [ "$stop" -eq 0 ]; do
+    pids=()
+    for ((slot = 0; slot < width && point < last; slot++, point++)); do
+      XVHPC_INDEX=$point
+      export MASTER_PORT=$((base_port + 1 + slot))  # each concurrent point its own rendezvous
+      xvhpc_point &
+      pids+=("$!")
+    done
+    for p in "${pids[@]}"; do
+      while :; do
+        wait "$p" && rc=0 || rc=$?
+        kill -0 "$p" 2>/dev/null || break
+      done
+      if [ "$rc" -eq REQUEUE_EXIT ]; then requeue=1; elif [ "$rc" -ne 0 ]; then fail=1; fi
+    done
+  done
+  trap - USR1 USR2 TERM
+  [ "$fail" -eq 0 ] || return 1
+  if [ "$requeue" -eq 1 ] || [ "$point" -lt "$last" ]; then return REQUEUE_EXIT; fi
+  return 0
+}""".replace("REQUEUE_EXIT", str(REQUEUE_EXIT))
+
+
+def _requeue_block(
+    site: SiteConfig, plan: Plan, run: str, counter: str, then: tuple[str, ...] = ()
+) -> list[str]:
+    """Run ``run`` into ``$rc``; on exit 75 (checkpointed) requeue the job, at most
+    ``train.max_requeues`` times, counting in ``counter``."""
     scheduler = get_scheduler(site.scheduler)
     spec_max = plan.max_requeues
     return [
-        _RUN_WITH_SIGNALS,
         "rc=0",
-        f"xvhpc_run {command} || rc=$?",
+        f"{run} || rc=$?",
         f'if [ "$rc" -eq {REQUEUE_EXIT} ]; then  # checkpointed on a walltime/preemption signal',
-        '  count_file="$RUN_DIR/train/requeues-${XVHPC_INDEX}"',
+        f"  count_file={counter}",
         '  count=$(cat "$count_file" 2>/dev/null || echo 0)',
         f'  if [ "$count" -lt {spec_max} ]; then',
         '    echo $((count + 1)) > "$count_file"',
+        *(f"    {line}" for line in then),
         f'    echo "xvhpc: checkpoint written; requeue $((count + 1))/{spec_max}"',
         f"    {scheduler.requeue_command()}",
+        "  else",
+        f'    echo "xvhpc: checkpoint written; requeue limit {spec_max} reached (train.max_requeues)" >&2',
         "  fi",
         "fi",
-        'exit "$rc"',
     ]
+
+
+def _command(step: Step, site: SiteConfig, plan: Plan) -> str:
+    """The launch line: the site's launcher for distributed steps, its one-process form else."""
+    launcher = LAUNCHERS.get(site.launcher)()
+    argv = step_argv(step, plan)
+    if step.distributed:
+        return render_tokens(launcher.command(step, site, argv))
+    return render_tokens(launcher.single_command(step, site, argv))
+
+
+def _packed(step: Step, site: SiteConfig, plan: Plan) -> list[str]:
+    """Sweep points as waves of concurrent launcher steps; leaves the outcome in ``$rc``."""
+    per_job = step.per_wave * step.waves
+    run = f'xvhpc_waves "$first" "$last" {step.per_wave}'
+    lines = [
+        f"# {step.array} sweep points packed: {step.per_wave} at a time on {step.nodes} node(s)"
+        f" each, {step.waves} wave(s) per job, {step.pack_jobs} job(s)",
+        f"xvhpc_point() {{ exec {_command(step, site, plan)}; }}",
+        _PACKED_WAVES,
+        f"first=$(( ${{XVHPC_INDEX:-0}} * {per_job} ))",
+        f"last=$(( first + {per_job} < {step.array} ? first + {per_job} : {step.array} ))",
+    ]
+    if not step.requeue:
+        return [*lines, "rc=0", f"{run} || rc=$?"]
+    counter = requeue_counter_shell("first")
+    share = (  # every point of this job shows the count in `xvhpc status`
+        "for ((i = first + 1; i < last; i++)); do "
+        f"cp -f {counter} {requeue_counter_shell('i')}; done",
+    )
+    return [*lines, *_requeue_block(site, plan, run, counter, share)]
+
+
+def _plain(step: Step, site: SiteConfig, plan: Plan, native_arrays: bool) -> list[str]:
+    """One launch, a loop over indices the scheduler does not array, or a requeue block;
+    leaves the outcome in ``$rc`` where a requeue is possible."""
+    command = _command(step, site, plan)
+    if step.packed and step.array:
+        return _packed(step, site, plan)
+    if step.array and not (native_arrays and step.scheduler_array):
+        head = [f"for XVHPC_INDEX in $(seq 0 {step.array - 1}); do"]
+        if not step.requeue:
+            return [*head, f"  {command}", "done"]
+        block = _requeue_block(site, plan, f"xvhpc_run {command}", requeue_counter_shell())
+        return [*head, *block, '  [ "$rc" -eq 0 ] || break', "done"]
+    if step.requeue:
+        return _requeue_block(site, plan, f"xvhpc_run {command}", requeue_counter_shell())
+    return [command]
 
 
 def body(step: Step, plan: Plan, site: SiteConfig) -> list[str]:
     """What the job runs once its prologue has set XVHPC_INDEX and the master address."""
-    scheduler = get_scheduler(site.scheduler)
-    argv = step_argv(step, plan)
-    launcher_name = site.launcher if step.distributed else "local"
-    command = render_tokens(LAUNCHERS.get(launcher_name)().command(step, site, argv))
-    if step.packed and step.array:
-        limit = step.max_concurrent or step.array
-        return [
-            f"# {step.array} sweep points packed into one allocation, {limit} at a time",
-            "pids=()",
-            "fail=0",
-            f"for XVHPC_INDEX in $(seq 0 {step.array - 1}); do",
-            "  MASTER_PORT=$((MASTER_PORT + XVHPC_INDEX + 1)) " + command + " &",
-            '  pids+=("$!")',
-            f'  if [ "${{#pids[@]}}" -ge {limit} ]; then',
-            '    for p in "${pids[@]}"; do wait "$p" || fail=1; done',
-            "    pids=()",
-            "  fi",
-            "done",
-            'for p in "${pids[@]}"; do wait "$p" || fail=1; done',
-            'exit "$fail"',
-        ]
-    if step.array and not scheduler.native_arrays:
-        return [f"for XVHPC_INDEX in $(seq 0 {step.array - 1}); do", f"  {command}", "done"]
-    if step.requeue:
-        return _requeue_block(step, site, plan, command)
-    return [command]
+    native = get_scheduler(site.scheduler).native_arrays
+    steps = step.stages or (step,)
+    requeue = any(s.requeue for s in steps)
+    lines = [_RUN_WITH_SIGNALS] if requeue else []
+    if step.stages:
+        lines.append(f"# single allocation: {' -> '.join(s.name for s in steps)}")
+    for s in steps:
+        if step.stages:
+            lines += [f"# -- {s.name}", "XVHPC_INDEX=0"]
+        lines += _plain(s, site, plan, native and not step.stages)
+        if s.requeue or (s.packed and s.array):
+            lines.append('[ "$rc" -eq 0 ] || exit "$rc"')
+    return lines
 
 
 def render_step(step: Step, plan: Plan, site: SiteConfig) -> str:
@@ -129,18 +199,8 @@ def submit_script(plan: Plan, site: SiteConfig) -> str:
     for step in plan.steps:
         var = f"job_{step.name}"
         script = f"scripts/{step.name}{scheduler.suffix}"
-        argv, stdin = scheduler.submit_argv(script, [f"${{job_{a}}}" for a in step.after])
-        rendered = render_tokens([Shell(f'"{t}"') if "${" in t else t for t in argv])
-        if site.scheduler == "local":
-            lines.append(f"{rendered}")
-        elif site.scheduler == "slurm":
-            lines.append(f"{var}=$({rendered})")
-            lines.append(f'{var}="${{{var}%%;*}}"')
-        else:
-            lines.append(
-                f"{var}=$({rendered} < {shlex.quote(script)} | sed -n 's/^Job <\\([0-9]*\\)>.*/\\1/p')"
-            )
-        if site.scheduler != "local":
+        lines += scheduler.submit_shell(var, script, [f"job_{a}" for a in step.after])
+        if not scheduler.runs_here:
             lines.append(f'echo "{step.name}: ${{{var}}}"')
     return "\n".join(lines) + "\n"
 

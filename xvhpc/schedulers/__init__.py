@@ -1,8 +1,8 @@
 """Schedulers register themselves on import (available or not; ``available()`` says why)."""
 
 from ..registry import command_available
-from . import local, lsf, slurm  # noqa: F401
-from .base import REQUEUE_EXIT, SCHEDULERS, Scheduler
+from . import local, lsf, lsf_classic, slurm  # noqa: F401
+from .base import FINAL_BAD, FINAL_OK, REQUEUE_EXIT, SCHEDULERS, Scheduler
 
 
 def get_scheduler(name: str) -> Scheduler:
@@ -14,4 +14,12 @@ def availability(name: str) -> tuple[bool, str]:
     return command_available(*SCHEDULERS.get(name).needs)
 
 
-__all__ = ["REQUEUE_EXIT", "SCHEDULERS", "Scheduler", "availability", "get_scheduler"]
+__all__ = [
+    "FINAL_BAD",
+    "FINAL_OK",
+    "REQUEUE_EXIT",
+    "SCHEDULERS",
+    "Scheduler",
+    "availability",
+    "get_scheduler",
+]

@@ -1,26 +1,55 @@
-"""Schedulers: directives, array index, submit argv, job-id parsing, requeue command."""
+"""The Scheduler interface: everything xvhpc says to, or reads from, one batch system.
+
+Each scheduler module owns all of its commands and output parsing (directives, submit line,
+job-id parsing, status query, cancel, requeue); the rest of xvhpc asks the registry and never
+compares scheduler names. Rendering methods are pure functions of their arguments; query methods
+run commands only through a :class:`~xvhpc.schedulers.commands.CommandRunner`.
+"""
 
 from __future__ import annotations
 
+import shlex
 from typing import ClassVar
 
 from ..plan.model import Plan, Step
 from ..registry import Registry
 from ..rundir import REQUEUE_EXIT
 from ..spec import SiteConfig
+from .commands import CommandRunner
 
+__all__ = ["FINAL_BAD", "FINAL_OK", "REQUEUE_EXIT", "SCHEDULERS", "Scheduler", "shell_join"]
 
-__all__ = ["REQUEUE_EXIT", "SCHEDULERS", "Scheduler"]
+# Normalised job states every scheduler maps its own onto (Slurm's names).
+FINAL_OK = frozenset({"COMPLETED"})
+FINAL_BAD = frozenset(
+    {
+        "FAILED",
+        "CANCELLED",
+        "TIMEOUT",
+        "OUT_OF_MEMORY",
+        "NODE_FAIL",
+        "PREEMPTED",
+        "BOOT_FAIL",
+        "DEADLINE",
+        "DEPENDENCY_NEVER_SATISFIED",
+    }
+)
 
 
 class Scheduler:
-    """One batch system. Rendering methods are pure functions of their arguments."""
+    """One batch system.
+
+    Job ids returned by :meth:`query_states` are ``ID`` for a plain job and ``ID_i`` (``i`` from
+    0) for array element ``i``, whatever the scheduler's own spelling.
+    """
 
     name: ClassVar[str]
     suffix: ClassVar[str] = ".sh"
     needs: ClassVar[tuple[str, ...]] = ()
     native_arrays: ClassVar[bool] = True
+    runs_here: ClassVar[bool] = False  # True: xvhpc runs the scripts itself (no queue, no job ids)
 
+    # -- rendering (pure) -------------------------------------------------------------------
     def directives(self, step: Step, plan: Plan, site: SiteConfig) -> list[str]:
         """Header lines (without the shebang), sorted."""
         return []
@@ -37,8 +66,32 @@ class Scheduler:
         """argv that submits ``script`` after job ids ``after``; True when the script goes on stdin."""
         raise NotImplementedError
 
-    def parse_job_id(self, stdout: str) -> str:
+    def submit_shell(self, var: str, script: str, after_vars: list[str]) -> list[str]:
+        """Lines of the hand-run ``submit.sh`` that submit ``script`` and set ``$var`` to its id."""
         raise NotImplementedError
+
+    # -- parsing and queries --------------------------------------------------------------
+    def parse_job_id(self, stdout: str) -> str:
+        """The job id in what the submit command printed (ValueError when there is none)."""
+        raise NotImplementedError
+
+    def query_states(self, job_ids: list[str], runner: CommandRunner) -> dict[str, str]:
+        """Normalised state of every job and array element, from one scheduler query."""
+        raise NotImplementedError
+
+    def cancel_argv(self, job_ids: list[str]) -> list[str]:
+        """argv that cancels these jobs (arrays whole)."""
+        raise NotImplementedError
+
+    def find_jobs(self, tag: str, runner: CommandRunner) -> list[str]:
+        """Ids of this user's unfinished jobs tagged ``tag`` (``Plan.token``-step, written into
+        the script): a submit whose reply was lost checks here before it submits again."""
+        return []
 
 
 SCHEDULERS: Registry[Scheduler] = Registry("scheduler")
+
+
+def shell_join(argv: list[str]) -> str:
+    """Quote argv for a shell line, leaving ``${var}`` references (xvhpc's own) expandable."""
+    return " ".join(f'"{a}"' if "${" in a else shlex.quote(a) for a in argv)

@@ -1,16 +1,18 @@
-"""The embedded local site: scripts run one after another with bash."""
+"""The embedded local site: xvhpc runs the scripts one after another with bash (no queue)."""
 
 from __future__ import annotations
 
 from ..plan.model import Plan, Step
 from ..spec import SiteConfig
-from .base import SCHEDULERS, Scheduler
+from .base import SCHEDULERS, Scheduler, shell_join
+from .commands import CommandRunner
 
 
 @SCHEDULERS.register("local")
 class LocalScheduler(Scheduler):
     suffix = ".sh"
     native_arrays = False
+    runs_here = True
 
     def directives(self, step: Step, plan: Plan, site: SiteConfig) -> list[str]:
         return [f"# xvhpc local step {step.name}: runs on this machine, no scheduler"]
@@ -18,5 +20,14 @@ class LocalScheduler(Scheduler):
     def submit_argv(self, script: str, after: list[str]) -> tuple[list[str], bool]:
         return ["bash", script], False
 
+    def submit_shell(self, var: str, script: str, after_vars: list[str]) -> list[str]:
+        return [shell_join(["bash", script])]
+
     def parse_job_id(self, stdout: str) -> str:
         return "local"
+
+    def query_states(self, job_ids: list[str], runner: CommandRunner) -> dict[str, str]:
+        return {}  # states are recorded in jobs.json by the local runner itself
+
+    def cancel_argv(self, job_ids: list[str]) -> list[str]:
+        return []

@@ -1,16 +1,52 @@
-"""IBM LSF (Summit): #BSUB directives, done() dependencies, job arrays, brequeue."""
+"""IBM Spectrum LSF with CSM (Summit): #BSUB directives, done() dependencies, arrays, brequeue, bjobs.
+
+Facts from IBM's LSF 10.1 reference and OLCF's Summit guide: ``-nnodes`` asks for whole nodes
+(CSM); ``LSB_JOBINDEX`` is 0 for a job that is not an array, so a requeue names ``ID[i]`` only for
+an array element; ``-ti`` kills dependents whose condition can never be met (else they pend
+forever); ``bjobs -o`` must ask for ``jobindex`` to tell array elements apart.
+"""
 
 from __future__ import annotations
 
+import json
 import math
 import re
 
 from ..plan.model import Plan, Step
 from ..spec import SiteConfig
-from ..util import parse_walltime
-from .base import SCHEDULERS, Scheduler
+from .base import SCHEDULERS, Scheduler, shell_join
+from .commands import CommandRunner
 
-_SIGNALS = {"USR1": "USR1", "USR2": "USR2", "TERM": "TERM"}
+STATES = {
+    "PEND": "PENDING",
+    "RUN": "RUNNING",
+    "DONE": "COMPLETED",
+    "EXIT": "FAILED",
+    "PSUSP": "SUSPENDED",
+    "USUSP": "SUSPENDED",
+    "SSUSP": "SUSPENDED",
+    "WAIT": "PENDING",
+    "ZOMBI": "FAILED",
+    "UNKWN": "UNKNOWN",
+}
+
+# Requeue the running job: the element of an array, else the job itself (never ``ID[0]``).
+REQUEUE = (
+    'if [ "${LSB_JOBINDEX:-0}" -gt 0 ]; then brequeue "${LSB_JOBID}[${LSB_JOBINDEX}]"; '
+    'else brequeue "${LSB_JOBID}"; fi'
+)
+
+
+def bsub_walltime(seconds: int) -> str:
+    """``-W`` takes [HH:]MM; round up to whole minutes."""
+    minutes = math.ceil(seconds / 60)
+    return f"{minutes // 60}:{minutes % 60:02d}"
+
+
+def job_key(job_id: str, index: str | int | None) -> str:
+    """``123`` / element 2 of 123 → ``123_1`` (xvhpc counts elements from 0, LSF from 1)."""
+    i = int(index or 0)
+    return f"{job_id}_{i - 1}" if i > 0 else str(job_id)
 
 
 @SCHEDULERS.register("lsf")
@@ -18,58 +54,116 @@ class LsfScheduler(Scheduler):
     suffix = ".lsf"
     needs = ("bsub", "bjobs", "bkill")
 
-    def directives(self, step: Step, plan: Plan, site: SiteConfig) -> list[str]:
-        minutes = math.ceil(parse_walltime(step.walltime) / 60)
+    # -- rendering ------------------------------------------------------------------------------
+    def job_name(self, step: Step, plan: Plan, site: SiteConfig) -> str:
         name = f"{plan.job_label}-{step.name}"
-        if step.array and not step.packed:
-            limit = f"%{step.max_concurrent}" if step.max_concurrent else ""
-            name = f"{name}[1-{step.array}]{limit}"
-        suffix = ".%J.%I" if step.array and not step.packed else ".%J"
+        if step.scheduler_array:
+            if step.packed:  # packed jobs: at most the site's eligible-job cap at once
+                slots = min(step.pack_jobs, site.sweep.max_eligible_jobs or step.pack_jobs)
+            else:
+                slots = step.max_concurrent or 0
+            limit = f"%{slots}" if slots else ""
+            name = f"{name}[1-{step.scheduler_array}]{limit}"
+        return name
+
+    def size_directives(self, step: Step, site: SiteConfig) -> list[str]:
+        """How the allocation is asked for (CSM: whole nodes)."""
+        lines = [f"#BSUB -nnodes {step.allocation_nodes}"]
+        if site.alloc_flags:
+            lines.append(f'#BSUB -alloc_flags "{site.alloc_flags}"')
+        return lines
+
+    def directives(self, step: Step, plan: Plan, site: SiteConfig) -> list[str]:
+        suffix = ".%J.%I" if step.scheduler_array else ".%J"
         d = [
-            f'#BSUB -J "{name}"',
-            f"#BSUB -W {minutes // 60}:{minutes % 60:02d}",
-            f"#BSUB -nnodes {step.allocation_nodes}",
+            f'#BSUB -J "{self.job_name(step, plan, site)}"',
+            f"#BSUB -W {bsub_walltime(step.job_seconds)}",
             f"#BSUB -o logs/{step.name}{suffix}.out",
             f"#BSUB -e logs/{step.name}{suffix}.err",
+            f'#BSUB -Jd "{plan.token}-{step.name}"',
+            *self.size_directives(step, site),
         ]
-        account = plan.account
-        queue = plan.queue
-        if account:
-            d.append(f"#BSUB -P {account}")
-        if queue:
-            d.append(f"#BSUB -q {queue}")
-        if site.alloc_flags:
-            d.append(f'#BSUB -alloc_flags "{site.alloc_flags}"')
+        if plan.account:
+            d.append(f"#BSUB -P {plan.account}")
+        if plan.queue:
+            d.append(f"#BSUB -q {plan.queue}")
+        if plan.notify:
+            d += ["#BSUB -B", "#BSUB -N"]
         if step.requeue:
-            warn_min = max(1, math.ceil(site.requeue.seconds_before / 60))
-            d.append(f"#BSUB -wa {_SIGNALS[site.requeue.signal]}")
-            d.append(f"#BSUB -wt {warn_min}")
-            d.append("#BSUB -r")
+            d += self.warning_directives(site)
         d += [f"#BSUB {x}" for x in site.extra_directives]
         return sorted(d)
 
+    def warning_directives(self, site: SiteConfig) -> list[str]:
+        """Signal the job ``seconds_before`` its run limit, so it can checkpoint."""
+        warn_min = max(1, math.ceil(site.requeue.seconds_before / 60))
+        return [f"#BSUB -wa {site.requeue.signal}", f"#BSUB -wt {warn_min}", "#BSUB -r"]
+
     def prologue(self, step: Step, site: SiteConfig) -> list[str]:
         lines = []
-        if step.array and not step.packed:
+        if step.scheduler_array:
             lines.append("XVHPC_INDEX=$(( ${LSB_JOBINDEX:-1} - 1 ))  # LSF arrays count from 1")
-        if step.distributed:
+        if step.distributed or step.stages:
             lines += [
-                "# rank 0's host comes from LSB_DJOB_RANKFILE (launch node dropped) or mpi4py",
+                "# rank 0's host comes from mpi4py or LSB_DJOB_RANKFILE (launch node dropped)",
                 "export MASTER_PORT=$((15000 + ${LSB_JOBID:-0} % 20000))",
             ]
         return lines
 
     def requeue_command(self) -> str:
-        return 'brequeue "${LSB_JOBID}${LSB_JOBINDEX:+[$LSB_JOBINDEX]}"'
+        return REQUEUE
 
     def submit_argv(self, script: str, after: list[str]) -> tuple[list[str], bool]:
         argv = ["bsub"]
         if after:
-            argv += ["-w", " && ".join(f"done({j})" for j in after)]
+            argv += ["-w", " && ".join(f"done({j})" for j in after), "-ti"]
         return argv, True
 
+    def submit_shell(self, var: str, script: str, after_vars: list[str]) -> list[str]:
+        argv, _ = self.submit_argv(script, [f"${{{v}}}" for v in after_vars])
+        return [
+            f"{var}=$({shell_join(argv)} < {shell_join([script])}"
+            " | sed -n 's/^Job <\\([0-9]*\\)>.*/\\1/p')"
+        ]
+
+    # -- parsing and queries ------------------------------------------------------------------
     def parse_job_id(self, stdout: str) -> str:
         match = re.search(r"Job <(\d+)> is submitted", stdout)
         if not match:
             raise ValueError(f"bsub printed no job id: {stdout!r}")
         return match.group(1)
+
+    def query_states(self, job_ids: list[str], runner: CommandRunner) -> dict[str, str]:
+        """One ``bjobs -o ... -json`` call; ``jobindex`` tells array elements apart."""
+        out = runner.run(["bjobs", "-a", "-o", "jobid jobindex stat exit_code", "-json", *job_ids])
+        try:
+            records = json.loads(out).get("RECORDS", [])
+        except (json.JSONDecodeError, AttributeError) as exc:
+            raise ValueError(f"bjobs printed no JSON: {out[:200]!r}") from exc
+        states = {}
+        for record in records:
+            job = str(record.get("JOBID", ""))
+            index = record.get("JOBINDEX")
+            if "[" in job:  # some versions spell elements 123[2] in JOBID itself
+                job, index = job.rstrip("]").split("[")
+            stat = record.get("STAT", "")
+            states[job_key(job, index)] = STATES.get(stat, stat or "UNKNOWN")
+        return states
+
+    def cancel_argv(self, job_ids: list[str]) -> list[str]:
+        return ["bkill", *job_ids]
+
+    def find_jobs(self, tag: str, runner: CommandRunner) -> list[str]:
+        """Unfinished jobs of this user whose description is ``tag``."""
+        out = runner.run(["bjobs", "-o", "jobid job_description", "-json"])
+        try:
+            records = json.loads(out).get("RECORDS", [])
+        except (json.JSONDecodeError, AttributeError):
+            return []
+        return sorted(
+            {
+                str(r.get("JOBID", "")).split("[")[0]
+                for r in records
+                if r.get("JOB_DESCRIPTION") == tag
+            }
+        )

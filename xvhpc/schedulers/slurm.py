@@ -1,10 +1,16 @@
-"""Slurm: #SBATCH directives, afterok dependencies, job arrays, signal + requeue."""
+"""Slurm: #SBATCH directives, afterok dependencies, job arrays, signal + requeue, sacct/squeue."""
 
 from __future__ import annotations
 
 from ..plan.model import Plan, Step
 from ..spec import SiteConfig
-from .base import SCHEDULERS, Scheduler
+from .base import SCHEDULERS, Scheduler, shell_join
+from .commands import CommandRunner
+
+
+def normalise(state: str) -> str:
+    """'CANCELLED by 0' → CANCELLED; 'RUNNING+' → RUNNING."""
+    return state.split()[0].rstrip("+") if state else "UNKNOWN"
 
 
 @SCHEDULERS.register("slurm")
@@ -13,17 +19,14 @@ class SlurmScheduler(Scheduler):
     needs = ("sbatch", "squeue", "sacct", "scancel")
 
     def directives(self, step: Step, plan: Plan, site: SiteConfig) -> list[str]:
-        out = (
-            f"logs/{step.name}-%A_%a.out"
-            if step.array and not step.packed
-            else f"logs/{step.name}-%j.out"
-        )
+        out = f"logs/{step.name}-%A_%a.out" if step.scheduler_array else f"logs/{step.name}-%j.out"
         d = {
             "--job-name": f"{plan.job_label}-{step.name}",
+            "--comment": f"{plan.token}-{step.name}",
             "--output": out,
             "--nodes": str(step.allocation_nodes),
-            "--time": step.walltime,
-            "--cpus-per-task": str(step.cpus_per_task),
+            "--time": step.job_walltime,
+            "--cpus-per-task": str(step.cpus_per_task * site.node.smt),  # Slurm counts threads
             "--open-mode": "append",
             "--export": "ALL",
         }
@@ -42,9 +45,12 @@ class SlurmScheduler(Scheduler):
             d["--partition"] = queue
         if account:
             d["--account"] = account
-        if step.array and not step.packed:
-            limit = f"%{step.max_concurrent}" if step.max_concurrent else ""
-            d["--array"] = f"0-{step.array - 1}{limit}"
+        if step.scheduler_array:
+            slots = step.max_concurrent if not step.packed else site.sweep.max_eligible_jobs
+            limit = f"%{slots}" if slots else ""
+            d["--array"] = f"0-{step.scheduler_array - 1}{limit}"
+        if plan.notify:
+            d["--mail-type"] = "END,FAIL"
         lines = [f"#SBATCH {k}={v}" for k, v in d.items()]
         if step.requeue:
             lines.append(f"#SBATCH --signal=B:{site.requeue.signal}@{site.requeue.seconds_before}")
@@ -54,9 +60,9 @@ class SlurmScheduler(Scheduler):
 
     def prologue(self, step: Step, site: SiteConfig) -> list[str]:
         lines = []
-        if step.array and not step.packed:
+        if step.scheduler_array:
             lines.append('XVHPC_INDEX="${SLURM_ARRAY_TASK_ID:-0}"')
-        if step.distributed:
+        if step.distributed or step.stages:
             lines += [
                 "# rank 0 runs on the first node of the allocation; NodeAddr is what ranks can reach",
                 'first_node=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
@@ -75,9 +81,39 @@ class SlurmScheduler(Scheduler):
             argv += ["--kill-on-invalid-dep=yes", "--dependency=afterok:" + ":".join(after)]
         return [*argv, script], False
 
+    def submit_shell(self, var: str, script: str, after_vars: list[str]) -> list[str]:
+        argv, _ = self.submit_argv(script, [f"${{{v}}}" for v in after_vars])
+        return [f"{var}=$({shell_join(argv)})", f'{var}="${{{var}%%;*}}"']
+
     def parse_job_id(self, stdout: str) -> str:
         text = stdout.strip().splitlines()[-1] if stdout.strip() else ""
         job_id = text.split(";")[0].strip()
         if not job_id.isdigit():
             raise ValueError(f"sbatch printed no job id: {stdout!r}")
         return job_id
+
+    def query_states(self, job_ids: list[str], runner: CommandRunner) -> dict[str, str]:
+        """One sacct call (arrays expanded by submitit's parser); squeue for jobs not in it yet."""
+        from submitit.slurm.slurm import SlurmInfoWatcher
+
+        argv = ["sacct", "-o", "JobID,State,ExitCode", "--parsable2", "-X"]
+        for job in job_ids:
+            argv += ["-j", job]
+        info = SlurmInfoWatcher().read_info(runner.run(argv))
+        states = {job: normalise(stats.get("State", "")) for job, stats in info.items()}
+        missing = [j for j in job_ids if not any(k == j or k.startswith(j + "_") for k in states)]
+        if missing:  # very fresh jobs may not be in accounting yet
+            out = runner.run(["squeue", "--noheader", "-o", "%i|%T", "-j", ",".join(missing)])
+            for line in out.splitlines():
+                if "|" in line:
+                    job, state = line.split("|", 1)
+                    states[job.strip()] = normalise(state.strip())
+        return states
+
+    def cancel_argv(self, job_ids: list[str]) -> list[str]:
+        return ["scancel", *job_ids]
+
+    def find_jobs(self, tag: str, runner: CommandRunner) -> list[str]:
+        out = runner.run(["squeue", "--me", "--noheader", "-o", "%A|%k"])
+        found = (line.split("|", 1) for line in out.splitlines() if "|" in line)
+        return sorted({job.strip() for job, comment in found if comment.strip() == tag})

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..util import parse_walltime
+from ..util import format_hms, parse_walltime
 from .errors import Problem, SpecError, closest_first, did_you_mean
 from .schema import ExperimentSpec
 from .site import LOCAL_SITE_YAML, SiteConfig, known_sites
@@ -150,7 +150,7 @@ def check_against_site(loaded: LoadedSpec, site: SiteConfig) -> list[Problem]:
     """Problems that only show when a spec meets a site's limits."""
     res = loaded.spec.resources
     problems: list[Problem] = []
-    if site.scheduler == "local":
+    if site.local:
         return problems  # the local site adapts the spec to this machine (one node, its GPUs)
     if res.gpus_per_node > site.node.gpus:
         problems.append(
@@ -187,20 +187,22 @@ def check_against_site(loaded: LoadedSpec, site: SiteConfig) -> list[Problem]:
             )
         elif queue_name:
             queue = site.queues[queue_name]
+            limit = queue.walltime_limit(res.nodes)
             for key in ("walltime", "ingest_walltime"):
                 asked = getattr(res, key)
-                if parse_walltime(asked) > parse_walltime(queue.max_walltime):
+                if parse_walltime(asked) > limit:
                     problems.append(
                         loaded.problem(
                             f"resources.{key}",
-                            f"{asked} exceeds queue {queue_name!r} limit {queue.max_walltime}",
+                            f"{asked} exceeds queue {queue_name!r} limit {format_hms(limit)}"
+                            f" for {res.nodes} node(s)",
                         )
                     )
-            if res.nodes > queue.max_nodes:
+            if not queue.min_nodes <= res.nodes <= queue.max_nodes:
                 problems.append(
                     loaded.problem(
                         "resources.nodes",
-                        f"queue {queue_name!r} allows at most {queue.max_nodes} nodes",
+                        f"queue {queue_name!r} takes {queue.min_nodes}-{queue.max_nodes} nodes",
                     )
                 )
     if site.account_required and not (res.account or site.default_account):

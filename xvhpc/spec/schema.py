@@ -145,9 +145,28 @@ class TrainSpec(Strict):
         return self
 
 
+class OperatingPointSpec(Strict):
+    """The threshold on one class's probability: the lowest specificity cost reaching
+    min_sensitivity, or the lowest sensitivity cost reaching min_specificity."""
+
+    positive: str = Field(min_length=1)
+    min_sensitivity: float | None = Field(None, gt=0, le=1)
+    min_specificity: float | None = Field(None, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> OperatingPointSpec:
+        if (self.min_sensitivity is None) == (self.min_specificity is None):
+            raise ValueError("give min_sensitivity or min_specificity (one of them)")
+        return self
+
+
 class EvaluateSpec(Strict):
     rank_by: Literal["accuracy", "balanced_accuracy", "macro_f1", "roc_auc"] = "accuracy"
     heatmap_samples: int = Field(8, ge=0, le=256)
+    bootstrap: int = Field(2000, ge=1000, le=100000)  # resamples for the 95 % intervals
+    seed: int = 0  # of the bootstrap (and of the calibration/operating-point cross-fit halves)
+    calibrate: Literal["none", "temperature"] = "none"
+    operating_point: OperatingPointSpec | None = None
 
 
 class ResourcesSpec(Strict):
@@ -159,6 +178,9 @@ class ResourcesSpec(Strict):
     ingest_walltime: str = "00:30:00"
     queue: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$")
     account: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$")
+    # one job runs ingest → train → evaluate → report (one queue wait); None: the queue decides
+    single_allocation: bool | None = None
+    notify: Literal["none", "email"] = "none"  # mail at job start/end (LSF -B -N; Slurm --mail-type)
 
     @field_validator("walltime", "ingest_walltime")
     @classmethod
@@ -192,3 +214,4 @@ class ExperimentSpec(Strict):
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     sweep: SweepSpec | None = None
     deploy: DeploySpec = Field(default_factory=DeploySpec)
+

@@ -6,7 +6,8 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from ..util import parse_walltime
 from .schema import Strict
@@ -20,9 +21,26 @@ class NodeShape(Strict):
     smt: int = Field(1, ge=1, le=8)
 
 
+class WalltimeBin(Strict):
+    """Jobs of up to ``max_nodes`` nodes may run ``max_walltime`` (Summit's node-count bins)."""
+
+    max_nodes: int = Field(ge=1)
+    max_walltime: str
+
+    @field_validator("max_walltime")
+    @classmethod
+    def _walltime(cls, value: str) -> str:
+        parse_walltime(value)
+        return value
+
+
 class Queue(Strict):
     max_walltime: str
     max_nodes: int = Field(ge=1)
+    min_nodes: int = Field(1, ge=1)
+    bins: list[WalltimeBin] = Field(default_factory=list)  # walltime limit by job size
+    max_running_jobs: int | None = Field(None, ge=1)  # per user (Summit debug: 1)
+    chaining: bool = True  # False: dependent jobs are not allowed (Summit debug)
     description: str = ""
 
     @field_validator("max_walltime")
@@ -30,6 +48,13 @@ class Queue(Strict):
     def _walltime(cls, value: str) -> str:
         parse_walltime(value)
         return value
+
+    def walltime_limit(self, nodes: int) -> int:
+        """Seconds a job of ``nodes`` nodes may run in this queue."""
+        for b in sorted(self.bins, key=lambda b: b.max_nodes):
+            if nodes <= b.max_nodes:
+                return parse_walltime(b.max_walltime)
+        return parse_walltime(self.max_walltime)
 
 
 class Environment(Strict):
@@ -54,8 +79,8 @@ class SiteConfig(Strict):
     name: str
     description: str = ""
     architecture: Literal["x86_64", "ppc64le", "aarch64"]
-    scheduler: Literal["local", "slurm", "lsf"]
-    launcher: Literal["local", "torchrun", "srun", "jsrun", "mpirun"]
+    scheduler: str  # a name in xvhpc.schedulers.SCHEDULERS
+    launcher: str  # a name in xvhpc.launchers.LAUNCHERS
     node: NodeShape
     max_nodes: int = Field(1, ge=1)
     queues: dict[str, Queue] = Field(default_factory=dict)
@@ -70,6 +95,29 @@ class SiteConfig(Strict):
     sweep: SweepPolicy = Field(default_factory=SweepPolicy)
     requeue: RequeuePolicy = Field(default_factory=RequeuePolicy)
     extra_directives: list[str] = Field(default_factory=list)
+
+    @field_validator("scheduler", "launcher")
+    @classmethod
+    def _registered(cls, value: str, info: ValidationInfo) -> str:
+        """Names come from the registries, so a new backend needs no edit here."""
+        from ..launchers import LAUNCHERS  # imported late: backends import this module
+        from ..schedulers import SCHEDULERS
+
+        names = (SCHEDULERS if info.field_name == "scheduler" else LAUNCHERS).names()
+        if value not in names:
+            raise PydanticCustomError(
+                "literal_error",
+                "Input should be {expected}",
+                {"expected": ", ".join(repr(n) for n in names)},
+            )
+        return value
+
+    @property
+    def local(self) -> bool:
+        """True for a site whose scripts xvhpc runs itself (no scheduler, no queue)."""
+        from ..schedulers import SCHEDULERS
+
+        return SCHEDULERS.get(self.scheduler).runs_here
 
     @model_validator(mode="after")
     def _queues(self) -> SiteConfig:

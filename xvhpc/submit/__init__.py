@@ -11,13 +11,12 @@ import time
 from pathlib import Path
 
 from ..plan.model import Plan
+from ..rundir import JOBS, Layout
 from ..schedulers import get_scheduler
+from ..schedulers.commands import CommandRunner, SchedulerCommandError, TransientCommandError
 from ..spec import SiteConfig
 from ..util import format_hms, read_json, write_json_atomic
-from .commands import CommandRunner, SchedulerCommandError
-from .state import FINAL_BAD, FINAL_OK, lsf_states, slurm_states, step_state
-
-JOBS = "jobs.json"
+from .state import FINAL_BAD, FINAL_OK, step_state
 
 
 def _job_env() -> dict[str, str]:
@@ -30,10 +29,13 @@ def _job_env() -> dict[str, str]:
 def query_states(jobs: dict, runner: CommandRunner) -> dict[str, tuple[str, dict[str, str]]]:
     """Step name → (state, task states), with one scheduler query for the whole run."""
     steps = jobs["steps"]
-    ids = [s["job_id"] for s in steps.values()]
-    if jobs["scheduler"] == "local":
+    scheduler = get_scheduler(jobs["scheduler"])
+    if scheduler.runs_here:
         return {name: (s.get("state", "UNKNOWN"), {}) for name, s in steps.items()}
-    states = slurm_states(ids, runner) if jobs["scheduler"] == "slurm" else lsf_states(ids, runner)
+    try:
+        states = scheduler.query_states([s["job_id"] for s in steps.values()], runner)
+    except ValueError as exc:  # output the parser does not understand
+        raise SchedulerCommandError(str(exc)) from None
     return {name: step_state(s["job_id"], states) for name, s in steps.items()}
 
 
@@ -52,7 +54,7 @@ def submit_plan(
     runner = runner or CommandRunner()
     root = Path(plan.run_dir)
     scheduler = get_scheduler(site.scheduler)
-    if site.scheduler == "local":
+    if scheduler.runs_here:
         return run_local(plan, site)
     previous = read_json(root / JOBS)
     if previous and not dry_run and not force:
@@ -85,13 +87,14 @@ def submit_plan(
             ids[step.name] = f"<{step.name}>"
             continue
         try:
-            out = runner.run(
+            job_id = _submit_once(
+                scheduler,
                 argv,
-                stdin=(root / script).read_text() if stdin else None,
-                env=_job_env(),
-                cwd=str(root),
+                (root / script).read_text() if stdin else None,
+                f"{plan.token}-{step.name}",
+                root,
+                runner,
             )
-            job_id = scheduler.parse_job_id(out)
         except (SchedulerCommandError, ValueError) as exc:
             print(f"xvhpc: error: submitting {step.name}: {exc}", file=sys.stderr)
             write_json_atomic(root / JOBS, jobs)
@@ -105,13 +108,31 @@ def submit_plan(
     return 0
 
 
+def _submit_once(
+    scheduler, argv: list[str], stdin: str | None, tag: str, root: Path, runner: CommandRunner
+) -> str:
+    """Submit, retrying a controller time-out only after checking that the lost reply did
+    not submit the job after all (it is found by its tag): never two copies of a step."""
+    attempts = runner.retries + 1
+    for attempt in range(attempts):
+        try:
+            out = runner.run(argv, stdin=stdin, env=_job_env(), cwd=str(root), retries=0)
+            return scheduler.parse_job_id(out)
+        except TransientCommandError:
+            if attempt == attempts - 1:
+                raise
+            found = scheduler.find_jobs(tag, runner)
+            if found:
+                print(f"xvhpc: the scheduler timed out, but job {found[0]} ({tag}) was submitted")
+                return found[0]
+            runner.backoff(attempt)
+    raise AssertionError("unreachable")
+
+
 def train_progress(root: Path, point: int) -> str:
-    progress = read_json(root / "train" / str(point) / "progress.json")
-    requeues = (
-        (root / "train" / f"requeues-{point}").read_text().strip()
-        if (root / "train" / f"requeues-{point}").exists()
-        else "0"
-    )
+    layout = Layout(root)
+    progress = read_json(layout.progress(point))
+    requeues = layout.requeues(point)
     if not progress:
         return "no progress yet"
     text = f"iteration {progress.get('iteration')}/{progress.get('max_iterations')}"
@@ -121,7 +142,7 @@ def train_progress(root: Path, point: int) -> str:
         text += f", {format_hms(progress['eta_s'])} left"
     if progress.get("val_accuracy") is not None:
         text += f", val acc {progress['val_accuracy']:.3f}"
-    if requeues != "0" or progress.get("resumed_from"):
+    if requeues or progress.get("resumed_from"):
         text += f"; requeued {requeues}x, resumed at {progress.get('resumed_from')}"
     return text
 
@@ -184,12 +205,12 @@ def print_status(root: Path, as_json: bool = False, runner: CommandRunner | None
 
 def cancel_run(root: Path, runner: CommandRunner | None = None) -> int:
     jobs = read_json(root / JOBS)
-    if not jobs or jobs["scheduler"] == "local":
+    if not jobs or get_scheduler(jobs["scheduler"]).runs_here:
         print("xvhpc: nothing to cancel", file=sys.stderr)
         return 1
     runner = runner or CommandRunner()
     ids = [s["job_id"] for s in jobs["steps"].values()]
-    argv = ["scancel", *ids] if jobs["scheduler"] == "slurm" else ["bkill", *ids]
+    argv = get_scheduler(jobs["scheduler"]).cancel_argv(ids)
     try:
         runner.run(argv)
     except SchedulerCommandError as exc:
@@ -217,8 +238,17 @@ def run_local(plan: Plan, site: SiteConfig) -> int:
     """Run the compiled scripts here, in order; a rerun skips finished steps and resumes the rest."""
     root = Path(plan.run_dir)
     state = read_json(root / JOBS)
-    if not state or state.get("spec_hash") != plan.spec_hash or state.get("scheduler") != "local":
-        state = {"scheduler": "local", "site": site.name, "spec_hash": plan.spec_hash, "steps": {}}
+    if (
+        not state
+        or state.get("spec_hash") != plan.spec_hash
+        or state.get("scheduler") != site.scheduler
+    ):
+        state = {
+            "scheduler": site.scheduler,
+            "site": site.name,
+            "spec_hash": plan.spec_hash,
+            "steps": {},
+        }
     env = _job_env()
     env["XVHPC_PYTHON"] = sys.executable
     if sys.stdout.isatty():

@@ -1,72 +1,12 @@
-"""Scheduler job states → step states, per batch system (one batched query per call)."""
+"""Scheduler job states → step states (the schedulers own their queries and parsing)."""
 
 from __future__ import annotations
 
-import json
+from ..schedulers.base import FINAL_BAD, FINAL_OK
 
-from .commands import CommandRunner
+__all__ = ["FINAL_BAD", "FINAL_OK", "step_state"]
 
-FINAL_OK = {"COMPLETED"}
-FINAL_BAD = {
-    "FAILED",
-    "CANCELLED",
-    "TIMEOUT",
-    "OUT_OF_MEMORY",
-    "NODE_FAIL",
-    "PREEMPTED",
-    "BOOT_FAIL",
-    "DEADLINE",
-}
-LSF_STATES = {
-    "PEND": "PENDING",
-    "RUN": "RUNNING",
-    "DONE": "COMPLETED",
-    "EXIT": "FAILED",
-    "PSUSP": "SUSPENDED",
-    "USUSP": "SUSPENDED",
-    "SSUSP": "SUSPENDED",
-    "WAIT": "PENDING",
-    "ZOMBI": "FAILED",
-    "UNKWN": "UNKNOWN",
-}
-
-
-def normalise(state: str) -> str:
-    """'CANCELLED by 0' → CANCELLED."""
-    return state.split()[0].rstrip("+") if state else "UNKNOWN"
-
-
-def slurm_states(job_ids: list[str], runner: CommandRunner) -> dict[str, str]:
-    """One sacct call for every job (arrays expanded through submitit's sacct parser)."""
-    from submitit.slurm.slurm import SlurmInfoWatcher
-
-    argv = ["sacct", "-o", "JobID,State,ExitCode", "--parsable2", "-X"]
-    for job in job_ids:
-        argv += ["-j", job]
-    info = SlurmInfoWatcher().read_info(runner.run(argv))
-    states = {job: normalise(stats.get("State", "")) for job, stats in info.items()}
-    missing = [j for j in job_ids if not any(k == j or k.startswith(j + "_") for k in states)]
-    if missing:  # very fresh jobs may not be in accounting yet: ask squeue once
-        out = runner.run(["squeue", "--noheader", "-o", "%i|%T", "-j", ",".join(missing)])
-        for line in out.splitlines():
-            if "|" in line:
-                job, state = line.split("|", 1)
-                states[job.strip()] = normalise(state.strip())
-    return states
-
-
-def lsf_states(job_ids: list[str], runner: CommandRunner) -> dict[str, str]:
-    """One bjobs call; array elements appear as 123[1]."""
-    out = runner.run(["bjobs", "-a", "-o", "jobid stat exit_code", "-json", *job_ids])
-    records = json.loads(out).get("RECORDS", [])
-    states = {}
-    for record in records:
-        job = str(record.get("JOBID", ""))
-        if "[" in job:
-            base, index = job.rstrip("]").split("[")
-            job = f"{base}_{int(index) - 1}"
-        states[job] = LSF_STATES.get(record.get("STAT", ""), record.get("STAT", "UNKNOWN"))
-    return states
+LIVE = ("RUNNING", "COMPLETING", "REQUEUED", "PENDING", "SUSPENDED", "CONFIGURING")
 
 
 def step_state(job_id: str, states: dict[str, str]) -> tuple[str, dict[str, str]]:
@@ -78,7 +18,7 @@ def step_state(job_id: str, states: dict[str, str]) -> tuple[str, dict[str, str]
     for bad in sorted(FINAL_BAD):
         if bad in values:
             return bad, tasks
-    for live in ("RUNNING", "COMPLETING", "REQUEUED", "PENDING", "SUSPENDED", "CONFIGURING"):
+    for live in LIVE:
         if live in values:
             return "RUNNING" if live == "COMPLETING" else live, tasks
     if values <= FINAL_OK:

@@ -4,11 +4,9 @@ set -euo pipefail
 cd /scratch/runs/covid_xray
 job_ingest=$(bsub < scripts/ingest.lsf | sed -n 's/^Job <\([0-9]*\)>.*/\1/p')
 echo "ingest: ${job_ingest}"
-job_merge=$(bsub -w "done(${job_ingest})" < scripts/merge.lsf | sed -n 's/^Job <\([0-9]*\)>.*/\1/p')
-echo "merge: ${job_merge}"
-job_train=$(bsub -w "done(${job_merge})" < scripts/train.lsf | sed -n 's/^Job <\([0-9]*\)>.*/\1/p')
+job_train=$(bsub -w "done(${job_ingest})" -ti < scripts/train.lsf | sed -n 's/^Job <\([0-9]*\)>.*/\1/p')
 echo "train: ${job_train}"
-job_evaluate=$(bsub -w "done(${job_train})" < scripts/evaluate.lsf | sed -n 's/^Job <\([0-9]*\)>.*/\1/p')
+job_evaluate=$(bsub -w "done(${job_train})" -ti < scripts/evaluate.lsf | sed -n 's/^Job <\([0-9]*\)>.*/\1/p')
 echo "evaluate: ${job_evaluate}"
-job_report=$(bsub -w "done(${job_evaluate})" < scripts/report.lsf | sed -n 's/^Job <\([0-9]*\)>.*/\1/p')
+job_report=$(bsub -w "done(${job_evaluate})" -ti < scripts/report.lsf | sed -n 's/^Job <\([0-9]*\)>.*/\1/p')
 echo "report: ${job_report}"

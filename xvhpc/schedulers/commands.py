@@ -23,6 +23,10 @@ class SchedulerCommandError(RuntimeError):
     """A scheduler command failed for good (its stderr is in the message)."""
 
 
+class TransientCommandError(SchedulerCommandError):
+    """A scheduler command kept failing in a way that may pass (time-out, daemon busy)."""
+
+
 @dataclass
 class CommandRunner:
     retries: int = 4
@@ -37,10 +41,11 @@ class CommandRunner:
         stdin: str | None = None,
         env: dict[str, str] | None = None,
         cwd: str | None = None,
+        retries: int | None = None,
     ) -> str:
         """Run ``argv``; retry transient scheduler failures with backoff; return stdout."""
-        delay = self.backoff_s
-        for attempt in range(self.retries + 1):
+        retries = self.retries if retries is None else retries
+        for attempt in range(retries + 1):
             wait = self._last + self.min_interval_s - time.monotonic()
             if wait > 0:
                 time.sleep(wait)  # throttle: never hammer the controller
@@ -70,7 +75,10 @@ class CommandRunner:
                     raise SchedulerCommandError(
                         f"{' '.join(argv[:2])} failed (exit {done.returncode}): {message}"
                     )
-            if attempt < self.retries:
-                time.sleep(delay)
-                delay = min(delay * 2, 30)
-        raise SchedulerCommandError(f"{argv[0]} kept failing: {message}")
+            if attempt < retries:
+                self.backoff(attempt)
+        raise TransientCommandError(f"{argv[0]} kept failing: {message}")
+
+    def backoff(self, attempt: int) -> None:
+        """Wait before retry ``attempt`` + 1: ``backoff_s`` doubled each time, at most 30 s."""
+        time.sleep(min(self.backoff_s * 2**attempt, 30))
