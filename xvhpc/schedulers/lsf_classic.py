@@ -1,0 +1,137 @@
+"""Classic LSF (no CSM): slots, ``span[ptile]``, ``-gpu``, mpirun/blaunch; OpenLava runs it for real.
+
+Most LSF clusters are not Summit: ``-n`` counts slots (cores here), ``-R "span[ptile=N]"`` places N
+per host, ``-gpu`` asks for GPUs (only when wanted: OpenLava's mbatchd crashes on it). What differs
+from the CSM dialect, and why:
+
+- no ``-wa``/``-wt`` (OpenLava reads ``-wa USR1`` as the dependency ``-w a``): LSF's own run-limit
+  warning is used instead, SIGUSR2 at ``-W`` and the kill ten minutes later (IBM's ``bsub -W``
+  reference; OpenLava's sbatchd, WARN_TIME). The job script forwards it to the trainer, which
+  checkpoints and exits 75; the site's ``requeue.seconds_before`` has no effect here.
+- no ``-ti``: a dependent of a failed job stays PEND. ``query_states`` asks for the pending reason
+  and reports such a job as ``DEPENDENCY_NEVER_SATISFIED``; ``xvhpc cancel`` removes it.
+- no ``bjobs -o``/``-json``: states come from ``bjobs -a -w`` text, where an array element is the
+  bare array id in JOBID and ``name[i]`` in JOB_NAME (some versions write ``123[2]`` in JOBID).
+"""
+
+from __future__ import annotations
+
+import re
+
+from ..plan.model import Step
+from ..spec import SiteConfig
+from .base import SCHEDULERS
+from .commands import CommandRunner, SchedulerCommandError
+from .lsf import STATES, LsfScheduler, job_key
+
+NOT_FOUND = re.compile(r"Job <(\d+(?:\[\d+\])?)> is not found")
+ROW_ID = re.compile(r"^(\d+)(?:\[(\d+)\])?$")
+NAME_INDEX = re.compile(r"\[(\d+)\]$")
+NEVER_SATISFIED = "never satisfied"  # "Dependency condition invalid or never satisfied"
+CONTINUATION = " " * 21  # bjobs -l wraps its lines at 80 columns, continuing at column 22
+
+
+@SCHEDULERS.register("lsf-classic")
+class LsfClassicScheduler(LsfScheduler):
+    # -- rendering ------------------------------------------------------------------------------
+    def size_directives(self, step: Step, site: SiteConfig) -> list[str]:
+        """Slots = tasks × cores per task; ``ptile`` keeps each node's share on one host."""
+        per_host = step.tasks_per_node * step.cpus_per_task
+        lines = [
+            f"#BSUB -n {step.allocation_nodes * per_host}",
+            f'#BSUB -R "span[ptile={per_host}]"',
+        ]
+        if step.gpus_per_node:
+            lines.append(f'#BSUB -gpu "num={step.gpus_per_node}"')
+        return lines
+
+    def warning_directives(self, site: SiteConfig) -> list[str]:
+        """Rerunnable only: the warning is LSF's SIGUSR2 at the run limit (no ``-wa``/``-wt``)."""
+        return ["#BSUB -r"]
+
+    def submit_argv(self, script: str, after: list[str]) -> tuple[list[str], bool]:
+        argv = ["bsub"]
+        if after:
+            argv += ["-w", " && ".join(f"done({j})" for j in after)]
+        return argv, True
+
+    # -- parsing and queries ------------------------------------------------------------------
+    def query_states(self, job_ids: list[str], runner: CommandRunner) -> dict[str, str]:
+        """``bjobs -a -w``; then, only when some pend, ``bjobs -p -w`` for why they pend."""
+        rows = self._bjobs(["-a", "-w"], job_ids, runner)
+        states = {key: STATES.get(stat, stat or "UNKNOWN") for key, (stat, _) in rows.items()}
+        pending = sorted({key.split("_")[0] for key, s in states.items() if s == "PENDING"})
+        if pending:
+            for key, (stat, reasons) in self._bjobs(["-p", "-w"], pending, runner).items():
+                if stat == "PEND" and NEVER_SATISFIED in reasons.lower():
+                    states[key] = "DEPENDENCY_NEVER_SATISFIED"
+        return states
+
+    def _bjobs(
+        self, options: list[str], job_ids: list[str], runner: CommandRunner
+    ) -> dict[str, tuple[str, str]]:
+        """Rows of ``bjobs OPTIONS IDS``. bjobs exits 255 when an id is unknown (purged after
+        CLEAN_PERIOD); those ids are dropped (their state is then UNKNOWN) and the rest asked again."""
+        try:
+            return parse_bjobs(runner.run(["bjobs", *options, *job_ids]))
+        except SchedulerCommandError as exc:
+            gone = set(NOT_FOUND.findall(str(exc)))
+            rest = [j for j in job_ids if j not in gone]
+            if not gone or rest == job_ids:
+                raise
+            return parse_bjobs(runner.run(["bjobs", *options, *rest])) if rest else {}
+
+    def find_jobs(self, tag: str, runner: CommandRunner) -> list[str]:
+        """Unfinished jobs of this user whose ``-Jd`` description is ``tag`` (from ``bjobs -l``)."""
+        try:
+            out = runner.run(["bjobs", "-l"])
+        except SchedulerCommandError as exc:
+            if "no unfinished job" in str(exc).lower():
+                return []
+            raise
+        return sorted(
+            {
+                m.group(1)
+                for line in unwrap(out)
+                if (m := re.match(r"Job Id <(\d+)", line)) and f"Job Description <{tag}>" in line
+            }
+        )
+
+
+def parse_bjobs(text: str) -> dict[str, tuple[str, str]]:
+    """``bjobs -w`` text → {``ID`` or ``ID_i``: (LSF state, pending-reason lines)}.
+
+    Columns: JOBID USER STAT QUEUE FROM_HOST EXEC_HOST JOB_NAME SUBMIT_TIME (three words). Lines
+    that start with a blank continue the row above (``-p`` reasons, more execution hosts).
+    """
+    rows: dict[str, tuple[str, str]] = {}
+    key = None
+    for line in text.splitlines():
+        if not line.strip() or line.startswith("JOBID"):
+            continue
+        if line[0].isspace():
+            if key is not None:
+                stat, reasons = rows[key]
+                rows[key] = (stat, reasons + line.strip() + "\n")
+            continue
+        fields = line.split()
+        match = ROW_ID.match(fields[0])
+        if match is None or len(fields) < 10:
+            raise ValueError(f"unexpected bjobs line: {line!r}")
+        job, index = match.groups()
+        if index is None and (named := NAME_INDEX.search(" ".join(fields[6:-3]))):
+            index = named.group(1)
+        key = job_key(job, index)
+        rows[key] = (fields[2], "")
+    return rows
+
+
+def unwrap(text: str) -> list[str]:
+    """``bjobs -l`` lines with their 80-column wrapping undone (continuations joined as is)."""
+    lines: list[str] = []
+    for line in text.splitlines():
+        if line.startswith(CONTINUATION) and lines:
+            lines[-1] += line[len(CONTINUATION) :]
+        else:
+            lines.append(line)
+    return lines
