@@ -102,24 +102,13 @@ class Plan:
         )
 
     def node_hours(self) -> float:
-        """Upper bound on node-hours if every job ran to its walltime (packing, waves included)."""
+        """Upper bound on node-hours if every job ran to its walltime (packing, waves and a
+        single allocation included: each job is counted as what it asks for)."""
         total = 0.0
         for s in self.steps:
-            if s.packed:
-                total += self._packed_hours(s)
-            else:
-                total += max(1, s.array) * s.allocation_nodes * s.job_seconds / 3600
+            jobs = s.pack_jobs if s.packed else max(1, s.array)
+            total += jobs * s.allocation_nodes * s.job_seconds / 3600
         return round(total, 2)
-
-    @staticmethod
-    def _packed_hours(s: Step) -> float:
-        hours = 0.0
-        per_job = s.per_wave * s.waves
-        for job in range(s.pack_jobs):
-            points = min(per_job, s.array - job * per_job)
-            waves = math.ceil(points / s.per_wave)
-            hours += s.allocation_nodes * waves * parse_walltime(s.walltime) / 3600
-        return hours
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)

@@ -77,6 +77,7 @@ def submit_plan(
         "steps": {},
     }
     ids: dict[str, str] = {}
+    print(f"{len(plan.steps)} job(s) on {site.name}; at most {plan.node_hours()} node-hours")
     for step in plan.steps:
         script = f"scripts/{step.name}{scheduler.suffix}"
         after = [ids.get(a, f"<{a}>") for a in step.after]

@@ -1,0 +1,303 @@
+"""Summit (LSF + CSM + jsrun): the compiled scripts run under bash with stand-in jsrun/brequeue
+that record what they receive and react to signals, plus the queue policy of the plan.
+
+OpenLava (tests/test_lsf.py) cannot check these: it has no CSM (-nnodes, -alloc_flags, -wa/-wt,
+-ti) and no jsrun.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from xvhpc.plan import build_plan
+from xvhpc.plan.render import render_plan
+from xvhpc.spec import check_against_site, load_site, load_spec
+
+from .conftest import ROOT, xv
+
+# A stand-in jsrun: records its argv and environment, then behaves as XVHPC_FAKE_MODE says.
+FAKE_JSRUN = """#!/bin/bash
+printf '%s\\n' "$(printf '%q ' "$@")|port=${MASTER_PORT:-}" >> "$FAKE_STATE/jsrun.log"
+case "${FAKE_MODE:-ok}" in
+  ok) exit 0 ;;
+  checkpoint) exit 75 ;;
+  wait_signal)  # a training point: runs until USR1, then checkpoints and exits 75
+    trap 'echo "usr1 $$" >> "$FAKE_STATE/signals.log"; exit 75' USR1
+    echo started >> "$FAKE_STATE/started.log"
+    while :; do sleep 0.1; done ;;
+esac
+"""
+FAKE_RECORD = """#!/bin/bash
+printf '%s\\n' "$*" >> "$FAKE_STATE/$(basename "$0").log"
+"""
+
+
+def _stand_ins(tmp_path: Path) -> dict[str, str]:
+    bin_dir, state = tmp_path / "bin", tmp_path / "state"
+    bin_dir.mkdir()
+    state.mkdir()
+    fakes = {
+        "jsrun": FAKE_JSRUN,
+        "brequeue": FAKE_RECORD,
+        "module": FAKE_RECORD,
+        "conda": FAKE_RECORD,
+    }
+    for name, text in fakes.items():
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    return {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "FAKE_STATE": str(state),
+        "XVHPC_PYTHON": sys.executable,
+        "LSB_JOBID": "12345",
+    }
+
+
+def _spec(tmp_path: Path, **resources) -> Path:
+    data = yaml.safe_load((ROOT / "jobs" / "covid_xray.yaml").read_text())
+    data["data"]["source"] = str(tmp_path)
+    data["resources"].update(resources)
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _sweep_spec(tmp_path: Path, points: int, max_concurrent: int, walltime: str) -> Path:
+    data = yaml.safe_load((ROOT / "jobs" / "covid_xray.yaml").read_text())
+    data["data"]["source"] = str(tmp_path)
+    data["resources"].update(nodes=1, gpus_per_node=6, walltime=walltime)
+    rates = [round(0.001 * (i + 1), 4) for i in range(points)]
+    data["sweep"] = {
+        "method": "grid",
+        "parameters": {"train.learning_rate": rates},
+        "max_concurrent": max_concurrent,
+    }
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _compile(spec: Path, run: Path, site: str = "summit") -> tuple[object, dict[str, str]]:
+    loaded, site_cfg = load_spec(spec), load_site(site)
+    assert not check_against_site(loaded, site_cfg)
+    plan = build_plan(loaded, site_cfg, str(run))
+    files = render_plan(plan, site_cfg)
+    for rel, text in files.items():
+        (run / rel).parent.mkdir(parents=True, exist_ok=True)
+        (run / rel).write_text(text)
+    (run / "train").mkdir(exist_ok=True)
+    return plan, files
+
+
+def test_requeue_of_a_plain_job_names_the_job_not_element_zero(tmp_path: Path) -> None:
+    """LSB_JOBINDEX is 0 outside arrays: `brequeue 12345[0]` fails; `brequeue 12345` is right."""
+    run = tmp_path / "run"
+    _compile(_spec(tmp_path), run)
+    env = {**_stand_ins(tmp_path), "LSB_JOBINDEX": "0", "FAKE_MODE": "checkpoint"}
+    proc = subprocess.run(["bash", str(run / "scripts/train.lsf")], env=env, capture_output=True)
+    assert proc.returncode == 75, proc.stderr
+    assert (tmp_path / "state/brequeue.log").read_text().split() == ["12345"]
+    assert (run / "train/requeues-0").read_text().strip() == "1"
+
+
+def test_requeue_stops_at_max_requeues(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    _compile(_spec(tmp_path), run)
+    (run / "train").mkdir(exist_ok=True)
+    (run / "train/requeues-0").write_text("3\n")  # train.max_requeues defaults to 3
+    env = {**_stand_ins(tmp_path), "LSB_JOBINDEX": "0", "FAKE_MODE": "checkpoint"}
+    proc = subprocess.run(["bash", str(run / "scripts/train.lsf")], env=env, capture_output=True)
+    assert proc.returncode == 75
+    assert not (tmp_path / "state/brequeue.log").exists()
+    assert b"requeue limit 3 reached" in proc.stderr
+
+
+def test_every_step_runs_through_jsrun_never_on_the_launch_node(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    plan, files = _compile(_spec(tmp_path), run)
+    scripts = {k: v for k, v in files.items() if k.endswith(".lsf")}
+    assert set(scripts) == {f"scripts/{s}.lsf" for s in ("ingest", "train", "evaluate", "report")}
+    for name, text in scripts.items():
+        calls = [line for line in text.splitlines() if '"$XVHPC_PY" -m xvhpc' in line]
+        assert calls, name
+        for line in calls:
+            assert "jsrun " in line, f"{name} runs python on the launch node: {line}"
+            assert "--smpiargs=-disable_gpu_hooks" in line, line
+    # ingest: one job of MPI ranks (8 shards over 2 nodes), rank 0 merges; no array, no merge job
+    assert "jsrun -n8 -r4 -a1 -g0 " in scripts["scripts/ingest.lsf"]
+    assert "--shard all --merge" in scripts["scripts/ingest.lsf"]
+
+
+def test_summit_defaults_follow_olcf_dl_layout(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    _compile(_spec(tmp_path, gpus_per_node=6), run)
+    train = (run / "scripts/train.lsf").read_text()
+    assert "jsrun -n2 -r1 -a6 -g6 -c42 -bpacked:7 --smpiargs=-disable_gpu_hooks" in train
+    assert '#BSUB -alloc_flags "smt4"' in train
+    assert "gpumps" not in train
+
+
+def test_dependencies_kill_orphans_and_status_sees_elements(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    _, files = _compile(_spec(tmp_path), run)
+    submit = files["scripts/submit.sh"]
+    assert 'bsub -w "done(${job_ingest})" -ti' in submit
+    dry = xv("submit", str(_spec(tmp_path)), "--site", "summit", "--out", str(run), "--dry-run")
+    assert "-ti" in dry.stdout
+
+
+def test_packed_sweep_waves_fit_walltime_and_bins(tmp_path: Path) -> None:
+    """12 points, 4 at a time, 1 h each: 4 nodes is in the ≤45-node bin (2 h), so two waves per
+    job and two jobs; never three waves inside a 2 h limit."""
+    run = tmp_path / "run"
+    plan, files = _compile(_sweep_spec(tmp_path, 12, 4, "01:00:00"), run)
+    train = files["scripts/train.lsf"]
+    assert '#BSUB -J "covid-xray-train[1-2]%2"' in train
+    assert "#BSUB -nnodes 4" in train
+    assert "#BSUB -W 2:00" in train
+    step = next(s for s in plan.steps if s.name == "train")
+    assert (step.per_wave, step.waves, step.pack_jobs) == (4, 2, 2)
+    # 2 jobs x 4 nodes x 2 h, not 12 points x 1 h each on separate nodes counted twice
+    assert json.loads(files["plan.json"])["node_hours_max"] >= 16
+
+
+def test_packed_sweep_at_the_bin_limit_splits_into_jobs(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    plan, files = _compile(_sweep_spec(tmp_path, 12, 4, "02:00:00"), run)
+    train = files["scripts/train.lsf"]
+    assert '#BSUB -J "covid-xray-train[1-3]%3"' in train
+    assert "#BSUB -W 2:00" in train
+
+
+def test_a_larger_allocation_uses_its_longer_bin(tmp_path: Path) -> None:
+    """50 concurrent points of 1 node: 50 nodes fall in the 46-91 node bin (6 h)."""
+    run = tmp_path / "run"
+    plan, files = _compile(_sweep_spec(tmp_path, 100, 50, "02:00:00"), run)
+    train = files["scripts/train.lsf"]
+    assert "#BSUB -nnodes 50" in train
+    assert "#BSUB -W 4:00" in train  # 2 waves of 2 h (100 points / 50): within 6 h
+    assert '#BSUB -J "covid-xray-train"' in train
+
+
+def test_packed_points_get_own_rendezvous_and_signals_reach_all(tmp_path: Path) -> None:
+    """USR1 to the batch shell reaches every running point; one that checkpoints (exit 75) makes
+    the job requeue itself (an array element: ID[INDEX]); later waves do not start."""
+    run = tmp_path / "run"
+    _compile(_sweep_spec(tmp_path, 12, 4, "01:00:00"), run)
+    env = {**_stand_ins(tmp_path), "LSB_JOBINDEX": "2", "FAKE_MODE": "wait_signal"}
+    proc = subprocess.Popen(
+        ["bash", str(run / "scripts/train.lsf")],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    started = tmp_path / "state/started.log"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if started.exists() and len(started.read_text().split()) == 4:
+            break
+        time.sleep(0.1)
+    assert len(started.read_text().split()) == 4, "4 points must run at once"
+    proc.send_signal(signal.SIGUSR1)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 75, err
+    assert len((tmp_path / "state/signals.log").read_text().splitlines()) == 4
+    launches = (tmp_path / "state/jsrun.log").read_text().splitlines()
+    assert len(launches) == 4, "the second wave must not start after the signal"
+    points = sorted(int(line.split("--point ")[1].split()[0]) for line in launches)
+    assert points == [8, 9, 10, 11]  # element 2 of 2 holds points 8..15 (only 8..11 exist)
+    ports = {line.rsplit("port=", 1)[1] for line in launches}
+    assert len(ports) == 4, "each concurrent point needs its own rendezvous port"
+    assert (tmp_path / "state/brequeue.log").read_text().split() == ["12345[2]"]
+    for point in points:
+        assert (run / f"train/requeues-{point}").read_text().strip() == "1"
+
+
+def test_debug_queue_forbids_chaining_so_the_pipeline_is_one_allocation(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    plan, files = _compile(_spec(tmp_path, queue="debug"), run)
+    assert [s.name for s in plan.steps] == ["pipeline"]
+    assert "-w" not in files["scripts/submit.sh"]
+    env = {**_stand_ins(tmp_path), "LSB_JOBINDEX": "0"}
+    proc = subprocess.run(["bash", str(run / "scripts/pipeline.lsf")], env=env, capture_output=True)
+    assert proc.returncode == 0, proc.stderr
+    order = [
+        line.split(" -m xvhpc ")[1].split()[0]
+        for line in (tmp_path / "state/jsrun.log").read_text().splitlines()
+    ]
+    assert order == ["ingest", "train", "evaluate", "report"]
+
+
+def test_single_allocation_on_slurm(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    plan, files = _compile(_spec(tmp_path, single_allocation=True), run, site="x86-v100")
+    script = files["scripts/pipeline.sbatch"]
+    assert "--shard all --merge" in script
+    assert "#SBATCH --signal=B:USR1@90" in script
+    assert script.index(" ingest ") < script.index(" train ") < script.index(" evaluate ")
+
+
+def test_notify_by_email(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    _, lsf = _compile(_spec(tmp_path, notify="email"), run)
+    assert "#BSUB -B" in lsf["scripts/train.lsf"] and "#BSUB -N" in lsf["scripts/train.lsf"]
+    _, slurm = _compile(_spec(tmp_path, notify="email"), tmp_path / "r2", site="x86-v100")
+    assert "#SBATCH --mail-type=END,FAIL" in slurm["scripts/train.sbatch"]
+
+
+def test_power9_slurm_counts_smt_threads(tmp_path: Path) -> None:
+    """32 cores x SMT4, 4 tasks: 8 cores = 32 hardware threads each, as Slurm counts CPUs."""
+    run = tmp_path / "run"
+    _, files = _compile(_spec(tmp_path), run, site="power9-slurm")
+    assert "#SBATCH --cpus-per-task=32" in files["scripts/train.sbatch"]
+    assert "--cpus-per-task=32 " in files["scripts/train.sbatch"]  # srun line too
+
+
+FAKE_SLOW_SBATCH = """#!/bin/bash
+state="$FAKE_STATE"
+n=$(cat "$state/n" 2>/dev/null || echo 100); echo $((n + 1)) > "$state/n"
+comment=$(sed -n 's/^#SBATCH --comment=//p' "${@: -1}")
+echo "$n|$comment" >> "$state/queue"
+echo "sbatch $*" >> "$state/calls"
+if [ ! -e "$state/timed_out" ]; then  # the first reply is lost after the job was queued
+  touch "$state/timed_out"
+  echo "sbatch: error: Batch job submission failed: Socket timed out on send/recv operation" >&2
+  exit 1
+fi
+echo "$n"
+"""
+FAKE_SQUEUE = """#!/bin/bash
+cat "$FAKE_STATE/queue"
+"""
+
+
+def test_a_submit_whose_reply_was_lost_is_not_submitted_twice(tmp_path: Path) -> None:
+    env = _stand_ins(tmp_path)
+    bin_dir = tmp_path / "bin"
+    for name, text in {"sbatch": FAKE_SLOW_SBATCH, "squeue": FAKE_SQUEUE}.items():
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    run = tmp_path / "run"
+    proc = xv(
+        "submit",
+        str(_spec(tmp_path)),
+        "--site",
+        "x86-v100",
+        "--out",
+        str(run),
+        env={**env, "XVHPC_SUBMIT_INTERVAL": "0"},
+    )
+    calls = (tmp_path / "state/calls").read_text().splitlines()
+    assert len(calls) == 5, calls  # ingest, merge, train, evaluate, report: once each
+    jobs = json.loads((run / "jobs.json").read_text())
+    assert jobs["steps"]["ingest"]["job_id"] == "100"
+    assert "was submitted" in proc.stdout
