@@ -65,7 +65,8 @@ def test_decodes_every_format_and_mode(tmp_path: Path, mode: str, fmt: str) -> N
     path = write(tmp_path / f"x.{fmt.lower()}", image, format=fmt)
     for channels in (1, 3):
         (frame,) = decode(path, DecodeOptions(size=32, channels=channels))
-        assert frame.dtype == np.uint8 and frame.shape == (60, 80, channels)
+        assert frame.dtype == np.uint8
+        assert frame.shape == (60, 80, channels)
         assert frame.std() > 5  # real content, not a blank
 
 
@@ -73,7 +74,8 @@ def test_16bit_png_keeps_full_range(tmp_path: Path) -> None:
     values = np.linspace(0, 4095, 80 * 60).reshape(60, 80).astype(np.uint16)
     path = write(tmp_path / "x.png", Image.fromarray(values))
     (frame,) = decode(path, OPTS)
-    assert frame.min() == 0 and frame.max() == 255
+    assert frame.min() == 0
+    assert frame.max() == 255
 
 
 def test_exif_orientation_applied(tmp_path: Path) -> None:
@@ -89,21 +91,27 @@ def test_jpeg_decodes_at_reduced_scale(tmp_path: Path) -> None:
     big = Image.fromarray(np.random.default_rng(0).integers(0, 255, (3000, 2400), dtype=np.uint8))
     path = write(tmp_path / "big.jpg", big, format="JPEG", quality=80)
     (frame,) = decode(path, DecodeOptions(size=224, channels=1))
-    assert (
-        224 <= min(frame.shape[:2]) and max(frame.shape[:2]) <= 3000 // 4
-    )  # DCT scaling, not a full decode
+    assert 224 <= min(frame.shape[:2])
+    assert max(frame.shape[:2]) <= 3000 // 4  # DCT scaling, not a full decode
 
 
-def test_resize_modes() -> None:
+def test_resize_squash_and_center_crop() -> None:
     frame = gradient(100, 50)[:, :, None]
     assert resize(frame, 32, "squash")[0].shape == (32, 32, 1)
-    letter = resize(frame, 32, "letterbox")[0]
-    assert (
-        letter.shape == (32, 32, 1) and letter[0].max() == 0 and letter[16].max() > 0
-    )  # padded top
     assert resize(frame, 32, "center_crop")[0].shape == (32, 32, 1)
-    tiles = resize(frame, 16, "tile", tile_grid=2)
-    assert len(tiles) == 4 and all(t.shape == (16, 16, 1) for t in tiles)
+
+
+def test_resize_letterbox_pads() -> None:
+    letter = resize(gradient(100, 50)[:, :, None], 32, "letterbox")[0]
+    assert letter.shape == (32, 32, 1)
+    assert letter[0].max() == 0  # padded top
+    assert letter[16].max() > 0
+
+
+def test_resize_tiles() -> None:
+    tiles = resize(gradient(100, 50)[:, :, None], 16, "tile", tile_grid=2)
+    assert len(tiles) == 4
+    assert all(t.shape == (16, 16, 1) for t in tiles)
 
 
 def make_dicom(
@@ -152,18 +160,31 @@ def make_dicom(
     return path
 
 
-def test_dicom_monochrome_inversion_window_colour_and_frames(tmp_path: Path) -> None:
+def test_dicom_monochrome1_is_inverted(tmp_path: Path) -> None:
     (m2,) = decode(make_dicom(tmp_path / "m2.dcm"), OPTS)
     (m1,) = decode(make_dicom(tmp_path / "m1.dcm", "MONOCHROME1"), OPTS)
     assert m2.shape == (40, 50, 1)
     assert np.corrcoef(m1.ravel().astype(float), m2.ravel().astype(float))[0, 1] < -0.99  # inverted
+
+
+def test_dicom_voi_window_applied(tmp_path: Path) -> None:
     (windowed,) = decode(make_dicom(tmp_path / "w.dcm", window=(500, 200)), OPTS)
-    assert windowed.shape == (40, 50, 1) and (windowed == 255).mean() > 0.5  # VOI window saturates
+    assert windowed.shape == (40, 50, 1)
+    assert (windowed == 255).mean() > 0.5  # VOI window saturates
+
+
+def test_dicom_colour(tmp_path: Path) -> None:
     (rgb,) = decode(make_dicom(tmp_path / "rgb.dcm", rgb=True), DecodeOptions(32, 3))
     assert rgb.shape == (40, 50, 3)
+
+
+def test_dicom_first_or_all_frames(tmp_path: Path) -> None:
     multi = make_dicom(tmp_path / "multi.dcm", frames=3)
     assert len(decode(multi, OPTS)) == 1
     assert len(decode(multi, DecodeOptions(32, 1, dicom_frames="all"))) == 3
+
+
+def test_dicom_without_pixel_data_is_a_bad_image(tmp_path: Path) -> None:
     with pytest.raises(BadImage, match="without pixel data"):
         decode(make_dicom(tmp_path / "nopix.dcm", pixels=False), OPTS)
 
@@ -274,7 +295,8 @@ def test_too_many_bad_files_is_an_error(tmp_path: Path) -> None:
     proc = xv(
         "ingest", "--run-dir", str(tmp_path / "run"), "--shard", "all", "--merge", check=False
     )
-    assert proc.returncode == 3 and "above data.max_bad_fraction 5.0%" in proc.stderr
+    assert proc.returncode == 3
+    assert "above data.max_bad_fraction 5.0%" in proc.stderr
     assert "error" in json.loads((tmp_path / "run" / "manifest.json").read_text())
 
 
@@ -285,11 +307,9 @@ def test_fewer_than_two_classes(tmp_path: Path) -> None:
     proc = xv(
         "ingest", "--run-dir", str(tmp_path / "run"), "--shard", "all", "--merge", check=False
     )
-    assert (
-        proc.returncode == 2
-        and "need at least two classes" in proc.stderr
-        and "(only)" in proc.stderr
-    )
+    assert proc.returncode == 2
+    assert "need at least two classes" in proc.stderr
+    assert "(only)" in proc.stderr
 
 
 def test_group_aware_stratified_split_is_seeded() -> None:
@@ -327,7 +347,8 @@ def test_real_chest_xrays_through_csv(tmp_path: Path) -> None:
     xv("ingest", "--run-dir", str(tmp_path / "run"), "--shard", "all", "--merge")
     m = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert m["classes"] == ["COVID-19", "No finding", "Pneumonia"]
-    assert m["unlabelled"] == 15 and not m["skipped"]
+    assert m["unlabelled"] == 15
+    assert not m["skipped"]
     before, after = m["counts_before_augmentation"], m["counts_after_augmentation"]
     assert sum(before["train"].values()) + sum(before["val"].values()) == 40
     assert after["train"]["Pneumonia"] == 4 * before["train"]["Pneumonia"]
@@ -335,13 +356,15 @@ def test_real_chest_xrays_through_csv(tmp_path: Path) -> None:
     groups: dict[str, set[int]] = {}
     for shard in sorted((tmp_path / "run" / "shards").glob("*.h5")):
         with h5py.File(shard) as h5:
-            assert h5["images"].shape[1:] == (64, 64, 1) and h5["images"].chunks == (1, 64, 64, 1)
+            assert h5["images"].shape[1:] == (64, 64, 1)
+            assert h5["images"].chunks == (1, 64, 64, 1)
             for src, split, ops in zip(h5["source"][:], h5["split"][:], h5["ops"][:], strict=True):
                 groups.setdefault(src.decode().split("/")[-1].rsplit(".", 1)[0], set()).add(
                     int(split)
                 )
                 if ops:
-                    assert int(split) == 0 and "ops" in json.loads(ops.decode())
+                    assert int(split) == 0
+                    assert "ops" in json.loads(ops.decode())
     assert all(len(v) == 1 for v in groups.values())
 
 
@@ -399,13 +422,15 @@ def test_real_chest_xrays_through_coco_json(tmp_path: Path) -> None:
         with h5py.File(shard) as h5:
             for src, split in zip(h5["source"][:], h5["split"][:], strict=True):
                 sides.setdefault(src.decode().split("/")[-1].split(".")[0], set()).add(int(split))
-    assert len(sides) == stored and all(len(v) == 1 for v in sides.values())
+    assert len(sides) == stored
+    assert all(len(v) == 1 for v in sides.values())
     from xvhpc.data.catalog import build_catalog
     from xvhpc.spec.load import load_spec
 
     catalog = build_catalog(tmp_path / "coco.json", load_spec(spec).spec.data)
     patient_of = {im["file_name"]: im["patient"] for im in images}
-    assert catalog.samples and all(s.group == patient_of[s.rel] for s in catalog.samples)
+    assert catalog.samples
+    assert all(s.group == patient_of[s.rel] for s in catalog.samples)
 
 
 def test_coco_json_errors_name_the_file(tmp_path: Path) -> None:
@@ -443,9 +468,8 @@ def test_leaks_reported_and_dropped(tmp_path: Path) -> None:
     xv("compile", str(spec), "--out", str(tmp_path / "run"))
     xv("ingest", "--run-dir", str(tmp_path / "run"), "--shard", "all", "--merge")
     m = json.loads((tmp_path / "run" / "manifest.json").read_text())
-    assert (
-        m["leaks"]["identical_images_in_train_and_val"] == 1 and len(m["exclude_val_hashes"]) == 1
-    )
+    assert m["leaks"]["identical_images_in_train_and_val"] == 1
+    assert len(m["exclude_val_hashes"]) == 1
     from xvhpc.data.dataset import load_index
 
     val = load_index(tmp_path / "run", "val")
@@ -492,9 +516,8 @@ def test_killed_ingest_resumes_to_identical_shards(tmp_path: Path) -> None:
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert (shard_dir / "shard-00000.json").exists() and not (
-        shard_dir / "shard-00002.json"
-    ).exists(), "kill came too late to test a resume"
+    assert (shard_dir / "shard-00000.json").exists(), "kill came too early to test a resume"
+    assert not (shard_dir / "shard-00002.json").exists(), "kill came too late to test a resume"
     resumed = xv(*_ingest_all(tmp_path / "killed", 2))
     assert "shard 0 already complete" in resumed.stderr
     assert not list(shard_dir.glob(".*.tmp")), "stale temp files left behind"
@@ -553,7 +576,8 @@ def test_ordered_map_keeps_order_and_the_caller_works_while_waiting() -> None:
         out = list(mapper(_square_where, list(range(60))))
     assert [value for value, _ in out] == [x * x for x in range(60)]
     pids = {pid for _, pid in out}
-    assert os.getpid() in pids and len(pids) == 2, "the pool and this process should share work"
+    assert os.getpid() in pids, "this process should decode while it waits"
+    assert len(pids) == 2, "the pool and this process should share work"
 
 
 def _children(pid: int) -> list[int]:
@@ -588,7 +612,8 @@ def test_killed_worker_process_is_a_clear_error_and_a_rerun_resumes(tmp_path: Pa
     proc = _start_and_kill(tmp_path, kill_parent=False)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 4, f"kill came too late or was not reported: {stderr}"
-    assert "a worker process died" in stderr and "Traceback" not in stderr
+    assert "a worker process died" in stderr
+    assert "Traceback" not in stderr
     xv(*_ingest_all(tmp_path / "killed", 2))
     assert sha256s(tmp_path / "killed" / "shards") == sha256s(tmp_path / "whole" / "shards")
 
@@ -634,6 +659,7 @@ def test_reduced_decode_is_sized_by_the_resize_mode(tmp_path: Path) -> None:
     (square,) = decode(path, DecodeOptions(size=224, channels=1, resize="squash"))
     (letter,) = decode(path, DecodeOptions(size=224, channels=1, resize="letterbox"))
     assert min(square.shape[:2]) >= 224  # both sides must reach the target
-    assert max(letter.shape[:2]) >= 224 and letter.shape[1] < square.shape[1]  # only the long side
+    assert max(letter.shape[:2]) >= 224
+    assert letter.shape[1] < square.shape[1]  # only the long side
     (tiles,) = decode(path, DecodeOptions(size=224, channels=1, resize="tile", tile_grid=2))
     assert min(tiles.shape[:2]) >= 448

@@ -61,7 +61,7 @@ JSRUN = {
 }
 
 
-def test_detects_each_environment(tmp_path: Path) -> None:
+def test_detects_torchrun() -> None:
     info = detect_environment(TORCHRUN)
     assert (
         info.environment,
@@ -71,6 +71,9 @@ def test_detects_each_environment(tmp_path: Path) -> None:
         info.master_addr,
         info.master_port,
     ) == ("torchrun", 3, 1, 4, "node7", 29500)
+
+
+def test_detects_srun() -> None:
     info = detect_environment(SRUN)
     assert (info.environment, info.rank, info.local_rank, info.world_size, info.master_addr) == (
         "slurm",
@@ -79,6 +82,9 @@ def test_detects_each_environment(tmp_path: Path) -> None:
         8,
         "10.0.0.1",
     )
+
+
+def test_detects_open_mpi() -> None:
     info = detect_environment(OMPI)
     assert (info.environment, info.rank, info.world_size, info.master_port) == (
         "openmpi",
@@ -86,16 +92,19 @@ def test_detects_each_environment(tmp_path: Path) -> None:
         2,
         29400,
     )
+
+
+def test_detects_jsrun(tmp_path: Path) -> None:
     rankfile = tmp_path / "rankfile"
     rankfile.write_text("batch3\n" + "h41n01\n" * 6 + "h41n02\n" * 6)  # launch node first
     info = detect_environment(
         {**JSRUN, "LSB_DJOB_RANKFILE": str(rankfile), "MASTER_ADDR": "h41n01"}
     )
-    assert info.environment == "jsrun" and (info.rank, info.local_rank, info.world_size) == (
-        7,
-        1,
-        12,
-    )
+    assert info.environment == "jsrun"
+    assert (info.rank, info.local_rank, info.world_size) == (7, 1, 12)
+
+
+def test_detects_a_single_process() -> None:
     assert detect_environment({}).environment == "single"
 
 
@@ -113,15 +122,16 @@ def test_detection_order_prefers_launcher_over_scheduler() -> None:
     assert detect_environment({**SRUN, **OMPI}).environment == "openmpi"  # mpirun in an allocation
 
 
-def test_missing_variable_names_it_and_hints() -> None:
+def test_missing_slurm_variable_names_it_and_hints() -> None:
     env = {k: v for k, v in SRUN.items() if k != "MASTER_ADDR"}
     with pytest.raises(EnvironmentError_) as info:
         detect_environment(env)
-    assert (
-        "MASTER_ADDR is not set" in str(info.value)
-        and "HINT:" in str(info.value)
-        and "scontrol show hostnames" in str(info.value)
-    )
+    assert "MASTER_ADDR is not set" in str(info.value)
+    assert "HINT:" in str(info.value)
+    assert "scontrol show hostnames" in str(info.value)
+
+
+def test_missing_torchrun_variable_names_it_and_hints() -> None:
     env = {k: v for k, v in TORCHRUN.items() if k != "MASTER_PORT"}
     with pytest.raises(
         EnvironmentError_, match="MASTER_PORT is not set. HINT: launch with `torchrun"
@@ -129,12 +139,21 @@ def test_missing_variable_names_it_and_hints() -> None:
         detect_environment(env)
 
 
-def test_rank_batches_disjoint_reshuffled_resumable() -> None:
+def test_rank_batches_are_disjoint_and_cover_an_epoch() -> None:
     a, b = RankBatches(100, 10, 0, 2, seed=1), RankBatches(100, 10, 1, 2, seed=1)
     epoch0_a = sum((a.batch_at(i) for i in range(5)), [])
     epoch0_b = sum((b.batch_at(i) for i in range(5)), [])
-    assert not set(epoch0_a) & set(epoch0_b) and len(set(epoch0_a) | set(epoch0_b)) == 100
+    assert not set(epoch0_a) & set(epoch0_b)
+    assert len(set(epoch0_a) | set(epoch0_b)) == 100
+
+
+def test_rank_batches_reshuffle_each_epoch() -> None:
+    a = RankBatches(100, 10, 0, 2, seed=1)
     assert a.batch_at(0) != a.batch_at(5)  # next epoch reshuffles
+
+
+def test_rank_batches_resume_at_their_start() -> None:
+    a = RankBatches(100, 10, 0, 2, seed=1)
     resumed = RankBatches(100, 10, 0, 2, seed=1, start=7)
     assert next(iter(resumed)) == a.batch_at(7)
 
@@ -148,29 +167,37 @@ def test_every_architecture_builds_with_new_head(arch: str) -> None:
     assert out.shape == (2, 3)
 
 
-def test_custom_import_and_freeze() -> None:
+def test_custom_import() -> None:
     model = build_model(
         ModelSpec.model_validate({"import": "tests.custom_model:build", "pretrained": "none"}), 5
     )
     assert model(torch.zeros(1, 3, 16, 16)).shape == (1, 5)
+
+
+def test_freeze_backbone_trains_the_head_only() -> None:
     frozen = build_model(ModelSpec(arch="resnet18", pretrained="none", freeze_backbone=True), 2)
     trainable = {n for n, p in frozen.named_parameters() if p.requires_grad}
     assert trainable == {"fc.weight", "fc.bias"}
+
+
+def test_imagenet_weights_missing_from_cache_say_how_to_fetch(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("XVHPC_WEIGHTS", str(tmp_path / "cache"))
+    with pytest.raises(FileNotFoundError, match="xvhpc weights fetch googlenet"):
+        build_model(ModelSpec(arch="googlenet", pretrained="imagenet"), 4)
 
 
 def test_imagenet_weights_only_from_cache(tmp_path: Path, monkeypatch) -> None:
     import torchvision
 
     monkeypatch.setenv("XVHPC_WEIGHTS", str(tmp_path / "cache"))
-    with pytest.raises(FileNotFoundError, match="xvhpc weights fetch googlenet"):
-        build_model(ModelSpec(arch="googlenet", pretrained="imagenet"), 4)
     # a cache filled (here by hand, as `weights fetch` would) loads without any network
     reference = torchvision.models.googlenet(weights=None, aux_logits=True, init_weights=True)
     path = cached_file("googlenet")
     path.parent.mkdir(parents=True)
     torch.save(reference.state_dict(), path)
     model = build_model(ModelSpec(arch="googlenet", pretrained="imagenet"), 4)
-    assert model.aux1 is None and model.fc.out_features == 4
+    assert model.aux1 is None
+    assert model.fc.out_features == 4
     assert torch.equal(model.conv1.conv.weight, reference.conv1.conv.weight)
 
 
@@ -201,29 +228,24 @@ def check_ranks(run: Path, world: int, environment: str) -> None:
         json.loads((run / "train" / "0" / "ranks" / f"rank-{r}.json").read_text())
         for r in range(world)
     ]
-    assert {r["environment"] for r in ranks} == {environment} and {
-        r["world_size"] for r in ranks
-    } == {world}
+    assert {r["environment"] for r in ranks} == {environment}
+    assert {r["world_size"] for r in ranks} == {world}
     assert len({r["weights_sha256"] for r in ranks}) == 1, (
         "ranks hold different weights after DDP steps"
     )
     seen = [set(sum(r["first_batches"], [])) for r in ranks]
     assert not seen[0] & seen[1], "ranks read overlapping samples"
     progress = json.loads((run / "train" / "0" / "progress.json").read_text())
-    assert (
-        progress["state"] == "done"
-        and progress["iteration"] == 16
-        and progress["world_size"] == world
-    )
+    assert progress["state"] == "done"
+    assert progress["iteration"] == 16
+    assert progress["world_size"] == world
     lines = [
         json.loads(x) for x in (run / "train" / "0" / "metrics.jsonl").read_text().splitlines()
     ]
-    assert any("val_accuracy" in x for x in lines) and all(
-        "data_wait_fraction" in x for x in lines if "loss" in x
-    )
-    assert (run / "model" / "weights.pt").exists() and json.loads(
-        (run / "model" / "meta.json").read_text()
-    )["classes"]
+    assert any("val_accuracy" in x for x in lines)
+    assert all("data_wait_fraction" in x for x in lines if "loss" in x)
+    assert (run / "model" / "weights.pt").exists()
+    assert json.loads((run / "model" / "meta.json").read_text())["classes"]
 
 
 def test_ddp_under_torchrun(ingested: Path) -> None:
@@ -302,7 +324,8 @@ def test_sigterm_checkpoint_and_resume_equal_weights(ingested: Path) -> None:
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 75, err[-2000:]
     state = json.loads(progress.read_text())
-    assert state["state"] == "checkpointed" and 5 <= state["iteration"] < 16
+    assert state["state"] == "checkpointed"
+    assert 5 <= state["iteration"] < 16
     resumed = xv("train", "--run-dir", str(run))
     assert f"resumed from checkpoint at iteration {state['iteration']}" in resumed.stderr
     assert weights_of(run) == uninterrupted
@@ -310,7 +333,8 @@ def test_sigterm_checkpoint_and_resume_equal_weights(ingested: Path) -> None:
         json.loads(x) for x in (run / "train" / "0" / "metrics.jsonl").read_text().splitlines()
     ]
     iterations = [e["iteration"] for e in events if "loss" in e]
-    assert iterations == sorted(iterations) and len(iterations) == len(set(iterations)) == 16
+    assert iterations == sorted(iterations)
+    assert len(iterations) == len(set(iterations)) == 16
     assert any(e.get("event") == "resumed" for e in events)
 
 
@@ -328,16 +352,15 @@ def test_missing_weights_error_in_step(ingested: Path, tmp_path: Path) -> None:
         )
     finally:
         (run / "spec.yaml").write_text(text.replace("pretrained: imagenet", "pretrained: none"))
-    assert proc.returncode == 2 and "xvhpc weights fetch resnet18" in proc.stderr
+    assert proc.returncode == 2
+    assert "xvhpc weights fetch resnet18" in proc.stderr
 
 
 def test_numbers_learnable(trained_run: Path) -> None:
     """The tiny pipeline run learns something: better than chance on 4 classes."""
     metrics = json.loads((trained_run / "eval" / "0" / "metrics.json").read_text())
-    assert (
-        metrics["accuracy"] > 0.3
-        and np.array(metrics["confusion_matrix"]).sum() == metrics["samples"]
-    )
+    assert metrics["accuracy"] > 0.3
+    assert np.array(metrics["confusion_matrix"]).sum() == metrics["samples"]
 
 
 def test_imbalance_options_and_other_hyperparameters(ingested: Path) -> None:
@@ -361,3 +384,67 @@ def test_imbalance_options_and_other_hyperparameters(ingested: Path) -> None:
     # warmup over 2 iterations, then x0.1 every 4 (logged after each step, base 0.01)
     assert lrs == pytest.approx([0.01, 0.01, 0.01, 1e-3, 1e-3, 1e-3, 1e-3, 1e-4])
     assert json.loads((run / "train" / "0" / "progress.json").read_text())["iteration"] == 8
+
+
+# ----------------------------------------------------------------- checkpoints load without unpickling
+def test_checkpoint_loads_weights_only_and_restores_every_rng(tmp_path: Path) -> None:
+    import random
+
+    from xvhpc.runtime.checkpoint import load_checkpoint, restore_rng, save_checkpoint
+
+    np.random.seed(7)
+    random.seed(7)
+    torch.manual_seed(7)
+    np.random.normal()  # numpy caches a second gaussian: its cache must round-trip too
+    state = {k: {} for k in ("model", "optimizer", "scheduler", "scaler")}
+    save_checkpoint(tmp_path / "checkpoint.pt", {**state, "iteration": 3, "best": 0.5})
+    expected = (np.random.normal(), np.random.randint(1 << 30), random.random(), torch.rand(1))
+    np.random.seed(99)
+    random.seed(99)
+    torch.manual_seed(99)
+    loaded = load_checkpoint(tmp_path / "checkpoint.pt", map_location="cpu")
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["iteration"] == 3
+    restore_rng(loaded)
+    assert np.random.normal() == expected[0]
+    assert np.random.randint(1 << 30) == expected[1]
+    assert random.random() == expected[2]
+    assert torch.equal(torch.rand(1), expected[3])
+
+
+def test_pickle_payload_checkpoint_is_refused_on_resume(ingested: Path, tmp_path: Path) -> None:
+    from .payload import payload_is_live, write_payload
+
+    assert payload_is_live(tmp_path), (
+        "the payload must run when unpickled, or this test proves nothing"
+    )
+    run = fresh(ingested)
+    marker = tmp_path / "marker"
+    checkpoint = write_payload(run / "train" / "0" / "checkpoint.pt", marker)
+    proc = xv("train", "--run-dir", str(run), check=False)
+    assert proc.returncode == 2
+    assert f"xvhpc: error: {checkpoint}: refused" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not marker.exists(), "the checkpoint was unpickled: its payload ran"
+
+
+def test_corrupt_checkpoint_is_a_clear_error_naming_it(ingested: Path) -> None:
+    run = fresh(ingested)
+    checkpoint = run / "train" / "0" / "checkpoint.pt"
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_bytes(b"PK\x03\x04 truncated")
+    proc = xv("train", "--run-dir", str(run), check=False)
+    assert proc.returncode == 2
+    assert f"xvhpc: error: {checkpoint}: not a readable PyTorch file" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_bundle_preprocessing_is_the_manifests(ingested: Path) -> None:
+    """Written once by ingest, carried into the bundle unchanged (pixel guard and frames too)."""
+    run = fresh(ingested)
+    xv("train", "--run-dir", str(run), "--max-iterations", "1")
+    manifest = json.loads((run / "manifest.json").read_text())["preprocessing"]
+    for bundle in (run / "train" / "0" / "model", run / "model"):
+        meta = json.loads((bundle / "meta.json").read_text())
+        assert meta["preprocessing"] == manifest
+    assert manifest["max_image_pixels"] == 200_000_000
+    assert manifest["dicom_frames"] == "first"
