@@ -83,9 +83,10 @@ def ordered_map(pool: ProcessPoolExecutor, fn: Callable, items: list, processes:
                 take = frontier  # instead of waiting, the furthest chunk not given out
                 frontier += 1
             else:  # all given out: take back the furthest one no worker has started
-                take = next((j for j in sorted(in_pool, reverse=True) if in_pool[j].cancel()), None)
-                if take is None:
+                back = next((j for j in sorted(in_pool, reverse=True) if in_pool[j].cancel()), None)
+                if back is None:
                     break
+                take = back
                 del in_pool[take]
             done_here[take] = _run_chunk(fn, chunks[take])
         if future.cancel():  # not started yet: quicker here than waiting for it

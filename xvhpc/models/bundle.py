@@ -175,7 +175,7 @@ def overlay_png(original: np.ndarray, cam: np.ndarray, alpha: float = 0.45) -> b
         else np.repeat(original.reshape(height, width, 1)[:, :, :1], 3, axis=2)
     )
     cam_img = Image.fromarray((np.clip(cam, 0, 1) * 255).astype(np.uint8)).resize(
-        (width, height), Image.BILINEAR
+        (width, height), Image.Resampling.BILINEAR
     )
     colour = (colormaps["jet"](np.asarray(cam_img) / 255.0)[:, :, :3] * 255).astype(np.float32)
     blended = (1 - alpha) * base.astype(np.float32) + alpha * colour

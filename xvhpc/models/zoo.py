@@ -28,7 +28,7 @@ def _set_module(model: nn.Module, dotted: str, module: nn.Module) -> None:
     parent, _, last = dotted.rpartition(".")
     owner = model.get_submodule(parent) if parent else model
     if last.isdigit():
-        owner[int(last)] = module  # type: ignore[index]
+        owner[int(last)] = module  # type: ignore[index,operator]
     else:
         setattr(owner, last, module)
 

@@ -112,8 +112,8 @@ def ingest_shard(
     data = run.spec.data
     label_of = {c: i for i, c in enumerate(classes)}
     stats = ShardStats(index, inputs=len(samples))
-    per = defaultdict(lambda: defaultdict(int))
-    orig = defaultdict(lambda: defaultdict(int))
+    per: defaultdict[str, defaultdict[str, int]] = defaultdict(lambda: defaultdict(int))
+    orig: defaultdict[str, defaultdict[str, int]] = defaultdict(lambda: defaultdict(int))
     writer = ShardWriter(
         shard_dir / shard_name(index), data.image_size, data.channels, data.compression
     )
@@ -233,7 +233,7 @@ def _write_shards(args, run: RunDir, catalog: Catalog, workers: int, task: Task,
         return 0 if task.mpi_rank != 0 else None
     if args.shard is not None or task.array_index is not None:
         index = int(args.shard) if args.shard not in (None, "") else task.array_index
-        if not 0 <= index < shards:
+        if index is None or not 0 <= index < shards:
             print(f"xvhpc: error: shard {index} out of range 0..{shards - 1}", file=sys.stderr)
             return 2
         with sample_mapper(workers) as mapper:

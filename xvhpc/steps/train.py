@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import logging
 import math
 import os
 import signal
@@ -40,6 +41,7 @@ from ..models.safeload import UnloadableFile
 from ..models.weights import MissingWeights
 from ..models.zoo import build_model
 from ..rundir import REQUEUE_EXIT, Layout
+from ..runtime import compat
 from ..runtime.checkpoint import load_checkpoint, restore_rng, save_checkpoint
 from ..runtime.distributed import Context, all_reduce_sum, any_rank, setup, teardown
 from ..spec import ExperimentSpec
@@ -173,7 +175,7 @@ class Parts:
     scaler: Any  # torch.amp.GradScaler (torch.cuda.amp.GradScaler on older torch)
     criterion: nn.Module
     val_criterion: nn.Module
-    use_amp: bool
+    amp_dtype: torch.dtype | None  # autocast dtype (compat.amp_dtype); None: full precision
 
 
 @dataclass
@@ -228,8 +230,8 @@ def build_parts(job: Job, ctx: Context) -> Parts:
     model = build_model(job.spec.model, len(job.classes)).to(ctx.device)
     optimizer = make_optimizer(model, job.spec, ctx.world_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(job.spec, job.max_iter))
-    use_amp = t.amp and ctx.device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    amp_dtype = compat.amp_dtype(t.amp, ctx.device.type)
+    scaler = compat.grad_scaler(enabled=amp_dtype == torch.float16)  # bfloat16 needs no scaling
     weight = (
         class_weights(job.train_set.index, len(job.classes)).to(ctx.device)
         if t.class_weights == "auto"
@@ -237,12 +239,12 @@ def build_parts(job: Job, ctx: Context) -> Parts:
     )
     criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=t.label_smoothing)
     return Parts(
-        model, optimizer, scheduler, scaler, criterion, nn.CrossEntropyLoss(), use_amp=use_amp
+        model, optimizer, scheduler, scaler, criterion, nn.CrossEntropyLoss(), amp_dtype=amp_dtype
     )
 
 
 # ----------------------------------------------------------------- resume
-def resume(job: Job, parts: Parts, ctx: Context, log) -> Position:
+def resume(job: Job, parts: Parts, ctx: Context, log: logging.Logger) -> Position:
     """Restore the checkpoint if there is one (every rank); rank 0 trims the metrics log."""
     path = job.layout.checkpoint(job.point)
     pos = Position()
@@ -383,7 +385,7 @@ def validate(job: Job, parts: Parts, pos: Position, ctx: Context) -> None:
 
 
 def checkpoint_or_requeue(
-    job: Job, parts: Parts, pos: Position, stopping: bool, ctx: Context, log
+    job: Job, parts: Parts, pos: Position, stopping: bool, ctx: Context, log: logging.Logger
 ) -> int | None:
     """Checkpoint when due or stopping (rank 0); on a stop signal before the end, mark the
     progress file and return ``REQUEUE_EXIT`` for the job script to requeue."""
@@ -417,7 +419,7 @@ def checkpoint_or_requeue(
 
 
 def run_loop(
-    job: Job, parts: Parts, net: nn.Module, pos: Position, ctx: Context, log
+    job: Job, parts: Parts, net: nn.Module, pos: Position, ctx: Context, log: logging.Logger
 ) -> int | None:
     """Iterations ``pos.start`` → ``max_iter``; ``REQUEUE_EXIT`` when a stop signal came."""
     t = job.spec.train
@@ -467,7 +469,7 @@ def run_loop(
     return None
 
 
-def finish(job: Job, parts: Parts, pos: Position, ctx: Context, log) -> None:
+def finish(job: Job, parts: Parts, pos: Position, ctx: Context, log: logging.Logger) -> None:
     """Rank summaries; rank 0 marks the run done and publishes a single point's bundle."""
     write_rank_summary(job.layout, job.point, ctx, parts.model, job.batches, pos.start)
     if not ctx.is_main:
@@ -490,7 +492,12 @@ def finish(job: Job, parts: Parts, pos: Position, ctx: Context, log) -> None:
 
 
 def train(
-    run: RunDir, point: int, spec: ExperimentSpec, ctx: Context, log, max_iter_override: int | None
+    run: RunDir,
+    point: int,
+    spec: ExperimentSpec,
+    ctx: Context,
+    log: logging.Logger,
+    max_iter_override: int | None,
 ) -> int:
     """Train one sweep point: 0 when done, ``REQUEUE_EXIT`` when stopped by a signal."""
     job = prepare_job(run, point, spec, ctx, max_iter_override)
@@ -544,7 +551,7 @@ def train_one_step(
     x = online_augment(to_model_input(images, ctx.device), generator)
     y = labels.to(ctx.device, non_blocking=True)
     parts.optimizer.zero_grad(set_to_none=True)
-    with torch.autocast(device_type=ctx.device.type, dtype=torch.float16, enabled=parts.use_amp):
+    with compat.autocast(ctx.device.type, parts.amp_dtype):
         logits = net(x)
         loss = parts.criterion(logits, y)
     parts.scaler.scale(loss).backward()
