@@ -6,7 +6,7 @@ import json
 import shlex
 from pathlib import Path
 
-from .. import __version__
+from .. import __version__, rundir
 from ..launchers import LAUNCHERS, Shell, render_tokens
 from ..rundir import requeue_counter_shell
 from ..schedulers import REQUEUE_EXIT, get_scheduler
@@ -198,7 +198,7 @@ def submit_script(plan: Plan, site: SiteConfig) -> str:
     ]
     for step in plan.steps:
         var = f"job_{step.name}"
-        script = f"scripts/{step.name}{scheduler.suffix}"
+        script = f"{rundir.SCRIPTS}/{step.name}{scheduler.suffix}"
         lines += scheduler.submit_shell(var, script, [f"job_{a}" for a in step.after])
         if not scheduler.runs_here:
             lines.append(f'echo "{step.name}: ${{{var}}}"')
@@ -208,21 +208,25 @@ def submit_script(plan: Plan, site: SiteConfig) -> str:
 def render_plan(plan: Plan, site: SiteConfig) -> dict[str, str]:
     """Every file of a compiled run, by path relative to the run directory."""
     scheduler = get_scheduler(site.scheduler)
-    files = {f"scripts/{s.name}{scheduler.suffix}": render_step(s, plan, site) for s in plan.steps}
-    files["scripts/submit.sh"] = submit_script(plan, site)
-    files["plan.json"] = json.dumps(plan.to_json(), indent=2, sort_keys=True) + "\n"
+    files = {
+        f"{rundir.SCRIPTS}/{s.name}{scheduler.suffix}": render_step(s, plan, site)
+        for s in plan.steps
+    }
+    files[f"{rundir.SCRIPTS}/submit.sh"] = submit_script(plan, site)
+    files[rundir.PLAN] = json.dumps(plan.to_json(), indent=2, sort_keys=True) + "\n"
     return files
 
 
 def write_plan(plan: Plan, site: SiteConfig, spec_text: str) -> list[Path]:
     """Write the rendered files (atomically) plus a copy of the spec into the run directory."""
     root = Path(plan.run_dir)
-    (root / "logs").mkdir(parents=True, exist_ok=True)
+    layout = rundir.Layout(root)
+    layout.logs.mkdir(parents=True, exist_ok=True)
     written = []
     for rel, text in render_plan(plan, site).items():
-        mode = 0o755 if rel.startswith("scripts/") else None
+        mode = 0o755 if rel.startswith(rundir.SCRIPTS + "/") else None
         write_text_atomic(root / rel, text, mode)
         written.append(root / rel)
-    write_text_atomic(root / "spec.yaml", spec_text)
-    write_json_atomic(root / "site.json", site.model_dump(mode="json"))
+    write_text_atomic(layout.spec, spec_text)
+    write_json_atomic(layout.site, site.model_dump(mode="json"))
     return written

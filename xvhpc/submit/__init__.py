@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from ..plan.model import Plan
-from ..rundir import JOBS, Layout
+from ..rundir import JOBS, SCRIPTS, Layout
 from ..schedulers import get_scheduler
 from ..schedulers.commands import CommandRunner, SchedulerCommandError, TransientCommandError
 from ..spec import SiteConfig
@@ -79,7 +79,7 @@ def submit_plan(
     ids: dict[str, str] = {}
     print(f"{len(plan.steps)} job(s) on {site.name}; at most {plan.node_hours()} node-hours")
     for step in plan.steps:
-        script = f"scripts/{step.name}{scheduler.suffix}"
+        script = f"{SCRIPTS}/{step.name}{scheduler.suffix}"
         after = [ids.get(a, f"<{a}>") for a in step.after]
         argv, stdin = scheduler.submit_argv(script, after)
         shown = shlex.join(argv) + (f" < {script}" if stdin else "")
@@ -149,7 +149,7 @@ def train_progress(root: Path, point: int) -> str:
 
 
 def ingest_summary(root: Path) -> str:
-    manifest = read_json(root / "manifest.json")
+    manifest = read_json(Layout(root).manifest)
     if not manifest:
         return ""
     n = sum(s["count"] for s in manifest["shards"])
@@ -174,7 +174,7 @@ def print_status(root: Path, as_json: bool = False, runner: CommandRunner | None
     except SchedulerCommandError as exc:
         print(f"xvhpc: error: {exc}", file=sys.stderr)
         return 2
-    plan = read_json(root / "plan.json", {})
+    plan = read_json(Layout(root).plan, {})
     order = {s["name"]: i for i, s in enumerate(plan.get("steps", []))}
     report = {}
     for name, (state, tasks) in sorted(states.items(), key=lambda kv: order.get(kv[0], 99)):
@@ -194,7 +194,7 @@ def print_status(root: Path, as_json: bool = False, runner: CommandRunner | None
             print(
                 f"{name:9s} {entry['state']:10s} {entry['job_id']:>10s}  {entry.get('detail', '')}"
             )
-        board = read_json(root / "eval" / "leaderboard.json")
+        board = read_json(Layout(root).leaderboard)
         if board:
             best = board["rows"][0]
             print(
@@ -222,7 +222,7 @@ def cancel_run(root: Path, runner: CommandRunner | None = None) -> int:
 
 
 def show_logs(root: Path, step: str | None, lines: int) -> int:
-    files = sorted((root / "logs").glob(f"{step}[-.]*" if step else "*"))
+    files = sorted(Layout(root).logs.glob(f"{step}[-.]*" if step else "*"))
     if not files:
         print(
             f"xvhpc: no logs{' for ' + step if step else ''} under {root / 'logs'}", file=sys.stderr
@@ -260,11 +260,11 @@ def run_local(plan: Plan, site: SiteConfig) -> int:
             print(f"== {step.name}: already completed, skipping")
             continue
         print(f"== {step.name}", flush=True)
-        log = root / "logs" / f"{step.name}-local.out"
+        log = Layout(root).local_log(step.name)
         started = time.monotonic()
         with log.open("ab") as fh:
             proc = subprocess.Popen(
-                ["bash", f"scripts/{step.name}.sh"],
+                ["bash", str(Layout(root).script(step.name, ".sh"))],
                 cwd=root,
                 env=env,
                 stdout=subprocess.PIPE,
@@ -291,6 +291,6 @@ def run_local(plan: Plan, site: SiteConfig) -> int:
             )
             return code
     print(
-        f"done: report {root / 'report.html'}, model {root / 'model'} (serve it with: xvhpc serve {root})"
+        f"done: report {Layout(root).report}, model {Layout(root).model} (serve it with: xvhpc serve {root})"
     )
     return 0
