@@ -13,18 +13,23 @@ def _fail(message: str, code: int = 2) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from .runtime.compat import site_torch_warning
     from .spec import SpecError, check_against_site, load_site, load_spec
 
     try:
         loaded = load_spec(args.spec)
-        if args.site:
-            problems = check_against_site(loaded, load_site(args.site))
+        site = load_site(args.site) if args.site else None
+        if site is not None:
+            problems = check_against_site(loaded, site)
             if problems:
                 raise SpecError(problems)
     except SpecError as exc:
         print(exc, file=sys.stderr)
         return 1
     print(f"{args.spec}: OK" + (f" for site {args.site}" if args.site else ""))
+    warning = site and site_torch_warning(site.name, site.env.torch)
+    if warning:
+        print(f"xvhpc: warning: {warning}", file=sys.stderr)
     return 0
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from ..models.bundle import load_bundle
+from ..runtime.compat import onnx_export_kwargs
 from ..util import atomic_path, write_json_atomic
 
 
@@ -32,7 +33,7 @@ def export(run_dir: str | Path, fmt: str, out: str | Path | None = None) -> Path
                 output_names=["logits"],
                 dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
                 opset_version=17,
-                dynamo=False,
+                **onnx_export_kwargs(),
             )
     meta = bundle.meta
     write_json_atomic(

@@ -124,7 +124,7 @@ class TrainSpec(Strict):
     gamma: float = Field(0.1, gt=0, le=1)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     grad_clip: float | None = Field(None, gt=0)
-    amp: bool = True
+    amp: Literal[True, False, "float16", "bfloat16"] = True  # true: float16 on GPUs only
     seed: int = 0
     class_weights: Literal["none", "auto"] = "none"
     balanced_sampling: bool = False

@@ -62,6 +62,9 @@ class Environment(Strict):
     setup: list[str] = Field(default_factory=list)  # shell lines, written verbatim (site admin's)
     variables: dict[str, str] = Field(default_factory=dict)
     python: str = "python3"
+    # the torch the site's environment brings (e.g. its Open-CE module); `validate` warns below
+    # xvhpc's minimum (runtime/compat.py MIN_TORCH)
+    torch: str | None = Field(None, pattern=r"^\d+(\.\d+){1,2}([.+-]?[A-Za-z0-9.]+)?$")
 
 
 class SweepPolicy(Strict):

@@ -572,12 +572,14 @@ def main(args: argparse.Namespace) -> int:
     ctx = setup(spec.train.backend)
     log = setup_logging(ctx.rank)
     log.info(
-        "rank %d/%d (%s) on %s, backend %s",
+        "rank %d/%d (%s) on %s, backend %s, torch %s, autocast %s",
         ctx.rank,
         ctx.world_size,
         ctx.info.environment,
         ctx.device,
         ctx.backend,
+        torch.__version__,
+        compat.amp_dtype(spec.train.amp, ctx.device.type) or "off",
     )
     try:
         return train(run, args.point, spec, ctx, log, args.max_iterations)
