@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 
 from ..data.decode import BadImage
 from ..models.bundle import Bundle, load_bundle, original_image, overlay_png
+from ..stats.decision import DecisionError, decide, describe, read_decision
 
 
 class Prediction(BaseModel):
@@ -28,6 +29,7 @@ class PredictResponse(BaseModel):
     heatmap: str | None = Field(None, description="PNG overlay (base64) at the input image's size")
     heatmap_label: str | None = None
     model: dict
+    decision: str | None = Field(None, description="label under the model's decision rule")
 
 
 class ModelInfo(BaseModel):
@@ -38,6 +40,7 @@ class ModelInfo(BaseModel):
     validation: dict
     spec_hash: str
     default_threshold: float
+    decision_rule: str = "most probable class"
 
 
 def rank_predictions(
@@ -49,7 +52,9 @@ def rank_predictions(
     return kept[:top_k] if top_k else kept
 
 
-def create_app(bundle: Bundle, max_upload_mb: float = 32.0) -> FastAPI:
+def create_app(
+    bundle: Bundle, max_upload_mb: float = 32.0, decision: dict | None = None
+) -> FastAPI:
     meta = bundle.meta
     spec_hash = hashlib.sha256(json.dumps(meta["spec"], sort_keys=True).encode()).hexdigest()[:16]
     info = ModelInfo(
@@ -60,6 +65,7 @@ def create_app(bundle: Bundle, max_upload_mb: float = 32.0) -> FastAPI:
         validation=meta.get("validation", {}),
         spec_hash=spec_hash,
         default_threshold=meta.get("threshold", 0.0),
+        decision_rule=describe(decision),
     )
     app = FastAPI(
         title="xvhpc model",
@@ -104,13 +110,14 @@ def create_app(bundle: Bundle, max_upload_mb: float = 32.0) -> FastAPI:
             x = bundle.inputs(data, name)
         except BadImage as exc:
             raise HTTPException(415, f"not a supported image: {exc}") from None
-        probs = bundle.probabilities(x).mean(0)
+        scaled, label = decide(bundle.probabilities(x).mean(0), bundle.classes, decision)
+        probs, best = scaled[0], int(label[0])  # temperature, then the operating point
         response = PredictResponse(
             predictions=rank_predictions(probs, bundle.classes, threshold, top_k),
             model={"arch": info.arch, "spec_hash": spec_hash},
+            decision=bundle.classes[best],
         )
         if want_heatmap:
-            best = int(probs.argmax())
             cam = bundle.heatmap(x, best)
             png = overlay_png(original_image(data, name), cam)
             response.heatmap = base64.b64encode(png).decode()
@@ -127,11 +134,12 @@ def main(args: argparse.Namespace) -> int:
     model_dir = run / "model" if (run / "model").is_dir() else run
     try:
         bundle = load_bundle(model_dir)
-    except FileNotFoundError as exc:
+        decision = read_decision(model_dir, bundle.classes)
+    except (FileNotFoundError, DecisionError) as exc:
         print(f"xvhpc: error: {exc}", file=sys.stderr)
         return 2
     deploy = bundle.meta["spec"].get("deploy", {})
-    app = create_app(bundle, deploy.get("max_upload_mb", 32))
+    app = create_app(bundle, deploy.get("max_upload_mb", 32), decision)
     uvicorn.run(
         app,
         host=args.host or deploy.get("host", "127.0.0.1"),

@@ -10,12 +10,14 @@ import torch
 
 from ..models.bundle import load_bundle
 from ..runtime.compat import onnx_export_kwargs
+from ..stats.decision import read_decision
 from ..util import atomic_path, write_json_atomic
 
 
 def export(run_dir: str | Path, fmt: str, out: str | Path | None = None) -> Path:
     run = Path(run_dir)
-    bundle = load_bundle(run / "model" if (run / "model").is_dir() else run)
+    model_dir = run / "model" if (run / "model").is_dir() else run
+    bundle = load_bundle(model_dir)
     size = bundle.size
     example = torch.zeros(1, 3, size, size)
     suffix = {"torchscript": ".pt", "onnx": ".onnx"}[fmt]
@@ -56,6 +58,8 @@ def export(run_dir: str | Path, fmt: str, out: str | Path | None = None) -> Path
             },
             "arch": meta["arch"],
             "validation": meta.get("validation", {}),
+            # temperature, then the operating point: see xvhpc/stats/decision.py (null: argmax)
+            "decision": read_decision(model_dir, meta["classes"]),
         },
     )
     return target

@@ -1,8 +1,20 @@
-"""``xvhpc evaluate``: metrics on the validation split (or any labelled folder/CSV); leaderboard."""
+"""``xvhpc evaluate``: model details on the validation split (or any labelled folder/CSV);
+leaderboard; the decision rule (temperature, operating point) written beside the model.
+
+Per point it writes ``eval/<point>/predictions.csv`` (one row per evaluated image) and
+``metrics.json`` (every figure as ``{value, ci_low, ci_high}``, see steps/metrics.py), and, on
+the validation split, ``decision.json`` into the point's model directory (copied with it when
+the point is published; serve and export apply it).
+"""
 
 from __future__ import annotations
 
 import argparse
+import csv
+import hashlib
+import io
+import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -13,29 +25,85 @@ from ..data.catalog import CatalogError, build_catalog
 from ..data.dataset import ShardDataset, load_index, to_model_input
 from ..data.decode import BadImage
 from ..models.bundle import Bundle, load_bundle, publish_model
-from ..util import read_json, write_json_atomic
+from ..rundir import Layout
+from ..stats import provenance
+from ..stats.decision import DECISION_FILE, decide, describe, read_decision, write_decision
+from ..util import read_json, write_json_atomic, write_text_atomic
 from .common import RunDir, setup_logging
-from .metrics import classification_metrics
+from .metrics import Options, model_details, value
+
+PREDICTIONS = "predictions.csv"
+RANKED = ("accuracy", "balanced_accuracy", "macro_f1", "roc_auc")
+_PART = re.compile(r"(#frame\d+)?(#tile\d+)?$")
+
+
+class EvaluateError(Exception):
+    """The evaluation cannot be done as asked (exit 2)."""
+
+
+def image_of(source: str) -> str:
+    """The file a shard record came from (``rel#frame2#tile0`` → ``rel``)."""
+    return _PART.sub("", source, count=1)
 
 
 @torch.no_grad()
-def predict_split(
-    bundle: Bundle, run_root: Path, batch_size: int = 64
-) -> tuple[np.ndarray, np.ndarray]:
-    dataset = ShardDataset(load_index(run_root, "val"))
+def predict_split(bundle: Bundle, run_root: Path, batch_size: int = 64) -> dict:
+    """Probabilities for every validation record, with its source path, shard and row."""
+    index = load_index(run_root, "val")
+    dataset = ShardDataset(index)
     labels, probs = [], []
     for start in range(0, len(dataset), batch_size):
         items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
         x = to_model_input(torch.stack([it[0] for it in items]), bundle.device)
         probs.append(bundle.probabilities(x))
         labels.extend(it[1] for it in items)
+    sources = _sources(index)
     k = len(bundle.classes)
-    return np.array(labels, dtype=np.int64), (np.concatenate(probs) if probs else np.zeros((0, k)))
+    return {
+        "labels": np.array(labels, dtype=np.int64),
+        "probs": np.concatenate(probs) if probs else np.zeros((0, k)),
+        "paths": sources,
+        "shard": [Path(index.files[s]).name for s in index.shard.tolist()],
+        "row": index.row.tolist(),
+    }
 
 
-def predict_files(
-    bundle: Bundle, source: str, run: RunDir, log
-) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+def _sources(index) -> list[str]:
+    import h5py
+
+    out: list[str] = [""] * len(index)
+    for s, file in enumerate(index.files):
+        positions = np.flatnonzero(index.shard == s)
+        if not len(positions):
+            continue
+        with h5py.File(file, "r") as h5:
+            column = h5["source"]
+            for pos in positions.tolist():
+                raw = column[int(index.row[pos])]
+                out[pos] = raw.decode() if isinstance(raw, bytes) else str(raw)
+    return out
+
+
+def split_groups(run: RunDir, paths: list[str], log) -> tuple[list[str], str]:
+    """The group (patient) of each validation record, from the data source's catalog.
+
+    Without a group column each original image (with its frames/tiles) is its own group."""
+    groups_of: dict[str, str | None] = {}
+    try:
+        catalog = build_catalog(run.plan["data_source"], run.spec.data)
+        groups_of = {s.rel: s.group for s in catalog.samples}
+    except (CatalogError, OSError, KeyError) as exc:
+        log.warning("groups unknown (%s): resampling images, not patients", exc)
+    named = any(g is not None for g in groups_of.values())
+    groups = []
+    for path in paths:
+        rel = image_of(path)
+        group = groups_of.get(rel)
+        groups.append(group if group is not None else f"image:{rel}")
+    return groups, ("group" if named else "image")
+
+
+def predict_files(bundle: Bundle, source: str, run: RunDir, log) -> tuple[dict, list[dict], str]:
     """Decode a labelled folder/CSV exactly as ingest does and predict every image."""
     data = run.spec.data.model_copy(
         update={"augment": {}, "split": run.spec.data.split.model_copy(update={"validation": 0.5})}
@@ -46,7 +114,7 @@ def predict_files(
         raise CatalogError(
             f"classes {unknown} are not classes of the model ({', '.join(bundle.classes)})"
         )
-    labels, probs, skipped = [], [], list(catalog.skipped)
+    labels, probs, paths, groups, skipped = [], [], [], [], list(catalog.skipped)
     for sample in catalog.samples:
         try:
             x = bundle.inputs(sample.path, sample.rel)
@@ -55,79 +123,220 @@ def predict_files(
             continue
         probs.append(bundle.probabilities(x).mean(0))
         labels.append(bundle.classes.index(sample.label))
+        paths.append(sample.rel)
+        groups.append(sample.group if sample.group is not None else f"image:{sample.rel}")
     for s in skipped:
         log.warning("skipped %s: %s", s["path"], s["reason"])
-    return (
-        np.array(labels, dtype=np.int64),
-        np.array(probs).reshape(-1, len(bundle.classes)),
-        skipped,
+    unit = "group" if any(s.group is not None for s in catalog.samples) else "image"
+    found = {
+        "labels": np.array(labels, dtype=np.int64),
+        "probs": np.array(probs).reshape(-1, len(bundle.classes)),
+        "paths": paths,
+        "groups": groups,
+        "shard": [""] * len(paths),
+        "row": [""] * len(paths),
+    }
+    return found, skipped, unit
+
+
+def predictions_csv(found: dict, classes: list[str], rule: dict | None) -> str:
+    """One row per image: path, group, true label, each class's probability (after the
+    decision rule's temperature), predicted label (most probable), correct, and with an
+    operating point the rule's decision."""
+    probs, label = decide(found["probs"], classes, rule)
+    if not len(found["labels"]):
+        probs = np.zeros((0, len(classes)))
+    pred = probs.argmax(1) if len(probs) else np.zeros(0, dtype=int)
+    has_rule = bool(rule and rule.get("operating_point"))
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    header = ["path", "group", "true", *(f"p_{c}" for c in classes), "predicted", "correct"]
+    if has_rule:
+        header += ["decision", "decision_correct"]
+    writer.writerow([*header, "shard", "row"])
+    for i, y in enumerate(found["labels"].tolist()):
+        row = [
+            found["paths"][i],
+            found["groups"][i],
+            classes[y],
+            *(f"{p:.6f}" for p in probs[i]),
+            classes[pred[i]],
+            int(pred[i] == y),
+        ]
+        if has_rule:
+            row += [classes[label[i]], int(label[i] == y)]
+        writer.writerow([*row, found["shard"][i], found["row"][i]])
+    return buf.getvalue()
+
+
+def _options(run: RunDir, classes: list[str]) -> Options:
+    ev = run.spec.evaluate
+    op = ev.operating_point
+    if op is not None and op.positive not in classes:
+        raise EvaluateError(
+            f"evaluate.operating_point.positive {op.positive!r} is not a class of the model "
+            f"(classes: {', '.join(classes)})"
+        )
+    return Options(
+        resamples=ev.bootstrap,
+        seed=ev.seed,
+        calibrate=ev.calibrate,
+        positive=op.positive if op else None,
+        min_sensitivity=op.min_sensitivity if op else None,
+        min_specificity=op.min_specificity if op else None,
     )
 
 
+def decision_rule(details: dict, classes: list[str], prov: dict, point: int) -> dict:
+    """What serve and export apply: the fitted temperature and the operating point."""
+    op = details.get("operating_point")
+    rule = {
+        "classes": classes,
+        "calibrate": details["calibration"]["method"],
+        "temperature": details["calibration"]["temperature"],
+        "operating_point": None,
+        "fitted_on": {
+            "data": "validation split",
+            "point": point,
+            "images": details["samples"],
+            "groups": details["groups"],
+        },
+        "provenance": prov,
+    }
+    if op and "threshold" in op:
+        rule["operating_point"] = {
+            "positive": op["positive"],
+            "threshold": op["threshold"],
+            "min_sensitivity": op["min_sensitivity"],
+            "min_specificity": op["min_specificity"],
+            "sensitivity": op["sensitivity"],
+            "specificity": op["specificity"],
+        }
+    return rule
+
+
 def evaluate_point(run: RunDir, point: int, data: str | None, log) -> dict | None:
-    bundle_dir = run.root / "train" / str(point) / "model"
+    layout = Layout(run.root)
+    bundle_dir = layout.point_model(point)
     if not (bundle_dir / "meta.json").exists():
         log.error("point %d has no trained model at %s", point, bundle_dir)
         return None
     bundle = load_bundle(bundle_dir)
+    classes = bundle.classes
+    options = _options(run, classes)
     skipped: list[dict] = []
+    fixed = None
     if data:
-        labels, probs, skipped = predict_files(bundle, data, run, log)
-        name = "metrics-" + Path(data).stem + ".json"
+        found, skipped, unit = predict_files(bundle, data, run, log)
+        stem = Path(data).stem
+        name, csv_name = f"metrics-{stem}.json", f"predictions-{stem}.csv"
+        fixed = read_decision(bundle_dir, classes)  # new data: the model's own rule, not refitted
     else:
-        labels, probs = predict_split(bundle, run.root)
-        name = "metrics.json"
-    metrics = classification_metrics(labels, probs, bundle.classes)
+        found = predict_split(bundle, run.root)
+        found["groups"], unit = split_groups(run, found["paths"], log)
+        name, csv_name = "metrics.json", PREDICTIONS
+    metrics = model_details(
+        found["labels"], found["probs"], classes, found["groups"], options, unit, fixed
+    )
+    prov = provenance.collect(run.plan, run.point(point), layout.train_dir(point))
     metrics.update(
         {
             "point": point,
             "params": run.plan["points"][point],
             "data": data or "validation split",
             "skipped": skipped,
+            "predictions": csv_name,
+            "provenance": prov,
         }
     )
-    metrics["training"] = read_json(run.root / "train" / str(point) / "progress.json", {})
-    write_json_atomic(run.root / "eval" / str(point) / name, metrics)
+    metrics["training"] = read_json(layout.progress(point), {})
+    rule = fixed
+    if not data:
+        rule = decision_rule(metrics, classes, prov, point)
+        write_decision(bundle_dir, rule)
+    metrics["decision_rule"] = describe(rule)
+    out = layout.eval_dir(point)
+    write_text_atomic(out / csv_name, predictions_csv(found, classes, rule))
+    write_json_atomic(out / name, metrics)
     log.info(
-        "point %d: accuracy %.3f, balanced accuracy %.3f on %d images",
+        "point %d: accuracy %s, balanced accuracy %s on %d images (%d %s)",
         point,
-        metrics["accuracy"],
-        metrics["balanced_accuracy"],
+        _show(metrics["accuracy"]),
+        _show(metrics["balanced_accuracy"]),
         metrics["samples"],
+        metrics["groups"],
+        "patients/groups" if unit == "group" else "images",
     )
+    for warning in metrics["warnings"]:
+        log.warning("point %d: %s", point, warning)
     return metrics
 
 
+def _show(entry: dict) -> str:
+    if entry.get("value") is None:
+        return "n/a"
+    if entry.get("ci_low") is None:
+        return f"{entry['value']:.3f}"
+    return f"{entry['value']:.3f} [95% CI {entry['ci_low']:.3f}–{entry['ci_high']:.3f}]"
+
+
 def leaderboard(run: RunDir, results: dict[int, dict]) -> list[dict]:
-    """Sweep points ranked by evaluate.rank_by (best first); the best one becomes RUN_DIR/model."""
+    """Sweep points ranked by evaluate.rank_by (best first); the best one becomes RUN_DIR/model.
+
+    Rows hold plain point estimates (what `xvhpc status` prints) and their intervals in ``ci``."""
     key = run.spec.evaluate.rank_by
     rows = [
         {
             "point": p,
             "params": m["params"],
-            "accuracy": m["accuracy"],
-            "balanced_accuracy": m["balanced_accuracy"],
-            "macro_f1": m["macro_f1"],
-            "roc_auc": m["roc_auc"],
+            **{k: value(m[k]) for k in RANKED},
+            "ci": {
+                k: [m[k].get("ci_low"), m[k].get("ci_high")]
+                for k in RANKED
+                if isinstance(m[k], dict)
+            },
         }
         for p, m in results.items()
     ]
     rows.sort(key=lambda r: (-(r[key] if r[key] is not None else -1), r["point"]))
-    write_json_atomic(run.root / "eval" / "leaderboard.json", {"rank_by": key, "rows": rows})
+    write_json_atomic(Layout(run.root).leaderboard, {"rank_by": key, "rows": rows})
     if rows:
         publish_model(run, rows[0]["point"])
     return rows
 
 
+def _digest(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def sync_published_decision(run: RunDir, points: list[int], log) -> None:
+    """Give RUN_DIR/model the decision rule of the point it was published from (by weights)."""
+    layout = Layout(run.root)
+    published = _digest(layout.model / "weights.pt")
+    if published is None:
+        return
+    for p in points:
+        src = layout.point_model(p)
+        if _digest(src / "weights.pt") == published and (src / DECISION_FILE).exists():
+            tmp = layout.model / (DECISION_FILE + ".copy")
+            shutil.copyfile(src / DECISION_FILE, tmp)
+            tmp.replace(layout.model / DECISION_FILE)
+            log.info("published model: decision rule of point %d", p)
+            return
+
+
 def main(args: argparse.Namespace) -> int:
     log = setup_logging()
     run = RunDir.open(args.run_dir)
-    points = range(len(run.plan["points"])) if args.all else [args.point]
+    points = list(range(len(run.plan["points"]))) if args.all else [args.point]
     try:
         results = {
             p: m for p in points if (m := evaluate_point(run, p, args.data, log)) is not None
         }
-    except CatalogError as exc:
+    except (CatalogError, EvaluateError) as exc:
         print(f"xvhpc: error: {exc}", file=sys.stderr)
         return 2
     if not results:
@@ -143,4 +352,6 @@ def main(args: argparse.Namespace) -> int:
                 run.spec.evaluate.rank_by,
                 r[run.spec.evaluate.rank_by] or 0,
             )
-    return 0 if len(results) == len(list(points)) else 1
+    if not args.data:
+        sync_published_decision(run, list(results), log)
+    return 0 if len(results) == len(points) else 1

@@ -1,64 +1,297 @@
-"""Classification metrics from labels and probabilities (numpy only)."""
+"""Model details from labels and probabilities: point estimates (scikit-learn) with bootstrap
+confidence intervals, calibration and the operating point. Torch-free.
+
+Every figure is ``{value, ci_low, ci_high}``: the value on all images, the 95 % percentile
+bootstrap interval over ``resamples`` seeded resamples of the groups (patients) when the data
+names them, of the images otherwise. All figures share the same resamples.
+"""
 
 from __future__ import annotations
 
+import warnings
+from dataclasses import dataclass
+
 import numpy as np
 
+from ..stats import bootstrap as bs
+from ..stats import calibration as cal
+from ..stats.decision import choose_threshold
 
-def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float | None:
-    """Area under the ROC curve via the rank-sum statistic (ties averaged)."""
-    pos, neg = positive.sum(), (~positive).sum()
-    if pos == 0 or neg == 0:
-        return None
-    order = scores.argsort(kind="mergesort")
-    ranks = np.empty(len(scores), dtype=np.float64)
-    sorted_scores = scores[order]
-    i = 0
-    while i < len(scores):
-        j = i
-        while j + 1 < len(scores) and sorted_scores[j + 1] == sorted_scores[i]:
-            j += 1
-        ranks[order[i : j + 1]] = (i + j) / 2 + 1
-        i = j + 1
-    return float((ranks[positive].sum() - pos * (pos + 1) / 2) / (pos * neg))
+MIN_SUPPORT = 10  # fewer validation images of a class than this: a visible warning
 
 
-def classification_metrics(labels: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
-    """Accuracy, balanced accuracy, per-class P/R/F1/support, confusion matrix, OvR ROC-AUC."""
-    k = len(classes)
-    pred = probs.argmax(1) if len(probs) else np.zeros(0, dtype=int)
-    confusion = np.zeros((k, k), dtype=np.int64)
-    np.add.at(confusion, (labels, pred), 1)
-    per_class = {}
-    recalls, f1s, aucs = [], [], []
-    for c, name in enumerate(classes):
-        tp = confusion[c, c]
-        support = confusion[c].sum()
-        predicted = confusion[:, c].sum()
-        precision = tp / predicted if predicted else 0.0
-        recall = tp / support if support else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        auc = roc_auc(probs[:, c], labels == c) if len(probs) else None
-        per_class[name] = {
-            "precision": float(precision),
-            "recall": float(recall),
-            "f1": float(f1),
-            "support": int(support),
-            "roc_auc": auc,
+@dataclass(frozen=True)
+class Options:
+    resamples: int = 2000
+    seed: int = 0
+    calibrate: str = "none"  # none | temperature
+    positive: str | None = None  # operating point class
+    min_sensitivity: float | None = None
+    min_specificity: float | None = None
+
+
+def _point_estimates(labels: np.ndarray, pred: np.ndarray, probs: np.ndarray, k: int) -> dict:
+    from sklearn.metrics import (
+        accuracy_score,
+        balanced_accuracy_score,
+        confusion_matrix,
+        f1_score,
+        precision_recall_fscore_support,
+        roc_auc_score,
+    )
+
+    classes = list(range(k))
+    support = np.bincount(labels, minlength=k)
+    present = [c for c in classes if support[c] > 0]
+    with warnings.catch_warnings():
+        warnings.simplefilter(
+            "ignore"
+        )  # "y_pred contains classes not in y_true": dropped, as documented
+        precision, recall, f1, _ = precision_recall_fscore_support(
+            labels, pred, labels=classes, zero_division=0
+        )
+        out = {
+            "confusion_matrix": confusion_matrix(labels, pred, labels=classes),
+            "accuracy": accuracy_score(labels, pred),
+            "balanced_accuracy": balanced_accuracy_score(labels, pred),
+            "macro_f1": f1_score(labels, pred, labels=present, average="macro", zero_division=0),
         }
-        if support:
-            recalls.append(recall)
-            f1s.append(f1)
-        if auc is not None:
-            aucs.append(auc)
-    n = int(confusion.sum())
-    return {
+    out["precision"] = precision
+    out["recall"] = np.where(support > 0, recall, np.nan)
+    out["f1"] = np.where(support > 0, f1, np.nan)
+    out["support"] = support
+    out["roc_auc"] = np.array(
+        [
+            roc_auc_score(labels == c, probs[:, c]) if 0 < support[c] < len(labels) else np.nan
+            for c in classes
+        ]
+    )
+    return out
+
+
+def _macro(values: np.ndarray) -> np.ndarray:
+    """Mean over the defined (finite) entries of the last axis; NaN when none is."""
+    finite = np.isfinite(values)
+    with np.errstate(invalid="ignore"):
+        return np.where(
+            finite.any(-1),
+            np.where(finite, values, 0).sum(-1) / np.maximum(finite.sum(-1), 1),
+            np.nan,
+        )
+
+
+def _f(x) -> float | None:
+    return None if x is None or not np.isfinite(x) else float(x)
+
+
+def model_details(
+    labels: np.ndarray,
+    probs: np.ndarray,
+    classes: list[str],
+    groups: list | np.ndarray | None = None,
+    options: Options | None = None,
+    unit: str | None = None,
+    rule: dict | None = None,
+) -> dict:
+    """Everything metrics.json holds about one model on one labelled set (see module doc).
+
+    ``probs`` are the model's softmax outputs. With ``calibrate: temperature`` the deployed
+    probabilities are scaled by a temperature fitted on these images; every figure below is on
+    the deployed probabilities, and the calibrated ECE is cross-fitted (each half of the groups
+    scaled by a temperature fitted on the other half) so that it is not fitted on itself.
+
+    ``unit``: "group" when ``groups`` are patients, "image" when each is one image's records.
+    ``rule``: a decision rule already fitted elsewhere (decision.json): its temperature and
+    operating point are applied and measured here, not refitted (new data)."""
+    opt = options or Options()
+    k = len(classes)
+    labels = np.asarray(labels, dtype=np.int64)
+    raw = np.asarray(probs, dtype=np.float64).reshape(-1, k)
+    n = len(labels)
+    resampler = bs.Resampler.build(n, groups, opt.resamples, opt.seed, unit)
+
+    temperature = 1.0
+    fitting = rule is None
+    if rule is not None:
+        temperature = float(rule.get("temperature", 1.0))
+    elif opt.calibrate == "temperature" and n:
+        temperature = cal.fit_temperature(raw, labels)
+    deployed = cal.apply_temperature(raw, temperature)
+    pred = deployed.argmax(1) if n else np.zeros(0, dtype=np.int64)
+    crossfit = None
+    if fitting and opt.calibrate == "temperature" and n:
+        crossfit, fold_temps = cal.cross_fitted(raw, labels, resampler.group_index, opt.seed)
+    elif temperature != 1.0:
+        crossfit, fold_temps = deployed, [temperature]  # fitted elsewhere: measured as is
+
+    op = None
+    fixed_op = (rule or {}).get("operating_point")
+    if fixed_op and n:
+        p = classes.index(fixed_op["positive"])
+        decided_here = deployed[:, p] >= float(fixed_op["threshold"])
+        is_pos = labels == p
+        op = {
+            "positive": fixed_op["positive"],
+            "threshold": float(fixed_op["threshold"]),
+            "min_sensitivity": fixed_op.get("min_sensitivity"),
+            "min_specificity": fixed_op.get("min_specificity"),
+            "sensitivity": float(decided_here[is_pos].mean()) if is_pos.any() else np.nan,
+            "specificity": float((~decided_here[~is_pos]).mean()) if (~is_pos).any() else np.nan,
+            "fitted_on": "the model's decision.json (validation split), applied unchanged",
+        }
+    elif fitting and opt.positive is not None and n:
+        p = classes.index(opt.positive)
+        is_pos = labels == p
+        try:
+            op = {
+                "positive": opt.positive,
+                "min_sensitivity": opt.min_sensitivity,
+                "min_specificity": opt.min_specificity,
+                **choose_threshold(
+                    deployed[:, p], is_pos, opt.min_sensitivity, opt.min_specificity
+                ),
+            }
+        except ValueError as exc:
+            op = {"positive": opt.positive, "error": str(exc)}
+
+    # ----- all bootstrap statistics on the same resamples
+    aucs = [bs.AucKernel(deployed[:, c], labels == c) for c in range(k)]
+    ece_raw = cal.ece_kernel(raw, labels)
+    ece_cal = cal.ece_kernel(crossfit, labels) if crossfit is not None else None
+    decided = None
+    if op and "threshold" in op:
+        decided = deployed[:, classes.index(op["positive"])] >= op["threshold"]
+
+    def kernel(w: np.ndarray) -> dict[str, np.ndarray]:
+        out = bs.from_confusion(bs.confusion(w, labels, pred, k))
+        out["class_auc"] = np.stack([a(w) for a in aucs], axis=1)
+        out["roc_auc"] = _macro(out["class_auc"])
+        out["ece"] = ece_raw(w)
+        if ece_cal is not None:
+            out["ece_calibrated"] = ece_cal(w)
+        if decided is not None:
+            rates = bs.binary_rates(w, labels == classes.index(op["positive"]), decided)
+            out.update(rates)
+        return out
+
+    boot = resampler.collect(kernel) if n else {}
+    get = boot.get
+
+    point = _point_estimates(labels, pred, deployed, k) if n else None
+    per_class = {}
+    for c, name in enumerate(classes):
+        per_class[name] = {
+            "support": int(point["support"][c]) if n else 0,
+            **{
+                m: bs.interval(
+                    _f(point[m][c]) if n else None,
+                    get(m)[:, c] if m in boot else None,
+                )
+                for m in ("precision", "recall", "f1")
+            },
+            "roc_auc": bs.interval(
+                _f(point["roc_auc"][c]) if n else None,
+                get("class_auc")[:, c] if n else None,
+            ),
+        }
+    macro_auc = _f(_macro(point["roc_auc"])) if n else None
+    details = {
         "samples": n,
-        "accuracy": float(np.trace(confusion) / n) if n else 0.0,
-        "balanced_accuracy": float(np.mean(recalls)) if recalls else 0.0,
-        "macro_f1": float(np.mean(f1s)) if f1s else 0.0,
-        "roc_auc": float(np.mean(aucs)) if aucs else None,
-        "per_class": per_class,
-        "confusion_matrix": confusion.tolist(),
+        "groups": resampler.n_groups,
         "classes": classes,
+        "accuracy": bs.interval(_f(point["accuracy"]) if n else None, get("accuracy")),
+        "balanced_accuracy": bs.interval(
+            _f(point["balanced_accuracy"]) if n else None, get("balanced_accuracy")
+        ),
+        "macro_f1": bs.interval(_f(point["macro_f1"]) if n else None, get("macro_f1")),
+        "roc_auc": bs.interval(macro_auc, get("roc_auc")),
+        "per_class": per_class,
+        "confusion_matrix": point["confusion_matrix"].tolist() if n else [[0] * k] * k,
+        "bootstrap": {
+            "resamples": opt.resamples,
+            "seed": opt.seed,
+            "unit": "patient/group" if resampler.unit == "group" else "image",
+            "level": bs.LEVEL,
+            "method": "percentile",
+        },
+        "calibration": {
+            "method": (rule or {}).get("calibrate", "temperature" if temperature != 1 else "none")
+            if rule is not None
+            else opt.calibrate,
+            "temperature": temperature,
+            "bins": cal.BINS,
+            "ece": bs.interval(cal.ece(raw, labels), get("ece")),
+            "reliability": cal.reliability(raw, labels),
+        },
+        "warnings": [],
     }
+    if crossfit is not None:
+        details["calibration"].update(
+            {
+                "ece_calibrated": bs.interval(cal.ece(crossfit, labels), get("ece_calibrated")),
+                "reliability_calibrated": cal.reliability(crossfit, labels),
+                "nll": cal.nll(raw, labels),
+                "nll_calibrated": cal.nll(crossfit, labels),
+            }
+        )
+        if fitting:
+            details["calibration"]["cross_fit_temperatures"] = fold_temps
+    if rule is not None:
+        details["calibration"]["fitted_on"] = "the model's decision.json, applied unchanged"
+    if op is not None:
+        if "threshold" in op:
+            op["sensitivity"] = bs.interval(op["sensitivity"], get("sensitivity"))
+            op["specificity"] = bs.interval(op["specificity"], get("specificity"))
+            if fitting:
+                op["cross_fitted"] = cross_fitted_operating_point(
+                    deployed, labels, classes.index(op["positive"]), resampler.group_index, opt
+                )
+        details["operating_point"] = op
+    for name, v in per_class.items():
+        if v["support"] < MIN_SUPPORT:
+            details["warnings"].append(
+                f"class {name} has only {v['support']} evaluated image(s) (< {MIN_SUPPORT}): "
+                "its figures rest on very few cases"
+            )
+    if op is not None and "error" in op:
+        details["warnings"].append(f"operating point not set: {op['error']}")
+    return details
+
+
+def cross_fitted_operating_point(
+    probs: np.ndarray, labels: np.ndarray, p: int, group_index: np.ndarray, opt: Options
+) -> dict | None:
+    """The threshold chosen on one half of the groups, measured on the other half (both ways):
+    what the asked sensitivity/specificity looks like on images the choice never saw."""
+    groups = np.unique(group_index)
+    rng = np.random.default_rng([opt.seed, 0x0B])
+    half = dict(zip(rng.permutation(groups).tolist(), np.arange(len(groups)) % 2, strict=True))
+    fold = np.array([half[g] for g in group_index.tolist()])
+    is_pos = labels == p
+    decided = np.zeros(len(labels), dtype=bool)
+    for f in (0, 1):
+        fit, held = fold != f, fold == f
+        try:
+            t = choose_threshold(
+                probs[fit, p], is_pos[fit], opt.min_sensitivity, opt.min_specificity
+            )["threshold"]
+        except ValueError:
+            return None
+        decided[held] = probs[held, p] >= t
+    if not is_pos.any() or is_pos.all():
+        return None
+    return {
+        "sensitivity": float(decided[is_pos].mean()),
+        "specificity": float((~decided[~is_pos]).mean()),
+        "note": "threshold chosen on one half of the groups, measured on the other, both ways",
+    }
+
+
+def value(entry) -> float | None:
+    """A figure's point estimate, whether stored as ``{value, ci_low, ci_high}`` or a float."""
+    return entry.get("value") if isinstance(entry, dict) else entry
+
+
+# kept for callers of the old name
+def classification_metrics(labels: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
+    return model_details(labels, probs, classes)

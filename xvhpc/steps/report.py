@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import csv
 import html
 import io
 import json
@@ -11,13 +12,18 @@ from pathlib import Path
 
 import numpy as np
 
+from ..rundir import Layout
 from ..util import read_json, write_text_atomic
 from .common import RunDir, setup_logging
+from .metrics import MIN_SUPPORT, value
+
+WORST = 10  # worst errors listed per point
 
 CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
 th{background:#f2f2f2}td:first-child,th:first-child{text-align:left}img{max-width:100%}
-.grid{display:flex;flex-wrap:wrap;gap:12px}.card{width:230px;font-size:13px}pre{background:#f7f7f7;padding:1em;overflow:auto}"""
+.grid{display:flex;flex-wrap:wrap;gap:12px}.card{width:230px;font-size:13px}pre{background:#f7f7f7;padding:1em;overflow:auto}
+.warn{background:#fff3cd;border:1px solid #e0b100;padding:.5em 1em;margin:.5em 0}.note{color:#555;font-size:13px}"""
 
 
 def _png(fig) -> str:
@@ -45,6 +51,276 @@ def _fmt(value) -> str:
     if isinstance(value, float):
         return f"{value:.4f}"
     return "" if value is None else str(value)
+
+
+def _ci(entry) -> str:
+    """``0.812 (0.701–0.904)``: a figure with its 95 % interval (plain floats as they are)."""
+    v = value(entry)
+    if v is None:
+        return "n/a"
+    if isinstance(entry, dict) and entry.get("ci_low") is not None:
+        return f"{v:.3f} ({entry['ci_low']:.3f}–{entry['ci_high']:.3f})"
+    return f"{v:.3f}"
+
+
+def _warnings(metrics: dict) -> str:
+    items = list(metrics.get("warnings", []))
+    if not items:  # metrics.json written before warnings existed: derive the small-class ones
+        items = [
+            f"class {c} has only {v['support']} evaluated image(s) (< {MIN_SUPPORT})"
+            for c, v in metrics.get("per_class", {}).items()
+            if v.get("support", 0) < MIN_SUPPORT
+        ]
+    return "".join(f'<div class="warn">⚠ {html.escape(w)}</div>' for w in items)
+
+
+def read_predictions(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def worst_errors(rows: list[dict], count: int = WORST) -> list[dict]:
+    """Misclassified images, the lowest probability given to the true class first."""
+    wrong = [r for r in rows if r.get("correct") == "0"]
+    return sorted(wrong, key=lambda r: float(r.get(f"p_{r['true']}", 0) or 0))[:count]
+
+
+def provenance_table(prov: dict) -> str:
+    sw = prov.get("software", {})
+    ranks = prov.get("training_ranks", [])
+    rows = [
+        ["xvhpc", sw.get("xvhpc")],
+        ["python", sw.get("python")],
+        ["torch / torchvision", f"{sw.get('torch')} / {sw.get('torchvision')}"],
+        ["CUDA / cuDNN", f"{sw.get('cuda') or '-'} / {sw.get('cudnn') or '-'}"],
+        ["scikit-learn / numpy", f"{sw.get('scikit-learn')} / {sw.get('numpy')}"],
+        ["evaluated on host", f"{prov.get('host')} ({sw.get('platform')})"],
+        ["GPUs at evaluation", ", ".join(sw.get("gpus") or []) or "none"],
+        ["site", prov.get("site")],
+        ["spec hash", prov.get("spec_hash")],
+        ["seeds", json.dumps(prov.get("seeds", {}), sort_keys=True)],
+        [
+            "training ranks",
+            "; ".join(
+                ", ".join(
+                    f"{k} {v}" for k, v in sorted(r.items()) if not isinstance(v, dict | list)
+                )
+                for r in ranks
+            )
+            or "not recorded",
+        ],
+    ]
+    return _table(["provenance", "value"], rows)
+
+
+def roc_curves(rows: list[dict], classes: list[str], op: dict | None) -> str:
+    """One-vs-rest ROC curve per class; the operating point marked on its class's curve."""
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import roc_curve
+
+    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    truth = np.array([r["true"] for r in rows])
+    for c in classes:
+        positive = truth == c
+        if positive.all() or not positive.any():
+            continue
+        fpr, tpr, _ = roc_curve(positive, np.array([float(r[f"p_{c}"]) for r in rows]))
+        ax.plot(fpr, tpr, label=c)
+    if op and op.get("threshold") is not None:
+        sens, spec = value(op["sensitivity"]), value(op["specificity"])
+        ax.plot(
+            [1 - spec], [sens], "k*", markersize=14, label=f"operating point ({op['positive']})"
+        )
+    ax.plot([0, 1], [0, 1], ":", color="grey")
+    ax.set_xlabel("1 − specificity")
+    ax.set_ylabel("sensitivity")
+    ax.set_title("ROC (one class vs the rest)")
+    ax.legend(fontsize=8, loc="lower right")
+    return _img_tag(_png(fig), "ROC curves")
+
+
+def reliability_diagram(calibration: dict) -> str:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    ax.plot([0, 1], [0, 1], ":", color="grey", label="perfect")
+    for key, label, style in (
+        ("reliability", "model", "o-"),
+        ("reliability_calibrated", "temperature-scaled", "s--"),
+    ):
+        bins = calibration.get(key) or []
+        if bins:
+            ax.plot(
+                [b["confidence"] for b in bins], [b["accuracy"] for b in bins], style, label=label
+            )
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("confidence (top class)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"reliability ({calibration.get('bins', 15)} bins)")
+    ax.legend(fontsize=8, loc="upper left")
+    return _img_tag(_png(fig), "reliability diagram")
+
+
+def details_section(run: RunDir, point: int, metrics: dict) -> str:
+    """Headline figures with intervals, warnings, per-class table, calibration, operating point,
+    ROC curves, the predictions file and the worst errors of one point."""
+    layout = Layout(run.root)
+    boot = metrics.get("bootstrap", {})
+    unit = boot.get("unit", "image")
+    parts = [
+        f"<p>accuracy <b>{_ci(metrics['accuracy'])}</b>, balanced accuracy {_ci(metrics['balanced_accuracy'])}, "
+        f"macro F1 {_ci(metrics['macro_f1'])}, ROC-AUC {_ci(metrics['roc_auc'])} on {metrics['samples']} "
+        f"validation images ({metrics.get('groups', metrics['samples'])} {'patients/groups' if unit != 'image' else 'independent images'})</p>"
+    ]
+    if boot:
+        parts.append(
+            f"<p class='note'>In brackets: 95 % percentile bootstrap intervals, {boot['resamples']} resamples "
+            f"(seed {boot['seed']}) of the {'patients/groups: all images of a patient are drawn together' if unit != 'image' else 'images'}.</p>"
+        )
+    parts.append(_warnings(metrics))
+    parts.append(confusion(metrics))
+    parts.append(
+        _table(
+            ["class", "precision", "recall (sensitivity)", "F1", "support", "ROC-AUC"],
+            [
+                [
+                    c,
+                    _ci(v["precision"]),
+                    _ci(v["recall"]),
+                    _ci(v["f1"]),
+                    v["support"],
+                    _ci(v["roc_auc"]),
+                ]
+                for c, v in metrics["per_class"].items()
+            ],
+        )
+    )
+    rows = read_predictions(layout.eval_dir(point) / metrics.get("predictions", "predictions.csv"))
+    op = metrics.get("operating_point")
+    cal = metrics.get("calibration")
+    figures = []
+    if rows:
+        figures.append(roc_curves(rows, metrics["classes"], op))
+    if cal:
+        figures.append(reliability_diagram(cal))
+    if figures:
+        parts.append(
+            '<div class="grid" style="gap:24px">'
+            + "".join(f"<div>{f}</div>" for f in figures)
+            + "</div>"
+        )
+    if cal:
+        text = f"Expected calibration error (ECE, {cal['bins']} bins): {_ci(cal['ece'])}"
+        if cal.get("ece_calibrated"):
+            how = (
+                "cross-fitted: each half of the validation groups scaled by the temperature fitted on the other half"
+                if cal.get("cross_fit_temperatures")
+                else "with the model's stored temperature"
+            )
+            text += (
+                f"; after temperature scaling (T = {cal['temperature']:.3f}) {_ci(cal['ece_calibrated'])} ({how}). "
+                "The deployed model (serve, export) applies this temperature."
+            )
+        parts.append(f"<p>{html.escape(text)}</p>")
+    if op:
+        if "error" in op:
+            parts.append(
+                f'<div class="warn">⚠ operating point not set: {html.escape(op["error"])}</div>'
+            )
+        else:
+            target = (
+                f"sensitivity ≥ {op['min_sensitivity']}"
+                if op.get("min_sensitivity") is not None
+                else f"specificity ≥ {op['min_specificity']}"
+            )
+            parts.append(
+                f"<p><b>Operating point</b> for {html.escape(op['positive'])} ({html.escape(target)}): "
+                f"{html.escape(op['positive'])} when its probability ≥ {op['threshold']:.4f}, else the most probable other class. "
+                f"Sensitivity {_ci(op['sensitivity'])}, specificity {_ci(op['specificity'])} on the images it was chosen on.</p>"
+            )
+            cross = op.get("cross_fitted")
+            if cross:
+                parts.append(
+                    f"<p class='note'>Chosen on one half of the patients/groups and measured on the other (both ways): "
+                    f"sensitivity {cross['sensitivity']:.3f}, specificity {cross['specificity']:.3f} — "
+                    "closer to what new patients will see. This rule is the default decision of serve's /v1/predict and the export sidecar.</p>"
+                )
+    if rows:
+        href = f"eval/{point}/{metrics.get('predictions', 'predictions.csv')}"
+        parts.append(
+            f"<p>Per-image predictions: <a href='{html.escape(href)}'>{html.escape(href)}</a> ({len(rows)} rows).</p>"
+        )
+        worst = worst_errors(rows)
+        if worst:
+            parts.append(
+                f"<h3>Worst errors (lowest probability given to the true class, {len(worst)} shown)</h3>"
+            )
+            parts.append(
+                _table(
+                    ["image", "group", "true", "predicted", "P(true)", "P(predicted)"],
+                    [
+                        [
+                            r["path"],
+                            "" if r["group"].startswith("image:") else r["group"],
+                            r["true"],
+                            r["predicted"],
+                            float(r[f"p_{r['true']}"]),
+                            float(r[f"p_{r['predicted']}"]),
+                        ]
+                        for r in worst
+                    ],
+                )
+            )
+    return "\n".join(p for p in parts if p)
+
+
+def best_point(run: RunDir) -> int:
+    board = read_json(Layout(run.root).leaderboard)
+    return int(board["rows"][0]["point"]) if board and board.get("rows") else 0
+
+
+def worst_error_heatmaps(run: RunDir, point: int, count: int) -> str:
+    """The published model's worst validation errors with Grad-CAM overlays (shard images)."""
+    layout = Layout(run.root)
+    metrics = read_json(layout.eval_dir(point) / "metrics.json")
+    if count == 0 or not metrics or not (layout.model / "meta.json").exists():
+        return ""
+    worst = [
+        r
+        for r in worst_errors(
+            read_predictions(
+                layout.eval_dir(point) / metrics.get("predictions", "predictions.csv")
+            ),
+            count,
+        )
+        if r.get("shard") and r.get("row")
+    ]
+    if not worst:
+        return "<p>No validation errors.</p>"
+    import h5py
+    import torch
+
+    from ..data.dataset import to_model_input
+    from ..models.bundle import load_bundle, overlay_png
+
+    bundle = load_bundle(layout.model)
+    cards = []
+    for r in worst:
+        with h5py.File(layout.shards / r["shard"], "r") as h5:
+            image = np.asarray(h5["images"][int(r["row"])])
+        x = to_model_input(torch.from_numpy(image[None]), bundle.device)
+        pred = bundle.classes.index(r["predicted"])
+        png = overlay_png(image, bundle.heatmap(x, pred))
+        src = "data:image/png;base64," + base64.b64encode(png).decode()
+        confidence = float(r["p_" + r["predicted"]])
+        cards.append(
+            f'<div class="card">{_img_tag(src, "heatmap")}<br>✘ {html.escape(r["path"])}: true <b>{html.escape(r["true"])}</b>, '
+            f"predicted <b>{html.escape(r['predicted'])}</b> ({confidence:.2f}); heatmap of the predicted class</div>"
+        )
+    return '<div class="grid">' + "".join(cards) + "</div>"
 
 
 def curves(metrics_file: Path) -> str:
@@ -189,38 +465,48 @@ def build_report(run: RunDir) -> str:
             _table(
                 ["point", "parameters", "accuracy", "balanced accuracy", "macro F1", "ROC-AUC"],
                 [
-                    [
-                        r["point"],
-                        json.dumps(r["params"]),
-                        r["accuracy"],
-                        r["balanced_accuracy"],
-                        r["macro_f1"],
-                        r["roc_auc"],
+                    [r["point"], json.dumps(r["params"])]
+                    + [
+                        _ci(
+                            {
+                                "value": r[k],
+                                "ci_low": r.get("ci", {}).get(k, [None])[0],
+                                "ci_high": r.get("ci", {}).get(k, [None, None])[1],
+                            }
+                        )
+                        for k in ("accuracy", "balanced_accuracy", "macro_f1", "roc_auc")
                     ]
                     for r in board["rows"]
                 ],
             )
+        )
+        parts.append(
+            "<p class='note'>Ranked by the point estimate; where intervals overlap the ranking is not "
+            "evidence that one point is better. The points are chosen and measured on the same validation "
+            "split, so the best point's figures are optimistic.</p>"
         )
     for p, params in enumerate(run.plan["points"]):
         parts.append(f"<h2>Point {p} {html.escape(json.dumps(params)) if params else ''}</h2>")
         parts.append(curves(run.root / "train" / str(p) / "metrics.jsonl"))
         metrics = read_json(run.root / "eval" / str(p) / "metrics.json")
         if metrics:
-            parts.append(
-                f"<p>accuracy <b>{metrics['accuracy']:.3f}</b>, balanced accuracy {metrics['balanced_accuracy']:.3f}, macro F1 {metrics['macro_f1']:.3f} on {metrics['samples']} validation images</p>"
-            )
-            parts.append(confusion(metrics))
-            parts.append(
-                _table(
-                    ["class", "precision", "recall", "F1", "support", "ROC-AUC"],
-                    [
-                        [c, v["precision"], v["recall"], v["f1"], v["support"], v["roc_auc"]]
-                        for c, v in metrics["per_class"].items()
-                    ],
-                )
-            )
+            parts.append(details_section(run, p, metrics))
+    best = best_point(run)
+    heatmaps = worst_error_heatmaps(run, best, spec.evaluate.heatmap_samples)
+    if heatmaps:
+        parts.append(
+            f"<h2>Worst validation errors with heatmaps (published model, point {best})</h2>"
+        )
+        parts.append(heatmaps)
     parts.append("<h2>Validation samples with heatmaps (best model)</h2>")
     parts.append(samples(run, spec.evaluate.heatmap_samples))
+    best_metrics = read_json(Layout(run.root).eval_dir(best) / "metrics.json") or {}
+    parts.append("<h2>Provenance</h2>")
+    if best_metrics.get("provenance"):
+        parts.append(provenance_table(best_metrics["provenance"]))
+    parts.append(
+        f"<p class='note'>Decision rule of the published model: {html.escape(best_metrics.get('decision_rule', 'most probable class'))}.</p>"
+    )
     parts.append(
         "<h2>Spec</h2><pre>" + html.escape((run.root / "spec.yaml").read_text()) + "</pre>"
     )

@@ -1,0 +1,480 @@
+"""Model details: bootstrap intervals (image and patient level), per-image predictions,
+calibration, the operating point, and serve applying the stored decision rule."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    f1_score,
+    precision_recall_fscore_support,
+    roc_auc_score,
+)
+
+from tests.conftest import SHARED_DATA, tiny_spec, xv
+from xvhpc.spec import ExperimentSpec
+from xvhpc.stats import bootstrap as bs
+from xvhpc.stats import calibration as cal
+from xvhpc.stats.decision import DecisionError, choose_threshold, decide, read_decision
+from xvhpc.steps.metrics import Options, model_details
+
+CLASSES = ["a", "b", "c"]
+
+
+def synthetic(n: int, seed: int = 0, k: int = 3, signal: float = 1.5, round_to: int | None = 2):
+    """Labels and softmax outputs of a mediocre classifier (rounded: ties in the scores)."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, k, n)
+    logits = rng.normal(size=(n, k))
+    logits[np.arange(n), labels] += signal
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    return labels, (np.round(probs, round_to) if round_to else probs)
+
+
+def width(entry: dict) -> float:
+    return entry["ci_high"] - entry["ci_low"]
+
+
+# ----- the vectorised kernels are scikit-learn's metrics ------------------------------------------
+
+
+def test_bootstrap_kernels_equal_sklearn_with_the_same_weights() -> None:
+    labels, probs = synthetic(300, seed=1)
+    pred = probs.argmax(1)
+    weights = np.random.default_rng(2).integers(0, 4, size=(6, len(labels))).astype(float)
+    m = bs.from_confusion(bs.confusion(weights, labels, pred, 3))
+    for i, w in enumerate(weights):
+        p, r, f, _ = precision_recall_fscore_support(
+            labels, pred, sample_weight=w, labels=[0, 1, 2], zero_division=0
+        )
+        assert np.allclose(m["precision"][i], p) and np.allclose(m["recall"][i], r)
+        assert np.allclose(m["f1"][i], f)
+        assert np.isclose(m["accuracy"][i], accuracy_score(labels, pred, sample_weight=w))
+        assert np.isclose(
+            m["balanced_accuracy"][i], balanced_accuracy_score(labels, pred, sample_weight=w)
+        )
+        assert np.isclose(
+            m["macro_f1"][i], f1_score(labels, pred, sample_weight=w, average="macro")
+        )
+        for c in range(3):  # rounded scores: many ties
+            auc = bs.AucKernel(probs[:, c], labels == c)(w[None])[0]
+            assert np.isclose(auc, roc_auc_score(labels == c, probs[:, c], sample_weight=w))
+
+
+def test_point_estimates_are_sklearn() -> None:
+    labels, probs = synthetic(200, seed=3)
+    d = model_details(labels, probs, CLASSES, options=Options(resamples=1000))
+    pred = probs.argmax(1)
+    assert np.isclose(d["accuracy"]["value"], accuracy_score(labels, pred))
+    assert np.isclose(d["balanced_accuracy"]["value"], balanced_accuracy_score(labels, pred))
+    assert np.isclose(d["macro_f1"]["value"], f1_score(labels, pred, average="macro"))
+    aucs = [roc_auc_score(labels == c, probs[:, c]) for c in range(3)]
+    assert np.isclose(d["roc_auc"]["value"], np.mean(aucs))
+    assert np.isclose(d["per_class"]["b"]["roc_auc"]["value"], aucs[1])
+    assert (
+        d["confusion_matrix"] == np.bincount(labels * 3 + pred, minlength=9).reshape(3, 3).tolist()
+    )
+
+
+# ----- intervals -----------------------------------------------------------------------------------
+
+
+def every_interval(d: dict):
+    for key in ("accuracy", "balanced_accuracy", "macro_f1", "roc_auc"):
+        yield key, d[key]
+    for name, per in d["per_class"].items():
+        for key in ("precision", "recall", "f1", "roc_auc"):
+            yield f"{name}.{key}", per[key]
+    yield "ece", d["calibration"]["ece"]
+
+
+def test_intervals_contain_the_point_estimate_and_shrink_with_more_data() -> None:
+    small = model_details(*synthetic(80, seed=4, round_to=None), CLASSES)
+    large = model_details(*synthetic(2000, seed=4, round_to=None), CLASSES)
+    for d in (small, large):
+        assert d["bootstrap"]["resamples"] >= 1000
+        for key, e in every_interval(d):
+            assert e["ci_low"] <= e["value"] <= e["ci_high"], (key, e)
+    for (key, s), (_, big) in zip(every_interval(small), every_interval(large), strict=True):
+        assert width(big) < width(s), key
+    assert width(large["accuracy"]) < 0.5 * width(small["accuracy"])
+
+
+def test_bootstrap_is_seeded() -> None:
+    labels, probs = synthetic(150, seed=5)
+    one = model_details(labels, probs, CLASSES, options=Options(seed=7))
+    two = model_details(labels, probs, CLASSES, options=Options(seed=7))
+    other = model_details(labels, probs, CLASSES, options=Options(seed=8))
+    assert one["roc_auc"] == two["roc_auc"] and one["roc_auc"] != other["roc_auc"]
+
+
+def test_group_bootstrap_differs_from_image_bootstrap_on_grouped_data() -> None:
+    """20 patients × 10 images; whether the model is right depends on the patient. Resampling
+    images treats 200 correlated images as independent: its interval is too narrow."""
+    rng = np.random.default_rng(6)
+    patients = np.repeat(np.arange(20), 10)
+    labels = np.repeat(rng.integers(0, 3, 20), 10)
+    right = np.repeat(rng.random(20) < 0.6, 10)
+    pred = np.where(right, labels, (labels + 1) % 3)
+    probs = np.full((200, 3), 0.1)
+    probs[np.arange(200), pred] = 0.8
+    by_image = model_details(labels, probs, CLASSES)
+    by_patient = model_details(labels, probs, CLASSES, groups=[f"p{g}" for g in patients])
+    assert by_image["bootstrap"]["unit"] == "image" and by_image["groups"] == 200
+    assert by_patient["bootstrap"]["unit"] == "patient/group" and by_patient["groups"] == 20
+    assert by_image["accuracy"]["value"] == by_patient["accuracy"]["value"]
+    assert width(by_patient["accuracy"]) > 2 * width(by_image["accuracy"])
+
+
+def test_resampler_draws_whole_groups() -> None:
+    groups = ["x", "x", "y", "z", "z", "z"]
+    r = bs.Resampler.build(6, groups, resamples=50, seed=0)
+    for w in r.weights():
+        assert (w[:, 0] == w[:, 1]).all() and (w[:, 3] == w[:, 5]).all()
+        assert (w.sum(1) > 0).all()
+
+
+def test_small_classes_get_a_warning() -> None:
+    labels, probs = synthetic(60, seed=7)
+    labels[labels == 2] = 0
+    labels[:4] = 2
+    d = model_details(labels, probs, CLASSES)
+    assert d["per_class"]["c"]["support"] == 4
+    assert any("class c has only 4" in w for w in d["warnings"])
+    assert not any("class a" in w for w in d["warnings"])
+
+
+def test_bootstrap_stays_fast() -> None:
+    labels, probs = synthetic(5000, seed=8, round_to=None)
+    start = time.monotonic()
+    model_details(labels, probs, CLASSES, options=Options(resamples=2000))
+    assert time.monotonic() - start < 60  # ~2 s on one idle core
+
+
+# ----- calibration ---------------------------------------------------------------------------------
+
+
+def test_temperature_scaling_recovers_an_overconfident_model() -> None:
+    labels, probs = synthetic(3000, seed=9, signal=1.0, round_to=None)
+    sharp = cal.apply_temperature(probs, 0.4)  # the same model, overconfident
+    t = cal.fit_temperature(sharp, labels)
+    assert 2.0 < t < 3.0  # undoes the 0.4
+    assert cal.ece(cal.apply_temperature(sharp, t), labels) < 0.5 * cal.ece(sharp, labels)
+    d = model_details(labels, sharp, CLASSES, options=Options(calibrate="temperature"))
+    c = d["calibration"]
+    assert c["method"] == "temperature" and np.isclose(c["temperature"], t)
+    assert c["ece_calibrated"]["value"] < 0.5 * c["ece"]["value"]  # cross-fitted, still better
+    assert len(c["cross_fit_temperatures"]) == 2
+    assert sum(b["count"] for b in c["reliability"]) == 3000
+
+
+def test_ece_of_a_calibrated_model_is_small() -> None:
+    rng = np.random.default_rng(10)
+    confidence = rng.uniform(0.5, 1.0, 20000)
+    labels = (rng.random(20000) >= confidence).astype(int)  # class 0 with prob = confidence
+    probs = np.stack([confidence, 1 - confidence], axis=1)
+    assert cal.ece(probs, labels) < 0.02
+
+
+# ----- operating point -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("target", [0.8, 0.9, 0.95, 1.0])
+def test_operating_point_reaches_the_asked_sensitivity_on_its_data(target: float) -> None:
+    labels, probs = synthetic(400, seed=11, signal=1.0)
+    positive = labels == 1
+    op = choose_threshold(probs[:, 1], positive, min_sensitivity=target)
+    decided = probs[:, 1] >= op["threshold"]
+    assert decided[positive].mean() >= target and op["sensitivity"] == decided[positive].mean()
+    # the best specificity reaching it: any higher threshold misses the target
+    kept = np.unique(probs[:, 1][probs[:, 1] >= op["threshold"]])  # score levels decided yes
+    if len(kept) > 1:  # dropping the lowest kept level misses the target
+        assert (probs[:, 1][positive] >= kept[1]).mean() < target
+
+
+@pytest.mark.parametrize("target", [0.7, 0.9, 1.0])
+def test_operating_point_reaches_the_asked_specificity_on_its_data(target: float) -> None:
+    labels, probs = synthetic(400, seed=12, signal=1.0)
+    negative = labels != 1
+    op = choose_threshold(probs[:, 1], labels == 1, min_specificity=target)
+    assert (probs[:, 1][negative] < op["threshold"]).mean() >= target
+
+
+def test_operating_point_in_model_details_with_intervals() -> None:
+    labels, probs = synthetic(300, seed=13, signal=1.0)
+    groups = [f"p{i // 3}" for i in range(300)]
+    options = Options(positive="b", min_sensitivity=0.95)
+    d = model_details(labels, probs, CLASSES, groups, options)
+    op = d["operating_point"]
+    assert op["positive"] == "b" and op["sensitivity"]["value"] >= 0.95
+    assert op["sensitivity"]["ci_low"] <= op["sensitivity"]["value"] <= op["sensitivity"]["ci_high"]
+    assert op["specificity"]["ci_low"] <= op["specificity"]["value"] <= op["specificity"]["ci_high"]
+    assert 0 <= op["cross_fitted"]["sensitivity"] <= 1
+
+
+def test_decide_applies_temperature_then_threshold() -> None:
+    probs = np.array([[0.6, 0.3, 0.1], [0.2, 0.1, 0.7], [0.5, 0.45, 0.05]])
+    _, label = decide(probs, CLASSES, None)
+    assert label.tolist() == [0, 2, 0]
+    rule = {"temperature": 1.0, "operating_point": {"positive": "b", "threshold": 0.25}}
+    _, label = decide(probs, CLASSES, rule)
+    assert label.tolist() == [1, 2, 1]  # b when P(b) ≥ 0.25, else the most probable other
+    scaled, label = decide(probs, CLASSES, {"temperature": 2.0, "operating_point": None})
+    assert np.allclose(scaled.sum(1), 1) and label.tolist() == [0, 2, 0]
+    assert scaled[0, 0] < 0.6  # softer
+
+
+def test_read_decision_checks_the_file(tmp_path: Path) -> None:
+    assert read_decision(tmp_path) is None
+    (tmp_path / "decision.json").write_text(
+        json.dumps({"temperature": 1.0, "operating_point": {"positive": "zebra", "threshold": 0.5}})
+    )
+    with pytest.raises(DecisionError, match="zebra"):
+        read_decision(tmp_path, CLASSES)
+    (tmp_path / "decision.json").write_text("{not json")
+    with pytest.raises(DecisionError):
+        read_decision(tmp_path, CLASSES)
+
+
+def test_spec_operating_point_needs_one_target() -> None:
+    base = {"name": "x", "data": {"source": "d"}}
+    ok = ExperimentSpec.model_validate(
+        {**base, "evaluate": {"operating_point": {"positive": "covid19", "min_sensitivity": 0.95}}}
+    )
+    assert ok.evaluate.operating_point.min_sensitivity == 0.95
+    for bad in (
+        {"positive": "covid19"},
+        {"positive": "c", "min_sensitivity": 0.9, "min_specificity": 0.9},
+    ):
+        with pytest.raises(ValueError, match="min_sensitivity or min_specificity"):
+            ExperimentSpec.model_validate({**base, "evaluate": {"operating_point": bad}})
+    with pytest.raises(ValueError):
+        ExperimentSpec.model_validate({**base, "evaluate": {"bootstrap": 100}})  # < 1,000
+
+
+# ----- the real pipeline ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def decided_run(trained_run: Path, tmp_path_factory) -> Path:
+    """A copy of the shared trained run, re-evaluated with temperature scaling and an
+    operating point (the shared run itself is left as it is)."""
+    run = tmp_path_factory.mktemp("decided") / "run"
+    shutil.copytree(trained_run, run)
+    spec = yaml.safe_load((run / "spec.yaml").read_text())
+    spec["evaluate"].update(
+        {
+            "calibrate": "temperature",
+            "operating_point": {"positive": "covid19", "min_sensitivity": 0.9},
+        }
+    )
+    (run / "spec.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    xv("evaluate", "--run-dir", str(run), "--all")
+    xv("report", "--run-dir", str(run))
+    return run
+
+
+def read_rows(path: Path) -> list[dict]:
+    return list(csv.DictReader(io.StringIO(path.read_text())))
+
+
+def test_predictions_csv_has_every_validation_image(trained_run: Path) -> None:
+    metrics = json.loads((trained_run / "eval" / "0" / "metrics.json").read_text())
+    rows = read_rows(trained_run / "eval" / "0" / "predictions.csv")
+    classes = metrics["classes"]
+    assert len(rows) == metrics["samples"] == 12
+    assert list(rows[0])[:3] == ["path", "group", "true"]
+    assert {f"p_{c}" for c in classes} | {"predicted", "correct"} <= set(rows[0])
+    for r in rows:
+        p = [float(r[f"p_{c}"]) for c in classes]
+        assert abs(sum(p) - 1) < 1e-4 and r["predicted"] == classes[int(np.argmax(p))]
+        assert r["correct"] == str(int(r["predicted"] == r["true"]))
+        assert r["path"].split("/")[0] == r["true"]  # the class folder the image came from
+    accuracy = np.mean([r["correct"] == "1" for r in rows])
+    assert np.isclose(accuracy, metrics["accuracy"]["value"])
+
+
+def test_metrics_json_holds_intervals_and_provenance(trained_run: Path) -> None:
+    m = json.loads((trained_run / "eval" / "0" / "metrics.json").read_text())
+    for key in ("accuracy", "balanced_accuracy", "macro_f1", "roc_auc"):
+        assert set(m[key]) == {"value", "ci_low", "ci_high"}
+    for per in m["per_class"].values():
+        assert {"value", "ci_low", "ci_high"} == set(per["recall"])
+    assert m["bootstrap"]["resamples"] >= 1000 and m["bootstrap"]["unit"] == "image"
+    assert len(m["warnings"]) == 4  # 3 validation images per class
+    prov = m["provenance"]
+    assert prov["software"]["torch"] and prov["software"]["python"] and prov["spec_hash"]
+    assert prov["site"] == "local" and prov["seeds"]["split"] == 1
+    board = json.loads((trained_run / "eval" / "leaderboard.json").read_text())
+    assert isinstance(board["rows"][0]["accuracy"], float)  # what `xvhpc status` prints
+    assert (
+        json.loads((trained_run / "model" / "decision.json").read_text())["operating_point"] is None
+    )
+
+
+def test_report_shows_intervals_warnings_and_predictions(trained_run: Path) -> None:
+    text = (trained_run / "report.html").read_text()
+    assert "95 % percentile bootstrap" in text and "has only 3 evaluated image" in text
+    assert "eval/0/predictions.csv" in text and "Provenance" in text
+    assert "reliability diagram" in text and "ROC curves" in text
+
+
+def test_operating_point_and_temperature_stored_with_the_model(decided_run: Path) -> None:
+    m = json.loads((decided_run / "eval" / "0" / "metrics.json").read_text())
+    op = m["operating_point"]
+    rows = read_rows(decided_run / "eval" / "0" / "predictions.csv")
+    positive = [r for r in rows if r["true"] == "covid19"]
+    reached = np.mean([r["decision"] == "covid19" for r in positive])
+    assert reached >= 0.9 and np.isclose(reached, op["sensitivity"]["value"])
+    rule = read_decision(decided_run / "model", m["classes"])
+    assert rule["operating_point"]["threshold"] == op["threshold"]
+    assert (
+        rule["temperature"] == m["calibration"]["temperature"]
+        and rule["calibrate"] == "temperature"
+    )
+    assert rule["provenance"]["software"]["torch"]
+    text = (decided_run / "report.html").read_text()
+    assert "Operating point" in text and "after temperature scaling" in text
+
+
+def test_serve_applies_the_operating_point(decided_run: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from xvhpc.models.bundle import load_bundle
+    from xvhpc.serve.app import create_app
+
+    model = decided_run / "model"
+    bundle = load_bundle(model)
+    rows = read_rows(decided_run / "eval" / "0" / "predictions.csv")
+    shard_image = _validation_png(decided_run, rows[0])
+
+    def ask(rule: dict | None) -> dict:
+        app = create_app(bundle, decision=rule)
+        with TestClient(app) as client:
+            r = client.post("/v1/predict", files={"file": ("x.png", shard_image, "image/png")})
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    stored = read_decision(model, bundle.classes)
+    body = ask(stored)
+    probs = {p["label"]: p["confidence"] for p in body["predictions"]}
+    expected = "covid19" if probs["covid19"] >= stored["operating_point"]["threshold"] else None
+    assert body["decision"] == (
+        expected or max((c for c in probs if c != "covid19"), key=probs.get)
+    )
+    always = {**stored, "operating_point": {**stored["operating_point"], "threshold": 0.0}}
+    never = {**stored, "operating_point": {**stored["operating_point"], "threshold": 1.5}}
+    assert ask(always)["decision"] == "covid19"
+    assert ask(never)["decision"] != "covid19"
+    plain = ask(None)
+    assert plain["decision"] == plain["predictions"][0]["label"]
+    # `xvhpc serve RUN_DIR` reads the stored rule: its /v1/model says so
+    app = create_app(bundle, decision=stored)
+    with TestClient(app) as client:
+        assert "covid19 when P(covid19)" in client.get("/v1/model").json()["decision_rule"]
+
+
+def _validation_png(run: Path, row: dict) -> bytes:
+    import h5py
+    from PIL import Image
+
+    with h5py.File(run / "shards" / row["shard"], "r") as h5:
+        image = np.asarray(h5["images"][int(row["row"])])
+    buf = io.BytesIO()
+    Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_export_sidecar_carries_the_decision_rule(decided_run: Path, tmp_path: Path) -> None:
+    from xvhpc.serve.export import export
+
+    path = export(decided_run, "torchscript", tmp_path / "model.pt")
+    sidecar = json.loads((tmp_path / "model.pt.json").read_text())
+    assert path.exists() and sidecar["decision"]["operating_point"]["positive"] == "covid19"
+    assert sidecar["decision"]["temperature"] > 0
+
+
+def test_unknown_operating_point_class_is_a_clear_error(trained_run: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    spec = yaml.safe_load((run / "spec.yaml").read_text())
+    spec["evaluate"]["operating_point"] = {"positive": "covid", "min_sensitivity": 0.9}
+    (run / "spec.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    proc = xv("evaluate", "--run-dir", str(run), "--all", check=False)
+    assert proc.returncode == 2 and "'covid' is not a class of the model" in proc.stderr
+
+
+# ----- item 8: augmented copies stay in training ---------------------------------------------------
+
+
+def test_augmented_copies_never_reach_validation(tmp_path: Path, demo_data: Path) -> None:
+    import h5py
+
+    spec = tiny_spec(
+        tmp_path / "spec.yaml",
+        demo_data,
+        data={"augment": {"covid19": {"copies": 3, "hflip": True}, "normal": {"target_count": 20}}},
+    )
+    run = tmp_path / "run"
+    xv("compile", str(spec), "--site", "local", "--out", str(run))
+    xv("ingest", "--run-dir", str(run), "--shard", "all")
+    xv("ingest", "--run-dir", str(run), "--merge")
+    val_sources, train_augmented = set(), set()
+    for shard in sorted((run / "shards").glob("*.h5")):
+        with h5py.File(shard, "r") as h5:
+            for split, source, ops in zip(
+                h5["split"][:], h5["source"][:], h5["ops"][:], strict=True
+            ):
+                source, ops = source.decode(), ops.decode()
+                if split == 1:
+                    assert ops == "", f"augmented copy of {source} in validation"
+                    val_sources.add(source)
+                elif ops:
+                    train_augmented.add(source)
+    assert train_augmented and val_sources and not (train_augmented & val_sources)
+
+
+# ----- the real chest X-rays -----------------------------------------------------------------------
+
+CXR = SHARED_DATA / "cxr-figure1" / "metadata.csv"
+
+
+@pytest.mark.skipif(not CXR.exists(), reason="shared/data/cxr-figure1 not present")
+def test_real_xrays_resample_patients() -> None:
+    """The real figure-1 metadata through the CSV path: groups are its patient ids, the
+    bootstrap resamples patients, and the rare classes are flagged."""
+    from xvhpc.data.catalog import build_catalog
+    from xvhpc.spec.schema import DataSpec
+
+    data = DataSpec.model_validate(
+        {
+            "source": str(CXR),
+            "csv": {
+                "path_pattern": "images/{patientid}.*",
+                "label_column": "finding",
+                "group_column": "patientid",
+            },
+        }
+    )
+    samples = build_catalog(CXR, data).samples
+    classes = sorted({s.label for s in samples})
+    labels = np.array([classes.index(s.label) for s in samples])
+    probs = np.full((len(labels), len(classes)), 0.2)
+    probs[np.arange(len(labels)), labels] = 0.6  # a perfect ranking
+    d = model_details(labels, probs, classes, [s.group for s in samples])
+    assert d["bootstrap"]["unit"] == "patient/group"
+    assert d["groups"] == len({s.group for s in samples}) and d["samples"] == len(samples)
+    assert d["accuracy"] == {"value": 1.0, "ci_low": 1.0, "ci_high": 1.0}
+    small = [c for c in classes if (labels == classes.index(c)).sum() < 10]
+    assert small and len(d["warnings"]) == len(small)
+    assert all(any(f"class {c} has only" in w for w in d["warnings"]) for c in small)
