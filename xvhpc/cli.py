@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -10,6 +11,50 @@ from pathlib import Path
 def _fail(message: str, code: int = 2) -> int:
     print(f"xvhpc: error: {message}", file=sys.stderr)
     return code
+
+
+def _shard_arg(text: str) -> str | int:
+    """``--shard``: a shard index (0, 1, …) or ``all``."""
+    if text == "all":
+        return text
+    if not text.isdigit():  # also refuses "-1", "1.5", ""
+        raise argparse.ArgumentTypeError(f"{text!r} is not a shard index (0, 1, …) or 'all'")
+    return int(text)
+
+
+def _at_least(low: int):
+    """An argparse type: an integer ≥ ``low``, with a message that says so."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is below {low}")
+        return value
+
+    parse.__name__ = f"integer >= {low}"
+    return parse
+
+
+def _ingest_locks(args: argparse.Namespace) -> list[tuple[str, bool]] | None:
+    """What this ``xvhpc ingest`` writes, as run-dir locks (see xvhpc/lock.py); None: nothing
+    (an MPI rank other than 0 of ``--shard all``, whose rank 0 holds the lock for all)."""
+    import os
+
+    from .lock import launch_rank
+    from .runtime.task import array_index
+
+    if args.shard == "all":
+        return [("ingest", False)] if launch_rank() == 0 else None
+    index = args.shard if args.shard is not None else array_index(os.environ)
+    parts = [("ingest", True)]
+    if index is not None:
+        parts.append((f"shard-{index:05d}", False))
+    if args.merge:
+        parts.append(("merge", False))
+    return parts
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -68,7 +113,11 @@ def _compile(spec_path: str, site_name: str, out: str):
         raise SpecError(problems)
     run_dir = str(Path(out).resolve())
     plan = build_plan(loaded, site, run_dir)
-    write_plan(plan, site, Path(spec_path).read_text())
+    from .lock import exclusive_run
+
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    with exclusive_run(Path(run_dir)):  # no other xvhpc process is writing or running it
+        write_plan(plan, site, Path(spec_path).read_text())
     return plan, site
 
 
@@ -122,27 +171,46 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from .lock import exclusive_run
     from .spec import SpecError
     from .submit import run_local
 
-    try:
-        plan, site = _compile(args.spec, "local", args.out)
-    except SpecError as exc:
-        print(exc, file=sys.stderr)
-        return 1
-    return run_local(plan, site)
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    with exclusive_run(out):  # the steps it starts share this hold (XVHPC_LOCK_TOKEN)
+        try:
+            plan, site = _compile(args.spec, "local", args.out)
+        except SpecError as exc:
+            print(exc, file=sys.stderr)
+            return 1
+        return run_local(plan, site)
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
+    from . import lock
     from .steps.ingest import main
 
-    return main(args)
+    parts = _ingest_locks(args)
+    if parts is None:
+        return main(args)
+    with lock.step(Path(args.run_dir).resolve(), parts):
+        return main(args)
+
+
+def cmd_stage(args: argparse.Namespace) -> int:
+    from .data.stage import main
+
+    return main(args.run_dir, args.to)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from . import lock
     from .steps.train import main
 
-    return main(args)
+    if lock.launch_rank() != 0:  # only rank 0 writes: the job's other ranks never lock
+        return main(args)
+    with lock.step(Path(args.run_dir).resolve(), [(f"train-{args.point}", False)]):
+        return main(args)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -177,6 +245,39 @@ def cmd_weights(args: argparse.Namespace) -> int:
 
 def cmd_demo_data(args: argparse.Namespace) -> int:
     from .data.synth import main
+
+    return main(args)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """Batch prediction: list the inputs, compile chunks + merge for the site, submit (or run)."""
+    from .plan.predict import PredictError, build_predict_plan, prepare_job
+    from .plan.render import write_plan
+    from .spec import SpecError, load_site
+    from .submit import submit_plan
+
+    out = Path(args.out).resolve()
+    try:
+        site = load_site(args.site)
+        job, meta = prepare_job(
+            args.run_dir, args.data, out, args.chunk_size, args.batch_size, args.heatmaps
+        )
+    except SpecError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    except PredictError as exc:
+        return _fail(str(exc))
+    plan = build_predict_plan(job, meta, site, out, args.walltime)
+    write_plan(plan, site, json.dumps(meta.get("spec") or {}, indent=2) + "\n")
+    print(f"{len(job.inputs)} file(s) in {job.chunks} chunk(s) of at most {job.chunk_size}")
+    code = submit_plan(plan, site, dry_run=args.dry_run, force=args.force)
+    if code == 0 and site.local:
+        print(f"predictions: {out / 'predictions.csv'}")
+    return code
+
+
+def cmd_predict_chunk(args: argparse.Namespace) -> int:
+    from .steps.predict import main
 
     return main(args)
 
@@ -226,7 +327,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("ingest", cmd_ingest, "(job step) images → HDF5 shards")
     p.add_argument("--run-dir", required=True)
     p.add_argument(
-        "--shard", default=None, help="shard index, or 'all' (default: from the array task id)"
+        "--shard",
+        type=_shard_arg,
+        default=None,
+        help="shard index, or 'all' (default: from the array task id)",
     )
     p.add_argument("--merge", action="store_true", help="write manifest.json from finished shards")
     p.add_argument(
@@ -240,7 +344,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", required=True)
     p.add_argument("--point", type=int, default=0)
     p.add_argument(
-        "--max-iterations", type=int, default=None, help="override the spec (tests, smoke runs)"
+        "--max-iterations",
+        type=_at_least(1),
+        default=None,
+        help="override the spec (tests, smoke runs)",
     )
     p = add(
         "evaluate",
@@ -251,6 +358,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--point", type=int, default=0)
     p.add_argument("--all", action="store_true", help="every sweep point, then the leaderboard")
     p.add_argument("--data", help="a labelled folder or CSV instead of the validation split")
+    p = add("stage", cmd_stage, "(job step) copy the shards to node-local storage, verified")
+    p.add_argument("--run-dir", required=True)
+    p.add_argument("--to", required=True, help="destination; $VARS are expanded on each node")
     p = add("report", cmd_report, "(job step) write report.html")
     p.add_argument("--run-dir", required=True)
     p = add("serve", cmd_serve, "serve the trained model over REST")
@@ -264,6 +374,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("weights", cmd_weights, "manage the offline pretrained-weights cache")
     p.add_argument("action", choices=["fetch", "list", "path"])
     p.add_argument("arch", nargs="?")
+    p = add("predict", cmd_predict, "batch prediction over a folder, CSV or COCO JSON, as jobs")
+    p.add_argument("run_dir", help="a trained run directory (or a model bundle directory)")
+    p.add_argument("--data", required=True, help="folder, CSV (data.csv.path_column) or COCO")
+    p.add_argument("--out", required=True, help="output directory (predictions.csv, summary)")
+    p.add_argument("--site", default="local")
+    p.add_argument("--chunk-size", type=int, default=1000, help="files per array task")
+    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
+    p.add_argument("--heatmaps", action="store_true", help="also write Grad-CAM overlay PNGs")
+    p.add_argument("--walltime", default="01:00:00", help="per chunk")
+    p.add_argument("--dry-run", action="store_true", help="print the submit commands only")
+    p.add_argument("--force", action="store_true", help="submit even if jobs of OUT are live")
+    p = add("predict-chunk", cmd_predict_chunk, "(job step) predict one chunk, or --merge")
+    p.add_argument("--run-dir", required=True)
+    p.add_argument("--chunk", type=int, default=None)
+    p.add_argument("--merge", action="store_true")
     p = add(
         "demo-data", cmd_demo_data, "generate a synthetic X-ray-like dataset (JPEG, PNG, DICOM)"
     )
@@ -277,6 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from .models.safeload import UnloadableFile
     from .spec.errors import SpecError
+    from .util import UserError
 
     args = build_parser().parse_args(argv)
     try:
@@ -286,5 +412,26 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except UnloadableFile as exc:  # a corrupt or pickled checkpoint/weights file: never unpickled
         return _fail(str(exc))
+    except UserError as exc:  # a busy run dir, a damaged JSON file or shard …
+        return _fail(str(exc), exc.code)
+    except OSError as exc:  # the machine, not the input: disk full, read-only, permission
+        return _fail(_os_error(exc))
     except KeyboardInterrupt:
         return 130
+
+
+def _os_error(exc: OSError) -> str:
+    """One line for a failed read or write, with what to do for the usual causes."""
+    import errno
+
+    what = f"{exc.filename}: " if exc.filename else ""
+    text = f"{what}{exc.strerror or exc}"
+    hints = {
+        errno.ENOSPC: "the filesystem is full: free space and rerun the same command (finished "
+        "work is kept)",
+        errno.EDQUOT: "the disk quota is exceeded: free space and rerun the same command",
+        errno.EROFS: "the filesystem is read-only: write somewhere else",
+        errno.EACCES: "no permission: write somewhere you may, or ask the owner",
+    }
+    hint = hints.get(exc.errno or -1)
+    return f"{text}; {hint}" if hint else text

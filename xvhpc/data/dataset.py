@@ -11,7 +11,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .shards import SPLITS, content_hash
+from ..lock import launch_rank
+from ..util import UserError
+from .shards import SPLITS, content_hash, file_sha256
+from .stage import shard_dir
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -30,14 +33,55 @@ class Index:
         return len(self.labels)
 
 
+class ShardCorrupt(UserError):
+    """A shard whose bytes are not the ones ingest wrote (its sha256 differs)."""
+
+
+def read_manifest(run_root: Path) -> dict:
+    """manifest.json, or a ``UserError`` naming it when it is missing or damaged."""
+    path = run_root / "manifest.json"
+    try:
+        manifest = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise UserError(f"{path} does not exist: run ingest first") from None
+    except (OSError, ValueError) as exc:  # unreadable, not UTF-8, not JSON
+        raise UserError(
+            f"{path} is damaged ({exc}); write it again: xvhpc ingest --run-dir {run_root} --merge"
+        ) from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("shards"), list):
+        raise UserError(f"{path} is not an xvhpc manifest (no list of shards)")
+    return manifest
+
+
+def verify_shard(run_root: Path, path: Path, entry: dict) -> None:
+    """Refuse a shard that changed since ingest recorded its sha256 in the manifest.
+
+    Once per shard per process (the digest is remembered), and only in the process of rank 0:
+    every rank reads the same file, and a corrupt shard stops rank 0 and with it the job."""
+    expected = entry.get("sha256")
+    if not expected or launch_rank() != 0:
+        return
+    found = file_sha256(path)
+    if found != expected:
+        index = entry["file"].removeprefix("shard-").removesuffix(".h5").lstrip("0") or "0"
+        raise ShardCorrupt(
+            f"{path} does not match the sha256 that ingest recorded in manifest.json (recorded "
+            f"{expected[:12]}…, now {found[:12]}…): it changed after it was written. Write it "
+            f"again: xvhpc ingest --run-dir {run_root} --shard {index} --merge"
+        )
+
+
 def load_index(run_root: Path, split: str) -> Index:
-    """Index one split over every shard listed in manifest.json (excluded leaks dropped)."""
-    manifest = json.loads((run_root / "manifest.json").read_text())
+    """Index one split over every shard listed in manifest.json (excluded leaks dropped); each
+    shard's sha256 is checked first (``verify_shard``)."""
+    manifest = read_manifest(run_root)
     exclude = set(manifest.get("exclude_val_hashes", []))
     files, shards, rows, labels = [], [], [], []
+    source = shard_dir(run_root)  # node-local copy when staged
     for n, entry in enumerate(manifest["shards"]):
-        path = run_root / "shards" / entry["file"]
+        path = source / entry["file"]
         files.append(str(path))
+        verify_shard(run_root, path, entry)
         with h5py.File(path, "r") as h5:
             split_col = h5["split"][:]
             lab = h5["labels"][:]

@@ -35,6 +35,10 @@ class Launcher:
         compute node (Slurm); through the launcher where it runs on a shared launch node."""
         return argv
 
+    def per_node_command(self, step: Step, site: SiteConfig, argv: list[str]) -> list[str]:
+        """One task on each node of the step (node-local staging); once where there is one node."""
+        return argv
+
     def ingest_ranks_per_node(self, site: SiteConfig) -> int:
         """MPI ingest ranks per node."""
         return max(1, site.node.cores)

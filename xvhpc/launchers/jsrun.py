@@ -62,5 +62,8 @@ class JsrunLauncher(Launcher):
             *argv,
         ]
 
+    def per_node_command(self, step: Step, site: SiteConfig, argv: list[str]) -> list[str]:
+        return ["jsrun", f"-n{step.nodes}", "-r1", "-a1", "-c1", "-g0", SMPIARGS, *argv]
+
     def ingest_ranks_per_node(self, site: SiteConfig) -> int:
         return max(1, site.node.cores // CORES_PER_INGEST_RANK)

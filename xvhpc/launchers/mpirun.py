@@ -20,3 +20,6 @@ class MpirunLauncher(Launcher):
             "none",
             *argv,
         ]
+
+    def per_node_command(self, step: Step, site: SiteConfig, argv: list[str]) -> list[str]:
+        return ["mpirun", "-np", str(step.nodes), "--map-by", "ppr:1:node", *argv]

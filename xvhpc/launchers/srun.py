@@ -24,3 +24,7 @@ class SrunLauncher(Launcher):
         if site.srun_mpi:
             head.append(f"--mpi={site.srun_mpi}")
         return [*head, *argv]
+
+    def per_node_command(self, step: Step, site: SiteConfig, argv: list[str]) -> list[str]:
+        n = step.nodes
+        return ["srun", f"--nodes={n}", "--ntasks-per-node=1", f"--ntasks={n}", *argv]

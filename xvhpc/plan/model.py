@@ -31,6 +31,7 @@ class Step:
     cpus_per_task: int = 1  # physical cores per task
     distributed: bool = False  # launched through the site's launcher
     requeue: bool = False
+    stage_data: bool = False  # copy the shards to node-local storage first (one task per node)
     stages: tuple[Step, ...] = ()  # single allocation: these steps run one after another
 
     @property
@@ -92,6 +93,7 @@ class Plan:
     max_requeues: int = 3
     data_source: str = ""
     notify: bool = False
+    stage_dir: str | None = None  # node-local shard copies ($VARS expanded on each node)
     steps: list[Step] = field(default_factory=list)
 
     @property
@@ -168,6 +170,8 @@ def build_plan(loaded: LoadedSpec, site: SiteConfig, run_dir: str) -> Plan:
         data_source=str(Path(spec.data.source).expanduser().resolve()),
         notify=res.notify == "email",
     )
+    if spec.data.stage == "node_local" and site.node_local and not local:
+        plan.stage_dir = f"{site.node_local.path.rstrip('/')}/{plan.token}"
     shards = spec.data.shards
     if local:
         plan.steps.append(
@@ -229,6 +233,7 @@ def build_plan(loaded: LoadedSpec, site: SiteConfig, run_dir: str) -> Plan:
             cpus_per_task=cpus,
             distributed=True,
             requeue=not local,
+            stage_data=plan.stage_dir is not None,
         )
     )
     plan.steps.append(
@@ -271,4 +276,5 @@ def single_allocation(steps: list[Step]) -> Step:
         distributed=True,
         stages=tuple(stages),
         requeue=any(s.requeue for s in stages),
+        stage_data=any(s.stage_data for s in stages),
     )

@@ -146,6 +146,28 @@ def _plain(step: Step, site: SiteConfig, plan: Plan, native_arrays: bool) -> lis
     return [command]
 
 
+def _stage(step: Step, site: SiteConfig, plan: Plan) -> list[str]:
+    """Copy the shards once per node; on failure train reads the shared copy (with a warning)."""
+    argv = [
+        Shell('"$XVHPC_PY"'),
+        "-m",
+        "xvhpc",
+        "stage",
+        "--run-dir",
+        Shell('"$RUN_DIR"'),
+        "--to",
+        Shell('"$XVHPC_STAGE_DIR"'),
+    ]
+    command = render_tokens(LAUNCHERS.get(site.launcher)().per_node_command(step, site, argv))
+    return [
+        f"export XVHPC_STAGE_DIR={shlex.quote(plan.stage_dir or '')}  # expanded on each node",
+        f"if ! {command}; then",
+        '  echo "xvhpc: warning: node-local staging failed; training reads the shared shards" >&2',
+        "  unset XVHPC_STAGE_DIR",
+        "fi",
+    ]
+
+
 def body(step: Step, plan: Plan, site: SiteConfig) -> list[str]:
     """What the job runs once its prologue has set XVHPC_INDEX and the master address."""
     native = get_scheduler(site.scheduler).native_arrays
@@ -157,6 +179,8 @@ def body(step: Step, plan: Plan, site: SiteConfig) -> list[str]:
     for s in steps:
         if step.stages:
             lines += [f"# -- {s.name}", "XVHPC_INDEX=0"]
+        if s.stage_data and plan.stage_dir:
+            lines += _stage(s, site, plan)
         lines += _plain(s, site, plan, native and not step.stages)
         if s.requeue or (s.packed and s.array):
             lines.append('[ "$rc" -eq 0 ] || exit "$rc"')

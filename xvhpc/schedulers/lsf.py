@@ -69,8 +69,11 @@ class LsfScheduler(Scheduler):
     def size_directives(self, step: Step, site: SiteConfig) -> list[str]:
         """How the allocation is asked for (CSM: whole nodes)."""
         lines = [f"#BSUB -nnodes {step.allocation_nodes}"]
-        if site.alloc_flags:
-            lines.append(f'#BSUB -alloc_flags "{site.alloc_flags}"')
+        flags = [site.alloc_flags] if site.alloc_flags else []
+        if step.stage_data and site.node_local and site.node_local.alloc_flags:
+            flags.append(site.node_local.alloc_flags)  # Summit: NVME mounts /mnt/bb/$USER
+        if flags:
+            lines.append(f'#BSUB -alloc_flags "{" ".join(flags)}"')
         return lines
 
     def directives(self, step: Step, plan: Plan, site: SiteConfig) -> list[str]:

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import itertools
 import json
+import math
 import random
+import sys
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from pydantic import BaseModel, ValidationError
 
 from ..util import format_hms, parse_walltime
 from .errors import Problem, SpecError, closest_first, did_you_mean
 from .schema import ExperimentSpec
 from .site import LOCAL_SITE_YAML, SiteConfig, known_sites
-from .validate import problems_from, validate_model
+from .validate import problems_from, unwrap, validate_model
 from .yamlio import LineMap, line_for, load_yaml_with_lines, parse_yaml_with_lines
 
 
@@ -72,77 +76,194 @@ def load_site(name_or_path: str) -> SiteConfig:
 
 
 def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
-    """Set ``a.b.c`` in nested dicts, creating levels as needed."""
+    """Set ``a.b.c`` in nested dicts, creating levels as needed (a null level becomes one)."""
     *parents, last = key.split(".")
     node = data
-    for part in parents:
-        node = node.setdefault(part, {})
+    for depth, part in enumerate(parents):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        elif not isinstance(child, dict):
+            above = ".".join(parents[: depth + 1])
+            raise ValueError(f"{above} is a value, not a section")
+        node = child
     node[last] = value
 
 
+MAX_SWEEP_VALUES = 1000  # values of one swept key
+MAX_GRID_POINTS = 10_000  # points of a grid sweep (random sweeps sample at most 10,000)
+
+
+def _without_sweep(raw: dict[str, Any]) -> dict[str, Any]:
+    """The spec's raw data without its sweep section (what one point is built from): copying
+    the sweep's own lists for every point made compile quadratic in their length."""
+    return copy.deepcopy({k: v for k, v in raw.items() if k != "sweep"})
+
+
+def _grid_size(parameters: dict[str, list[Any]]) -> int:
+    return math.prod(len(v) for v in parameters.values())
+
+
+def _sample_indices(rng: random.Random, total: int, count: int) -> list[int]:
+    """``count`` distinct indices below ``total``, never listing all ``total``.
+
+    ``rng.sample(range(total), k)`` draws exactly what ``rng.sample(full_grid, k)`` drew (it
+    only ever indexes the population), without building the grid; past ``sys.maxsize``
+    (where ``len(range)`` fails) distinct indices are drawn one by one."""
+    if total <= sys.maxsize:
+        return rng.sample(range(total), count)
+    chosen: dict[int, None] = {}
+    while len(chosen) < count:
+        chosen.setdefault(rng.randrange(total), None)
+    return list(chosen)
+
+
+def _grid_point(keys: list[str], lists: list[list[Any]], index: int) -> dict[str, Any]:
+    """The ``index``-th point of ``itertools.product(*lists)`` (the last key varies fastest)."""
+    values = [None] * len(keys)
+    for i in range(len(keys) - 1, -1, -1):
+        index, digit = divmod(index, len(lists[i]))
+        values[i] = lists[i][digit]
+    return dict(zip(keys, values, strict=True))
+
+
 def sweep_points(loaded: LoadedSpec) -> list[dict[str, Any]]:
-    """The sweep's points as ``{dotted key: value}``; one empty point without a sweep."""
+    """The sweep's points as ``{dotted key: value}``; one empty point without a sweep.
+
+    A random sweep samples grid indices (seeded, deterministic): a 10^8-point grid costs as
+    much as a 4-point one."""
     sweep = loaded.spec.sweep
     if sweep is None or not sweep.parameters:
         return [{}]
     keys = sorted(sweep.parameters)
-    grid = [
-        dict(zip(keys, combo, strict=True))
-        for combo in itertools.product(*(sweep.parameters[k] for k in keys))
-    ]
+    lists = [sweep.parameters[k] for k in keys]
+    total = _grid_size(sweep.parameters)
     if sweep.method == "random":
-        rng = random.Random(sweep.seed)
-        grid = rng.sample(grid, min(sweep.samples, len(grid)))
-    return grid
+        indices = _sample_indices(random.Random(sweep.seed), total, min(sweep.samples, total))
+    else:
+        indices = range(min(total, MAX_GRID_POINTS))  # check_sweep refuses larger grids
+    return [_grid_point(keys, lists, i) for i in indices]
 
 
 def point_spec(loaded: LoadedSpec, point: dict[str, Any]) -> ExperimentSpec:
-    """The spec with one sweep point applied (and the sweep removed)."""
-    raw = copy.deepcopy(loaded.raw)
-    raw.pop("sweep", None)
-    for key, value in point.items():
-        set_dotted(raw, key, value)
-    return ExperimentSpec.model_validate(raw)
+    """The spec with one sweep point applied (and the sweep removed). A combination of values
+    that does not validate together is a ``SpecError`` at the sweep's line."""
+    raw = _without_sweep(loaded.raw)
+    try:
+        for key, value in point.items():
+            set_dotted(raw, key, value)
+        return ExperimentSpec.model_validate(raw)
+    except ValueError as exc:  # pydantic.ValidationError is one
+        if isinstance(exc, ValidationError):
+            messages = [p.message for p in problems_from(exc, ExperimentSpec, loaded.file, {})]
+        else:
+            messages = [str(exc)]
+        shown = ", ".join(f"{k}={_short(v)}" for k, v in point.items())
+        raise SpecError(
+            [loaded.problem("sweep.parameters", f"point {shown}: {m}") for m in messages]
+        ) from None
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _model_types(annotation: Any) -> tuple[list[type[BaseModel]], list[Any]]:
+    """(pydantic models, dict value types) an annotation admits (Optional/Union unwrapped)."""
+    models, dict_values = [], []
+    for candidate in unwrap(annotation):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            models.append(candidate)
+        elif typing.get_origin(candidate) is dict:
+            dict_values.append(typing.get_args(candidate)[-1])
+    return models, dict_values
+
+
+def _sweep_key_problem(key: str) -> tuple[str, tuple[str, ...]] | None:
+    """Why ``key`` cannot be swept (message, choices), or None. Every level but the last must
+    be a section (a model, or a mapping such as ``data.augment``); the sweep is not sweepable."""
+    parts = key.split(".")
+    section_names = sorted(
+        f"{s}.{f}"
+        for s, m in ExperimentSpec.model_fields.items()
+        if s != "sweep"
+        for f in getattr(m.annotation, "model_fields", {})
+    )
+    unknown = (
+        f"not a spec key{did_you_mean(key, section_names)}",
+        closest_first(key, section_names)[:8],
+    )
+    if len(parts) < 2 or parts[0] == "sweep" or any(not p for p in parts):
+        return unknown
+    current: Any = ExperimentSpec
+    for depth, part in enumerate(parts):
+        models, dict_values = _model_types(current)
+        if models:
+            fields = {(f.alias or n): f for m in models for n, f in m.model_fields.items()} | {
+                n: f for m in models for n, f in m.model_fields.items()
+            }
+            if part not in fields:
+                if depth == 0 or depth == 1:
+                    return unknown
+                above = ".".join(parts[:depth])
+                names = sorted(fields)
+                return (
+                    f"{part!r} is not a key of {above}{did_you_mean(part, names)}",
+                    closest_first(part, names)[:8],
+                )
+            current = fields[part].annotation
+        elif dict_values:
+            current = dict_values[0]
+        else:
+            above = ".".join(parts[:depth])
+            return (f"{above} is a value, not a section: sweep {above} itself", ())
+    return None
 
 
 def check_sweep(loaded: LoadedSpec) -> list[Problem]:
-    """Every sweep key names a spec key, and every value validates there."""
+    """Every sweep key names a spec key, and every value validates there; the grid is bounded."""
     sweep = loaded.spec.sweep
     if sweep is None:
         return []
     problems: list[Problem] = []
+    base = _without_sweep(loaded.raw)
     for key, values in sorted(sweep.parameters.items()):
         where = f"sweep.parameters.{key}"
-        section, _, field = key.partition(".")
-        model = ExperimentSpec.model_fields.get(section)
-        sub = getattr(model.annotation, "model_fields", None) if model else None
-        if not field or sub is None or field.split(".")[0] not in sub:
-            names = sorted(
-                f"{s}.{f}"
-                for s, m in ExperimentSpec.model_fields.items()
-                for f in getattr(m.annotation, "model_fields", {})
-            )
-            problems.append(
-                loaded.problem(
-                    where,
-                    f"not a spec key{did_you_mean(key, names)}",
-                    closest_first(key, names)[:8],
-                )
-            )
+        why = _sweep_key_problem(key)
+        if why is not None:
+            problems.append(loaded.problem(where, why[0], why[1]))
             continue
         if not values:
             problems.append(loaded.problem(where, "needs at least one value"))
+            continue
+        if len(values) > MAX_SWEEP_VALUES:
+            problems.append(
+                loaded.problem(
+                    where, f"{len(values):,} values; a swept key takes at most {MAX_SWEEP_VALUES:,}"
+                )
+            )
+            continue
         for value in values:
-            raw = copy.deepcopy(loaded.raw)
-            raw.pop("sweep", None)
+            raw = copy.deepcopy(base)
             set_dotted(raw, key, value)
             try:
                 ExperimentSpec.model_validate(raw)
-            except Exception as exc:  # pydantic.ValidationError
-                for p in problems_from(exc, ExperimentSpec, loaded.file, loaded.lines):  # type: ignore[arg-type]
+            except ValidationError as exc:
+                for p in problems_from(exc, ExperimentSpec, loaded.file, loaded.lines):
                     problems.append(
-                        loaded.problem(where, f"value {value!r}: {p.message}", p.choices)
+                        loaded.problem(where, f"value {_short(value)}: {p.message}", p.choices)
                     )
+    total = _grid_size(sweep.parameters)
+    if sweep.method == "grid" and total > MAX_GRID_POINTS and not problems:
+        sizes = " × ".join(str(len(v)) for _, v in sorted(sweep.parameters.items()))
+        problems.append(
+            loaded.problem(
+                "sweep.parameters",
+                f"a grid of {total:,} points ({sizes}); a grid sweep may have at most "
+                f"{MAX_GRID_POINTS:,}: use method: random with samples: N",
+            )
+        )
     return problems
 
 
@@ -205,6 +326,14 @@ def check_against_site(loaded: LoadedSpec, site: SiteConfig) -> list[Problem]:
                         f"queue {queue_name!r} takes {queue.min_nodes}-{queue.max_nodes} nodes",
                     )
                 )
+    if loaded.spec.data.stage == "node_local" and site.node_local is None:
+        problems.append(
+            loaded.problem(
+                "data.stage",
+                f"{site.name} declares no node-local storage (site key node_local.path)",
+                ("shared",),
+            )
+        )
     if site.account_required and not (res.account or site.default_account):
         problems.append(
             loaded.problem(

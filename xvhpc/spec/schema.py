@@ -87,7 +87,9 @@ class DataSpec(Strict):
     augment: dict[str, AugmentSpec] = Field(default_factory=dict)
     max_bad_fraction: float = Field(0.05, ge=0, le=1)
     max_image_pixels: int = Field(200_000_000, ge=1)
+    follow_links: bool = False  # folders: read links that lead out of data.source
     dicom_frames: Literal["first", "all"] = "first"
+    stage: Literal["shared", "node_local"] = "shared"  # node_local: train copies shards per node
     compression: Literal["none", "gzip", "lzf"] = "none"
     leaks: Literal["report", "drop"] = "report"
     workers: int = Field(0, ge=0, le=512)
@@ -186,7 +188,7 @@ class ResourcesSpec(Strict):
     @classmethod
     def _walltime(cls, value: str) -> str:
         parse_walltime(value)
-        return value
+        return value.strip()  # parse_walltime allows spaces around; scripts get none
 
 
 class SweepSpec(Strict):

@@ -3,20 +3,79 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from ..util import parse_walltime
 from .schema import Strict
 
+# Site values are written into job scripts (directives, `module load`, `export`, the python
+# path): each must be what the scheduler or shell accepts there, on one line, so that no value
+# can add a shell line or a #SBATCH/#BSUB directive. env.setup is the exception by design: raw
+# shell lines of the site admin (one line per entry).
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")
+
+
+def _checker(pattern: str | None, what: str):
+    compiled = re.compile(pattern) if pattern else None
+
+    def check(value: str) -> str:
+        if _CONTROL.search(value):
+            raise PydanticCustomError(
+                "site_value",
+                "must be one line without control characters (newline, NUL …): it is written "
+                "into job scripts",
+            )
+        if compiled is not None and not compiled.fullmatch(value):
+            raise PydanticCustomError("site_value", what)
+        return value
+
+    return AfterValidator(check)
+
+
+OneLine = Annotated[str, _checker(None, "")]
+Name = Annotated[
+    str, _checker(r"[A-Za-z0-9_.-]+", "may contain only letters, digits and _ . - (a name)")
+]
+ModuleName = Annotated[
+    str,
+    _checker(r"[A-Za-z0-9_.+-][A-Za-z0-9_.+/-]*", "may contain only letters, digits and _ . + / -"),
+]
+VariableName = Annotated[
+    str,
+    _checker(
+        r"[A-Za-z_][A-Za-z0-9_]*",
+        "is not a shell variable name (letters, digits and _, not starting with a digit)",
+    ),
+]
+Program = Annotated[
+    str,
+    _checker(
+        r"[A-Za-z0-9_.+/-]+",
+        "must be a plain path or command name (letters, digits and _ . + / -); a path that "
+        "needs the shell (e.g. $HOME) goes in env.setup: export XVHPC_PYTHON=…",
+    ),
+]
+TorchVersion = Annotated[
+    str, _checker(r"\d+(\.\d+){1,2}([.+-]?[A-Za-z0-9.]+)?", "must be a version such as 2.0.1")
+]
+AllocFlags = Annotated[
+    str,
+    _checker(
+        r"[A-Za-z0-9_.:=,+/-]+( [A-Za-z0-9_.:=,+/-]+)*",
+        "must be words of letters, digits and _ . : = , + / - separated by single spaces",
+    ),
+]
+
 
 class NodeShape(Strict):
     cores: int = Field(ge=1)
     gpus: int = Field(0, ge=0)
-    gpu_model: str | None = None
+    gpu_model: OneLine | None = None
     memory_gb: float = Field(gt=0)
     smt: int = Field(1, ge=1, le=8)
 
@@ -41,7 +100,7 @@ class Queue(Strict):
     bins: list[WalltimeBin] = Field(default_factory=list)  # walltime limit by job size
     max_running_jobs: int | None = Field(None, ge=1)  # per user (Summit debug: 1)
     chaining: bool = True  # False: dependent jobs are not allowed (Summit debug)
-    description: str = ""
+    description: OneLine = ""
 
     @field_validator("max_walltime")
     @classmethod
@@ -58,13 +117,27 @@ class Queue(Strict):
 
 
 class Environment(Strict):
-    modules: list[str] = Field(default_factory=list)
-    setup: list[str] = Field(default_factory=list)  # shell lines, written verbatim (site admin's)
-    variables: dict[str, str] = Field(default_factory=dict)
-    python: str = "python3"
+    modules: list[ModuleName] = Field(default_factory=list)
+    # raw shell lines, written verbatim (the site admin's, by design); one line per entry
+    setup: list[OneLine] = Field(default_factory=list)
+    variables: dict[VariableName, OneLine] = Field(default_factory=dict)
+    python: Program = "python3"
     # the torch the site's environment brings (e.g. its Open-CE module); `validate` warns below
     # xvhpc's minimum (runtime/compat.py MIN_TORCH)
-    torch: str | None = Field(None, pattern=r"^\d+(\.\d+){1,2}([.+-]?[A-Za-z0-9.]+)?$")
+    torch: TorchVersion | None = None
+
+
+class NodeLocal(Strict):
+    """Node-local storage for staging (Summit: ``/mnt/bb/$USER`` with ``-alloc_flags NVME``)."""
+
+    # $VARS are expanded by xvhpc on each node at run time (the script quotes the path)
+    path: Annotated[
+        str,
+        _checker(
+            r"/[A-Za-z0-9_.+/${}-]*", "must be an absolute path (letters, digits, _ . + / $ { } -)"
+        ),
+    ]
+    alloc_flags: AllocFlags | None = None  # LSF -alloc_flags that make it exist (Summit: NVME)
 
 
 class SweepPolicy(Strict):
@@ -79,25 +152,26 @@ class RequeuePolicy(Strict):
 
 
 class SiteConfig(Strict):
-    name: str
-    description: str = ""
+    name: Name
+    description: OneLine = ""
     architecture: Literal["x86_64", "ppc64le", "aarch64"]
     scheduler: str  # a name in xvhpc.schedulers.SCHEDULERS
     launcher: str  # a name in xvhpc.launchers.LAUNCHERS
     node: NodeShape
     max_nodes: int = Field(1, ge=1)
-    queues: dict[str, Queue] = Field(default_factory=dict)
-    default_queue: str | None = None
+    queues: dict[Name, Queue] = Field(default_factory=dict)
+    default_queue: Name | None = None
     account_required: bool = False
-    default_account: str | None = None
+    default_account: Name | None = None
     gpu_request: Literal["gpus_per_node", "gres"] = "gpus_per_node"
-    alloc_flags: str | None = None  # LSF -alloc_flags
+    alloc_flags: AllocFlags | None = None  # LSF -alloc_flags
     jsrun_mode: Literal["rank_per_gpu", "all_gpus_per_rank"] = "rank_per_gpu"
-    srun_mpi: str | None = None  # e.g. pmix
+    srun_mpi: Name | None = None  # e.g. pmix
+    node_local: NodeLocal | None = None
     env: Environment = Field(default_factory=Environment)
     sweep: SweepPolicy = Field(default_factory=SweepPolicy)
     requeue: RequeuePolicy = Field(default_factory=RequeuePolicy)
-    extra_directives: list[str] = Field(default_factory=list)
+    extra_directives: list[OneLine] = Field(default_factory=list)
 
     @field_validator("scheduler", "launcher")
     @classmethod
