@@ -9,10 +9,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from ..plan.model import Plan
 from ..rundir import JOBS, SCRIPTS, Layout
-from ..schedulers import get_scheduler
+from ..schedulers import Scheduler, get_scheduler
 from ..schedulers.commands import CommandRunner, SchedulerCommandError, TransientCommandError
 from ..spec import SiteConfig
 from ..util import format_hms, read_json, write_json_atomic
@@ -26,7 +27,9 @@ def _job_env() -> dict[str, str]:
     return env
 
 
-def query_states(jobs: dict, runner: CommandRunner) -> dict[str, tuple[str, dict[str, str]]]:
+def query_states(
+    jobs: dict[str, Any], runner: CommandRunner
+) -> dict[str, tuple[str, dict[str, str]]]:
     """Step name → (state, task states), with one scheduler query for the whole run."""
     steps = jobs["steps"]
     scheduler = get_scheduler(jobs["scheduler"])
@@ -39,7 +42,7 @@ def query_states(jobs: dict, runner: CommandRunner) -> dict[str, tuple[str, dict
     return {name: step_state(s["job_id"], states) for name, s in steps.items()}
 
 
-def _live(states: dict[str, tuple[str, dict]]) -> list[str]:
+def _live(states: dict[str, tuple[str, dict[str, str]]]) -> list[str]:
     return [n for n, (st, _) in states.items() if st not in FINAL_OK | FINAL_BAD]
 
 
@@ -69,12 +72,13 @@ def submit_plan(
                 file=sys.stderr,
             )
             return 1
-    jobs = {
+    steps: dict[str, dict[str, Any]] = {}
+    jobs: dict[str, Any] = {
         "scheduler": site.scheduler,
         "site": site.name,
         "spec_hash": plan.spec_hash,
         "submitted_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "steps": {},
+        "steps": steps,
     }
     ids: dict[str, str] = {}
     print(f"{len(plan.steps)} job(s) on {site.name}; at most {plan.node_hours()} node-hours")
@@ -110,7 +114,12 @@ def submit_plan(
 
 
 def _submit_once(
-    scheduler, argv: list[str], stdin: str | None, tag: str, root: Path, runner: CommandRunner
+    scheduler: Scheduler,
+    argv: list[str],
+    stdin: str | None,
+    tag: str,
+    root: Path,
+    runner: CommandRunner,
 ) -> str:
     """Submit, retrying a controller time-out only after checking that the lost reply did
     not submit the job after all (it is found by its tag): never two copies of a step."""
@@ -271,7 +280,7 @@ def run_local(plan: Plan, site: SiteConfig) -> int:
                 stderr=subprocess.STDOUT,
             )
             assert proc.stdout is not None
-            while chunk := proc.stdout.read1(65536):  # raw chunks, so progress bars redraw in place
+            while chunk := proc.stdout.read1(65536):  # type: ignore[attr-defined]  # raw chunks, so progress bars redraw in place
                 sys.stdout.buffer.write(chunk)
                 sys.stdout.flush()
                 fh.write(chunk)
@@ -290,7 +299,8 @@ def run_local(plan: Plan, site: SiteConfig) -> int:
                 file=sys.stderr,
             )
             return code
-    print(
-        f"done: report {Layout(root).report}, model {Layout(root).model} (serve it with: xvhpc serve {root})"
-    )
+    if any(s.name == "report" for s in plan.steps):  # a pipeline (not a predict job)
+        print(
+            f"done: report {Layout(root).report}, model {Layout(root).model} (serve it with: xvhpc serve {root})"
+        )
     return 0
