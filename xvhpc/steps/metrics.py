@@ -253,6 +253,12 @@ def model_details(
                 f"class {name} has only {v['support']} evaluated image(s) (< {MIN_SUPPORT}): "
                 "its figures rest on very few cases"
             )
+    low, high = cal.T_RANGE
+    if fitting and opt.calibrate == "temperature" and not low * 1.01 < temperature < high * 0.99:
+        details["warnings"].append(
+            f"temperature scaling stopped at its search bound (T = {temperature:.3g}): these "
+            "validation images do not pin a temperature down; treat the calibration as unreliable"
+        )
     if op is not None and "error" in op:
         details["warnings"].append(f"operating point not set: {op['error']}")
     return details
