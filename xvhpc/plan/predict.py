@@ -1,0 +1,256 @@
+"""``xvhpc predict`` on the login side: list the inputs, freeze them in ``OUT/predict.json``, and
+build a Plan (an array over chunks of the input list, then a merge) that the usual renderer and
+submitter turn into job scripts. Torch-free: a login node answers in well under a second.
+
+    OUT/
+      predict.json                    the frozen job: model dir, inputs, chunk size, batch size
+      plan.json  scripts/  logs/  jobs.json  spec.yaml  site.json   as for any compiled run
+      chunks/chunk-<i>.csv            one per finished chunk (written atomically)
+      predictions.csv  summary.json   written by the merge step
+      heatmaps/                       with --heatmaps
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import math
+import os
+import shutil
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..spec import SiteConfig
+from ..util import read_json, safe_label, write_json_atomic
+from .model import Plan, Step
+
+CONFIG = "predict.json"
+CHUNKS = "chunks"
+
+
+class PredictError(Exception):
+    """The model or the input source cannot be used; ``str()`` names the file and why."""
+
+
+@dataclass(frozen=True)
+class PredictJob:
+    """What ``xvhpc predict`` was asked to do, as written to ``predict.json``."""
+
+    model: str  # absolute model bundle directory
+    source: str  # absolute
+    inputs: list[dict[str, str]]  # {"path": absolute, "rel": as shown}
+    skipped: list[dict[str, str]]  # found by the reader but unusable before decoding
+    chunk_size: int
+    batch_size: int
+    heatmaps: bool
+
+    @property
+    def chunks(self) -> int:
+        return max(1, math.ceil(len(self.inputs) / self.chunk_size))
+
+    def chunk(self, index: int) -> list[dict[str, str]]:
+        return self.inputs[index * self.chunk_size : (index + 1) * self.chunk_size]
+
+    def key(self) -> str:
+        """Changes whenever a chunk's result would: finished chunks of another job are stale."""
+        weights = Path(self.model) / "weights.pt"
+        digest = hashlib.sha256(weights.read_bytes()).hexdigest() if weights.is_file() else ""
+        text = json.dumps([self.__dict__, digest, _decision_text(self.model)], sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    @classmethod
+    def read(cls, out: str | Path) -> PredictJob:
+        data = read_json(Path(out) / CONFIG)
+        if data is None:
+            raise PredictError(f"{out} has no {CONFIG}: start it with `xvhpc predict`")
+        data.pop("key", None)
+        return cls(**data)
+
+
+def _decision_text(model: str) -> str:
+    path = Path(model) / "decision.json"
+    return path.read_text() if path.is_file() else ""
+
+
+def model_dir(run_dir: str | Path) -> Path:
+    """A run directory's published bundle (RUN_DIR/model), or a bundle directory itself."""
+    run = Path(run_dir).resolve()
+    found = run / "model" if (run / "model").is_dir() else run
+    if not (found / "meta.json").is_file():
+        raise PredictError(f"{run} holds no trained model (no model/meta.json); train first")
+    return found
+
+
+def _read_csv_text(path: Path) -> str:
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:  # spreadsheets exported on Windows, as ingest reads them
+        return raw.decode("latin-1")
+
+
+def _problem(path: Path) -> str | None:
+    """Why ``path`` (links resolved) is not a regular file to read, or None."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return "file not found" if not path.is_symlink() else "unreadable: broken link"
+    except OSError as exc:
+        return f"unreadable: {exc.strerror or exc}"
+    return None if stat.S_ISREG(info.st_mode) else "not a regular file"
+
+
+def _from_folder(root: Path) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """Every file below ``root`` (hidden ones aside, as ingest); FIFOs, devices and broken
+    links are listed as skipped with the reason, never opened."""
+    found, skipped = [], []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if name.startswith("."):
+                continue
+            path = Path(dirpath) / name
+            rel = str(path.relative_to(root))
+            why = _problem(path)
+            if why:
+                skipped.append({"path": rel, "reason": why})
+            else:
+                found.append({"path": str(path), "rel": rel})
+    return found, skipped
+
+
+def _from_csv(path: Path, column: str) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    reader = csv.DictReader(io.StringIO(_read_csv_text(path), newline=""))
+    if column not in (reader.fieldnames or []):
+        raise PredictError(
+            f"{path}: column {column!r} not found (columns: {', '.join(reader.fieldnames or [])})"
+        )
+    found, skipped = [], []
+    for line, row in enumerate(reader, start=2):
+        rel = (row.get(column) or "").strip()
+        file = path.parent / rel
+        why = _problem(file) if rel else "no path"
+        if why is None:
+            found.append({"path": str(file.resolve()), "rel": rel})
+        else:
+            skipped.append({"path": rel or f"<line {line}>", "reason": f"{why} (CSV line {line})"})
+    return found, skipped
+
+
+def _from_coco(path: Path, image_dir: str) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    try:
+        images = json.loads(path.read_bytes())["images"]
+        entries = [(im["id"], str(im["file_name"])) for im in images]
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise PredictError(f"{path}: not valid JSON: {exc}") from None
+    except (KeyError, TypeError) as exc:
+        raise PredictError(f"{path}: not COCO JSON (an image list entry lacks {exc})") from None
+    base = path.parent / image_dir
+    found, skipped = [], []
+    for image_id, rel in entries:
+        why = _problem(base / rel)
+        if why is None:
+            found.append({"path": str((base / rel).resolve()), "rel": rel})
+        else:
+            skipped.append({"path": rel, "reason": f"{why} (COCO image id {image_id})"})
+    return found, skipped
+
+
+def list_inputs(
+    source: str | Path, data: dict[str, Any]
+) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """(inputs, skipped) of a folder (every file below it), a CSV (``data.csv.path_column``) or a
+    COCO JSON (``data.coco.image_dir``); labels are not needed. Sorted by the name shown."""
+    source = Path(source).resolve()
+    if not source.exists():
+        raise PredictError(f"--data {source} does not exist")
+    kind = {".csv": "csv", ".json": "coco"}.get(source.suffix.lower(), "folders")
+    if data.get("format", "auto") not in ("auto", None):
+        kind = data["format"]
+    if kind == "csv":
+        found, skipped = _from_csv(source, (data.get("csv") or {}).get("path_column", "path"))
+    elif kind == "coco":
+        found, skipped = _from_coco(source, (data.get("coco") or {}).get("image_dir", "images"))
+    elif source.is_dir():
+        found, skipped = _from_folder(source)
+    else:
+        raise PredictError(f"--data {source} is neither a folder, a .csv nor a COCO .json")
+    found.sort(key=lambda s: s["rel"])
+    if not found:
+        raise PredictError(f"--data {source}: no input files found")
+    return found, skipped
+
+
+def prepare_job(
+    run_dir: str | Path,
+    source: str | Path,
+    out: Path,
+    chunk_size: int = 1000,
+    batch_size: int = 32,
+    heatmaps: bool = False,
+) -> tuple[PredictJob, dict[str, Any]]:
+    """List the inputs and write ``OUT/predict.json``; chunks of an earlier, different job
+    in OUT are removed (their rows would not be this job's)."""
+    if chunk_size < 1 or batch_size < 1:
+        raise PredictError("--chunk-size and --batch-size must be at least 1")
+    bundle = model_dir(run_dir)
+    meta = json.loads((bundle / "meta.json").read_text())
+    data = (meta.get("spec") or {}).get("data") or {}
+    inputs, skipped = list_inputs(source, data)
+    job = PredictJob(
+        str(bundle),
+        str(Path(source).resolve()),
+        inputs,
+        skipped,
+        chunk_size,
+        batch_size,
+        heatmaps,
+    )
+    key = job.key()
+    earlier = read_json(out / CONFIG) or {}
+    if earlier.get("key") != key:
+        for stale in (out / CHUNKS, out / "heatmaps"):
+            shutil.rmtree(stale, ignore_errors=True)
+        for stale_file in (out / "predictions.csv", out / "summary.json"):
+            stale_file.unlink(missing_ok=True)
+    write_json_atomic(out / CONFIG, {**job.__dict__, "key": key})
+    return job, meta
+
+
+def build_predict_plan(
+    job: PredictJob, meta: dict[str, Any], site: SiteConfig, out: Path, walltime: str
+) -> Plan:
+    """predict (array over chunks, one GPU per task where the site has them) → merge."""
+    spec = meta.get("spec") or {}
+    resources = spec.get("resources") or {}
+    name = f"{spec.get('name', 'model')}-predict"
+    gpus = 1 if site.node.gpus else 0
+    cpus = min(8, max(1, site.node.cores // max(site.node.gpus, 1)))
+    plan = Plan(
+        name=name,
+        job_label=safe_label(name, 32),
+        site=site.name,
+        spec_file=str(Path(job.model) / "meta.json"),
+        spec_hash=job.key(),
+        run_dir=str(out),
+        points=[],
+        queue=resources.get("queue") or site.default_queue,
+        account=resources.get("account") or site.default_account,
+        data_source=job.source,
+    )
+    plan.steps.append(
+        Step(
+            "predict",
+            ("predict-chunk", "--chunk", "{index}"),
+            walltime,
+            array=job.chunks,
+            gpus_per_node=gpus,
+            cpus_per_task=site.node.cores if site.local else cpus,
+        )
+    )
+    plan.steps.append(Step("merge", ("predict-chunk", "--merge"), "00:15:00", after=("predict",)))
+    return plan

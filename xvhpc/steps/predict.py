@@ -1,0 +1,184 @@
+"""(job step) ``xvhpc predict-chunk``: one chunk of a predict job's inputs → ``chunks/chunk-<i>.csv``,
+or ``--merge``: every chunk → ``predictions.csv`` + ``summary.json``.
+
+A chunk decodes each file exactly as ingest does (the bundle's preprocessing), runs the model
+on batches of images, and applies the model's decision rule (temperature, operating point).
+Its CSV is written atomically, so a chunk file that exists is complete: a rerun skips it and
+a killed task leaves nothing half-written behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data.decode import BadImage
+from ..models.bundle import Bundle, load_bundle, original_image, overlay_png
+from ..plan.predict import CHUNKS, PredictError, PredictJob
+from ..stats.decision import DecisionError, decide, read_decision
+from ..util import atomic_path, write_json_atomic, write_text_atomic
+from .common import setup_logging
+
+PREDICTIONS = "predictions.csv"
+SUMMARY = "summary.json"
+
+
+def chunk_file(out: Path, index: int) -> Path:
+    return out / CHUNKS / f"chunk-{index:05d}.csv"
+
+
+def header(classes: list[str]) -> list[str]:
+    return ["path", *(f"p_{c}" for c in classes), "decision", "skipped"]
+
+
+def _decoded(bundle: Bundle, items: list[dict[str, str]]):
+    """(item, model input or None, skip reason or None) per file, in order."""
+    for item in items:
+        try:
+            yield item, bundle.inputs(item["path"], item["rel"]), None
+        except BadImage as exc:
+            yield item, None, str(exc)
+        except Exception as exc:  # a decoder bug must not stop the other files (as ingest)
+            yield item, None, f"decoder error: {type(exc).__name__}: {exc}"
+
+
+def _batches(bundle: Bundle, items: list[dict[str, str]], batch_size: int):
+    """Lists of (item, input, reason), each holding at most ``batch_size`` decoded images."""
+    batch: list = []
+    count = 0
+    for entry in _decoded(bundle, items):
+        batch.append(entry)
+        count += entry[1] is not None
+        if count >= batch_size:
+            yield batch
+            batch, count = [], 0
+    if batch:
+        yield batch
+
+
+def predict_batch(bundle: Bundle, batch: list) -> list[np.ndarray | None]:
+    """Class probabilities per entry (None for a skipped one); tiles of one image averaged."""
+    inputs = [x for _, x, _ in batch if x is not None]
+    if not inputs:
+        return [None] * len(batch)
+    probs = bundle.probabilities(torch.cat(inputs))
+    out: list[np.ndarray | None] = []
+    start = 0
+    for _, x, _ in batch:
+        if x is None:
+            out.append(None)
+            continue
+        out.append(probs[start : start + len(x)].mean(0))
+        start += len(x)
+    return out
+
+
+def _heatmap(bundle: Bundle, item: dict[str, str], x: torch.Tensor, label: int, out: Path) -> None:
+    cam = bundle.heatmap(x, label)
+    png = overlay_png(original_image(item["path"], item["rel"]), cam)
+    target = out / "heatmaps" / (item["rel"].replace("/", "__") + ".png")
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(png)
+
+
+def run_chunk(out: Path, index: int, log) -> int:
+    """Predict chunk ``index`` unless its CSV already exists."""
+    job = PredictJob.read(out)
+    if not 0 <= index < job.chunks:
+        raise PredictError(f"chunk {index} out of range (this job has {job.chunks})")
+    target = chunk_file(out, index)
+    if target.is_file():
+        log.info("chunk %d: already done (%s), skipping", index, target)
+        return 0
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    bundle = load_bundle(job.model, device)
+    rule = read_decision(job.model, bundle.classes)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header(bundle.classes))
+    done = skipped = 0
+    for batch in _batches(bundle, job.chunk(index), job.batch_size):
+        for (item, x, reason), probs in zip(batch, predict_batch(bundle, batch), strict=True):
+            if probs is None:
+                writer.writerow([item["rel"], *[""] * len(bundle.classes), "", reason])
+                skipped += 1
+                continue
+            scaled, label = decide(probs, bundle.classes, rule)
+            decision = int(label[0])
+            writer.writerow(
+                [item["rel"], *(f"{p:.6f}" for p in scaled[0]), bundle.classes[decision], ""]
+            )
+            if job.heatmaps:
+                _heatmap(bundle, item, x, decision, out)
+            done += 1
+    write_text_atomic(target, buf.getvalue())
+    log.info("chunk %d: %d predicted, %d skipped on %s → %s", index, done, skipped, device, target)
+    return 0
+
+
+def merge(out: Path, log) -> int:
+    """Join every chunk (in input order) and the reader's skipped files into predictions.csv."""
+    job = PredictJob.read(out)
+    missing = [i for i in range(job.chunks) if not chunk_file(out, i).is_file()]
+    if missing:
+        raise PredictError(
+            f"{len(missing)} chunk(s) not finished ({', '.join(map(str, missing[:10]))}); "
+            "rerun the same `xvhpc predict` command to complete them"
+        )
+    classes = json.loads((Path(job.model) / "meta.json").read_text())["classes"]
+    rows: list[list[str]] = []
+    for i in range(job.chunks):
+        with chunk_file(out, i).open(newline="") as fh:
+            rows.extend(list(csv.reader(fh))[1:])
+    blanks = [""] * (len(classes) + 1)
+    rows += [[s["path"], *blanks, s["reason"]] for s in job.skipped]
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header(classes))
+    writer.writerows(rows)
+    write_text_atomic(out / PREDICTIONS, buf.getvalue())
+    summary = summarize(rows, job)
+    write_json_atomic(out / SUMMARY, summary)
+    log.info(
+        "%s: %d predicted, %d skipped", out / PREDICTIONS, summary["predicted"], summary["skipped"]
+    )
+    print(json.dumps(summary, indent=2, sort_keys=True))
+    return 0
+
+
+def summarize(rows: list[list[str]], job: PredictJob) -> dict:
+    """Counts per decision and per skip reason (its text up to the first colon)."""
+    decisions = Counter(r[-2] for r in rows if not r[-1])
+    reasons = Counter(r[-1].split(":")[0] for r in rows if r[-1])
+    return {
+        "model": job.model,
+        "source": job.source,
+        "files": len(rows),
+        "predicted": sum(decisions.values()),
+        "skipped": sum(reasons.values()),
+        "decisions": dict(sorted(decisions.items())),
+        "skipped_reasons": dict(sorted(reasons.items())),
+        "chunks": job.chunks,
+    }
+
+
+def main(args: argparse.Namespace) -> int:
+    log = setup_logging()
+    out = Path(args.run_dir).resolve()
+    try:
+        if args.merge:
+            return merge(out, log)
+        if args.chunk is None:
+            raise PredictError("give --chunk INDEX or --merge")
+        return run_chunk(out, args.chunk, log)
+    except (PredictError, DecisionError, FileNotFoundError) as exc:
+        print(f"xvhpc: error: {exc}", file=sys.stderr)
+        return 2
