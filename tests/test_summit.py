@@ -224,7 +224,8 @@ def test_packed_points_get_own_rendezvous_and_signals_reach_all(tmp_path: Path) 
 
 def test_debug_queue_forbids_chaining_so_the_pipeline_is_one_allocation(tmp_path: Path) -> None:
     run = tmp_path / "run"
-    plan, files = _compile(_spec(tmp_path, queue="debug"), run)
+    spec = _spec(tmp_path, queue="debug", walltime="00:30:00", ingest_walltime="00:20:00")
+    plan, files = _compile(spec, run)
     assert [s.name for s in plan.steps] == ["pipeline"]
     assert "-w" not in files["scripts/submit.sh"]
     env = {**_stand_ins(tmp_path), "LSB_JOBINDEX": "0"}
@@ -301,3 +302,30 @@ def test_a_submit_whose_reply_was_lost_is_not_submitted_twice(tmp_path: Path) ->
     jobs = json.loads((run / "jobs.json").read_text())
     assert jobs["steps"]["ingest"]["job_id"] == "100"
     assert "was submitted" in proc.stdout
+
+
+def test_a_single_allocation_longer_than_its_queue_allows_is_refused(tmp_path: Path) -> None:
+    """ingest 0:30 + train 2:00 + evaluate 0:30 + report 0:15 do not fit debug's 2 h."""
+    proc = xv(
+        "compile",
+        str(_spec(tmp_path, queue="debug")),
+        "--site",
+        "summit",
+        "--out",
+        str(tmp_path / "run"),
+        check=False,
+    )
+    assert proc.returncode != 0
+    assert "job 'pipeline' needs 03:15:00" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_sweep_in_one_allocation_runs_every_wave(tmp_path: Path) -> None:
+    data = yaml.safe_load(_sweep_spec(tmp_path, 6, 2, "00:20:00").read_text())
+    data["resources"].update(queue="debug", ingest_walltime="00:10:00")
+    spec = tmp_path / "s.yaml"
+    spec.write_text(yaml.safe_dump(data))
+    plan, files = _compile(spec, tmp_path / "run")
+    train = next(s for s in plan.steps[0].stages if s.name == "train")
+    assert (train.per_wave, train.waves, train.pack_jobs) == (2, 3, 1)
+    assert "last=$(( first + 6 < 6 ? first + 6 : 6 ))" in files["scripts/pipeline.lsf"]

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..spec import LoadedSpec, SiteConfig, point_spec, spec_hash, sweep_points
+from ..spec import LoadedSpec, SiteConfig, SpecError, point_spec, spec_hash, sweep_points
 from ..spec.site import Queue
 from ..util import format_hms, parse_walltime, safe_label
 
@@ -252,7 +252,28 @@ def build_plan(loaded: LoadedSpec, site: SiteConfig, run_dir: str) -> Plan:
         single = queue is not None and not queue.chaining
     if single and not local:
         plan.steps = [single_allocation(plan.steps)]
+    if queue is not None:
+        _check_fits(plan, loaded, queue, str(queue_name))
     return plan
+
+
+def _check_fits(plan: Plan, loaded: LoadedSpec, queue: Queue, name: str) -> None:
+    """Every job's walltime within its queue's limit for its size (a packed or single-
+    allocation job asks for more than one step's walltime)."""
+    problems = []
+    for s in plan.steps:
+        limit = queue.walltime_limit(s.allocation_nodes)
+        if s.job_seconds > limit:
+            problems.append(
+                loaded.problem(
+                    "resources.walltime",
+                    f"job {s.name!r} needs {format_hms(s.job_seconds)} on {s.allocation_nodes} "
+                    f"node(s), but queue {name!r} allows {format_hms(limit)}: lower the "
+                    "walltimes, or use a queue that allows chaining",
+                )
+            )
+    if problems:
+        raise SpecError(problems)
 
 
 def single_allocation(steps: list[Step]) -> Step:
@@ -263,6 +284,8 @@ def single_allocation(steps: list[Step]) -> Step:
             continue  # the ingest stage merges
         if s.name == "ingest" and not s.distributed:
             s = replace(s, args=("ingest", "--shard", "all", "--merge"), array=0)
+        if s.packed and s.array:  # one job runs every wave
+            s = replace(s, waves=math.ceil(s.array / s.per_wave))
         stages.append(replace(s, after=()))
     train = next(s for s in stages if s.name == "train")
     return Step(
