@@ -13,6 +13,7 @@ import argparse
 import csv
 import io
 import json
+import re
 import sys
 from collections import Counter
 from pathlib import Path
@@ -23,6 +24,7 @@ import torch
 from ..data.decode import BadImage
 from ..models.bundle import Bundle, load_bundle, original_image, overlay_png
 from ..plan.predict import CHUNKS, PredictError, PredictJob
+from ..serve.batching import forward
 from ..stats.decision import DecisionError, decide, read_decision
 from ..util import atomic_path, write_json_atomic, write_text_atomic
 from .common import setup_logging
@@ -39,15 +41,18 @@ def header(classes: list[str]) -> list[str]:
     return ["path", *(f"p_{c}" for c in classes), "decision", "skipped"]
 
 
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")  # Pillow's reprs: differ from run to run
+
+
 def _decoded(bundle: Bundle, items: list[dict[str, str]]):
     """(item, model input or None, skip reason or None) per file, in order."""
     for item in items:
         try:
             yield item, bundle.inputs(item["path"], item["rel"]), None
         except BadImage as exc:
-            yield item, None, str(exc)
+            yield item, None, _ADDRESS.sub("", str(exc))
         except Exception as exc:  # a decoder bug must not stop the other files (as ingest)
-            yield item, None, f"decoder error: {type(exc).__name__}: {exc}"
+            yield item, None, _ADDRESS.sub("", f"decoder error: {type(exc).__name__}: {exc}")
 
 
 def _batches(bundle: Bundle, items: list[dict[str, str]], batch_size: int):
@@ -69,7 +74,7 @@ def predict_batch(bundle: Bundle, batch: list) -> list[np.ndarray | None]:
     inputs = [x for _, x, _ in batch if x is not None]
     if not inputs:
         return [None] * len(batch)
-    probs = bundle.probabilities(torch.cat(inputs))
+    probs = forward(bundle, torch.cat(inputs))
     out: list[np.ndarray | None] = []
     start = 0
     for _, x, _ in batch:
