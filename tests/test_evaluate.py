@@ -232,6 +232,16 @@ def test_operating_point_in_model_details_with_intervals() -> None:
     assert op["sensitivity"]["ci_low"] <= op["sensitivity"]["value"] <= op["sensitivity"]["ci_high"]
     assert op["specificity"]["ci_low"] <= op["specificity"]["value"] <= op["specificity"]["ci_high"]
     assert 0 <= op["cross_fitted"]["sensitivity"] <= 1
+    low, high = op["specificity"]["exact_ci"]
+    assert low <= op["specificity"]["value"] <= high
+
+
+def test_exact_interval_where_the_bootstrap_collapses() -> None:
+    from xvhpc.steps.metrics import exact_interval
+
+    low, high = exact_interval(9, 9)  # all 9 positives found: the bootstrap says 1.0–1.0
+    assert 0.66 < low < 0.67 and high == 1.0
+    assert exact_interval(0, 0) is None
 
 
 def test_decide_applies_temperature_then_threshold() -> None:
@@ -357,6 +367,25 @@ def test_operating_point_and_temperature_stored_with_the_model(decided_run: Path
     assert rule["provenance"]["software"]["torch"]
     text = (decided_run / "report.html").read_text()
     assert "Operating point" in text and "after temperature scaling" in text
+
+
+def test_new_data_is_measured_with_the_stored_rule_not_refitted(
+    decided_run: Path, demo_data: Path
+) -> None:
+    xv("evaluate", "--run-dir", str(decided_run), "--data", str(demo_data))
+    m = json.loads((decided_run / "eval" / "0" / f"metrics-{demo_data.name}.json").read_text())
+    rule = read_decision(decided_run / "model")
+    op = m["operating_point"]
+    assert (
+        op["threshold"] == rule["operating_point"]["threshold"]
+        and "decision.json" in op["fitted_on"]
+    )
+    assert m["calibration"]["temperature"] == rule["temperature"]
+    rows = read_rows(decided_run / "eval" / "0" / f"predictions-{demo_data.name}.csv")
+    positive = [r for r in rows if r["true"] == "covid19"]
+    assert len(rows) == 48 and np.isclose(
+        np.mean([r["decision"] == "covid19" for r in positive]), op["sensitivity"]["value"]
+    )
 
 
 def test_serve_applies_the_operating_point(decided_run: Path) -> None:

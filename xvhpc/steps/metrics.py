@@ -242,6 +242,14 @@ def model_details(
         if "threshold" in op:
             op["sensitivity"] = bs.interval(op["sensitivity"], get("sensitivity"))
             op["specificity"] = bs.interval(op["specificity"], get("specificity"))
+            is_pos = labels == classes.index(op["positive"])
+            yes = deployed[:, classes.index(op["positive"])] >= op["threshold"]
+            op["sensitivity"]["exact_ci"] = exact_interval(
+                int(yes[is_pos].sum()), int(is_pos.sum())
+            )
+            op["specificity"]["exact_ci"] = exact_interval(
+                int((~yes[~is_pos]).sum()), int((~is_pos).sum())
+            )
             if fitting:
                 op["cross_fitted"] = cross_fitted_operating_point(
                     deployed, labels, classes.index(op["positive"]), resampler.group_index, opt
@@ -262,6 +270,19 @@ def model_details(
     if op is not None and "error" in op:
         details["warnings"].append(f"operating point not set: {op['error']}")
     return details
+
+
+def exact_interval(successes: int, trials: int) -> list[float] | None:
+    """Clopper–Pearson 95 % interval of a proportion, images taken as independent.
+
+    Beside the bootstrap because a percentile bootstrap collapses at 0 or 1: 9 of 9 positives
+    found gives a bootstrap interval of 1.0–1.0, while the exact one is 0.66–1.0."""
+    if trials == 0:
+        return None
+    from scipy.stats import binomtest
+
+    ci = binomtest(successes, trials).proportion_ci(bs.LEVEL, method="exact")
+    return [float(ci.low), float(ci.high)]
 
 
 def cross_fitted_operating_point(

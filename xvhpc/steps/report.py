@@ -63,6 +63,11 @@ def _ci(entry) -> str:
     return f"{v:.3f}"
 
 
+def _exact(entry) -> str:
+    ci = entry.get("exact_ci") if isinstance(entry, dict) else None
+    return f"{ci[0]:.3f}–{ci[1]:.3f}" if ci else "n/a"
+
+
 def _warnings(metrics: dict) -> str:
     items = list(metrics.get("warnings", []))
     if not items:  # metrics.json written before warnings existed: derive the small-class ones
@@ -239,7 +244,8 @@ def details_section(run: RunDir, point: int, metrics: dict) -> str:
             parts.append(
                 f"<p><b>Operating point</b> for {html.escape(op['positive'])} ({html.escape(target)}): "
                 f"{html.escape(op['positive'])} when its probability ≥ {op['threshold']:.4f}, else the most probable other class. "
-                f"Sensitivity {_ci(op['sensitivity'])}, specificity {_ci(op['specificity'])} on the images it was chosen on.</p>"
+                f"Sensitivity {_ci(op['sensitivity'])}, specificity {_ci(op['specificity'])} on the images it was chosen on "
+                f"(exact Clopper–Pearson, images as independent: {_exact(op['sensitivity'])} and {_exact(op['specificity'])}).</p>"
             )
             cross = op.get("cross_fitted")
             if cross:
