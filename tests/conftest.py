@@ -108,3 +108,13 @@ def slurm_up() -> None:
     if ok.returncode != 0 or "idle" not in ok.stdout and "mixed" not in ok.stdout:
         message = f"local Slurm is not up (sinfo: {ok.stdout.strip()} {ok.stderr.strip()}); run: bash scripts/slurm.sh"
         pytest.fail(message) if IN_CI else pytest.skip(message)
+
+
+@pytest.fixture
+def openlava_up() -> None:
+    """The real local OpenLava from scripts/openlava.sh must be up (CI starts it)."""
+    require("bsub", "the real-LSF (OpenLava) tests")
+    ok = subprocess.run(["bhosts", "-w"], capture_output=True, text=True)
+    if ok.returncode != 0 or " ok " not in ok.stdout:
+        message = f"local OpenLava is not up (bhosts: {ok.stdout.strip()} {ok.stderr.strip()}); run: bash scripts/openlava.sh"
+        pytest.fail(message) if IN_CI else pytest.skip(message)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from xvhpc.schedulers import FINAL_BAD, FINAL_OK
+
 from .conftest import tiny_spec, xv
 
 pytestmark = pytest.mark.slurm
@@ -20,11 +22,7 @@ def wait_final(run: Path, timeout: float = 420) -> dict:
     while True:
         proc = xv("status", str(run), "--json", check=False)
         states = json.loads(proc.stdout) if proc.stdout.strip() else {}
-        if states and all(
-            s["state"]
-            in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL")
-            for s in states.values()
-        ):
+        if states and all(s["state"] in FINAL_OK | FINAL_BAD for s in states.values()):
             return states
         if time.monotonic() > deadline:
             logs = xv("logs", str(run), check=False).stdout[-4000:]

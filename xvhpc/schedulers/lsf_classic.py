@@ -17,10 +17,12 @@ from the CSM dialect, and why:
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from typing import Any
 
 from ..plan.model import Step
 from ..spec import SiteConfig
-from .base import SCHEDULERS
+from .base import FINAL_BAD, SCHEDULERS
 from .commands import CommandRunner, SchedulerCommandError
 from .lsf import STATES, LsfScheduler, job_key
 
@@ -29,6 +31,13 @@ ROW_ID = re.compile(r"^(\d+)(?:\[(\d+)\])?$")
 NAME_INDEX = re.compile(r"\[(\d+)\]$")
 NEVER_SATISFIED = "never satisfied"  # "Dependency condition invalid or never satisfied"
 CONTINUATION = " " * 21  # bjobs -l wraps its lines at 80 columns, continuing at column 22
+# bkill exits 255 when any id has already finished, or an array has finished elements ("Operation
+# is in progress"), yet kills the rest: succeed unless a line says something else went wrong.
+BKILL = (
+    'out=$(bkill "$@" 2>&1); rc=$?; printf "%s\\n" "$out"; [ "$rc" -eq 0 ] || ! printf "%s\\n" "$out"'
+    ' | grep -v -e "is being terminated" -e "already finished" -e "in progress" -e "No matching job"'
+    " | grep -q ."
+)
 
 
 @SCHEDULERS.register("lsf-classic")
@@ -57,29 +66,53 @@ class LsfClassicScheduler(LsfScheduler):
 
     # -- parsing and queries ------------------------------------------------------------------
     def query_states(self, job_ids: list[str], runner: CommandRunner) -> dict[str, str]:
-        """``bjobs -a -w``; then, only when some pend, ``bjobs -p -w`` for why they pend."""
-        rows = self._bjobs(["-a", "-w"], job_ids, runner)
+        """``bjobs -a -w``; then, only when some pend, ``bjobs -l`` for their dependency and reason.
+
+        A pending job is never satisfied when LSF says so, or when it waits on ``done()`` of a job
+        that failed or is itself never satisfied (LSF reports only the first link of a chain)."""
+        rows = self._bjobs(["-a", "-w"], job_ids, runner, parse_bjobs)
         states = {key: STATES.get(stat, stat or "UNKNOWN") for key, (stat, _) in rows.items()}
         pending = sorted({key.split("_")[0] for key, s in states.items() if s == "PENDING"})
-        if pending:
-            for key, (stat, reasons) in self._bjobs(["-p", "-w"], pending, runner).items():
-                if stat == "PEND" and NEVER_SATISFIED in reasons.lower():
+        if not pending:
+            return states
+        waits = {
+            key: (condition, reasons)
+            for key, (stat, condition, reasons) in self._bjobs(
+                ["-l"], pending, runner, parse_bjobs_long
+            ).items()
+            if stat == "PEND" and states.get(key) == "PENDING"
+        }
+        changed = True
+        while changed:
+            changed = False
+            for key, (condition, reasons) in waits.items():
+                if states[key] == "PENDING" and (
+                    NEVER_SATISFIED in reasons.lower() or _waits_on_failed(condition, states)
+                ):
                     states[key] = "DEPENDENCY_NEVER_SATISFIED"
+                    changed = True
         return states
 
     def _bjobs(
-        self, options: list[str], job_ids: list[str], runner: CommandRunner
-    ) -> dict[str, tuple[str, str]]:
-        """Rows of ``bjobs OPTIONS IDS``. bjobs exits 255 when an id is unknown (purged after
+        self,
+        options: list[str],
+        job_ids: list[str],
+        runner: CommandRunner,
+        parse: Callable[[str], dict[str, Any]],
+    ) -> dict[str, Any]:
+        """Parsed ``bjobs OPTIONS IDS``. bjobs exits 255 when an id is unknown (purged after
         CLEAN_PERIOD); those ids are dropped (their state is then UNKNOWN) and the rest asked again."""
         try:
-            return parse_bjobs(runner.run(["bjobs", *options, *job_ids]))
+            return parse(runner.run(["bjobs", *options, *job_ids]))
         except SchedulerCommandError as exc:
             gone = set(NOT_FOUND.findall(str(exc)))
             rest = [j for j in job_ids if j not in gone]
             if not gone or rest == job_ids:
                 raise
-            return parse_bjobs(runner.run(["bjobs", *options, *rest])) if rest else {}
+            return parse(runner.run(["bjobs", *options, *rest])) if rest else {}
+
+    def cancel_argv(self, job_ids: list[str]) -> list[str]:
+        return ["sh", "-c", BKILL, "bkill", *job_ids]
 
     def find_jobs(self, tag: str, runner: CommandRunner) -> list[str]:
         """Unfinished jobs of this user whose ``-Jd`` description is ``tag`` (from ``bjobs -l``)."""
@@ -93,7 +126,8 @@ class LsfClassicScheduler(LsfScheduler):
             {
                 m.group(1)
                 for line in unwrap(out)
-                if (m := re.match(r"Job Id <(\d+)", line)) and f"Job Description <{tag}>" in line
+                if (m := re.match(r"Job Id <(\d+)", line))
+                and re.search(rf"Job\s*Description\s*<{re.escape(tag)}>", line)
             }
         )
 
@@ -124,6 +158,41 @@ def parse_bjobs(text: str) -> dict[str, tuple[str, str]]:
         key = job_key(job, index)
         rows[key] = (fields[2], "")
     return rows
+
+
+def parse_bjobs_long(text: str) -> dict[str, tuple[str, str, str]]:
+    """``bjobs -l`` text → {``ID`` or ``ID_i``: (LSF state, dependency condition, pending reasons)}."""
+    records: dict[str, tuple[str, str, str]] = {}
+    key = None
+    in_reasons = False
+    for line in unwrap(text):
+        if match := re.match(r"Job Id <(\d+)(?:\[(\d+)\])?>", line):
+            key = job_key(*match.groups())
+            stat = re.search(r"Status\s*<(\w+)>", line)
+            records[key] = (stat.group(1) if stat else "UNKNOWN", "", "")
+            in_reasons = False
+        elif key is None:
+            continue
+        elif condition := re.search(r"Dependency\s*Condition\s*<([^>]*)>", line):
+            stat, _, reasons = records[key]
+            records[key] = (stat, condition.group(1), reasons)
+        elif line.strip() == "PENDING REASONS:":
+            in_reasons = True
+        elif in_reasons and line.strip():
+            stat, condition, reasons = records[key]
+            records[key] = (stat, condition, reasons + line.strip() + "\n")
+        else:
+            in_reasons = False
+    return records
+
+
+def _waits_on_failed(condition: str, states: dict[str, str]) -> bool:
+    """Whether ``done(ID)``/``done(ID[i])`` in ``condition`` names a job that can no longer end DONE."""
+    for job, index in re.findall(r"done\((\d+)(?:\[(\d+)\])?\)", condition):
+        keys = [job_key(job, index)] if index else [k for k in states if k.split("_")[0] == job]
+        if any(states.get(k) in FINAL_BAD for k in keys):
+            return True
+    return False
 
 
 def unwrap(text: str) -> list[str]:
