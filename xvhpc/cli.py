@@ -367,9 +367,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--host", default=None)
     p.add_argument("--port", type=int, default=None)
+    p.add_argument("--workers", type=int, default=1, help="server processes (CPU serving)")
+    p.add_argument(
+        "--max-batch", type=int, default=16, help="images per forward pass (1: no batching)"
+    )
+    p.add_argument(
+        "--batch-window-ms", type=float, default=5.0, help="how long a batch waits to fill"
+    )
     p = add("export", cmd_export, "export the model (TorchScript or ONNX) with a sidecar JSON")
     p.add_argument("run_dir")
-    p.add_argument("--format", choices=["torchscript", "onnx"], default="torchscript")
+    p.add_argument("--format", choices=["torchscript", "onnx", "triton"], default="torchscript")
     p.add_argument("--out", default=None)
     p = add("weights", cmd_weights, "manage the offline pretrained-weights cache")
     p.add_argument("action", choices=["fetch", "list", "path"])

@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 from ..data.decode import BadImage
 from ..models.bundle import Bundle, load_bundle, original_image, overlay_png
 from ..stats.decision import DecisionError, decide, describe, read_decision
+from .batching import MicroBatcher, forward
 
 
 class Prediction(BaseModel):
@@ -53,7 +54,10 @@ def rank_predictions(
 
 
 def create_app(
-    bundle: Bundle, max_upload_mb: float = 32.0, decision: dict | None = None
+    bundle: Bundle,
+    max_upload_mb: float = 32.0,
+    decision: dict | None = None,
+    batcher: MicroBatcher | None = None,
 ) -> FastAPI:
     meta = bundle.meta
     spec_hash = hashlib.sha256(json.dumps(meta["spec"], sort_keys=True).encode()).hexdigest()[:16]
@@ -110,7 +114,8 @@ def create_app(
             x = bundle.inputs(data, name)
         except BadImage as exc:
             raise HTTPException(415, f"not a supported image: {exc}") from None
-        scaled, label = decide(bundle.probabilities(x).mean(0), bundle.classes, decision)
+        probs = batcher.probabilities(x) if batcher else forward(bundle, x)  # same bits
+        scaled, label = decide(probs.mean(0), bundle.classes, decision)
         probs, best = scaled[0], int(label[0])  # temperature, then the operating point
         response = PredictResponse(
             predictions=rank_predictions(probs, bundle.classes, threshold, top_k),
@@ -139,11 +144,14 @@ def main(args: argparse.Namespace) -> int:
         print(f"xvhpc: error: {exc}", file=sys.stderr)
         return 2
     deploy = bundle.meta["spec"].get("deploy", {})
-    app = create_app(bundle, deploy.get("max_upload_mb", 32), decision)
-    uvicorn.run(
-        app,
-        host=args.host or deploy.get("host", "127.0.0.1"),
-        port=args.port or deploy.get("port", 8000),
-        log_level="info",
-    )
+    host = args.host or deploy.get("host", "127.0.0.1")
+    port = args.port or deploy.get("port", 8000)
+    max_batch, window_ms = getattr(args, "max_batch", 16), getattr(args, "batch_window_ms", 5.0)
+    if getattr(args, "workers", 1) > 1:  # processes, each with its own model and batcher
+        from .workers import serve_workers
+
+        return serve_workers(model_dir, args.workers, host, port, max_batch, window_ms)
+    batcher = MicroBatcher(bundle, max_batch, window_ms) if max_batch > 1 else None
+    app = create_app(bundle, deploy.get("max_upload_mb", 32), decision, batcher)
+    uvicorn.run(app, host=host, port=port, log_level="info")
     return 0

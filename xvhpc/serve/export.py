@@ -67,6 +67,12 @@ def export(run_dir: str | Path, fmt: str, out: str | Path | None = None) -> Path
 
 def main(args: argparse.Namespace) -> int:
     try:
+        if args.format == "triton":  # a model repository, not one file
+            from .triton import export_triton
+
+            repo = export_triton(args.run_dir, args.out)
+            print(f"exported Triton model {repo} (repository: {repo.parent})")
+            return 0
         path = export(args.run_dir, args.format, args.out)
     except FileNotFoundError as exc:
         print(f"xvhpc: error: {exc}", file=sys.stderr)
