@@ -18,6 +18,7 @@ from xvhpc.data.dataset import RankBatches
 from xvhpc.models.weights import cached_file
 from xvhpc.models.zoo import build_model
 from xvhpc.runtime.environments import EnvironmentError_, detect_environment
+from xvhpc.runtime.task import detect_task
 from xvhpc.spec.schema import ARCHITECTURES, ModelSpec
 
 from .conftest import require, tiny_spec, xv
@@ -137,6 +138,29 @@ def test_missing_torchrun_variable_names_it_and_hints() -> None:
         EnvironmentError_, match="MASTER_PORT is not set. HINT: launch with `torchrun"
     ):
         detect_environment(env)
+
+
+def test_array_index_slurm_counts_from_zero() -> None:
+    assert detect_task({"SLURM_ARRAY_TASK_ID": "3"}).array_index == 3
+
+
+def test_array_index_lsf_counts_from_one() -> None:
+    assert detect_task({"LSB_JOBINDEX": "3"}).array_index == 2
+
+
+def test_no_array_index_outside_an_array() -> None:
+    assert detect_task({"LSB_JOBINDEX": "0"}).array_index is None  # LSF: not an array job
+    assert detect_task({}).array_index is None
+
+
+def test_cpus_are_the_schedulers_grant() -> None:
+    assert detect_task({"SLURM_CPUS_PER_TASK": "6"}).cpus == 6
+    assert detect_task({"LSB_DJOB_NUMPROC": "42"}).cpus == 42
+
+
+def test_no_mpi_rank_without_an_mpi_launcher() -> None:
+    task = detect_task({})
+    assert (task.mpi_rank, task.mpi_size, task.comm) == (0, 1, None)
 
 
 def test_rank_batches_are_disjoint_and_cover_an_epoch() -> None:
