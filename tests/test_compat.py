@@ -14,6 +14,7 @@ import re
 import subprocess
 import sys
 import warnings
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
@@ -215,3 +216,111 @@ def _check_checkpoint(path: Path) -> None:
     assert state["iteration"] == 4 and state["scaler"] == {}  # bfloat16: no loss scaling
     restore_rng(state)
     assert torch.equal(torch.get_rng_state(), state["rng"])
+
+
+# ----------------------------------------------------------------- the Open-CE recipe (POWER9)
+# Lmod's `module` and conda's `conda` are shell functions that read unset variables
+# (conda/conda#8186): the stand-ins do the same, so `set -u` around them fails as it would there.
+STANDINS = r"""
+module() {
+  echo "module $*" >> "$XV_LOG"; : "$LMOD_UNSET_PROBE"
+  export CONDA_DEFAULT_ENV=open-ce-1.10.0-py311-ibm
+}
+conda() {
+  echo "conda $*" >> "$XV_LOG"; : "$CONDA_UNSET_PROBE"
+  if [[ $1 == create ]]; then
+    mkdir -p "$4/bin"
+    printf '%s\n' '#!/bin/bash' \
+      'if [[ $1 == -m && $2 == pip ]]; then echo "pip ${*:3}" >> "$XV_LOG"; exit 0; fi' \
+      'if [[ $1 == -c && " $XV_MISSING " == *" ${2#import } "* ]]; then exit 1; fi' \
+      "exec $XV_PYTHON \"\$@\"" > "$4/bin/python"
+    chmod +x "$4/bin/python"
+  fi
+}
+"""
+
+
+def _standin_env(tmp_path: Path) -> dict[str, str]:
+    (tmp_path / "standins.sh").write_text(STANDINS)
+    return {
+        **os.environ,
+        "BASH_ENV": str(tmp_path / "standins.sh"),
+        "XV_LOG": str(tmp_path / "calls.log"),
+        "XV_PYTHON": sys.executable,
+        "XV_MISSING": "h5py ttach",
+    }
+
+
+def test_summit_recipe_clones_adds_and_prints_the_env(tmp_path: Path) -> None:
+    """envs/summit-opence.sh under `set -euo pipefail` with stand-in module/conda/pip: clone,
+    conda for compiled packages, pip pinned to the env's torch, --no-deps where pip would
+    resolve torch, and an env: block that validates with an absolute python."""
+    from xvhpc.spec.site import Environment
+
+    prefix = tmp_path / "xvhpc-opence"
+    env = _standin_env(tmp_path)
+    proc = subprocess.run(
+        ["bash", str(ROOT / "envs" / "summit-opence.sh"), str(prefix)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    calls = (tmp_path / "calls.log").read_text().splitlines()
+    assert calls[:3] == [
+        "module load open-ce/1.10.0-py311-ibm",
+        f"conda create --yes --prefix {prefix} --clone open-ce-1.10.0-py311-ibm",
+        f"conda activate {prefix}",
+    ]
+    assert f"conda install --yes --prefix {prefix} --freeze-installed h5py" in calls
+    assert f"pip install --constraint {prefix}/xvhpc-pins.txt ttach" in calls
+    assert f"pip install --no-deps grad-cam>=1.5 {ROOT}" in calls
+    pins = (prefix / "xvhpc-pins.txt").read_text()
+    assert f"torch=={version('torch')}\n" in pins and f"numpy=={version('numpy')}\n" in pins
+    block = yaml.safe_load(proc.stdout[proc.stdout.index("env:") :])["env"]
+    printed = Environment.model_validate(block)
+    assert printed.python == f"{prefix}/bin/python" and Path(printed.python).is_absolute()
+    assert printed.torch == torch.__version__.split("+")[0]
+    assert printed.setup == [
+        "set +u",
+        "module load open-ce/1.10.0-py311-ibm",
+        f"conda activate {prefix}",
+        "set -u",
+    ]
+
+
+def _prologue(script: str) -> str:
+    """A job script up to its python line, then print that python."""
+    lines = script.splitlines()
+    end = next(i for i, line in enumerate(lines) if line.startswith("XVHPC_PY="))
+    return "\n".join([*lines[: end + 1], 'echo "PY=$XVHPC_PY"']) + "\n"
+
+
+@pytest.mark.parametrize("site", ["summit", "power9-slurm"])
+def test_site_env_survives_set_u_in_the_job_script(tmp_path: Path, site: str) -> None:
+    """The shipped env: in a compiled train script, run by bash (set -euo pipefail) with
+    stand-ins that read unset variables as Lmod/conda do: it passes with the set +u wrapping
+    and fails without it (the failure the wrapping prevents)."""
+    out = tmp_path / "run"
+    xv(
+        "compile",
+        str(ROOT / "jobs" / "covid_xray.yaml"),
+        "--site",
+        site,
+        "--out",
+        str(out),
+        cwd=ROOT,
+    )
+    train = next(p for p in (out / "scripts").iterdir() if p.name.startswith("train."))
+    prologue = _prologue(train.read_text())
+    env = _standin_env(tmp_path)
+    ok = subprocess.run(["bash", "-c", prologue], env=env, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    python = load_site(site).env.python
+    assert f"PY={python}" in ok.stdout and python.startswith("/")
+    unwrapped = "\n".join(
+        line for line in prologue.splitlines() if line not in ("set +u", "set -u")
+    )
+    bad = subprocess.run(["bash", "-c", unwrapped], env=env, capture_output=True, text=True)
+    assert bad.returncode != 0 and "unbound variable" in bad.stderr
