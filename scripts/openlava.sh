@@ -105,6 +105,10 @@ esac
 
 # 1. build (once per tarball and bind mode): the daemons bind 127.0.0.1 when this host's name
 # resolves to 127.x (a dev box), else every address (a CI container whose name maps to its IP)
+if ! getent hosts "$HOST" >/dev/null; then  # LIM looks the host up by name
+  [[ ${CI:-} == true ]] || { say "$HOST does not resolve; add '127.0.0.1 $HOST' to /etc/hosts"; exit 1; }
+  echo "127.0.0.1 $HOST" >>/etc/hosts && say "CI: added '127.0.0.1 $HOST' to /etc/hosts"
+fi
 loopback=0
 getent hosts "$HOST" | grep -q '^127\.' && loopback=1
 if [[ -z $TARBALL ]]; then
@@ -250,7 +254,6 @@ done
 
 # 4. daemons (they fork into the background; sbatchd on the master host starts mbatchd)
 if [[ -z $(our_daemons) ]]; then
-  ((loopback)) || getent hosts "$HOST" >/dev/null || { say "$HOST does not resolve; add it to /etc/hosts"; exit 1; }
   say "starting lim, res, sbatchd (ports $PORT-$((PORT + 3)))"
   export LSF_ENVDIR=$ETC
   "$PREFIX/sbin/lim"
