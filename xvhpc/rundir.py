@@ -14,6 +14,8 @@ training rank imports it.
       eval/<point>/metrics.json  eval/leaderboard.json
       model/                                         the published model bundle
       report.html  export/
+      sweep/study.journal                            Optuna study of a tpe/random-with-trials sweep
+      train/<point>/tensorboard/ trial.json          TensorBoard event files; a study slot's trial
 """
 
 from __future__ import annotations
@@ -38,6 +40,10 @@ EVAL = "eval"
 MODEL = "model"
 EXPORT = "export"
 LEADERBOARD = "leaderboard.json"
+SWEEP = "sweep"
+STUDY_JOURNAL = "study.journal"
+TENSORBOARD = "tensorboard"
+TRIAL = "trial.json"
 CHECKPOINT = "checkpoint.pt"
 PROGRESS = "progress.json"
 METRICS_LOG = "metrics.jsonl"
@@ -104,6 +110,17 @@ class Layout:
     @property
     def leaderboard(self) -> Path:
         return self.root / EVAL / LEADERBOARD
+
+    @property
+    def study_journal(self) -> Path:
+        return self.root / SWEEP / STUDY_JOURNAL
+
+    def tensorboard(self, point: int) -> Path:
+        return self.train_dir(point) / TENSORBOARD
+
+    def trial(self, point: int) -> Path:
+        """The study trial a slot trains (number and parameters; written by its rank 0)."""
+        return self.train_dir(point) / TRIAL
 
     def script(self, step: str, suffix: str) -> Path:
         return self.scripts / f"{step}{suffix}"

@@ -144,7 +144,9 @@ def build_plan(loaded: LoadedSpec, site: SiteConfig, run_dir: str) -> Plan:
 
     spec = loaded.spec
     res = spec.resources
-    points = sweep_points(loaded)
+    trials = spec.sweep.trials if spec.sweep is not None else None
+    # an Optuna study: ``trials`` slots, each asks the study for its point at run time
+    points = [{} for _ in range(trials)] if trials else sweep_points(loaded)
     for point in points:  # every point must validate (sweep values were checked already)
         point_spec(loaded, point)
     local = site.local

@@ -111,6 +111,13 @@ class ModelSpec(Strict):
         return value
 
 
+class EarlyStopSpec(Strict):
+    """Stop one run when its validation metric has not improved for ``patience`` rounds."""
+
+    metric: Literal["val_loss", "val_accuracy"] = "val_loss"
+    patience: int = Field(5, ge=1, le=100000)  # validation rounds (every val_every iterations)
+
+
 class TrainSpec(Strict):
     max_iterations: int | None = Field(None, ge=1)
     epochs: int | None = Field(None, ge=1)
@@ -139,6 +146,7 @@ class TrainSpec(Strict):
     )
     backend: Literal["ddp", "horovod"] = "ddp"
     max_requeues: int = Field(3, ge=0, le=100)
+    early_stop: EarlyStopSpec | None = None
 
     @model_validator(mode="after")
     def _length(self) -> TrainSpec:
@@ -191,12 +199,40 @@ class ResourcesSpec(Strict):
         return value.strip()  # parse_walltime allows spaces around; scripts get none
 
 
+class PruneSpec(Strict):
+    """Stop a study's poor trials early (xvhpc/sweeps): ASHA, median, or none."""
+
+    method: Literal["asha", "median", "none"] = "asha"
+    min_iterations: int | None = Field(None, ge=1)  # no pruning before this iteration
+
+
 class SweepSpec(Strict):
-    method: Literal["grid", "random"] = "grid"
+    method: Literal["grid", "random", "tpe"] = "grid"
     parameters: dict[str, list[Any]] = Field(default_factory=dict)
     samples: int = Field(4, ge=1, le=10000)
     seed: int = 0
     max_concurrent: int = Field(4, ge=1, le=10000)
+    # An Optuna study (tpe, or random with trials): array slots that each ask it for a trial
+    trials: int | None = Field(None, ge=1, le=10000)
+    prune: PruneSpec | None = None
+    objective: Literal["val_accuracy", "val_loss"] | None = None  # None: from evaluate.rank_by
+
+    @model_validator(mode="after")
+    def _study(self) -> SweepSpec:
+        if self.method == "tpe" and self.trials is None:
+            raise ValueError("method: tpe needs trials: N (the study's array slots)")
+        if self.method == "grid" and self.trials is not None:
+            raise ValueError("trials: N needs method: tpe or random (a grid's points are fixed)")
+        if self.trials is not None and not self.parameters:
+            raise ValueError("a study (trials: N) needs parameters to search")
+        if self.prune is not None and self.trials is None:
+            raise ValueError("prune needs an Optuna study: method: tpe (or random) with trials: N")
+        return self
+
+    @property
+    def study(self) -> bool:
+        """Whether the points come from an Optuna study at run time, not from compile time."""
+        return self.trials is not None
 
 
 class DeploySpec(Strict):

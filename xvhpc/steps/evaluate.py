@@ -28,6 +28,7 @@ from ..models.bundle import Bundle, load_bundle, publish_model
 from ..rundir import Layout
 from ..stats import provenance
 from ..stats.decision import DECISION_FILE, decide, describe, read_decision, write_decision
+from ..sweeps.board import annotate_leaderboard, pruned
 from ..util import read_json, write_json_atomic, write_text_atomic
 from .common import RunDir, setup_logging
 from .metrics import Options, model_details, value
@@ -298,6 +299,7 @@ def leaderboard(run: RunDir, results: dict[int, dict]) -> list[dict]:
         }
         for p, m in results.items()
     ]
+    annotate_leaderboard(run.root, run.spec, rows)  # state; a study slot's trial and params
     rows.sort(key=lambda r: (-(r[key] if r[key] is not None else -1), r["point"]))
     write_json_atomic(Layout(run.root).leaderboard, {"rank_by": key, "rows": rows})
     if rows:
@@ -332,6 +334,7 @@ def main(args: argparse.Namespace) -> int:
     log = setup_logging()
     run = RunDir.open(args.run_dir)
     points = list(range(len(run.plan["points"]))) if args.all else [args.point]
+    points = [p for p in points if not args.all or not pruned(run.root, p)]  # not candidates
     try:
         results = {
             p: m for p in points if (m := evaluate_point(run, p, args.data, log)) is not None

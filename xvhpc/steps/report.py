@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..rundir import Layout
+from ..sweeps.board import report_section as sweep_section
 from ..util import read_json, write_text_atomic
 from .common import RunDir, setup_logging
 from .metrics import MIN_SUPPORT, value
@@ -491,6 +492,7 @@ def build_report(run: RunDir) -> str:
             "evidence that one point is better. The points are chosen and measured on the same validation "
             "split, so the best point's figures are optimistic.</p>"
         )
+    parts.append(sweep_section(run.root, spec, _png))  # metric vs parameters, all curves
     for p, params in enumerate(run.plan["points"]):
         parts.append(f"<h2>Point {p} {html.escape(json.dumps(params)) if params else ''}</h2>")
         parts.append(curves(run.root / "train" / str(p) / "metrics.jsonl"))

@@ -45,6 +45,7 @@ from ..runtime import compat
 from ..runtime.checkpoint import load_checkpoint, restore_rng, save_checkpoint
 from ..runtime.distributed import Context, all_reduce_sum, any_rank, setup, teardown
 from ..spec import ExperimentSpec
+from ..sweeps.tracker import PointTracker
 from ..util import read_json, write_json_atomic, write_text_atomic
 from .common import RunDir, setup_logging, want_bar
 
@@ -163,6 +164,7 @@ class Job:
     batches: RankBatches
     max_iter: int
     single_point: bool
+    tracker: PointTracker | None = None  # TensorBoard, study reports, early stop (xvhpc/sweeps)
 
 
 @dataclass
@@ -347,6 +349,8 @@ def log_window(
     if not ctx.is_main:
         return
     append_metrics(job.layout.metrics_log(job.point), record)
+    if job.tracker is not None:
+        job.tracker.scalars(record)
     elapsed = time.monotonic() - t_start
     eta = elapsed / max(pos.iteration - pos.start, 1) * (job.max_iter - pos.iteration)
     write_json_atomic(
@@ -370,6 +374,8 @@ def validate(job: Job, parts: Parts, pos: Position, ctx: Context) -> None:
     if not ctx.is_main:
         return
     append_metrics(job.layout.metrics_log(job.point), {"iteration": pos.iteration, **metrics})
+    if job.tracker is not None:
+        job.tracker.scalars({"iteration": pos.iteration, **metrics})
     bundle = job.layout.point_model(job.point)
     if metrics["val_accuracy"] > pos.best or not bundle.exists():
         pos.best = max(pos.best, metrics["val_accuracy"])
@@ -454,6 +460,10 @@ def run_loop(
                 window = Window()
             if due(pos.iteration, t.val_every, job.max_iter):
                 validate(job, parts, pos, ctx)
+                if job.tracker is not None and job.tracker.after_validation(
+                    pos.iteration, job.max_iter
+                ):
+                    break  # pruned by the study, or stopped early: every rank breaks here
             stopping = (
                 any_rank(ctx, stop.signal is not None)
                 if ctx.world_size > 1
@@ -482,7 +492,7 @@ def finish(job: Job, parts: Parts, pos: Position, ctx: Context, log: logging.Log
             "iteration": pos.iteration,
             "max_iterations": job.max_iter,
             "eta_s": 0,
-            "state": "done",
+            "state": job.tracker.outcome if job.tracker is not None else "done",
             **pos.last_validation,
         },
     )
@@ -498,16 +508,22 @@ def train(
     ctx: Context,
     log: logging.Logger,
     max_iter_override: int | None,
+    tracker: PointTracker | None = None,
 ) -> int:
-    """Train one sweep point: 0 when done, ``REQUEUE_EXIT`` when stopped by a signal."""
+    """Train one sweep point: 0 when done (or pruned), ``REQUEUE_EXIT`` when stopped by a signal."""
     job = prepare_job(run, point, spec, ctx, max_iter_override)
+    job.tracker = tracker
     parts = build_parts(job, ctx)
     pos = resume(job, parts, ctx, log)
+    if tracker is not None:
+        tracker.start(pos.start)
     net = distribute(parts, ctx)
     code = run_loop(job, parts, net, pos, ctx, log)
     if code is not None:
         return code
     finish(job, parts, pos, ctx, log)
+    if tracker is not None:
+        tracker.finish()
     return 0
 
 
@@ -581,10 +597,19 @@ def main(args: argparse.Namespace) -> int:
         torch.__version__,
         compat.amp_dtype(spec.train.amp, ctx.device.type) or "off",
     )
+    tracker = None
     try:
-        return train(run, args.point, spec, ctx, log, args.max_iterations)
+        tracker = PointTracker.open(run, args.point, ctx, log)  # a study slot: its trial's spec
+        if tracker.finished:
+            log.info("slot %d: trial already finished; nothing to train", args.point)
+            return 0
+        return train(run, args.point, tracker.spec, ctx, log, args.max_iterations, tracker)
     except (MissingWeights, TrainError, UnloadableFile) as exc:
         print(f"xvhpc: error: {exc}", file=sys.stderr)
         return 2
+    except Exception:
+        if tracker is not None:
+            tracker.crashed()
+        raise
     finally:
         teardown(ctx)

@@ -170,6 +170,19 @@ def ingest_summary(root: Path) -> str:
     return f"{n} images, {len(manifest['skipped'])} skipped" + (f" ({detail})" if detail else "")
 
 
+def print_study(root: Path) -> None:
+    """A study's trials done/running/pruned/failed and its best so far (nothing otherwise)."""
+    from ..spec import load_spec
+    from ..sweeps.board import status_line
+
+    layout = Layout(root)
+    if not layout.study_journal.exists() or not layout.spec.exists():
+        return
+    line = status_line(root, load_spec(layout.spec).spec)
+    if line:
+        print(f"{'study':9s} {line}")
+
+
 def print_status(root: Path, as_json: bool = False, runner: CommandRunner | None = None) -> int:
     jobs = read_json(root / JOBS)
     if jobs is None:
@@ -203,6 +216,7 @@ def print_status(root: Path, as_json: bool = False, runner: CommandRunner | None
             print(
                 f"{name:9s} {entry['state']:10s} {entry['job_id']:>10s}  {entry.get('detail', '')}"
             )
+        print_study(root)
         board = read_json(Layout(root).leaderboard)
         if board:
             best = board["rows"][0]

@@ -1,0 +1,251 @@
+"""Optuna studies across array tasks (journal file under RUN_DIR), pruning, early stopping,
+TensorBoard event files, the study in status / leaderboard / report (xvhpc/sweeps)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from xvhpc.plan import build_plan
+from xvhpc.plan.render import render_plan
+from xvhpc.spec import SpecError, load_site, load_spec
+from xvhpc.sweeps.study import Objective, existing_study, open_study
+from xvhpc.sweeps.tracker import no_improvement
+
+from .conftest import tiny_spec, xv
+
+FAST = {  # a few iterations of 32 px: what the study mechanics need, no more
+    "max_iterations": 6,
+    "batch_size": 4,
+    "val_every": 2,
+    "log_every": 1,
+    "checkpoint_every": 2,
+}
+ENV = {"OMP_NUM_THREADS": "1"}  # two shared cores: one thread per process
+
+
+def study_spec(path: Path, source: Path, trials: int, rates: list[float], **sweep) -> Path:
+    return tiny_spec(
+        path,
+        source,
+        train=FAST,
+        sweep={
+            "method": "tpe",
+            "trials": trials,
+            "max_concurrent": 2,
+            "parameters": {"train.learning_rate": rates},
+            "prune": {"method": "asha", "min_iterations": 2},
+            **sweep,
+        },
+    )
+
+
+def states(run: Path) -> list[tuple[int, str, int | None]]:
+    study = existing_study(run)
+    assert study is not None
+    return [(t.number, t.state.name, t.user_attrs.get("slot")) for t in study.get_trials()]
+
+
+# ----------------------------------------------------------------- spec and plan (no torch)
+@pytest.mark.parametrize(
+    ("sweep", "message"),
+    [
+        ({"method": "tpe"}, "method: tpe needs trials: N"),
+        ({"method": "grid", "trials": 4}, "trials: N needs method: tpe or random"),
+        ({"method": "grid", "prune": {"method": "asha"}}, "prune needs an Optuna study"),
+        ({"method": "tpe", "trials": 4, "prune": {"method": "hyperband"}}, "sweep.prune.method"),
+    ],
+)
+def test_study_spec_errors_name_file_line_and_key(
+    tmp_path: Path, sweep: dict, message: str
+) -> None:
+    spec = tiny_spec(
+        tmp_path / "s.yaml",
+        tmp_path,
+        sweep={"parameters": {"train.learning_rate": [0.1, 0.01]}, **sweep},
+    )
+    with pytest.raises(SpecError) as err:
+        load_spec(spec)
+    text = str(err.value)
+    assert f"{spec}:" in text
+    assert message in text
+
+
+def test_early_stop_is_a_train_key_in_validation_rounds(tmp_path: Path) -> None:
+    spec = tiny_spec(tmp_path / "s.yaml", tmp_path, train={"early_stop": {"patience": 0}})
+    with pytest.raises(SpecError, match="train.early_stop.patience"):
+        load_spec(spec)
+
+
+def test_study_compiles_to_trials_slots_array_and_packed_summit(tmp_path: Path) -> None:
+    """Slurm: an array of ``trials`` slots capped at max_concurrent; Summit: the slots packed in
+    waves, each packed point running ``train --point SLOT`` itself (so it asks the study)."""
+    spec = study_spec(tmp_path / "s.yaml", tmp_path, 8, [0.1, 0.01])
+    data = yaml.safe_load(spec.read_text())
+    data["resources"] = {"nodes": 1, "gpus_per_node": 6, "walltime": "01:00:00"}
+    data["sweep"]["max_concurrent"] = 4
+    spec.write_text(yaml.safe_dump(data))
+    loaded = load_spec(spec)
+    slurm = build_plan(loaded, load_site("x86-v100"), str(tmp_path / "a"))
+    assert slurm.points == [{}] * 8
+    train = next(s for s in slurm.steps if s.name == "train")
+    assert (train.array, train.max_concurrent) == (8, 4)
+    script = render_plan(slurm, load_site("x86-v100"))["scripts/train.sbatch"]
+    assert "#SBATCH --array=0-7%4" in script
+    summit = build_plan(loaded, load_site("summit"), str(tmp_path / "b"))
+    packed = next(s for s in summit.steps if s.name == "train")
+    assert packed.packed and packed.array == 8 and packed.per_wave == 4
+    lsf = render_plan(summit, load_site("summit"))["scripts/train.lsf"]
+    assert 'xvhpc_waves "$first" "$last" 4' in lsf
+    assert 'train --run-dir "$RUN_DIR" --point "$XVHPC_INDEX"' in lsf
+
+
+@pytest.mark.parametrize(
+    ("values", "patience", "stop"),
+    [
+        ([1.0, 0.9, 0.8, 0.85], 2, False),  # one round since the best: patience 2 not used up
+        ([1.0, 0.8, 0.85, 0.81], 2, True),  # two rounds without beating 0.8: stop
+        ([1.0, 0.8, 0.85, 0.79], 2, False),  # the last round improved
+        ([1.0, 0.9], 2, False),  # not enough rounds yet
+        ([float("nan"), 2.0, 2.0], 1, True),  # NaN is never an improvement, nor a best
+    ],
+)
+def test_no_improvement_counts_validation_rounds(
+    values: list[float], patience: int, stop: bool
+) -> None:
+    assert no_improvement(values, patience, Objective("val_loss", "minimize")) is stop
+
+
+# ----------------------------------------------------------------- real training
+def _train_slots(run: Path, slots: list[int]) -> list[subprocess.CompletedProcess]:
+    env = {**os.environ, **ENV, "XVHPC_PYTHON": sys.executable}
+    return [
+        subprocess.run(
+            [sys.executable, "-m", "xvhpc", "train", "--run-dir", str(run), "--point", str(s)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        for s in slots
+    ]
+
+
+def test_tpe_study_six_trials_two_concurrent_tasks_and_rerun_repeats_none(
+    tmp_path: Path, demo_data: Path
+) -> None:
+    """Two task processes at once (as an array with %2 runs them) share the journal file: six
+    slots give six trials, one per slot; rerunning the whole pipeline trains none again."""
+    spec = study_spec(tmp_path / "spec.yaml", demo_data, 6, [0.001, 0.003, 0.01, 0.03])
+    run = tmp_path / "run"
+    xv("compile", str(spec), "--out", str(run), cwd=tmp_path)
+    xv("ingest", "--run-dir", str(run), "--shard", "all", "--merge", env=ENV)
+    env = {**os.environ, **ENV, "XVHPC_PYTHON": sys.executable}
+    code = (
+        "import sys, subprocess; "
+        "sys.exit(max(subprocess.call([sys.executable, '-m', 'xvhpc', 'train', '--run-dir', "
+        f"{str(run)!r}, '--point', str(s)]) for s in map(int, sys.argv[1:])))"
+    )
+    tasks = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, *slots], env=env, stderr=subprocess.PIPE, text=True
+        )
+        for slots in (["0", "2", "4"], ["1", "3", "5"])
+    ]
+    outcomes = [(t.wait(timeout=1800), t.stderr.read() if t.stderr else "") for t in tasks]
+    assert [rc for rc, _ in outcomes] == [0, 0], outcomes
+    first = states(run)
+    assert len(first) == 6
+    assert sorted(slot for _, _, slot in first) == [0, 1, 2, 3, 4, 5]
+    assert {state for _, state, _ in first} <= {"COMPLETE", "PRUNED"}
+    logs = {s: (run / "train" / str(s) / "metrics.jsonl").read_text() for s in range(6)}
+    for s in range(6):
+        bound = json.loads((run / "train" / str(s) / "trial.json").read_text())
+        assert bound["slot"] == s
+        assert bound["params"]["train.learning_rate"] in (0.001, 0.003, 0.01, 0.03)
+
+    xv("run", str(spec), "--out", str(run), cwd=tmp_path, env=ENV)  # the whole pipeline
+    assert states(run) == first, "a rerun asked for or changed a trial"
+    assert {s: (run / "train" / str(s) / "metrics.jsonl").read_text() for s in range(6)} == logs
+    train_log = (run / "logs" / "train-local.out").read_text()
+    assert train_log.count("trial already finished; nothing to train") == 6
+    board = json.loads((run / "eval" / "leaderboard.json").read_text())
+    assert sorted(r["point"] for r in board["rows"]) == list(range(6))
+    assert all(r["state"] in ("done", "pruned") and "trial" in r for r in board["rows"])
+    assert all(r["params"] for r in board["rows"]), "study rows carry the trial's parameters"
+    status = xv("status", str(run)).stdout
+    assert "trials 6/6 finished" in status
+    assert "best trial" in status
+    assert "metric against each parameter" in (run / "report.html").read_text()
+
+
+def test_forced_bad_learning_rate_is_pruned_before_its_last_iteration(
+    tmp_path: Path, demo_data: Path
+) -> None:
+    """ASHA: a sane trial finishes first; a trial forced to learning rate 10 reports a far worse
+    validation loss at the first rung and stops there (exit 0, state PRUNED)."""
+    spec = study_spec(tmp_path / "spec.yaml", demo_data, 2, [0.01, 10.0], objective="val_loss")
+    run = tmp_path / "run"
+    xv("compile", str(spec), "--out", str(run), cwd=tmp_path)
+    study = open_study(run, load_spec(spec).spec)
+    study.enqueue_trial({"train.learning_rate": 0.01})  # asked in this order by slots 0, 1
+    study.enqueue_trial({"train.learning_rate": 10.0})
+    xv("run", str(spec), "--out", str(run), cwd=tmp_path, env=ENV)
+    trials = existing_study(run).get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE", "PRUNED"]
+    bad = trials[1]
+    assert bad.params == {"train.learning_rate": 10.0}
+    assert bad.last_step is not None and bad.last_step < FAST["max_iterations"]
+    progress = json.loads((run / "train" / "1" / "progress.json").read_text())
+    assert progress["state"] == "pruned"
+    assert progress["iteration"] < FAST["max_iterations"]
+    board = json.loads((run / "eval" / "leaderboard.json").read_text())
+    assert [(r["point"], r["state"]) for r in board["rows"]] == [(0, "done"), (1, "pruned")]
+    assert board["rows"][1]["accuracy"] is None  # a pruned trial is not evaluated
+    assert json.loads((run / "model" / "meta.json").read_text())  # the done trial is published
+
+
+def test_tensorboard_event_files_parse_with_tensorboards_reader(
+    tmp_path: Path, demo_data: Path
+) -> None:
+    """Scalars (loss, lr, images/s, data-wait, validation) and the hparams of the point, read
+    back with TensorBoard's own EventAccumulator; early stopping ends the run before its end."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    spec = tiny_spec(
+        tmp_path / "spec.yaml",
+        demo_data,
+        train={**FAST, "max_iterations": 40, "early_stop": {"metric": "val_loss", "patience": 1}},
+    )
+    run = tmp_path / "run"
+    xv("compile", str(spec), "--out", str(run), cwd=tmp_path)
+    xv("ingest", "--run-dir", str(run), "--shard", "all", "--merge", env=ENV)
+    (proc,) = _train_slots(run, [0])
+    assert proc.returncode == 0, proc.stderr
+    acc = EventAccumulator(str(run / "train" / "0" / "tensorboard"))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"loss", "lr", "images_per_s", "data_wait_fraction", "val_loss", "val_accuracy"} <= tags
+    loss = acc.Scalars("loss")
+    assert [e.step for e in loss] == list(range(1, len(loss) + 1))
+    assert all(math.isfinite(e.value) for e in loss)
+    assert "_hparams_/session_start_info" in acc.PluginTagToContent("hparams")
+    progress = json.loads((run / "train" / "0" / "progress.json").read_text())
+    rounds = [
+        json.loads(x)
+        for x in (run / "train" / "0" / "metrics.jsonl").read_text().splitlines()
+        if "val_loss" in x
+    ]
+    if progress["state"] == "stopped_early":  # patience 1: the first round without improvement
+        assert rounds[-1]["val_loss"] >= min(r["val_loss"] for r in rounds[:-1])
+        assert progress["iteration"] < 40
+    else:  # the loss fell at every one of 20 rounds
+        assert progress["iteration"] == 40
+        assert [r["val_loss"] for r in rounds] == sorted(r["val_loss"] for r in rounds)[::-1]

@@ -1,0 +1,268 @@
+"""An Optuna study in one journal file under RUN_DIR: no database server, no daemon.
+
+Every array slot (``xvhpc train --point SLOT``) opens the study itself, from a compute node with
+no network: Optuna's ``JournalFileBackend`` appends to ``RUN_DIR/sweep/study.journal`` under
+its open(2)-based file lock, which works on the shared filesystems clusters have. A slot is bound
+to at most one live trial (the trial's ``slot`` user attribute, written right after ``ask``):
+a requeued or rerun slot resumes that trial, and a slot whose trial finished is skipped, so a
+rerun never repeats a finished trial. Torch-free: ``xvhpc status`` reads the same study.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from ..rundir import Layout
+from ..spec.schema import ExperimentSpec, SweepSpec
+
+if TYPE_CHECKING:
+    import optuna
+
+STUDY_NAME = "xvhpc"
+SLOT_ATTR = "slot"
+FINISHED = ("COMPLETE", "PRUNED")  # a slot bound to one of these never trains again
+
+
+@dataclass(frozen=True)
+class Objective:
+    """The validation metric the study optimises, and which way."""
+
+    metric: str  # val_accuracy | val_loss (what training measures at every val_every)
+    direction: Literal["maximize", "minimize"]
+
+    def better(self, a: float, b: float) -> bool:
+        """Whether ``a`` improves on ``b`` (NaN never does)."""
+        if math.isnan(a):
+            return False
+        return a > b if self.direction == "maximize" else a < b
+
+
+def objective(spec: ExperimentSpec) -> Objective:
+    """``sweep.objective``, else from ``evaluate.rank_by``: accuracy is measured while training;
+    the other rank_by metrics are not, and loss is the measured stand-in that tracks them."""
+    sweep = spec.sweep
+    metric = sweep.objective if sweep is not None and sweep.objective else None
+    if metric is None:
+        metric = "val_accuracy" if spec.evaluate.rank_by == "accuracy" else "val_loss"
+    return Objective(metric, "minimize" if metric.endswith("loss") else "maximize")
+
+
+def is_study(spec: ExperimentSpec) -> bool:
+    return spec.sweep is not None and spec.sweep.study
+
+
+def _scalar(value: Any) -> bool:
+    return value is None or isinstance(value, bool | int | float | str)
+
+
+def encoded_choices(values: list[Any]) -> tuple[list[Any], bool]:
+    """Optuna's categorical choices must be scalars: other values travel as JSON text."""
+    if all(_scalar(v) for v in values):
+        return list(values), False
+    return [json.dumps(v, sort_keys=True) for v in values], True
+
+
+def suggest(trial: optuna.Trial, sweep: SweepSpec) -> dict[str, Any]:
+    """The trial's point ``{dotted key: value}``: one categorical per swept key."""
+    point = {}
+    for key in sorted(sweep.parameters):
+        choices, encoded = encoded_choices(sweep.parameters[key])
+        value = trial.suggest_categorical(key, choices)
+        point[key] = json.loads(value) if encoded else value
+    return point
+
+
+def decode_params(params: dict[str, Any], sweep: SweepSpec) -> dict[str, Any]:
+    """A stored trial's parameters as spec values (JSON text decoded where it was encoded)."""
+    point = {}
+    for key, value in params.items():
+        _, encoded = encoded_choices(sweep.parameters.get(key, [value]))
+        point[key] = json.loads(value) if encoded and isinstance(value, str) else value
+    return point
+
+
+def make_sampler(sweep: SweepSpec, slot: int) -> optuna.samplers.BaseSampler:
+    """TPE (constant liar: concurrent slots do not all pick the same point) or random. The seed
+    differs per slot: every slot builds its own sampler, and equal seeds would draw equal points."""
+    import optuna
+
+    seed = sweep.seed * 1_000_003 + slot
+    if sweep.method == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def make_pruner(sweep: SweepSpec) -> optuna.pruners.BasePruner:
+    """ASHA (successive halving from min_iterations), median, or none."""
+    import optuna
+
+    prune = sweep.prune
+    if prune is None or prune.method == "none":
+        return optuna.pruners.NopPruner()
+    if prune.method == "median":
+        return optuna.pruners.MedianPruner(n_warmup_steps=prune.min_iterations or 0)
+    return optuna.pruners.SuccessiveHalvingPruner(min_resource=prune.min_iterations or "auto")
+
+
+def storage(root: Path) -> optuna.storages.JournalStorage:
+    """The journal file under RUN_DIR with Optuna's open(2) lock (no symlinks: some parallel
+    filesystems refuse them; O_EXCL creation is atomic on NFSv3+, Lustre and GPFS)."""
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+
+    path = Layout(root).study_journal
+    path.parent.mkdir(parents=True, exist_ok=True)
+    backend = JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path)))
+    return JournalStorage(backend)
+
+
+def open_study(root: Path, spec: ExperimentSpec, slot: int = 0) -> optuna.Study:
+    """The run's study, created by whichever slot comes first."""
+    import optuna
+
+    assert spec.sweep is not None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.create_study(
+        study_name=STUDY_NAME,
+        storage=storage(root),
+        sampler=make_sampler(spec.sweep, slot),
+        pruner=make_pruner(spec.sweep),
+        direction=objective(spec).direction,
+        load_if_exists=True,
+    )
+
+
+def existing_study(root: Path) -> optuna.Study | None:
+    """The study as it stands (read-only use: status, leaderboard); None before any slot ran."""
+    if not Layout(root).study_journal.exists():
+        return None
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        return optuna.load_study(study_name=STUDY_NAME, storage=storage(root))
+    except KeyError:  # the journal exists but no slot created the study yet
+        return None
+
+
+@dataclass(frozen=True)
+class Binding:
+    """The trial a slot trains (or trained)."""
+
+    trial: int  # Optuna's trial number
+    params: dict[str, Any]  # {dotted key: value}
+    state: str  # RUNNING, or a finished state (COMPLETE, PRUNED, FAIL)
+
+    @property
+    def finished(self) -> bool:
+        return self.state in FINISHED
+
+
+def slot_trials(study: optuna.Study, slot: int) -> list[optuna.trial.FrozenTrial]:
+    """Trials ever bound to ``slot``, oldest first."""
+    return [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get(SLOT_ATTR) == slot]
+
+
+def bind_slot(study: optuna.Study, slot: int, sweep: SweepSpec) -> Binding:
+    """Resume the slot's live or finished trial; otherwise ask for a new one (after a failed
+    one too: a failure is a trial's result, and its params may be what made it fail)."""
+    bound = slot_trials(study, slot)
+    last = bound[-1] if bound else None
+    if last is not None and last.state.name != "FAIL":
+        return Binding(last.number, decode_params(last.params, sweep), last.state.name)
+    trial = study.ask()
+    params = suggest(trial, sweep)
+    trial.set_user_attr(SLOT_ATTR, slot)
+    return Binding(trial.number, params, "RUNNING")
+
+
+def trial_id(study: optuna.Study, number: int) -> int:
+    return study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
+
+
+def report(study: optuna.Study, number: int, value: float, iteration: int) -> bool:
+    """Record an intermediate value; True when the pruner says stop. A resume replays
+    iterations already reported: Optuna keeps the first value (and warns; silenced here)."""
+    import warnings
+
+    import optuna
+
+    trial = optuna.trial.Trial(study, trial_id(study, number))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        trial.report(value, iteration)
+    return trial.should_prune()
+
+
+def tell(study: optuna.Study, number: int, state: str, value: float | None = None) -> None:
+    """Finish a trial (idempotent: a trial already finished is left as it is)."""
+    import optuna
+
+    states = {
+        "COMPLETE": optuna.trial.TrialState.COMPLETE,
+        "PRUNED": optuna.trial.TrialState.PRUNED,
+        "FAIL": optuna.trial.TrialState.FAIL,
+    }
+    value_ok = value is not None and not math.isnan(value)
+    if state == "COMPLETE" and not value_ok:
+        state = "FAIL"  # Optuna refuses a NaN objective; a diverged run is a failed trial
+    study.tell(
+        number,
+        values=value if state == "COMPLETE" else None,
+        state=states[state],
+        skip_if_finished=True,
+    )
+
+
+def summary(root: Path, spec: ExperimentSpec) -> dict[str, Any] | None:
+    """Trial counts by state and the best trial so far (what ``xvhpc status`` prints)."""
+    study = existing_study(root)
+    if study is None:
+        return None
+    counts = {"done": 0, "running": 0, "pruned": 0, "failed": 0}
+    names = {"COMPLETE": "done", "RUNNING": "running", "PRUNED": "pruned", "FAIL": "failed"}
+    trials = study.get_trials(deepcopy=False)
+    for t in trials:
+        if t.state.name in names:
+            counts[names[t.state.name]] += 1
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    best = None
+    if complete:
+        top = study.best_trial
+        assert spec.sweep is not None
+        best = {
+            "trial": top.number,
+            "slot": top.user_attrs.get(SLOT_ATTR),
+            "value": top.value,
+            "params": decode_params(top.params, spec.sweep),
+        }
+    return {
+        "trials": spec.sweep.trials if spec.sweep else None,
+        "objective": objective(spec).metric,
+        **counts,
+        "best": best,
+    }
+
+
+def trial_rows(root: Path, spec: ExperimentSpec) -> list[dict[str, Any]]:
+    """Every trial: number, slot, state (done/running/pruned/failed), params, value, last
+    iteration reported (the leaderboard and the report's scatter plots read these)."""
+    study = existing_study(root)
+    if study is None or spec.sweep is None:
+        return []
+    names = {"COMPLETE": "done", "RUNNING": "running", "PRUNED": "pruned", "FAIL": "failed"}
+    return [
+        {
+            "trial": t.number,
+            "slot": t.user_attrs.get(SLOT_ATTR),
+            "state": names.get(t.state.name, t.state.name.lower()),
+            "params": decode_params(t.params, spec.sweep),
+            "value": t.value,
+            "last_iteration": t.last_step,
+        }
+        for t in study.get_trials(deepcopy=False)
+    ]
