@@ -12,11 +12,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
+from torch.utils.data import DataLoader
 
 from tests.conftest import tiny_spec, xv
 from xvhpc.data import png
+from xvhpc.data.dataset import Index, RankBatches, ShardDataset
 from xvhpc.data.decode import BadImage, DecodeOptions, decode
+from xvhpc.data.shards import Record, ShardWriter
 
 RNG = np.random.default_rng(7)
 GRAY = RNG.integers(0, 256, (37, 53), dtype=np.uint8)
@@ -159,3 +163,75 @@ def test_shards_identical_with_fast_png_on_and_off(tmp_path: Path, channels: int
         xv("ingest", "--run-dir", str(work / "run"), "--shard", "all", "--merge", env=env)
         digests.append(_shard_digests(work / "run"))
     assert digests[0] == digests[1]
+
+
+# ----------------------------------------------------------------- block-shuffled loader
+@pytest.mark.parametrize(("n", "world", "batch", "block"), [(96, 2, 8, 8), (103, 3, 5, 4)])
+def test_block_batches_cover_an_epoch_once_with_disjoint_ranks(
+    n: int, world: int, batch: int, block: int
+) -> None:
+    ranks = [RankBatches(n, batch, r, world, seed=4, block=block) for r in range(world)]
+    steps = ranks[0].steps_per_epoch
+    for epoch in range(2):
+        seen = [sum((b.batch_at(epoch * steps + s) for s in range(steps)), []) for b in ranks]
+        flat = sum(seen, [])
+        assert len(flat) == len(set(flat)), "a sample came twice in one epoch"
+        assert all(not set(a) & set(b) for a in seen for b in seen if a is not b)
+        assert len(flat) == world * steps * batch
+        if n % (world * batch) == 0:
+            assert sorted(flat) == list(range(n))
+
+
+def test_block_batches_reshuffle_resume_and_read_runs() -> None:
+    a = RankBatches(256, 32, 0, 1, seed=1, block=8)
+    assert a.batch_at(0) != a.batch_at(8)  # next epoch reshuffles
+    assert next(iter(RankBatches(256, 32, 0, 1, seed=1, block=8, start=11))) == a.batch_at(11)
+    rows = sorted(a.batch_at(3))
+    runs = 1 + sum(1 for x, y in zip(rows, rows[1:], strict=False) if y != x + 1)
+    assert runs <= 4, f"32 samples in blocks of 8 should be at most 4 runs, got {runs}"
+    assert a.batch_at(3) != rows, "the batch is shuffled within itself"
+
+
+def test_block_batches_off_with_weights() -> None:
+    weights = np.ones(64)
+    assert RankBatches(64, 8, 0, 1, seed=1, weights=weights, block=8).block == 1
+
+
+def _shards(tmp_path: Path) -> Index:
+    """Two small shards written by the real writer (rows of each: distinct images)."""
+    files, shards, rows, labels = [], [], [], []
+    for s, count in enumerate((13, 9)):
+        path = tmp_path / f"shard-{s}.h5"
+        writer = ShardWriter(path, 8, 3, "none", batch=4)
+        for r in range(count):
+            image = np.full((8, 8, 3), s * 100 + r, dtype=np.uint8)
+            writer.add(Record(image, (s + r) % 2, "train", f"s{s}r{r}"))
+        writer.close({})
+        files.append(str(path))
+        shards.append(np.full(count, s, np.int32))
+        rows.append(np.arange(count))
+        labels.append(np.array([(s + r) % 2 for r in range(count)]))
+    return Index(tuple(files), np.concatenate(shards), np.concatenate(rows), np.concatenate(labels))
+
+
+@pytest.mark.parametrize("memory", [False, True])
+def test_batch_read_equals_sample_reads(tmp_path: Path, memory: bool) -> None:
+    data = ShardDataset(_shards(tmp_path), cache_in_memory=memory)
+    asked = [14, 3, 4, 5, 12, 13, 21, 0, 5, 6]  # runs, a shard boundary, a repeat, any order
+    got = data.__getitems__(asked)
+    assert len(got) == len(asked)
+    for i, (image, label) in zip(asked, got, strict=True):
+        one, one_label = data[i]
+        assert torch.equal(image, one), f"sample {i}"
+        assert label == one_label
+
+
+def test_dataloader_uses_batch_reads(tmp_path: Path) -> None:
+    data = ShardDataset(_shards(tmp_path))
+    batches = RankBatches(len(data), 4, 0, 1, seed=2, block=4)
+    loader = DataLoader(data, batch_sampler=[batches.batch_at(i) for i in range(5)])
+    for step, (images, labels) in enumerate(loader):
+        asked = batches.batch_at(step)
+        assert images.dtype == torch.uint8, "uint8 until the device"
+        assert images[:, 0, 0, 0].tolist() == [int(data[i][0][0, 0, 0]) for i in asked]
+        assert labels.tolist() == [data[i][1] for i in asked]

@@ -136,10 +136,47 @@ class ShardDataset(Dataset):
         image = self._memory[i] if self._memory is not None else self._read(i)
         return torch.from_numpy(np.ascontiguousarray(image)), int(self.index.labels[i])
 
+    def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, int]]:
+        """A whole batch (the DataLoader calls this instead of one ``__getitem__`` per sample):
+        rows sorted and read as runs of consecutive rows, one HDF5 read per run; the
+        block-shuffled order of ``RankBatches(block=...)`` makes the runs long. Samples come
+        back in the order asked, as views of one uint8 buffer (no per-sample copy)."""
+        idx = np.asarray(indices, dtype=np.int64)
+        labels = self.index.labels[idx].tolist()
+        if self._memory is not None:
+            return list(zip(torch.from_numpy(self._memory[idx]), labels, strict=True))
+        shards, rows = self.index.shard[idx], self.index.row[idx]
+        order = np.lexsort((rows, shards))
+        images = torch.from_numpy(self._read_sorted(shards[order], rows[order]))
+        where = np.empty_like(order)
+        where[order] = np.arange(len(order))
+        return [(images[int(k)], label) for k, label in zip(where, labels, strict=True)]
+
+    def _read_sorted(self, shards: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Rows sorted by (shard, row) into one array, one read per run of consecutive rows."""
+        first = self._file(int(shards[0]))["images"]
+        out = np.empty((len(rows), *first.shape[1:]), dtype=np.uint8)
+        breaks = np.nonzero((np.diff(shards) != 0) | (np.diff(rows) != 1))[0] + 1
+        for a, b in zip([0, *breaks.tolist()], [*breaks.tolist(), len(rows)], strict=True):
+            images = self._file(int(shards[a]))["images"]
+            row = int(rows[a])
+            images.read_direct(out, np.s_[row : row + b - a], np.s_[a:b])
+        return out
+
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state["_handles"] = {}  # h5py handles never cross a fork/spawn
         return state
+
+
+def block_order(n: int, epoch: int, seed: int, block: int) -> np.ndarray:
+    """Every index once, as blocks of ``block`` consecutive indices in a seeded random order
+    (the last block may be short): consecutive indices are consecutive rows of a shard, so
+    a batch is a few contiguous reads instead of one read per sample."""
+    rng = np.random.default_rng([seed, epoch])
+    starts = rng.permutation(-(-n // block)) * block
+    order = (starts[:, None] + np.arange(block)).ravel()
+    return order[order < n]
 
 
 def epoch_order(n: int, epoch: int, seed: int, weights: np.ndarray | None = None) -> np.ndarray:
@@ -152,7 +189,11 @@ def epoch_order(n: int, epoch: int, seed: int, weights: np.ndarray | None = None
 
 class RankBatches:
     """Batches of indices for one rank from iteration ``start`` on: disjoint across ranks,
-    reshuffled each epoch, the same for the same (seed, iteration) — so a resume is exact."""
+    reshuffled each epoch, the same for the same (seed, iteration) — so a resume is exact.
+
+    ``block > 1`` (not with ``weights``): the epoch is shuffled in blocks of consecutive
+    samples (``block_order``), each rank takes a contiguous part of it and each batch is
+    shuffled within itself, so batches read as few contiguous runs."""
 
     def __init__(
         self,
@@ -163,19 +204,33 @@ class RankBatches:
         seed: int,
         start: int = 0,
         weights: np.ndarray | None = None,
+        block: int = 1,
     ):
         self.n, self.batch, self.rank, self.world, self.seed = n, batch_size, rank, world, seed
         self.start, self.weights = start, weights
+        self.block = block if weights is None else 1  # sampling with replacement: no blocks
         self.steps_per_epoch = max(1, (n // world) // batch_size)
 
     def batch_at(self, iteration: int) -> list[int]:
         epoch, step = divmod(iteration, self.steps_per_epoch)
+        if self.block > 1:
+            return self._block_batch(epoch, step)
         order = epoch_order(self.n, epoch, self.seed, self.weights)
         usable = (len(order) // self.world) * self.world or len(order)
         mine = order[:usable][self.rank :: self.world] if usable >= self.world else order
         if len(mine) < self.batch:  # tiny data: wrap around
             mine = np.resize(mine, self.batch)
         return mine[step * self.batch : (step + 1) * self.batch].tolist()
+
+    def _block_batch(self, epoch: int, step: int) -> list[int]:
+        order = block_order(self.n, epoch, self.seed, self.block)
+        per = len(order) // self.world
+        mine = order[self.rank * per : (self.rank + 1) * per] if per else order
+        if len(mine) < self.batch:  # tiny data: wrap around
+            mine = np.resize(mine, self.batch)
+        batch = mine[step * self.batch : (step + 1) * self.batch]
+        rng = np.random.default_rng([self.seed, epoch, self.rank, step])
+        return batch[rng.permutation(len(batch))].tolist()
 
     def __iter__(self):
         iteration = self.start
