@@ -108,6 +108,8 @@ def build_manifest(infos: list[dict], catalog: Catalog, data: DataSpec) -> dict[
         # with leaks: drop, the val copies of leaked images are excluded at load time
         "exclude_val_hashes": leaks if data.leaks == "drop" else [],
         "shards": [{"file": i["file"], "count": i["count"], "sha256": i["sha256"]} for i in infos],
+        # summed over shards (each written by one task): inputs / this = images/s per task
+        "ingest_seconds": round(sum(i.get("seconds", 0.0) for i in infos), 3),
     }
     if bad_fraction > data.max_bad_fraction:
         manifest["error"] = (

@@ -36,6 +36,7 @@ class ShardStats:
     skipped: list[dict[str, str]] = field(default_factory=list)
     inputs: int = 0
     hashes: dict[str, list[str]] = field(default_factory=lambda: {"train": [], "val": []})
+    seconds: float = 0.0  # wall-clock time writing it (status and report show images/s)
 
 
 def shard_name(index: int) -> str:
@@ -138,6 +139,7 @@ def finish_shard(shard_dir: Path, stats: ShardStats) -> dict:
         "original_per_split_class": stats.original_per_split_class,
         "skipped": stats.skipped,
         "hashes": stats.hashes,
+        "seconds": round(stats.seconds, 3),
     }
     write_json_atomic(h5.with_suffix(".json"), info)
     return info

@@ -16,6 +16,7 @@ import io
 import re
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -217,6 +218,7 @@ def decision_rule(details: dict, classes: list[str], prov: dict, point: int) -> 
 
 
 def evaluate_point(run: RunDir, point: int, data: str | None, log) -> dict | None:
+    started = time.perf_counter()  # "seconds" in metrics.json: status and report show it
     layout = Layout(run.root)
     bundle_dir = layout.point_model(point)
     if not (bundle_dir / "meta.json").exists():
@@ -256,6 +258,7 @@ def evaluate_point(run: RunDir, point: int, data: str | None, log) -> dict | Non
         rule = decision_rule(metrics, classes, prov, point)
         write_decision(bundle_dir, rule)
     metrics["decision_rule"] = describe(rule)
+    metrics["seconds"] = round(time.perf_counter() - started, 2)
     out = layout.eval_dir(point)
     write_text_atomic(out / csv_name, predictions_csv(found, classes, rule))
     write_json_atomic(out / name, metrics)

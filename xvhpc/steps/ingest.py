@@ -13,6 +13,7 @@ import argparse
 import json
 import logging
 import sys
+import time
 import zlib
 from collections import defaultdict
 from collections.abc import Callable
@@ -109,6 +110,7 @@ def ingest_shard(
         log.info("shard %d already complete (%d images), skipping", index, done["count"])
         return done
     clean_stale(shard_dir, index)
+    started = time.perf_counter()
     data = run.spec.data
     label_of = {c: i for i, c in enumerate(classes)}
     stats = ShardStats(index, inputs=len(samples))
@@ -129,6 +131,7 @@ def ingest_shard(
         writer.abort()
         raise
     stats.count = writer.count
+    stats.seconds = time.perf_counter() - started
     stats.per_split_class = {k: dict(v) for k, v in per.items()}
     stats.original_per_split_class = {k: dict(v) for k, v in orig.items()}
     info = finish_shard(shard_dir, stats)

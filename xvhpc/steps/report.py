@@ -410,6 +410,50 @@ def samples(run: RunDir, count: int) -> str:
     return '<div class="grid">' + "".join(cards) + "</div>"
 
 
+def _train_rates(root: Path, point: int) -> tuple[float, float] | None:
+    """(images/s per rank, data-wait fraction): means over metrics.jsonl windows, the first
+    left out when there are more (it holds start-up: worker launch, first batches)."""
+    path = Layout(root).metrics_log(point)
+    if not path.exists():
+        return None
+    lines = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    windows = [x for x in lines if x.get("images_per_s")]
+    windows = windows[1:] if len(windows) > 1 else windows
+    if not windows:
+        return None
+    world = (read_json(Layout(root).progress(point), {}) or {}).get("world_size") or 1
+    rate = sum(x["images_per_s"] for x in windows) / len(windows) / max(int(world), 1)
+    wait = sum(x.get("data_wait_fraction", 0.0) for x in windows) / len(windows)
+    return rate, wait
+
+
+def stage_figures(run: RunDir, manifest: dict) -> str:
+    """Throughput of each stage (ingest, train, evaluate), so a reader sees which one bounds
+    the run; empty when no stage recorded one."""
+    rows = []
+    seconds = manifest.get("ingest_seconds") if manifest else None
+    if seconds:
+        rate = f"{manifest['inputs'] / seconds:.1f} files/s per task"
+        rows.append(["ingest", f"{seconds:.1f} s (summed over shard tasks)", rate])
+    for p in range(len(run.plan["points"])):
+        found = _train_rates(run.root, p)
+        if found:
+            rate, wait = f"{found[0]:.1f} images/s per rank (GPU)", f"data wait {found[1]:.1%}"
+            rows.append([f"train, point {p}", wait, rate])
+        done = read_json(Layout(run.root).eval_dir(p) / "metrics.json", {}) or {}
+        if isinstance(done.get("seconds"), int | float):
+            took, count = f"{done['seconds']:.1f} s", f"{done.get('samples', '?')} samples"
+            rows.append([f"evaluate, point {p}", took, count])
+    if not rows:
+        return ""
+    note = (
+        "<p class='note'>A data wait above ~10 % means the input pipeline, not the model, bounds "
+        "training (more <code>train.workers</code>, node-local staging); ingest runs once per "
+        "dataset and scales with shards × tasks.</p>"
+    )
+    return "<h2>Where the time goes</h2>" + _table(["stage", "time", "rate"], rows) + note
+
+
 def build_report(run: RunDir) -> str:
     import matplotlib
 
@@ -465,6 +509,7 @@ def build_report(run: RunDir) -> str:
                     [[s["path"], s["reason"]] for s in manifest["skipped"][:200]],
                 )
             )
+    parts.append(stage_figures(run, manifest))
     board = read_json(run.root / "eval" / "leaderboard.json")
     if board and len(board["rows"]) > 1:
         parts.append(f"<h2>Sweep leaderboard (by {html.escape(board['rank_by'])})</h2>")

@@ -148,6 +148,10 @@ def train_progress(root: Path, point: int) -> str:
     text = f"iteration {progress.get('iteration')}/{progress.get('max_iterations')}"
     if progress.get("loss") is not None:
         text += f", loss {progress['loss']:.3f}"
+    if progress.get("images_per_s"):  # summed over ranks; per rank = per GPU on GPU nodes
+        per_rank = progress["images_per_s"] / max(int(progress.get("world_size") or 1), 1)
+        wait = progress.get("data_wait_fraction") or 0.0
+        text += f", {per_rank:.1f} img/s per rank (data wait {wait:.0%})"
     if progress.get("state") == "running" and progress.get("eta_s"):
         text += f", {format_hms(progress['eta_s'])} left"
     if progress.get("val_accuracy") is not None:
@@ -167,7 +171,18 @@ def ingest_summary(root: Path) -> str:
         key = s["reason"].split(":")[0]
         reasons[key] = reasons.get(key, 0) + 1
     detail = ", ".join(f"{v} {k}" for k, v in sorted(reasons.items()))
-    return f"{n} images, {len(manifest['skipped'])} skipped" + (f" ({detail})" if detail else "")
+    seconds = manifest.get("ingest_seconds")  # summed over shard tasks
+    rate = f", {manifest['inputs'] / seconds:.0f} files/s per task" if seconds else ""
+    skipped = f"{len(manifest['skipped'])} skipped" + (f" ({detail})" if detail else "")
+    return f"{n} images, {skipped}{rate}"
+
+
+def evaluate_summary(root: Path, points: int) -> str:
+    """Evaluation time (metrics.json "seconds"), so a user sees which stage bounds the run."""
+    layout = Layout(root)
+    found = [read_json(layout.eval_dir(p) / "metrics.json", {}) for p in range(points)]
+    times = [m["seconds"] for m in found if isinstance(m.get("seconds"), int | float)]
+    return f"{sum(times):.1f} s for {len(times)} point(s)" if times else ""
 
 
 def print_study(root: Path) -> None:
@@ -203,6 +218,8 @@ def print_status(root: Path, as_json: bool = False, runner: CommandRunner | None
         entry = {"state": state, "job_id": jobs["steps"][name]["job_id"], "tasks": tasks}
         if name in ("ingest", "merge") and state == "COMPLETED":
             entry["detail"] = ingest_summary(root)
+        if name == "evaluate" and state == "COMPLETED":
+            entry["detail"] = evaluate_summary(root, len(plan.get("points", [{}])))
         if name == "train":
             entry["detail"] = "; ".join(
                 f"point {p}: {train_progress(root, p)}"
