@@ -349,6 +349,7 @@ def test_report_shows_intervals_warnings_and_predictions(trained_run: Path) -> N
     assert "95 % percentile bootstrap" in text and "has only 3 evaluated image" in text
     assert "eval/0/predictions.csv" in text and "Provenance" in text
     assert "reliability diagram" in text and "ROC curves" in text
+    assert "Selection bias" in text  # the checkpoint was chosen on the split it is measured on
 
 
 def test_operating_point_and_temperature_stored_with_the_model(decided_run: Path) -> None:

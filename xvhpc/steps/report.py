@@ -187,6 +187,13 @@ def details_section(run: RunDir, point: int, metrics: dict) -> str:
             f"(seed {boot['seed']}) of the {'patients/groups: all images of a patient are drawn together' if unit != 'image' else 'images'}.</p>"
         )
     parts.append(_warnings(metrics))
+    if metrics.get("data", "validation split") == "validation split":
+        parts.append(
+            "<div class='warn'>⚠ Selection bias: training kept the checkpoint with the best accuracy "
+            "on this same validation split (and a sweep publishes the best point by it), so these "
+            "figures are optimistic; confirm on data the choice never saw "
+            "(<code>xvhpc evaluate --data</code>).</div>"
+        )
     parts.append(confusion(metrics))
     parts.append(
         _table(
