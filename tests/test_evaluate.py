@@ -520,3 +520,35 @@ def test_real_xrays_resample_patients() -> None:
     small = [c for c in classes if (labels == classes.index(c)).sum() < 10]
     assert small and len(d["warnings"]) == len(small)
     assert all(any(f"class {c} has only" in w for w in d["warnings"]) for c in small)
+
+
+def test_validation_records_get_their_patient_from_the_catalog() -> None:
+    """Shard records name their file (frames/tiles suffixed); evaluate maps each to its CSV
+    group, and files without a group become their own group."""
+    import logging
+    from types import SimpleNamespace
+
+    from xvhpc.steps.evaluate import image_of, split_groups
+
+    assert image_of("images/a#b.png#frame2#tile0") == "images/a#b.png"
+    assert image_of("images/x.png") == "images/x.png"
+    if not CXR.exists():
+        pytest.skip("shared/data/cxr-figure1 not present")
+    spec = ExperimentSpec.model_validate(
+        {
+            "name": "cxr",
+            "data": {
+                "source": str(CXR),
+                "csv": {
+                    "path_pattern": "images/{patientid}.*",
+                    "label_column": "finding",
+                    "group_column": "patientid",
+                },
+            },
+        }
+    )
+    run = SimpleNamespace(plan={"data_source": str(CXR)}, spec=spec)
+    paths = ["images/COVID-00018.jpg#tile1", "images/COVID-00039c.jpg", "images/not-listed.jpg"]
+    groups, unit = split_groups(run, paths, logging.getLogger("test"))
+    assert unit == "group"
+    assert groups == ["COVID-00018", "COVID-00039c", "image:images/not-listed.jpg"]
