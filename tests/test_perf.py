@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
+import re
 import struct
 import zlib
 from pathlib import Path
@@ -235,3 +237,18 @@ def test_dataloader_uses_batch_reads(tmp_path: Path) -> None:
         assert images.dtype == torch.uint8, "uint8 until the device"
         assert images[:, 0, 0, 0].tolist() == [int(data[i][0][0, 0, 0]) for i in asked]
         assert labels.tolist() == [data[i][1] for i in asked]
+
+
+# ----------------------------------------------------------------- per-stage figures
+def test_status_and_report_show_each_stage_throughput(trained_run: Path) -> None:
+    manifest = json.loads((trained_run / "manifest.json").read_text())
+    assert manifest["ingest_seconds"] > 0
+    assert json.loads((trained_run / "eval" / "0" / "metrics.json").read_text())["seconds"] > 0
+    status = xv("status", str(trained_run)).stdout
+    assert re.search(r"^ingest .*\d+ images, 0 skipped, \d+ files/s per task$", status, re.M)
+    assert re.search(r"^train .*img/s per rank \(data wait \d+%\)", status, re.M), status
+    assert re.search(r"^evaluate .*\d+\.\d s for 1 point\(s\)$", status, re.M), status
+    report = (trained_run / "report.html").read_text()
+    section = report.split("<h2>Where the time goes</h2>")[1].split("<h2>")[0]
+    for stage in ("ingest", "train, point 0", "evaluate, point 0", "images/s per rank"):
+        assert stage in section
