@@ -20,7 +20,14 @@ from torch.utils.data import DataLoader
 
 from tests.conftest import tiny_spec, xv
 from xvhpc.data import png
-from xvhpc.data.dataset import Index, RankBatches, ShardDataset
+from xvhpc.data.dataset import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Index,
+    RankBatches,
+    ShardDataset,
+    to_model_input,
+)
 from xvhpc.data.decode import BadImage, DecodeOptions, decode
 from xvhpc.data.shards import Record, ShardWriter
 
@@ -252,3 +259,14 @@ def test_status_and_report_show_each_stage_throughput(trained_run: Path) -> None
     section = report.split("<h2>Where the time goes</h2>")[1].split("<h2>")[0]
     for stage in ("ingest", "train, point 0", "evaluate, point 0", "images/s per rank"):
         assert stage in section
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_model_input_is_normalised_nchw_from_uint8(channels: int) -> None:
+    images = torch.randint(0, 256, (4, 16, 16, channels), dtype=torch.uint8)
+    x = to_model_input(images)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    expected = (images.permute(0, 3, 1, 2).float() / 255 - mean) / std
+    assert x.shape == (4, 3, 16, 16) and x.dtype == torch.float32 and x.is_contiguous()
+    assert torch.allclose(x, expected, atol=1e-5)
