@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,14 @@ STEPS = ["ingest", "merge", "train", "evaluate", "report"]
 OLD_REQUEUE = 'brequeue "${LSB_JOBID}${LSB_JOBINDEX:+[$LSB_JOBINDEX]}"'
 
 
+@pytest.fixture
+def run(tmp_path: Path) -> Iterator[Path]:
+    """The run directory; whatever the test left queued is bkilled afterwards."""
+    yield tmp_path / "run"
+    if (tmp_path / "run" / "jobs.json").exists():
+        xv("cancel", str(tmp_path / "run"), check=False)
+
+
 def lsf_spec(path: Path, data: Path, name: str, **sections) -> Path:
     """A tiny spec training with 2 processes (mpirun) on the one OpenLava host."""
     resources = {"nodes": 1, "processes_per_node": 2, "walltime": "00:10:00"}
@@ -45,15 +54,30 @@ def bsub(script: Path, cwd: Path) -> str:
 
 
 def wait_jobs(ids: list[str], timeout: float = 120) -> dict[str, tuple[str, str]]:
-    """Poll `bjobs -a -w` until every row is DONE or EXIT."""
+    """Poll `bjobs -a -w` until every row is DONE or EXIT in two polls 3 s apart (a job being
+    requeued shows EXIT for about a second before PEND)."""
     deadline = time.monotonic() + timeout
+    last = None
     while True:
         out = subprocess.run(["bjobs", "-a", "-w", *ids], capture_output=True, text=True).stdout
         rows = parse_bjobs(out)
         if rows and all(stat in ("DONE", "EXIT") for stat, _ in rows.values()):
-            return rows
+            if rows == last:
+                return rows
+            last = rows
         assert time.monotonic() < deadline, out
-        time.sleep(1)
+        time.sleep(3 if last else 1)
+
+
+def wait_settled(run: Path, timeout: float = 420) -> dict:
+    """`wait_final`, confirmed 3 s later: OpenLava shows a requeued job EXIT for about a second."""
+    states = wait_final(run, timeout)
+    while True:
+        time.sleep(3)
+        again = wait_final(run, timeout)
+        if again == states:
+            return states
+        states = again
 
 
 def test_parse_bjobs_text_from_openlava() -> None:
@@ -101,10 +125,9 @@ Job Id <105[3]>, Job Name <arr_job[3]>, User <root>, Project <default>, Status
 
 
 def test_classic_directives_no_csm_options_and_gpu_only_when_asked(
-    tmp_path: Path, demo_data: Path
+    tmp_path: Path, run: Path, demo_data: Path
 ) -> None:
     spec = lsf_spec(tmp_path / "spec.yaml", demo_data, "lsf-compile")
-    run = tmp_path / "run"
     xv("compile", str(spec), "--site", "local-lsf", "--out", str(run))
     train = (run / "scripts" / "train.lsf").read_text()
     assert (
@@ -135,11 +158,10 @@ def test_classic_directives_no_csm_options_and_gpu_only_when_asked(
     )
 
 
-def test_pipeline_on_openlava(openlava_up, tmp_path: Path, demo_data: Path) -> None:
+def test_pipeline_on_openlava(openlava_up, tmp_path: Path, run: Path, demo_data: Path) -> None:
     spec = lsf_spec(tmp_path / "spec.yaml", demo_data, "lsf-e2e")
-    run = tmp_path / "run"
     xv("submit", str(spec), "--site", "local-lsf", "--out", str(run))
-    states = wait_final(run)
+    states = wait_settled(run)
     assert {k: v["state"] for k, v in states.items()} == dict.fromkeys(STEPS, "COMPLETED")
     ingest = states["ingest"]["job_id"]
     assert set(states["ingest"]["tasks"]) == {
@@ -161,7 +183,7 @@ def test_pipeline_on_openlava(openlava_up, tmp_path: Path, demo_data: Path) -> N
 
 
 def test_requeue_on_exit_75_resumes_from_checkpoint(
-    openlava_up, tmp_path: Path, demo_data: Path
+    openlava_up, tmp_path: Path, run: Path, demo_data: Path
 ) -> None:
     spec = lsf_spec(
         tmp_path / "spec.yaml",
@@ -169,7 +191,6 @@ def test_requeue_on_exit_75_resumes_from_checkpoint(
         "lsf-requeue",
         train={"max_iterations": 60, "checkpoint_every": 5, "log_every": 1, "val_every": 60},
     )
-    run = tmp_path / "run"
     xv("submit", str(spec), "--site", "local-lsf", "--out", str(run))
     train_id = json.loads((run / "jobs.json").read_text())["steps"]["train"]["job_id"]
     first = wait_iteration(run, 10)
@@ -180,7 +201,7 @@ def test_requeue_on_exit_75_resumes_from_checkpoint(
     while not (run / "train" / "requeues-0").exists() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert (run / "train" / "requeues-0").read_text().strip() == "1"
-    states = wait_final(run, timeout=600)
+    states = wait_settled(run, timeout=600)
     assert all(v["state"] == "COMPLETED" for v in states.values()), states
     done = json.loads((run / "train" / "0" / "progress.json").read_text())
     assert done["state"] == "done" and done["resumed_from"] >= first
@@ -198,7 +219,7 @@ def test_requeue_on_exit_75_resumes_from_checkpoint(
 
 
 def test_run_limit_signal_then_failed_parent_and_cancel(
-    openlava_up, tmp_path: Path, demo_data: Path
+    openlava_up, tmp_path: Path, run: Path, demo_data: Path
 ) -> None:
     """-W 0:02: OpenLava sends SIGUSR2 at the limit (2 min: a rank still starting dies of it); with no requeue left, train fails, and its
     dependents (no -ti on OpenLava) are reported never-satisfied, then removed by cancel."""
@@ -214,10 +235,9 @@ def test_run_limit_signal_then_failed_parent_and_cancel(
         },
         resources={"walltime": "00:02:00"},
     )
-    run = tmp_path / "run"
     xv("submit", str(spec), "--site", "local-lsf", "--out", str(run))
     assert "#BSUB -W 0:02" in (run / "scripts" / "train.lsf").read_text()
-    states = wait_final(run, timeout=300)
+    states = wait_settled(run, timeout=300)
     assert {k: v["state"] for k, v in states.items()} == {
         "ingest": "COMPLETED",
         "merge": "COMPLETED",
@@ -238,14 +258,13 @@ def test_run_limit_signal_then_failed_parent_and_cancel(
     } == {"PEND"}
     xv("cancel", str(run))  # bkill: the finished jobs are no error
     assert {stat for stat, _ in wait_jobs(children).values()} == {"EXIT"}
-    assert {v["state"] for v in wait_final(run).values()} == {"COMPLETED", "FAILED"}
+    assert {v["state"] for v in wait_settled(run).values()} == {"COMPLETED", "FAILED"}
 
 
-def test_cancel_a_running_pipeline(openlava_up, tmp_path: Path, demo_data: Path) -> None:
+def test_cancel_a_running_pipeline(openlava_up, tmp_path: Path, run: Path, demo_data: Path) -> None:
     spec = lsf_spec(
         tmp_path / "spec.yaml", demo_data, "lsf-cancel", train={"max_iterations": 100000}
     )
-    run = tmp_path / "run"
     xv("submit", str(spec), "--site", "local-lsf", "--out", str(run))
     wait_iteration(run, 2)
     out = xv("cancel", str(run)).stdout
@@ -253,7 +272,7 @@ def test_cancel_a_running_pipeline(openlava_up, tmp_path: Path, demo_data: Path)
     assert out.startswith("cancelled ") and all(i in out for i in ids.values())
     rows = wait_jobs(list(ids.values()))  # the running train and its pending dependents: killed
     assert [rows[ids[s]][0] for s in ("train", "evaluate", "report")] == ["EXIT"] * 3
-    states = wait_final(run)
+    states = wait_settled(run)
     assert [states[s]["state"] for s in STEPS] == ["COMPLETED"] * 2 + ["FAILED"] * 3
 
 

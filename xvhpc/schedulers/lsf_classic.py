@@ -162,28 +162,26 @@ def parse_bjobs(text: str) -> dict[str, tuple[str, str]]:
 
 def parse_bjobs_long(text: str) -> dict[str, tuple[str, str, str]]:
     """``bjobs -l`` text → {``ID`` or ``ID_i``: (LSF state, dependency condition, pending reasons)}."""
-    records: dict[str, tuple[str, str, str]] = {}
+    records: dict[str, list[str]] = {}  # [state, condition, reasons]
     key = None
     in_reasons = False
     for line in unwrap(text):
         if match := re.match(r"Job Id <(\d+)(?:\[(\d+)\])?>", line):
             key = job_key(*match.groups())
-            stat = re.search(r"Status\s*<(\w+)>", line)
-            records[key] = (stat.group(1) if stat else "UNKNOWN", "", "")
+            status = re.search(r"Status\s*<(\w+)>", line)
+            records[key] = [status.group(1) if status else "UNKNOWN", "", ""]
             in_reasons = False
         elif key is None:
             continue
-        elif condition := re.search(r"Dependency\s*Condition\s*<([^>]*)>", line):
-            stat, _, reasons = records[key]
-            records[key] = (stat, condition.group(1), reasons)
+        elif found := re.search(r"Dependency\s*Condition\s*<([^>]*)>", line):
+            records[key][1] = found.group(1)
         elif line.strip() == "PENDING REASONS:":
             in_reasons = True
         elif in_reasons and line.strip():
-            stat, condition, reasons = records[key]
-            records[key] = (stat, condition, reasons + line.strip() + "\n")
+            records[key][2] += line.strip() + "\n"
         else:
             in_reasons = False
-    return records
+    return {k: (v[0], v[1], v[2]) for k, v in records.items()}
 
 
 def _waits_on_failed(condition: str, states: dict[str, str]) -> bool:
