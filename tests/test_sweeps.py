@@ -138,28 +138,17 @@ def _train_slots(run: Path, slots: list[int]) -> list[subprocess.CompletedProces
     ]
 
 
+@pytest.mark.timeout(2400)  # 12 trainings' worth of process starts on two shared cores
 def test_tpe_study_six_trials_two_concurrent_tasks_and_rerun_repeats_none(
     tmp_path: Path, demo_data: Path
 ) -> None:
     """Two task processes at once (as an array with %2 runs them) share the journal file: six
-    slots give six trials, one per slot; rerunning the whole pipeline trains none again."""
+    slots give six trials, one per slot; running every slot again trains none of them again."""
     spec = study_spec(tmp_path / "spec.yaml", demo_data, 6, [0.001, 0.003, 0.01, 0.03])
     run = tmp_path / "run"
     xv("compile", str(spec), "--out", str(run), cwd=tmp_path)
     xv("ingest", "--run-dir", str(run), "--shard", "all", "--merge", env=ENV)
-    env = {**os.environ, **ENV, "XVHPC_PYTHON": sys.executable}
-    code = (
-        "import sys, subprocess; "
-        "sys.exit(max(subprocess.call([sys.executable, '-m', 'xvhpc', 'train', '--run-dir', "
-        f"{str(run)!r}, '--point', str(s)]) for s in map(int, sys.argv[1:])))"
-    )
-    tasks = [
-        subprocess.Popen(
-            [sys.executable, "-c", code, *slots], env=env, stderr=subprocess.PIPE, text=True
-        )
-        for slots in (["0", "2", "4"], ["1", "3", "5"])
-    ]
-    outcomes = [(t.wait(timeout=1800), t.stderr.read() if t.stderr else "") for t in tasks]
+    outcomes = _two_tasks(run)
     assert [rc for rc, _ in outcomes] == [0, 0], outcomes
     first = states(run)
     assert len(first) == 6
@@ -171,21 +160,35 @@ def test_tpe_study_six_trials_two_concurrent_tasks_and_rerun_repeats_none(
         assert bound["slot"] == s
         assert bound["params"]["train.learning_rate"] in (0.001, 0.003, 0.01, 0.03)
 
-    xv("run", str(spec), "--out", str(run), cwd=tmp_path, env=ENV)  # the whole pipeline
+    again = _two_tasks(run)  # the array resubmitted (a killed driver, a rerun)
+    assert [rc for rc, _ in again] == [0, 0], again
     assert states(run) == first, "a rerun asked for or changed a trial"
     assert {s: (run / "train" / str(s) / "metrics.jsonl").read_text() for s in range(6)} == logs
-    train_log = (run / "logs" / "train-local.out").read_text()
-    assert train_log.count("trial already finished; nothing to train") == 6
-    board = json.loads((run / "eval" / "leaderboard.json").read_text())
-    assert sorted(r["point"] for r in board["rows"]) == list(range(6))
-    assert all(r["state"] in ("done", "pruned") and "trial" in r for r in board["rows"])
-    assert all(r["params"] for r in board["rows"]), "study rows carry the trial's parameters"
-    status = xv("status", str(run)).stdout
-    assert "trials 6/6 finished" in status
-    assert "best trial" in status
-    assert "metric against each parameter" in (run / "report.html").read_text()
+    said = "".join(err for _, err in again)
+    assert said.count("trial already finished; nothing to train") == 6
 
 
+def _two_tasks(run: Path) -> list[tuple[int, str]]:
+    """Slots 0, 2, 4 and 1, 3, 5 as two concurrent task processes (an array's %2)."""
+    env = {**os.environ, **ENV, "XVHPC_PYTHON": sys.executable}
+    code = (
+        "import sys, subprocess; "
+        "sys.exit(max(subprocess.call([sys.executable, '-m', 'xvhpc', 'train', '--run-dir', "
+        "sys.argv[1], '--point', s]) for s in sys.argv[2:]))"
+    )
+    tasks = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(run), *slots],
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for slots in (["0", "2", "4"], ["1", "3", "5"])
+    ]
+    return [(t.wait(timeout=2400), t.stderr.read() if t.stderr else "") for t in tasks]
+
+
+@pytest.mark.timeout(1200)  # two shared cores: process starts are slow
 def test_forced_bad_learning_rate_is_pruned_before_its_last_iteration(
     tmp_path: Path, demo_data: Path
 ) -> None:
@@ -210,8 +213,15 @@ def test_forced_bad_learning_rate_is_pruned_before_its_last_iteration(
     assert [(r["point"], r["state"]) for r in board["rows"]] == [(0, "done"), (1, "pruned")]
     assert board["rows"][1]["accuracy"] is None  # a pruned trial is not evaluated
     assert json.loads((run / "model" / "meta.json").read_text())  # the done trial is published
+    status = xv("status", str(run)).stdout
+    assert "trials 2/2 finished: 1 done, 0 running, 1 pruned, 0 failed" in status
+    assert "best trial 0 (slot 0) val_loss" in status
+    report = (run / "report.html").read_text()
+    assert "Sweep: metric against each parameter" in report
+    assert "1 done, 1 pruned" in report
 
 
+@pytest.mark.timeout(1200)  # two shared cores: process starts are slow
 def test_tensorboard_event_files_parse_with_tensorboards_reader(
     tmp_path: Path, demo_data: Path
 ) -> None:
@@ -249,3 +259,59 @@ def test_tensorboard_event_files_parse_with_tensorboards_reader(
     else:  # the loss fell at every one of 20 rounds
         assert progress["iteration"] == 40
         assert [r["val_loss"] for r in rounds] == sorted(r["val_loss"] for r in rounds)[::-1]
+
+
+def test_a_slot_resumes_its_live_trial_skips_a_finished_one_and_retries_a_failed_one(
+    tmp_path: Path,
+) -> None:
+    """The binding rules a killed or rerun task relies on, on a real journal file."""
+    from xvhpc.sweeps.study import bind_slot, tell
+
+    spec = load_spec(study_spec(tmp_path / "s.yaml", tmp_path, 4, [0.1, 0.01])).spec
+    assert spec.sweep is not None
+    study = open_study(tmp_path, spec)
+    first = bind_slot(study, 0, spec.sweep)
+    assert (first.trial, first.state) == (0, "RUNNING")
+    again = bind_slot(open_study(tmp_path, spec, 0), 0, spec.sweep)  # the task was killed
+    assert (again.trial, again.params) == (first.trial, first.params)
+    tell(study, first.trial, "COMPLETE", 0.5)
+    done = bind_slot(study, 0, spec.sweep)
+    assert done.finished and done.trial == 0
+    failed = bind_slot(study, 1, spec.sweep)
+    tell(study, failed.trial, "FAIL")
+    retry = bind_slot(study, 1, spec.sweep)
+    assert retry.trial not in (0, failed.trial) and retry.state == "RUNNING"
+    assert [t.state.name for t in study.get_trials()] == ["COMPLETE", "FAIL", "RUNNING"]
+
+
+def test_a_failed_trials_files_are_set_aside_not_resumed_with_new_parameters(
+    tmp_path: Path,
+) -> None:
+    import logging
+
+    from xvhpc.rundir import Layout
+    from xvhpc.sweeps.study import Binding
+    from xvhpc.sweeps.tracker import _set_aside_other_trial
+
+    layout = Layout(tmp_path)
+    layout.train_dir(3).mkdir(parents=True)
+    layout.checkpoint(3).write_bytes(b"old trial's weights")
+    layout.trial(3).write_text(json.dumps({"trial": 5, "slot": 3, "params": {}}))
+    _set_aside_other_trial(layout, 3, Binding(5, {}, "RUNNING"), logging.getLogger("t"))
+    assert layout.checkpoint(3).exists(), "the same trial resumes its own checkpoint"
+    _set_aside_other_trial(layout, 3, Binding(9, {}, "RUNNING"), logging.getLogger("t"))
+    assert not layout.train_dir(3).exists()
+    assert (
+        tmp_path / "train" / "3.trial-5" / "checkpoint.pt"
+    ).read_bytes() == b"old trial's weights"
+
+
+def test_nan_objective_is_a_failed_trial_not_an_error(tmp_path: Path) -> None:
+    from xvhpc.sweeps.study import bind_slot, tell
+
+    spec = load_spec(study_spec(tmp_path / "s.yaml", tmp_path, 2, [0.1, 0.01])).spec
+    assert spec.sweep is not None
+    study = open_study(tmp_path, spec)
+    bound = bind_slot(study, 0, spec.sweep)
+    tell(study, bound.trial, "COMPLETE", float("nan"))
+    assert study.get_trials()[0].state.name == "FAIL"
