@@ -104,6 +104,24 @@ def test_status_and_logs_work_on_a_predict_run(local_run: Path) -> None:
     assert "chunk 0: 45 predicted, 5 skipped" in xv("logs", str(local_run), "predict").stdout
 
 
+def test_heatmaps_and_csv_source(trained_run: Path, images: Path, tmp_path: Path) -> None:
+    listing = images / "list.csv"
+    listing.write_text("path,note\nscan0.dcm,x\nbatch0/img001.png,y\nmissing.png,z\n")
+    try:
+        predict(trained_run, listing, tmp_path / "out", "--heatmaps")
+    finally:
+        listing.unlink()
+    found = {r["path"]: r["skipped"] for r in rows(tmp_path / "out")}
+    assert found == {
+        "scan0.dcm": "",
+        "batch0/img001.png": "",
+        "missing.png": "file not found (CSV line 4)",
+    }
+    maps = sorted(p.name for p in (tmp_path / "out" / "heatmaps").iterdir())
+    assert maps == ["batch0__img001.png.png", "scan0.dcm.png"]
+    assert Image.open(tmp_path / "out" / "heatmaps" / "scan0.dcm.png").size == (40, 40)
+
+
 def test_bad_source_is_a_clear_error(trained_run: Path, tmp_path: Path) -> None:
     proc = predict(trained_run, tmp_path / "nowhere", tmp_path / "out", check=False)
     assert proc.returncode == 2

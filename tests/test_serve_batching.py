@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import io
+import socket
+import subprocess
+import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -113,3 +117,36 @@ def test_dicom_upload_uses_ingest_decoder(bundle, tmp_path: Path) -> None:
         confidences = {p["label"]: p["confidence"] for p in served[name]["predictions"]}
         assert confidences == {c: float(p) for c, p in zip(bundle.classes, ingest, strict=True)}
     assert served["m1.dcm"]["predictions"] != served["m2.dcm"]["predictions"]
+
+
+def test_serve_with_two_worker_processes(trained_run: Path, bundle, uploads: list[bytes]) -> None:
+    """`xvhpc serve --workers 2`: uvicorn's worker processes each build the app (and batcher)
+    and answer as the in-process app does."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    argv = [sys.executable, "-m", "xvhpc", "serve", str(trained_run), "--port", str(port)]
+    proc = subprocess.Popen(
+        [*argv, "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 300
+        while True:
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            try:
+                if httpx.get(f"{url}/healthz", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "serve --workers 2 did not come up"
+            time.sleep(0.5)
+        files = {"file": ("x.png", uploads[0])}
+        got = httpx.post(f"{url}/v1/predict", files=files, data={"threshold": "0"}, timeout=120)
+        assert got.status_code == 200, got.text
+        expected = asyncio.run(_post_all(create_app(bundle), uploads[:1]))[0]
+        assert got.json() == expected
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    assert "Started parent process" in (proc.stdout.read() if proc.stdout else "")

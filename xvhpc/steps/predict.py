@@ -11,18 +11,21 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import io
 import json
+import logging
 import re
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..data.decode import BadImage
-from ..models.bundle import Bundle, load_bundle, original_image, overlay_png
+from ..data.decode import BadImage, decode
+from ..models.bundle import Bundle, load_bundle, overlay_png
 from ..plan.predict import CHUNKS, PredictError, PredictJob
 from ..serve.batching import forward
 from ..stats.decision import DecisionError, decide, read_decision
@@ -43,8 +46,10 @@ def header(classes: list[str]) -> list[str]:
 
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")  # Pillow's reprs: differ from run to run
 
+Entry = tuple[dict[str, str], torch.Tensor | None, str | None]  # file, input, skip reason
 
-def _decoded(bundle: Bundle, items: list[dict[str, str]]):
+
+def _decoded(bundle: Bundle, items: list[dict[str, str]]) -> Iterator[Entry]:
     """(item, model input or None, skip reason or None) per file, in order."""
     for item in items:
         try:
@@ -55,9 +60,9 @@ def _decoded(bundle: Bundle, items: list[dict[str, str]]):
             yield item, None, _ADDRESS.sub("", f"decoder error: {type(exc).__name__}: {exc}")
 
 
-def _batches(bundle: Bundle, items: list[dict[str, str]], batch_size: int):
+def _batches(bundle: Bundle, items: list[dict[str, str]], batch_size: int) -> Iterator[list[Entry]]:
     """Lists of (item, input, reason), each holding at most ``batch_size`` decoded images."""
-    batch: list = []
+    batch: list[Entry] = []
     count = 0
     for entry in _decoded(bundle, items):
         batch.append(entry)
@@ -69,7 +74,7 @@ def _batches(bundle: Bundle, items: list[dict[str, str]], batch_size: int):
         yield batch
 
 
-def predict_batch(bundle: Bundle, batch: list) -> list[np.ndarray | None]:
+def predict_batch(bundle: Bundle, batch: list[Entry]) -> list[np.ndarray | None]:
     """Class probabilities per entry (None for a skipped one); tiles of one image averaged."""
     inputs = [x for _, x, _ in batch if x is not None]
     if not inputs:
@@ -87,14 +92,17 @@ def predict_batch(bundle: Bundle, batch: list) -> list[np.ndarray | None]:
 
 
 def _heatmap(bundle: Bundle, item: dict[str, str], x: torch.Tensor, label: int, out: Path) -> None:
+    """Grad-CAM over the image, decoded under the model's pixel guard (data.max_image_pixels)
+    and at a reduced scale where the format allows: never an unbounded full-size decode."""
     cam = bundle.heatmap(x, label)
-    png = overlay_png(original_image(item["path"], item["rel"]), cam)
+    opts = dataclasses.replace(bundle.decode_options, size=1024, channels=3, resize="letterbox")
+    png = overlay_png(decode(item["path"], opts, name=item["rel"])[0], cam)
     target = out / "heatmaps" / (item["rel"].replace("/", "__") + ".png")
     with atomic_path(target) as tmp:
         tmp.write_bytes(png)
 
 
-def run_chunk(out: Path, index: int, log) -> int:
+def run_chunk(out: Path, index: int, log: logging.Logger) -> int:
     """Predict chunk ``index`` unless its CSV already exists."""
     job = PredictJob.read(out)
     if not 0 <= index < job.chunks:
@@ -129,7 +137,7 @@ def run_chunk(out: Path, index: int, log) -> int:
     return 0
 
 
-def merge(out: Path, log) -> int:
+def merge(out: Path, log: logging.Logger) -> int:
     """Join every chunk (in input order) and the reader's skipped files into predictions.csv."""
     job = PredictJob.read(out)
     missing = [i for i in range(job.chunks) if not chunk_file(out, i).is_file()]
