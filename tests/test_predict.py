@@ -122,6 +122,29 @@ def test_heatmaps_and_csv_source(trained_run: Path, images: Path, tmp_path: Path
     assert Image.open(tmp_path / "out" / "heatmaps" / "scan0.dcm.png").size == (40, 40)
 
 
+def test_cluster_sites_compile_on_the_login_side_without_torch(
+    trained_run: Path, images: Path, tmp_path: Path
+) -> None:
+    """An array over the chunks and a merge after it, for Slurm and LSF; nothing heavy imported."""
+    outs = {site: tmp_path / site for site in ("x86-v100", "summit")}
+    calls = "; ".join(
+        f"main(['predict', {str(trained_run)!r}, '--data', {str(images)!r}, '--out', "
+        f"{str(out)!r}, '--site', {site!r}, '--chunk-size', '50', '--dry-run'])"
+        for site, out in outs.items()
+    )
+    code = (
+        f"import sys; from xvhpc.cli import main; {calls}; "
+        "print('HEAVY', [m for m in ('torch', 'torchvision', 'h5py', 'pydicom') if m in sys.modules])"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "HEAVY []" in proc.stdout
+    assert "#SBATCH --array=0-3" in (outs["x86-v100"] / "scripts" / "predict.sbatch").read_text()
+    assert "--dependency=afterok:<predict>" in proc.stdout
+    lsf = (outs["summit"] / "scripts" / "predict.lsf").read_text()
+    assert "[1-4]" in lsf and "predict-chunk --run-dir" in lsf
+    assert "bsub -w 'done(<predict>)'" in proc.stdout
+
+
 def test_bad_source_is_a_clear_error(trained_run: Path, tmp_path: Path) -> None:
     proc = predict(trained_run, tmp_path / "nowhere", tmp_path / "out", check=False)
     assert proc.returncode == 2
