@@ -145,6 +145,29 @@ def test_cluster_sites_compile_on_the_login_side_without_torch(
     assert "bsub -w 'done(<predict>)'" in proc.stdout
 
 
+def test_a_chunk_of_another_job_is_never_reused(
+    trained_run: Path, images: Path, tmp_path: Path
+) -> None:
+    """A task of an earlier job that finishes after OUT was given a new job (other files)
+    leaves a chunk under that job's key: the new job computes its own chunk."""
+    out = tmp_path / "out"
+    listing = images / "two.csv"
+    listing.write_text("path\nscan0.dcm\nscan1.dcm\n")
+    try:
+        predict(trained_run, listing, out, "--site", "x86-v100", "--dry-run")  # compiles only
+    finally:
+        listing.unlink()
+    key = json.loads((out / "predict.json").read_text())["key"]
+    (out / "chunks").mkdir()
+    stale = "path,p_x,decision,skipped\nother.png,1.0,x,\n"
+    (out / "chunks" / "chunk-00000-0123456789abcdef.csv").write_text(stale)
+    (out / "chunks" / "chunk-00000.csv").write_text(stale)
+    log = xv("predict-chunk", "--run-dir", str(out), "--chunk", "0").stderr
+    assert "chunk 0: 2 predicted, 0 skipped" in log
+    mine = (out / "chunks" / f"chunk-00000-{key}.csv").read_text()
+    assert "scan0.dcm" in mine and "other.png" not in mine
+
+
 def test_bad_source_is_a_clear_error(trained_run: Path, tmp_path: Path) -> None:
     proc = predict(trained_run, tmp_path / "nowhere", tmp_path / "out", check=False)
     assert proc.returncode == 2
@@ -168,14 +191,14 @@ def test_killed_local_run_reruns_only_missing_chunks(
         start_new_session=True,
     )
     try:
-        while not (out / "chunks" / "chunk-00001.csv").exists():
+        while not list((out / "chunks").glob("chunk-00001-*.csv")):
             assert proc.poll() is None, "predict ended before it could be killed"
             time.sleep(0.05)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # xvhpc, the job script and the chunk process
         proc.wait()
     before = chunk_times(out)
-    assert "chunk-00003.csv" not in before and len(before) >= 2
+    assert not any(n.startswith("chunk-00003") for n in before) and len(before) >= 2
     rerun = predict(trained_run, images, out).stdout
     for name in before:
         assert f"chunk {int(name[6:11])}: already done" in rerun
@@ -197,7 +220,7 @@ def test_slurm_array_matches_local_and_resumes_a_cancelled_task(
     assert states["predict"]["state"] != "COMPLETED"
     assert states["merge"]["state"] != "COMPLETED"  # its dependency can no longer be met
     before = chunk_times(out)
-    assert sorted(before) == [f"chunk-0000{i}.csv" for i in range(3)]
+    assert [n[:11] for n in sorted(before)] == [f"chunk-0000{i}" for i in range(3)]
     predict(trained_run, images, out, "--site", "local-slurm")
     states = wait_final(out)
     assert {k: v["state"] for k, v in states.items()} == {

@@ -71,6 +71,13 @@ class PredictJob:
         return cls(**data)
 
 
+def job_key(out: str | Path) -> str:
+    """The key of the job in ``OUT/predict.json``: chunk files carry it in their names, so a
+    chunk of an earlier, different job in OUT (or written by its still-running task) is
+    never taken for one of this job."""
+    return str((read_json(Path(out) / CONFIG) or {}).get("key", ""))
+
+
 def _decision_text(model: str) -> str:
     path = Path(model) / "decision.json"
     return path.read_text() if path.is_file() else ""

@@ -26,7 +26,7 @@ import torch
 
 from ..data.decode import BadImage, decode
 from ..models.bundle import Bundle, load_bundle, overlay_png
-from ..plan.predict import CHUNKS, PredictError, PredictJob
+from ..plan.predict import CHUNKS, PredictError, PredictJob, job_key
 from ..serve.batching import forward
 from ..stats.decision import DecisionError, decide, read_decision
 from ..util import atomic_path, write_json_atomic, write_text_atomic
@@ -36,8 +36,8 @@ PREDICTIONS = "predictions.csv"
 SUMMARY = "summary.json"
 
 
-def chunk_file(out: Path, index: int) -> Path:
-    return out / CHUNKS / f"chunk-{index:05d}.csv"
+def chunk_file(out: Path, index: int, key: str) -> Path:
+    return out / CHUNKS / f"chunk-{index:05d}-{key}.csv"
 
 
 def header(classes: list[str]) -> list[str]:
@@ -107,7 +107,7 @@ def run_chunk(out: Path, index: int, log: logging.Logger) -> int:
     job = PredictJob.read(out)
     if not 0 <= index < job.chunks:
         raise PredictError(f"chunk {index} out of range (this job has {job.chunks})")
-    target = chunk_file(out, index)
+    target = chunk_file(out, index, job_key(out))
     if target.is_file():
         log.info("chunk %d: already done (%s), skipping", index, target)
         return 0
@@ -140,7 +140,8 @@ def run_chunk(out: Path, index: int, log: logging.Logger) -> int:
 def merge(out: Path, log: logging.Logger) -> int:
     """Join every chunk (in input order) and the reader's skipped files into predictions.csv."""
     job = PredictJob.read(out)
-    missing = [i for i in range(job.chunks) if not chunk_file(out, i).is_file()]
+    files = [chunk_file(out, i, job_key(out)) for i in range(job.chunks)]
+    missing = [i for i, f in enumerate(files) if not f.is_file()]
     if missing:
         raise PredictError(
             f"{len(missing)} chunk(s) not finished ({', '.join(map(str, missing[:10]))}); "
@@ -148,8 +149,8 @@ def merge(out: Path, log: logging.Logger) -> int:
         )
     classes = json.loads((Path(job.model) / "meta.json").read_text())["classes"]
     rows: list[list[str]] = []
-    for i in range(job.chunks):
-        with chunk_file(out, i).open(newline="") as fh:
+    for file in files:
+        with file.open(newline="") as fh:
             rows.extend(list(csv.reader(fh))[1:])
     blanks = [""] * (len(classes) + 1)
     rows += [[s["path"], *blanks, s["reason"]] for s in job.skipped]
