@@ -5,7 +5,7 @@ submitter turn into job scripts. Torch-free: a login node answers in well under 
     OUT/
       predict.json                    the frozen job: model dir, inputs, chunk size, batch size
       plan.json  scripts/  logs/  jobs.json  spec.yaml  site.json   as for any compiled run
-      chunks/chunk-<i>.csv            one per finished chunk (written atomically)
+      chunks/chunk-<i>-<key>.csv      one per finished chunk (atomic; <key>: the job's)
       predictions.csv  summary.json   written by the merge step
       heatmaps/                       with --heatmaps
 """

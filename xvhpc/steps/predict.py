@@ -1,5 +1,5 @@
-"""(job step) ``xvhpc predict-chunk``: one chunk of a predict job's inputs → ``chunks/chunk-<i>.csv``,
-or ``--merge``: every chunk → ``predictions.csv`` + ``summary.json``.
+"""(job step) ``xvhpc predict-chunk``: one chunk of a predict job's inputs →
+``chunks/chunk-<i>-<key>.csv``, or ``--merge``: every chunk → ``predictions.csv`` + ``summary.json``.
 
 A chunk decodes each file exactly as ingest does (the bundle's preprocessing), runs the model
 on batches of images, and applies the model's decision rule (temperature, operating point).
