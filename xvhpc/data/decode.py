@@ -92,6 +92,17 @@ def to_uint8(array: np.ndarray, robust: bool = True) -> np.ndarray:
     return np.clip((values - low) * (255.0 / (high - low)), 0, 255).astype(np.uint8)
 
 
+def _gray_as_rgb(array: np.ndarray) -> bool:
+    """R = G = B everywhere (a gray X-ray saved as RGB): a sparse sample of rows first, so a
+    colour image is rejected cheaply; a third of the cost of the float conversion otherwise."""
+    red = array[:, :, 0]
+    return (
+        np.array_equal(red[::97], array[::97, :, 1])
+        and np.array_equal(red, array[:, :, 1])
+        and np.array_equal(red, array[:, :, 2])
+    )
+
+
 def to_channels(array: np.ndarray, channels: int, expand_gray: bool = True) -> np.ndarray:
     """HxW or HxWxC → HxWx``channels`` (HxWx1 kept for a gray source unless ``expand_gray``)."""
     if array.ndim == 2:
@@ -100,7 +111,9 @@ def to_channels(array: np.ndarray, channels: int, expand_gray: bool = True) -> n
         array = array[:, :, :3]
     if array.shape[2] == 2:  # LA
         array = array[:, :, :1]
-    if channels == 1 and array.shape[2] == 3:
+    if channels == 1 and array.shape[2] == 3 and _gray_as_rgb(array):
+        array = array[:, :, :1]  # what the weighted sum gives for R = G = B (weights sum to 1)
+    elif channels == 1 and array.shape[2] == 3:
         weights = np.array([0.299, 0.587, 0.114], dtype=np.float32)
         array = (
             (array.astype(np.float32) @ weights).round().clip(0, 255).astype(np.uint8)[:, :, None]
