@@ -28,7 +28,7 @@ from xvhpc.data.dataset import (
     ShardDataset,
     to_model_input,
 )
-from xvhpc.data.decode import BadImage, DecodeOptions, decode
+from xvhpc.data.decode import BadImage, DecodeOptions, decode, to_channels
 from xvhpc.data.shards import Record, ShardWriter
 
 RNG = np.random.default_rng(7)
@@ -270,3 +270,18 @@ def test_model_input_is_normalised_nchw_from_uint8(channels: int) -> None:
     expected = (images.permute(0, 3, 1, 2).float() / 255 - mean) / std
     assert x.shape == (4, 3, 16, 16) and x.dtype == torch.float32 and x.is_contiguous()
     assert torch.allclose(x, expected, atol=1e-5)
+
+
+def _weighted_gray(array: np.ndarray) -> np.ndarray:
+    """The float RGB → gray formula every shard so far was written with."""
+    weights = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    return (array.astype(np.float32) @ weights).round().clip(0, 255).astype(np.uint8)[:, :, None]
+
+
+def test_gray_saved_as_rgb_gives_the_weighted_formula_exactly() -> None:
+    values = np.tile(np.arange(256, dtype=np.uint8), (300, 1))  # every value, 300 rows
+    rgb = np.repeat(values[:, :, None], 3, axis=2)
+    assert np.array_equal(to_channels(rgb, 1), _weighted_gray(rgb))
+    rgb[250, 7] = (10, 200, 30)  # one colour pixel, in a row the sparse check skips
+    assert np.array_equal(to_channels(rgb, 1), _weighted_gray(rgb))
+    assert to_channels(rgb, 1)[250, 7, 0] != 10
