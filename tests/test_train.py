@@ -362,6 +362,42 @@ def test_sigterm_checkpoint_and_resume_equal_weights(ingested: Path) -> None:
     assert any(e.get("event") == "resumed" for e in events)
 
 
+def _torch_loaded(pid: int) -> bool:
+    return "libtorch" in Path(f"/proc/{pid}/maps").read_text()
+
+
+def _catches(pid: int, sig: int) -> bool:
+    """Whether process ``pid`` has a handler for ``sig`` (SigCgt in /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (sig - 1) & 1)
+    return False
+
+
+def test_a_run_limit_signal_during_start_up_checkpoints_instead_of_killing(ingested: Path) -> None:
+    """LSF signals every process of the job at its run limit: a SIGUSR2 that lands while torch
+    is still importing must not kill the rank ("exited on signal 12"); it checkpoints at once."""
+    run = fresh(ingested)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "xvhpc", "train", "--run-dir", str(run)],
+        env={**os.environ, "XVHPC_PYTHON": sys.executable},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if _catches(proc.pid, signal.SIGUSR2) or _torch_loaded(proc.pid):
+            break
+        time.sleep(0.005)
+    assert not _torch_loaded(proc.pid), "the stop signals must be held before torch loads"
+    proc.send_signal(signal.SIGUSR2)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 75, err[-2000:]
+    state = json.loads((run / "train" / "0" / "progress.json").read_text())
+    assert state["state"] == "checkpointed"
+    assert state["iteration"] <= 1
+
+
 def test_missing_weights_error_in_step(ingested: Path, tmp_path: Path) -> None:
     run = fresh(ingested)
     text = (run / "spec.yaml").read_text().replace("pretrained: none", "pretrained: imagenet")

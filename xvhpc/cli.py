@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -22,8 +23,8 @@ def _shard_arg(text: str) -> str | int:
     return int(text)
 
 
-def _at_least(low: int):
-    """An argparse type: an integer ≥ ``low``, with a message that says so."""
+def _at_least(low: int, high: int | None = None):
+    """An argparse type: an integer ≥ ``low`` (and ≤ ``high``), with a message that says so."""
 
     def parse(text: str) -> int:
         try:
@@ -32,6 +33,8 @@ def _at_least(low: int):
             raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
         if value < low:
             raise argparse.ArgumentTypeError(f"{value} is below {low}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"{value} is above {high}")
         return value
 
     parse.__name__ = f"integer >= {low}"
@@ -41,8 +44,6 @@ def _at_least(low: int):
 def _ingest_locks(args: argparse.Namespace) -> list[tuple[str, bool]] | None:
     """What this ``xvhpc ingest`` writes, as run-dir locks (see xvhpc/lock.py); None: nothing
     (an MPI rank other than 0 of ``--shard all``, whose rank 0 holds the lock for all)."""
-    import os
-
     from .lock import launch_rank
     from .runtime.task import array_index
 
@@ -204,6 +205,9 @@ def cmd_stage(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from .runtime import stopsignals
+
+    stopsignals.hold()  # before torch loads: a run-limit signal now must not kill the rank
     from . import lock
     from .steps.train import main
 
@@ -366,7 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("serve", cmd_serve, "serve the trained model over REST")
     p.add_argument("run_dir")
     p.add_argument("--host", default=None)
-    p.add_argument("--port", type=int, default=None)
+    p.add_argument("--port", type=_at_least(1, 65535), default=None)
     p.add_argument("--workers", type=int, default=1, help="server processes (CPU serving)")
     p.add_argument(
         "--max-batch", type=int, default=16, help="images per forward pass (1: no batching)"
@@ -422,7 +426,13 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:  # a busy run dir, a damaged JSON file or shard …
         return _fail(str(exc), exc.code)
     except OSError as exc:  # the machine, not the input: disk full, read-only, permission
-        return _fail(_os_error(exc))
+        code = _fail(_os_error(exc))
+        shards = sys.modules.get("xvhpc.data.shards")
+        if shards is not None and shards.BROKEN:  # HDF5 would crash at exit on these files
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+        return code
     except KeyboardInterrupt:
         return 130
 
@@ -430,9 +440,15 @@ def main(argv: list[str] | None = None) -> int:
 def _os_error(exc: OSError) -> str:
     """One line for a failed read or write, with what to do for the usual causes."""
     import errno
+    import re
 
-    what = f"{exc.filename}: " if exc.filename else ""
-    text = f"{what}{exc.strerror or exc}"
+    filename = exc.filename
+    if not filename:  # h5py puts the file in its message: "…, filename = '/x/.shard.tmp', …"
+        found = re.search(r"filename = '([^']*)'", str(exc))
+        filename = found.group(1) if found else None
+    what = f"{filename}: " if filename else ""
+    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+    text = what + " ".join(reason.split())  # one line, whatever the library wrote
     hints = {
         errno.ENOSPC: "the filesystem is full: free space and rerun the same command (finished "
         "work is kept)",

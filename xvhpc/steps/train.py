@@ -41,7 +41,7 @@ from ..models.safeload import UnloadableFile
 from ..models.weights import MissingWeights
 from ..models.zoo import build_model
 from ..rundir import REQUEUE_EXIT, Layout
-from ..runtime import compat
+from ..runtime import compat, stopsignals
 from ..runtime.checkpoint import load_checkpoint, restore_rng, save_checkpoint
 from ..runtime.distributed import Context, all_reduce_sum, any_rank, setup, teardown
 from ..spec import ExperimentSpec
@@ -49,7 +49,7 @@ from ..sweeps.tracker import PointTracker
 from ..util import read_json, write_json_atomic, write_text_atomic
 from .common import RunDir, setup_logging, want_bar
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+STOP_SIGNALS = stopsignals.STOP_SIGNALS
 
 
 class TrainError(Exception):
@@ -66,6 +66,7 @@ class StopFlag:
     def install(self) -> None:
         for sig in STOP_SIGNALS:
             self.previous[sig] = signal.signal(sig, self._handle)
+        self.signal = self.signal or stopsignals.held()  # one that came during start-up
 
     def _handle(self, signum, frame) -> None:
         self.signal = signum
@@ -210,6 +211,7 @@ def prepare_job(
         weights=(1.0 / np.bincount(train_index.labels)[train_index.labels])
         if t.balanced_sampling
         else None,
+        block=4,  # blocks of 4 consecutive rows: a batch reads as runs (dataset.RankBatches)
     )
     return Job(
         layout=layout,
