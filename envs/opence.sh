@@ -83,12 +83,9 @@ torch_version=$("$py" -c 'import torch; print(torch.__version__.split("+")[0])')
 cat <<EOF
 # env: for the site config (site_configs/*.yaml), made by envs/opence.sh $mode
 env:
-  modules: []   # loaded in setup, under set +u
+  modules: [$(echo $modules | sed 's/ /, /g')]   # xvhpc loads them under set +u
   setup:
-    - set +u
-    - module load $modules
     - conda activate $prefix
-    - set -u
   python: $py
   torch: "$torch_version"
 EOF

@@ -292,12 +292,8 @@ def test_summit_recipe_clones_adds_and_prints_the_env(tmp_path: Path) -> None:
     printed = Environment.model_validate(block)
     assert printed.python == f"{prefix}/bin/python" and Path(printed.python).is_absolute()
     assert printed.torch == torch.__version__.split("+")[0]
-    assert printed.setup == [
-        "set +u",
-        "module load open-ce/1.10.0-py311-ibm",
-        f"conda activate {prefix}",
-        "set -u",
-    ]
+    assert printed.modules == ["open-ce/1.10.0-py311-ibm"]
+    assert printed.setup == [f"conda activate {prefix}"]
 
 
 def _prologue(script: str) -> str:

@@ -199,9 +199,10 @@ def render_step(step: Step, plan: Plan, site: SiteConfig) -> str:
         f"RUN_DIR={shlex.quote(plan.run_dir)}",
         'cd "$RUN_DIR"',
     ]
-    if env.modules:
-        lines.append("module load " + " ".join(shlex.quote(m) for m in env.modules))
-    lines += env.setup  # the site admin's own shell lines
+    setup = ["module load " + " ".join(shlex.quote(m) for m in env.modules)] if env.modules else []
+    setup += env.setup  # the site admin's own shell lines, verbatim
+    if setup:  # Lmod and `conda activate` read unset variables (conda#8186)
+        lines += ["set +u", *setup, "set -u"]
     lines += [f"export {k}={shlex.quote(v)}" for k, v in sorted(env.variables.items())]
     lines.append(f'XVHPC_PY="${{XVHPC_PYTHON:-{env.python}}}"')
     if "{index}" in step.args:
