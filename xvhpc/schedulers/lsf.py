@@ -30,6 +30,14 @@ STATES = {
     "UNKWN": "UNKNOWN",
 }
 
+# bkill exits 255 when any id has already finished, or an array has finished elements ("Operation
+# is in progress"), yet kills the rest: succeed unless a line says something else went wrong.
+BKILL = (
+    'out=$(bkill "$@" 2>&1); rc=$?; printf "%s\\n" "$out"; [ "$rc" -eq 0 ] || ! printf "%s\\n" "$out"'
+    ' | grep -v -e "is being terminated" -e "already finished" -e "in progress" -e "No matching job"'
+    " | grep -q ."
+)
+
 # Requeue the running job: the element of an array, else the job itself (never ``ID[0]``).
 REQUEUE = (
     'if [ "${LSB_JOBINDEX:-0}" -gt 0 ]; then brequeue "${LSB_JOBID}[${LSB_JOBINDEX}]"; '
@@ -154,7 +162,7 @@ class LsfScheduler(Scheduler):
         return states
 
     def cancel_argv(self, job_ids: list[str]) -> list[str]:
-        return ["bkill", *job_ids]
+        return ["sh", "-c", BKILL, "bkill", *job_ids]
 
     def find_jobs(self, tag: str, runner: CommandRunner) -> list[str]:
         """Unfinished jobs of this user whose description is ``tag``."""

@@ -31,13 +31,6 @@ ROW_ID = re.compile(r"^(\d+)(?:\[(\d+)\])?$")
 NAME_INDEX = re.compile(r"\[(\d+)\]$")
 NEVER_SATISFIED = "never satisfied"  # "Dependency condition invalid or never satisfied"
 CONTINUATION = " " * 21  # bjobs -l wraps its lines at 80 columns, continuing at column 22
-# bkill exits 255 when any id has already finished, or an array has finished elements ("Operation
-# is in progress"), yet kills the rest: succeed unless a line says something else went wrong.
-BKILL = (
-    'out=$(bkill "$@" 2>&1); rc=$?; printf "%s\\n" "$out"; [ "$rc" -eq 0 ] || ! printf "%s\\n" "$out"'
-    ' | grep -v -e "is being terminated" -e "already finished" -e "in progress" -e "No matching job"'
-    " | grep -q ."
-)
 
 
 @SCHEDULERS.register("lsf-classic")
@@ -110,9 +103,6 @@ class LsfClassicScheduler(LsfScheduler):
             if not gone or rest == job_ids:
                 raise
             return parse(runner.run(["bjobs", *options, *rest])) if rest else {}
-
-    def cancel_argv(self, job_ids: list[str]) -> list[str]:
-        return ["sh", "-c", BKILL, "bkill", *job_ids]
 
     def find_jobs(self, tag: str, runner: CommandRunner) -> list[str]:
         """Unfinished jobs of this user whose ``-Jd`` description is ``tag`` (from ``bjobs -l``)."""

@@ -145,7 +145,8 @@ def train_progress(root: Path, point: int) -> str:
     requeues = layout.requeues(point)
     if not progress:
         return "no progress yet"
-    text = f"iteration {progress.get('iteration')}/{progress.get('max_iterations')}"
+    total = progress.get("max_iterations")
+    text = f"iteration {progress.get('iteration')}" + (f"/{total}" if total else "")
     if progress.get("loss") is not None:
         text += f", loss {progress['loss']:.3f}"
     if progress.get("images_per_s"):  # summed over ranks; per rank = per GPU on GPU nodes
