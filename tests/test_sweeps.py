@@ -315,3 +315,31 @@ def test_nan_objective_is_a_failed_trial_not_an_error(tmp_path: Path) -> None:
     bound = bind_slot(study, 0, spec.sweep)
     tell(study, bound.trial, "COMPLETE", float("nan"))
     assert study.get_trials()[0].state.name == "FAIL"
+
+
+@pytest.mark.slurm
+@pytest.mark.timeout(2400)  # 6 + 6 array tasks on two shared cores
+def test_tpe_study_on_the_real_local_slurm_and_a_resubmit_repeats_none(
+    slurm_up, tmp_path: Path, demo_data: Path
+) -> None:
+    """The study as a real Slurm job array (%2): six tasks ask one journal file from the
+    emulated compute nodes; a second `xvhpc submit` of the same run dir trains no trial again."""
+    from .test_slurm import wait_final
+
+    spec = study_spec(tmp_path / "spec.yaml", demo_data, 6, [0.001, 0.003, 0.01, 0.03])
+    run = tmp_path / "run"
+    xv("submit", str(spec), "--site", "local-slurm", "--out", str(run))
+    assert "#SBATCH --array=0-5%2" in (run / "scripts" / "train.sbatch").read_text()
+    jobs = wait_final(run, timeout=2000)
+    assert all(v["state"] == "COMPLETED" for v in jobs.values()), jobs
+    first = states(run)
+    assert len(first) == 6 and sorted(slot for _, _, slot in first) == list(range(6))
+    assert {state for _, state, _ in first} <= {"COMPLETE", "PRUNED"}
+    assert "trials 6/6 finished" in xv("status", str(run)).stdout
+
+    xv("submit", str(spec), "--site", "local-slurm", "--out", str(run))
+    jobs = wait_final(run, timeout=2000)
+    assert all(v["state"] == "COMPLETED" for v in jobs.values()), jobs
+    assert states(run) == first, "a resubmit asked for or changed a trial"
+    logs = "".join(p.read_text() for p in (run / "logs").glob("train*"))
+    assert logs.count("trial already finished; nothing to train") == 6
