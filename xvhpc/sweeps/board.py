@@ -7,6 +7,7 @@ from __future__ import annotations
 import html
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +78,7 @@ def _numeric(values: list[Any]) -> bool:
     return all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
 
 
-def scatter_figure(rows: list[dict[str, Any]], key: str):  # -> matplotlib Figure
+def scatter_figure(rows: list[dict[str, Any]], key: str) -> Any:  # a matplotlib Figure
     """The ranked metric against each swept parameter, one panel each; colour is the state."""
     import matplotlib
 
@@ -106,7 +107,7 @@ def scatter_figure(rows: list[dict[str, Any]], key: str):  # -> matplotlib Figur
     return fig
 
 
-def curves_figure(root: Path, points: list[int], states: dict[int, str], metric: str):
+def curves_figure(root: Path, points: list[int], states: dict[int, str], metric: str) -> Any:
     """Every point's validation curve in one plot; pruned points grey, behind the rest."""
     import matplotlib
 
@@ -137,7 +138,7 @@ def curves_figure(root: Path, points: list[int], states: dict[int, str], metric:
     return fig
 
 
-def report_section(root: Path, spec: ExperimentSpec, png) -> str:
+def report_section(root: Path, spec: ExperimentSpec, png: Callable[[Any], str]) -> str:
     """HTML for the report: the scatter of metric vs parameters and all validation curves.
     ``png`` turns a figure into a data URI (the report's own helper)."""
     board = read_json(Layout(root).leaderboard)

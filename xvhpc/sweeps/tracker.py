@@ -37,7 +37,7 @@ def broadcast(ctx: Context, obj: Any) -> Any:
     if ctx.world_size == 1:
         return obj
     if ctx.backend == "horovod":
-        import horovod.torch as hvd  # type: ignore[import-not-found]
+        import horovod.torch as hvd
 
         return hvd.broadcast_object(obj, root_rank=0)
     import torch.distributed as dist
