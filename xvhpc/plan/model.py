@@ -8,7 +8,15 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..spec import LoadedSpec, SiteConfig, SpecError, point_spec, spec_hash, sweep_points
+from ..spec import (
+    ExperimentSpec,
+    LoadedSpec,
+    SiteConfig,
+    SpecError,
+    point_spec,
+    spec_hash,
+    sweep_points,
+)
 from ..spec.site import Queue
 from ..util import format_hms, parse_walltime, safe_label
 
@@ -116,10 +124,6 @@ class Plan:
         return data
 
 
-def _queue(site: SiteConfig, name: str | None) -> Queue | None:
-    return site.queues.get(name) if name else None
-
-
 def pack_train(
     points: int, nodes: int, walltime: str, want: int, queue: Queue | None
 ) -> tuple[int, int]:
@@ -140,8 +144,6 @@ def pack_train(
 
 def build_plan(loaded: LoadedSpec, site: SiteConfig, run_dir: str) -> Plan:
     """ingest (array over shards, or MPI ranks) → merge → train (per point) → evaluate → report."""
-    from ..launchers import LAUNCHERS  # late: backends import this module
-
     spec = loaded.spec
     res = spec.resources
     trials = spec.sweep.trials if spec.sweep is not None else None
@@ -149,15 +151,8 @@ def build_plan(loaded: LoadedSpec, site: SiteConfig, run_dir: str) -> Plan:
     points = [{} for _ in range(trials)] if trials else sweep_points(loaded)
     for point in points:  # every point must validate (sweep values were checked already)
         point_spec(loaded, point)
-    local = site.local
-    launcher = LAUNCHERS.get(site.launcher)()
-    nodes = 1 if local else res.nodes
-    gpus = min(res.gpus_per_node, site.node.gpus) if local else res.gpus_per_node
-    tasks = gpus or res.processes_per_node or 1
-    cores = site.node.cores
-    cpus = res.cpus_per_task or max(1, cores // max(tasks, 1))
     queue_name = res.queue or site.default_queue
-    queue = _queue(site, queue_name)
+    queue = site.queues.get(queue_name) if queue_name else None
     plan = Plan(
         name=spec.name,
         job_label=safe_label(spec.name, 32),
@@ -172,91 +167,91 @@ def build_plan(loaded: LoadedSpec, site: SiteConfig, run_dir: str) -> Plan:
         data_source=str(Path(spec.data.source).expanduser().resolve()),
         notify=res.notify == "email",
     )
-    if spec.data.stage == "node_local" and site.node_local and not local:
+    if spec.data.stage == "node_local" and site.node_local and not site.local:
         plan.stage_dir = f"{site.node_local.path.rstrip('/')}/{plan.token}"
-    shards = spec.data.shards
-    if local:
-        plan.steps.append(
-            Step(
-                "ingest",
-                ("ingest", "--shard", "all", "--merge"),
-                res.ingest_walltime,
-                cpus_per_task=cores,
-            )
-        )
-    elif launcher.mpi_ingest:
-        # one job of MPI ranks shares the shards; rank 0 merges (no array, no merge job)
-        ingest_nodes = math.ceil(shards / launcher.ingest_ranks_per_node(site))
-        per_node = math.ceil(shards / ingest_nodes)
-        plan.steps.append(
-            Step(
-                "ingest",
-                ("ingest", "--shard", "all", "--merge"),
-                res.ingest_walltime,
-                nodes=ingest_nodes,
-                tasks_per_node=per_node,
-                cpus_per_task=max(1, cores // per_node),
-                distributed=True,
-            )
-        )
-    else:
-        plan.steps.append(
-            Step(
-                "ingest",
-                ("ingest", "--shard", "{index}"),
-                res.ingest_walltime,
-                array=shards if shards > 1 else 0,
-                max_concurrent=None,
-                cpus_per_task=min(cores, 8),
-            )
-        )
-        plan.steps.append(Step("merge", ("ingest", "--merge"), "00:10:00", after=("ingest",)))
-    n = len(points)
-    packed = site.sweep.mode == "packed" and n > 1
-    want = min(spec.sweep.max_concurrent if spec.sweep else n, site.sweep.max_eligible_jobs or n)
-    per_wave, waves = (
-        pack_train(n, nodes, res.walltime, spec.sweep.max_concurrent if spec.sweep else n, queue)
-        if packed
-        else (want, 1)
-    )
-    plan.steps.append(
-        Step(
-            "train",
-            ("train", "--point", "{index}"),
-            res.walltime,
-            after=(plan.steps[-1].name,),
-            array=n if (n > 1 or local) else 0,
-            max_concurrent=(per_wave if packed else want) if n > 1 else None,
-            packed=packed,
-            waves=waves,
-            nodes=nodes,
-            tasks_per_node=tasks,
-            gpus_per_node=gpus,
-            cpus_per_task=cpus,
-            distributed=True,
-            requeue=not local,
-            stage_data=plan.stage_dir is not None,
-        )
-    )
+    plan.steps += ingest_steps(spec, site)
+    train = train_step(spec, site, len(points), queue, plan.steps[-1].name)
+    plan.steps.append(replace(train, stage_data=plan.stage_dir is not None))
     plan.steps.append(
         Step(
             "evaluate",
             ("evaluate", "--all"),
             "00:30:00",
             after=("train",),
-            gpus_per_node=min(gpus, 1),
-            cpus_per_task=min(cores, 8),
+            gpus_per_node=min(train.gpus_per_node, 1),
+            cpus_per_task=min(site.node.cores, 8),
         )
     )
     plan.steps.append(Step("report", ("report",), "00:15:00", after=("evaluate",)))
     single = res.single_allocation
     if single is None:
         single = queue is not None and not queue.chaining
-    if single and not local:
+    if single and not site.local:
         plan.steps = [single_allocation(plan.steps)]
     if queue is not None:
         _check_fits(plan, loaded, queue, str(queue_name))
     return plan
+
+
+def ingest_steps(spec: ExperimentSpec, site: SiteConfig) -> list[Step]:
+    """Locally one process pool; under an MPI launcher (jsrun) one job of ranks that share the
+    shards, rank 0 merging; elsewhere an array over shards, then a merge job."""
+    from ..launchers import LAUNCHERS  # late: backends import this module
+
+    walltime, shards, cores = spec.resources.ingest_walltime, spec.data.shards, site.node.cores
+    everything = ("ingest", "--shard", "all", "--merge")
+    if site.local:
+        return [Step("ingest", everything, walltime, cpus_per_task=cores)]
+    launcher = LAUNCHERS.get(site.launcher)()
+    if launcher.mpi_ingest:
+        nodes = math.ceil(shards / launcher.ingest_ranks_per_node(site))
+        per_node = math.ceil(shards / nodes)
+        cpus = max(1, cores // per_node)
+        return [
+            Step("ingest", everything, walltime, nodes=nodes, tasks_per_node=per_node,
+                 cpus_per_task=cpus, distributed=True)
+        ]  # fmt: skip
+    array = Step(
+        "ingest",
+        ("ingest", "--shard", "{index}"),
+        walltime,
+        array=shards if shards > 1 else 0,
+        cpus_per_task=min(cores, 8),
+    )
+    return [array, Step("merge", ("ingest", "--merge"), "00:10:00", after=("ingest",))]
+
+
+def train_step(
+    spec: ExperimentSpec, site: SiteConfig, n: int, queue: Queue | None, after: str
+) -> Step:
+    """One point per array task, or packed in waves where the site caps eligible jobs."""
+    res = spec.resources
+    local = site.local
+    gpus = min(res.gpus_per_node, site.node.gpus) if local else res.gpus_per_node
+    tasks = gpus or res.processes_per_node or 1
+    nodes = 1 if local else res.nodes
+    asked = spec.sweep.max_concurrent if spec.sweep else n
+    packed = site.sweep.mode == "packed" and n > 1
+    if packed:
+        per_wave, waves = pack_train(n, nodes, res.walltime, asked, queue)
+    else:
+        per_wave, waves = min(asked, site.sweep.max_eligible_jobs or n), 1
+    return Step(
+        "train",
+        ("train", "--point", "{index}"),
+        res.walltime,
+        after=(after,),
+        array=n if (n > 1 or local) else 0,
+        max_concurrent=per_wave if n > 1 else None,
+        packed=packed,
+        waves=waves,
+        nodes=nodes,
+        tasks_per_node=tasks,
+        gpus_per_node=gpus,
+        cpus_per_task=res.cpus_per_task or max(1, site.node.cores // max(tasks, 1)),
+        distributed=True,
+        requeue=not local,
+    )
 
 
 def _check_fits(plan: Plan, loaded: LoadedSpec, queue: Queue, name: str) -> None:
