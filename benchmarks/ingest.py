@@ -211,7 +211,7 @@ def scale(work: Path, source: Path, resize: str, runs: int) -> None:
 def real_subset(
     source: Path, folder: Path, suffixes: tuple[str, ...], min_side: int, min_images: int
 ) -> Path | None:
-    """Links to ``source`` files of one format with a long side ≥ ``min_side``, in two classes."""
+    """Copies of ``source`` files of one format with a long side ≥ ``min_side``, in two classes."""
     big = []
     for path in sorted(source.rglob("*")):
         if path.suffix.lower() in suffixes:
@@ -223,7 +223,7 @@ def real_subset(
     repeat = -(-min_images // len(big))
     for i, path in enumerate(big * repeat):  # two pseudo-classes, so ingest has a split to make
         (folder / f"c{i % 2}").mkdir(parents=True, exist_ok=True)
-        (folder / f"c{i % 2}" / f"{i:05d}{path.suffix}").symlink_to(path)
+        shutil.copyfile(path, folder / f"c{i % 2}" / f"{i:05d}{path.suffix}")  # ingest skips links
     return folder
 
 
@@ -267,7 +267,7 @@ def main() -> None:
             subset = work / "png-sub"
             for path in sorted(png.rglob("*.png"))[: args.png_rgb]:
                 (subset / path.parent.name).mkdir(parents=True, exist_ok=True)
-                (subset / path.parent.name / path.name).symlink_to(path)
+                shutil.copyfile(path, subset / path.parent.name / path.name)
             sets.append((f"synthetic {args.size} px PNG, RGB", as_rgb(subset, work / "png-rgb")))
     for kind, suffixes in (("JPEG", (".jpg", ".jpeg")), ("PNG", (".png",))):
         if not args.source:
