@@ -120,7 +120,7 @@ def run_chunk(out: Path, index: int, log: logging.Logger) -> int:
     done = skipped = 0
     for batch in _batches(bundle, job.chunk(index), job.batch_size):
         for (item, x, reason), probs in zip(batch, predict_batch(bundle, batch), strict=True):
-            if probs is None:
+            if probs is None or x is None:
                 writer.writerow([item["rel"], *[""] * len(bundle.classes), "", reason])
                 skipped += 1
                 continue
