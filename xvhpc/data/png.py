@@ -77,7 +77,7 @@ def fast_decode(data: bytes, max_pixels: int) -> np.ndarray | None:
     if depth != 8 or color not in _COLOR_TYPES or interlace or _has_orientation(data):
         return None
     try:
-        pixels: Any = _pyspng.load(data)  # type: ignore[union-attr]
+        pixels: Any = _pyspng.load(data)
     except Exception:  # damaged: PIL decodes it again and names the problem
         return None
     if not isinstance(pixels, np.ndarray) or pixels.dtype != np.uint8:
