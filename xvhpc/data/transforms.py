@@ -29,11 +29,15 @@ def resize(array: np.ndarray, size: int, mode: str, tile_grid: int = 2) -> list[
     image = _pil(array)
     width, height = image.size
     if mode == "squash":
-        return [_array(image.resize((size, size), Image.BILINEAR, reducing_gap=3.0), channels)]
+        return [
+            _array(
+                image.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0), channels
+            )
+        ]
     if mode == "letterbox":
         scale = size / max(width, height)
         new = (max(1, round(width * scale)), max(1, round(height * scale)))
-        resized = image.resize(new, Image.BILINEAR, reducing_gap=3.0)
+        resized = image.resize(new, Image.Resampling.BILINEAR, reducing_gap=3.0)
         canvas = Image.new(image.mode, (size, size), 0)
         canvas.paste(resized, ((size - new[0]) // 2, (size - new[1]) // 2))
         return [_array(canvas, channels)]
@@ -41,7 +45,9 @@ def resize(array: np.ndarray, size: int, mode: str, tile_grid: int = 2) -> list[
         side = min(width, height)
         left, top = (width - side) // 2, (height - side) // 2
         crop = image.crop((left, top, left + side, top + side))
-        return [_array(crop.resize((size, size), Image.BILINEAR, reducing_gap=3.0), channels)]
+        return [
+            _array(crop.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0), channels)
+        ]
     if mode == "tile":
         out = []
         for row in range(tile_grid):
@@ -52,7 +58,11 @@ def resize(array: np.ndarray, size: int, mode: str, tile_grid: int = 2) -> list[
                     (col + 1) * width // tile_grid,
                     (row + 1) * height // tile_grid,
                 )
-                out.append(_array(image.crop(box).resize((size, size), Image.BILINEAR), channels))
+                out.append(
+                    _array(
+                        image.crop(box).resize((size, size), Image.Resampling.BILINEAR), channels
+                    )
+                )
         return out
     raise ValueError(f"unknown resize mode {mode!r} (valid: squash, letterbox, center_crop, tile)")
 
@@ -77,16 +87,22 @@ def augment(
     image = _pil(array)
     ops: list[str] = []
     if spec.hflip and rng.random() < 0.5:
-        image, _ = image.transpose(Image.FLIP_LEFT_RIGHT), ops.append("hflip")
+        image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        ops.append("hflip")
     if spec.vflip and rng.random() < 0.5:
-        image, _ = image.transpose(Image.FLIP_TOP_BOTTOM), ops.append("vflip")
+        image = image.transpose(Image.Transpose.FLIP_TOP_BOTTOM)
+        ops.append("vflip")
     if spec.rotate:
         angle = int(rng.choice(spec.rotate))
-        exact = {90: Image.ROTATE_90, 180: Image.ROTATE_180, 270: Image.ROTATE_270}
+        exact = {
+            90: Image.Transpose.ROTATE_90,
+            180: Image.Transpose.ROTATE_180,
+            270: Image.Transpose.ROTATE_270,
+        }
         if angle % 360 in exact:
             image = image.transpose(exact[angle % 360])
         elif angle % 360:
-            image = image.rotate(angle, resample=Image.BILINEAR)
+            image = image.rotate(angle, resample=Image.Resampling.BILINEAR)
         ops.append(f"rotate{angle}")
     if spec.blur > 0 and rng.random() < 0.5:
         radius = float(rng.uniform(0.1, spec.blur))
