@@ -28,7 +28,9 @@ def _set_module(model: nn.Module, dotted: str, module: nn.Module) -> None:
     parent, _, last = dotted.rpartition(".")
     owner = model.get_submodule(parent) if parent else model
     if last.isdigit():
-        owner[int(last)] = module  # type: ignore[index,operator]
+        if not isinstance(owner, nn.Sequential | nn.ModuleList):
+            raise TypeError(f"{dotted}: {type(owner).__name__} does not support item assignment")
+        owner[int(last)] = module
     else:
         setattr(owner, last, module)
 

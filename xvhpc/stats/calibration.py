@@ -7,6 +7,8 @@ constant, so scaling by a temperature works on stored probabilities as on logits
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 BINS = 15
@@ -52,7 +54,9 @@ def bin_index(confidence: np.ndarray, bins: int = BINS) -> np.ndarray:
     return np.clip(np.ceil(confidence * bins).astype(np.int64) - 1, 0, bins - 1)
 
 
-def ece_kernel(probs: np.ndarray, labels: np.ndarray, bins: int = BINS):
+def ece_kernel(
+    probs: np.ndarray, labels: np.ndarray, bins: int = BINS
+) -> Callable[[np.ndarray], np.ndarray]:
     """A function weights (b, n) → ECE (b,) of the top-class confidence (for the bootstrap)."""
     confidence = probs.max(axis=1) if len(probs) else np.zeros(0)
     correct = (probs.argmax(axis=1) == labels).astype(np.float64) if len(probs) else np.zeros(0)

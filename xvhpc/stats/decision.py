@@ -51,6 +51,7 @@ def choose_threshold(
     if min_sensitivity is not None:
         i = int(np.argmax(tpr >= min_sensitivity - 1e-12))  # tpr rises as the threshold falls
     else:
+        assert min_specificity is not None  # exactly one of the two is given (checked above)
         i = int(np.flatnonzero(specificity >= min_specificity - 1e-12).max())
     top = float(np.max(scores))
     if not np.isfinite(thresholds[i]):  # nothing positive

@@ -6,8 +6,12 @@ import platform
 import socket
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..util import read_json
+
+if TYPE_CHECKING:
+    from ..spec.schema import ExperimentSpec
 
 
 def _version(package: str) -> str | None:
@@ -57,7 +61,7 @@ def training_ranks(train_dir: Path) -> list[dict]:
     return out
 
 
-def collect(plan: dict, spec, train_dir: Path | None = None) -> dict:
+def collect(plan: dict, spec: ExperimentSpec, train_dir: Path | None = None) -> dict:
     """Provenance of one evaluation: software, this host, seeds, spec hash, site, training ranks."""
     return {
         "software": software(),

@@ -13,6 +13,7 @@ import argparse
 import csv
 import hashlib
 import io
+import logging
 import re
 import shutil
 import sys
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 
 from ..data.catalog import CatalogError, build_catalog
-from ..data.dataset import ShardDataset, load_index, to_model_input
+from ..data.dataset import Index, ShardDataset, load_index, to_model_input
 from ..data.decode import BadImage
 from ..models.bundle import Bundle, load_bundle, publish_model
 from ..rundir import Layout
@@ -53,7 +54,8 @@ def predict_split(bundle: Bundle, run_root: Path, batch_size: int = 64) -> dict:
     """Probabilities for every validation record, with its source path, shard and row."""
     index = load_index(run_root, "val")
     dataset = ShardDataset(index)
-    labels, probs = [], []
+    labels: list[int] = []
+    probs: list[np.ndarray] = []  # one (batch, classes) array per batch
     for start in range(0, len(dataset), batch_size):
         items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
         x = to_model_input(torch.stack([it[0] for it in items]), bundle.device)
@@ -70,7 +72,7 @@ def predict_split(bundle: Bundle, run_root: Path, batch_size: int = 64) -> dict:
     }
 
 
-def _sources(index) -> list[str]:
+def _sources(index: Index) -> list[str]:
     import h5py
 
     out: list[str] = [""] * len(index)
@@ -86,7 +88,7 @@ def _sources(index) -> list[str]:
     return out
 
 
-def split_groups(run: RunDir, paths: list[str], log) -> tuple[list[str], str]:
+def split_groups(run: RunDir, paths: list[str], log: logging.Logger) -> tuple[list[str], str]:
     """The group (patient) of each validation record, from the data source's catalog.
 
     Without a group column each original image (with its frames/tiles) is its own group."""
@@ -105,7 +107,9 @@ def split_groups(run: RunDir, paths: list[str], log) -> tuple[list[str], str]:
     return groups, ("group" if named else "image")
 
 
-def predict_files(bundle: Bundle, source: str, run: RunDir, log) -> tuple[dict, list[dict], str]:
+def predict_files(
+    bundle: Bundle, source: str, run: RunDir, log: logging.Logger
+) -> tuple[dict, list[dict], str]:
     """Decode a labelled folder/CSV exactly as ingest does and predict every image."""
     data = run.spec.data.model_copy(
         update={"augment": {}, "split": run.spec.data.split.model_copy(update={"validation": 0.5})}
@@ -217,7 +221,7 @@ def decision_rule(details: dict, classes: list[str], prov: dict, point: int) -> 
     return rule
 
 
-def evaluate_point(run: RunDir, point: int, data: str | None, log) -> dict | None:
+def evaluate_point(run: RunDir, point: int, data: str | None, log: logging.Logger) -> dict | None:
     started = time.perf_counter()  # "seconds" in metrics.json: status and report show it
     layout = Layout(run.root)
     bundle_dir = layout.point_model(point)
@@ -317,7 +321,7 @@ def _digest(path: Path) -> str | None:
         return None
 
 
-def sync_published_decision(run: RunDir, points: list[int], log) -> None:
+def sync_published_decision(run: RunDir, points: list[int], log: logging.Logger) -> None:
     """Give RUN_DIR/model the decision rule of the point it was published from (by weights)."""
     layout = Layout(run.root)
     published = _digest(layout.model / "weights.pt")

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from ..stats import bootstrap as bs
 from ..stats import calibration as cal
@@ -30,7 +32,9 @@ class Options:
     min_specificity: float | None = None
 
 
-def _point_estimates(labels: np.ndarray, pred: np.ndarray, probs: np.ndarray, k: int) -> dict:
+def _point_estimates(
+    labels: NDArray[np.int64], pred: NDArray[np.int64], probs: NDArray[np.float64], k: int
+) -> dict[str, Any]:
     from sklearn.metrics import (
         accuracy_score,
         balanced_accuracy_score,
@@ -50,7 +54,7 @@ def _point_estimates(labels: np.ndarray, pred: np.ndarray, probs: np.ndarray, k:
         precision, recall, f1, _ = precision_recall_fscore_support(
             labels, pred, labels=classes, zero_division=0
         )
-        out = {
+        out: dict[str, Any] = {
             "confusion_matrix": confusion_matrix(labels, pred, labels=classes),
             "accuracy": accuracy_score(labels, pred),
             "balanced_accuracy": balanced_accuracy_score(labels, pred),
@@ -80,7 +84,8 @@ def _macro(values: np.ndarray) -> np.ndarray:
         )
 
 
-def _f(x) -> float | None:
+def _f(x: Any) -> float | None:
+    """A finite number as a float, else None (``x``: a scalar, 0-d array or None)."""
     return None if x is None or not np.isfinite(x) else float(x)
 
 
@@ -124,7 +129,7 @@ def model_details(
     elif temperature != 1.0:
         crossfit, fold_temps = deployed, [temperature]  # fitted elsewhere: measured as is
 
-    op = None
+    op: dict[str, Any] | None = None
     fixed_op = (rule or {}).get("operating_point")
     if fixed_op and n:
         p = classes.index(fixed_op["positive"])
@@ -158,9 +163,11 @@ def model_details(
     aucs = [bs.AucKernel(deployed[:, c], labels == c) for c in range(k)]
     ece_raw = cal.ece_kernel(raw, labels)
     ece_cal = cal.ece_kernel(crossfit, labels) if crossfit is not None else None
-    decided = None
+    decided: NDArray[np.bool_] | None = None
+    decided_positive: NDArray[np.bool_] | None = None  # the images of the operating point's class
     if op and "threshold" in op:
         decided = deployed[:, classes.index(op["positive"])] >= op["threshold"]
+        decided_positive = labels == classes.index(op["positive"])
 
     def kernel(w: np.ndarray) -> dict[str, np.ndarray]:
         out = bs.from_confusion(bs.confusion(w, labels, pred, k))
@@ -169,44 +176,51 @@ def model_details(
         out["ece"] = ece_raw(w)
         if ece_cal is not None:
             out["ece_calibrated"] = ece_cal(w)
-        if decided is not None:
-            rates = bs.binary_rates(w, labels == classes.index(op["positive"]), decided)
+        if decided is not None and decided_positive is not None:
+            rates = bs.binary_rates(w, decided_positive, decided)
             out.update(rates)
         return out
 
     boot = resampler.collect(kernel) if n else {}
     get = boot.get
 
-    point = _point_estimates(labels, pred, deployed, k) if n else None
-    per_class = {}
+    point = _point_estimates(labels, pred, deployed, k) if n else None  # None iff no image
+    per_class: dict[str, dict[str, Any]] = {}
     for c, name in enumerate(classes):
         per_class[name] = {
-            "support": int(point["support"][c]) if n else 0,
+            "support": int(point["support"][c]) if point is not None else 0,
             **{
                 m: bs.interval(
-                    _f(point[m][c]) if n else None,
-                    get(m)[:, c] if m in boot else None,
+                    _f(point[m][c]) if point is not None else None,
+                    boot[m][:, c] if m in boot else None,
                 )
                 for m in ("precision", "recall", "f1")
             },
             "roc_auc": bs.interval(
-                _f(point["roc_auc"][c]) if n else None,
-                get("class_auc")[:, c] if n else None,
+                _f(point["roc_auc"][c]) if point is not None else None,
+                boot["class_auc"][:, c] if n else None,
             ),
         }
-    macro_auc = _f(_macro(point["roc_auc"])) if n else None
-    details = {
+    macro_auc = _f(_macro(point["roc_auc"])) if point is not None else None
+    details: dict[str, Any] = {
         "samples": n,
         "groups": resampler.n_groups,
         "classes": classes,
-        "accuracy": bs.interval(_f(point["accuracy"]) if n else None, get("accuracy")),
-        "balanced_accuracy": bs.interval(
-            _f(point["balanced_accuracy"]) if n else None, get("balanced_accuracy")
+        "accuracy": bs.interval(
+            _f(point["accuracy"]) if point is not None else None, get("accuracy")
         ),
-        "macro_f1": bs.interval(_f(point["macro_f1"]) if n else None, get("macro_f1")),
+        "balanced_accuracy": bs.interval(
+            _f(point["balanced_accuracy"]) if point is not None else None,
+            get("balanced_accuracy"),
+        ),
+        "macro_f1": bs.interval(
+            _f(point["macro_f1"]) if point is not None else None, get("macro_f1")
+        ),
         "roc_auc": bs.interval(macro_auc, get("roc_auc")),
         "per_class": per_class,
-        "confusion_matrix": point["confusion_matrix"].tolist() if n else [[0] * k] * k,
+        "confusion_matrix": (
+            point["confusion_matrix"].tolist() if point is not None else [[0] * k] * k
+        ),
         "bootstrap": {
             "resamples": opt.resamples,
             "seed": opt.seed,
@@ -314,7 +328,7 @@ def cross_fitted_operating_point(
     }
 
 
-def value(entry) -> float | None:
+def value(entry: dict[str, Any] | float | None) -> float | None:
     """A figure's point estimate, whether stored as ``{value, ci_low, ci_high}`` or a float."""
     return entry.get("value") if isinstance(entry, dict) else entry
 

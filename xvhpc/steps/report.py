@@ -9,14 +9,19 @@ import html
 import io
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from ..rundir import Layout
 from ..sweeps.board import report_section as sweep_section
 from ..util import read_json, write_text_atomic
 from .common import RunDir, setup_logging
 from .metrics import MIN_SUPPORT, value
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 WORST = 10  # worst errors listed per point
 
@@ -27,7 +32,7 @@ th{background:#f2f2f2}td:first-child,th:first-child{text-align:left}img{max-widt
 .warn{background:#fff3cd;border:1px solid #e0b100;padding:.5em 1em;margin:.5em 0}.note{color:#555;font-size:13px}"""
 
 
-def _png(fig) -> str:
+def _png(fig: Figure) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
     import matplotlib.pyplot as plt
@@ -48,13 +53,13 @@ def _table(header: list[str], rows: list[list]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def _fmt(value) -> str:
+def _fmt(value: object) -> str:
     if isinstance(value, float):
         return f"{value:.4f}"
     return "" if value is None else str(value)
 
 
-def _ci(entry) -> str:
+def _ci(entry: dict[str, Any] | float | None) -> str:
     """``0.812 (0.701–0.904)``: a figure with its 95 % interval (plain floats as they are)."""
     v = value(entry)
     if v is None:
@@ -64,7 +69,7 @@ def _ci(entry) -> str:
     return f"{v:.3f}"
 
 
-def _exact(entry) -> str:
+def _exact(entry: object) -> str:
     ci = entry.get("exact_ci") if isinstance(entry, dict) else None
     return f"{ci[0]:.3f}–{ci[1]:.3f}" if ci else "n/a"
 
@@ -136,9 +141,10 @@ def roc_curves(rows: list[dict], classes: list[str], op: dict | None) -> str:
         ax.plot(fpr, tpr, label=c)
     if op and op.get("threshold") is not None:
         sens, spec = value(op["sensitivity"]), value(op["specificity"])
-        ax.plot(
-            [1 - spec], [sens], "k*", markersize=14, label=f"operating point ({op['positive']})"
-        )
+        if sens is not None and spec is not None:  # undefined without images of both kinds
+            ax.plot(
+                [1 - spec], [sens], "k*", markersize=14, label=f"operating point ({op['positive']})"
+            )
     ax.plot([0, 1], [0, 1], ":", color="grey")
     ax.set_xlabel("1 − specificity")
     ax.set_ylabel("sensitivity")
@@ -378,7 +384,7 @@ def confusion(metrics: dict) -> str:
             ax.text(
                 j,
                 i,
-                int(cm[i, j]),
+                str(int(cm[i, j])),
                 ha="center",
                 va="center",
                 color="white" if cm[i, j] > cm.max() / 2 else "black",
@@ -395,7 +401,7 @@ def samples(run: RunDir, count: int) -> str:
 
     bundle = load_bundle(run.root / "model")
     dataset = ShardDataset(load_index(run.root, "val"))
-    picks = (
+    picks: NDArray[np.int_] | list[int] = (
         np.linspace(0, len(dataset) - 1, num=min(count, len(dataset)), dtype=int)
         if len(dataset)
         else []
