@@ -32,7 +32,9 @@ def test_no_stray_files_in_the_repo_root() -> None:
         text=True,
     ).stdout.split()
     stray = sorted(set(entries) - ALLOWED - set(ignored))
-    assert not stray, f"stray files in the repository root: {stray} (move, delete or .gitignore them)"
+    assert not stray, (
+        f"stray files in the repository root: {stray} (move, delete or .gitignore them)"
+    )
 
 
 def test_the_package_is_typed() -> None:

@@ -14,6 +14,7 @@ training rank imports it.
       eval/<point>/metrics.json  eval/leaderboard.json
       model/                                         the published model bundle
       report.html  export/
+      locks/<name>.lock                              who writes what now (xvhpc/lock.py)
       sweep/study.journal                            Optuna study of a tpe/random-with-trials sweep
       train/<point>/tensorboard/ trial.json          TensorBoard event files; a study slot's trial
 """
@@ -25,6 +26,7 @@ from pathlib import Path
 
 REQUEUE_EXIT = 75  # EX_TEMPFAIL: the step checkpointed and asks to be requeued
 WORKER_LOST_EXIT = 4  # ingest: a worker process was killed (complete shards kept)
+BUSY_EXIT = 5  # another xvhpc process holds a lock this step needs (xvhpc/lock.py)
 
 PLAN = "plan.json"
 SPEC = "spec.yaml"
@@ -34,6 +36,7 @@ MANIFEST = "manifest.json"
 REPORT = "report.html"
 SCRIPTS = "scripts"
 LOGS = "logs"
+LOCKS = "locks"
 SHARDS = "shards"
 TRAIN = "train"
 EVAL = "eval"
@@ -148,6 +151,10 @@ class Layout:
 
     def eval_dir(self, point: int) -> Path:
         return self.root / EVAL / str(point)
+
+    def lock(self, name: str) -> Path:
+        """A lock file: ``run``, ``ingest``, ``shard-00003``, ``merge``, ``train-0``."""
+        return self.root / LOCKS / f"{name}.lock"
 
     def local_log(self, step: str) -> Path:
         return self.logs / f"{step}-local.out"

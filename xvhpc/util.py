@@ -13,13 +13,44 @@ from pathlib import Path
 from typing import Any
 
 
+class UserError(Exception):
+    """A failure the user can act on (bad input, a busy run directory, a damaged or missing
+    file): ``xvhpc`` prints ``xvhpc: error: <message>`` and exits with ``code``, no traceback."""
+
+    code = 2
+
+
+class CorruptFile(UserError, ValueError):
+    """A JSON file of a run directory that does not parse (``str()`` names it)."""
+
+
+def umask() -> int:
+    """The process umask, read without changing it where Linux shows it (no race with threads)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    current = os.umask(0o022)
+    os.umask(current)
+    return current
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it over ``path`` only on success."""
+    """Yield a temporary path beside ``path``; rename it over ``path`` only on success.
+
+    The file gets the mode any new file gets (0666 less the umask), not mkstemp's 0600:
+    group members share run directories."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
+    try:
+        os.fchmod(fd, 0o666 & ~umask())
+    finally:
+        os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
@@ -45,7 +76,8 @@ def write_text_atomic(path: str | os.PathLike[str], text: str, mode: int | None 
     """Write ``text`` to ``path`` through a temp file and rename."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
-        tmp.chmod(0o644 if mode is None else mode)  # mkstemp makes 0600
+        if mode is not None:  # e.g. 0o755 for scripts, less the umask as for any new file
+            tmp.chmod(mode & ~umask())
 
 
 def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:
@@ -54,11 +86,17 @@ def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:
 
 
 def read_json(path: str | os.PathLike[str], default: Any = None) -> Any:
-    """Read JSON from ``path``; return ``default`` when the file does not exist."""
+    """Read JSON from ``path``; return ``default`` when the file does not exist. A file that is
+    not JSON is a ``CorruptFile`` naming it (a clear error, not a traceback)."""
     try:
-        return json.loads(Path(path).read_text())
+        return json.loads(Path(path).read_bytes())
     except FileNotFoundError:
         return default
+    except ValueError as exc:  # not UTF-8, not JSON
+        raise CorruptFile(
+            f"{path} is damaged (not valid JSON: {exc}); restore it, or delete it and rerun the "
+            "step that writes it"
+        ) from None
 
 
 def sha256_file(path: str | os.PathLike[str], block: int = 1 << 20) -> str:

@@ -8,6 +8,8 @@ import io
 import json
 import os
 import random
+import re
+import stat
 import zlib
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field, replace
@@ -37,6 +39,8 @@ class Catalog:
     skipped: list[dict[str, str]] = field(default_factory=list)  # found but unusable before decode
     notes: list[str] = field(default_factory=list)
     unlabelled: int = 0
+    # hidden files and folders: listed in the manifest's skipped, not counted as bad inputs
+    ignored: list[dict[str, str]] = field(default_factory=list)
 
     def shard(self, index: int, shards: int) -> list[Sample]:
         return self.samples[index::shards]
@@ -44,65 +48,199 @@ class Catalog:
 
 _HIDDEN = (".", "_")
 _VAL_NAMES = ("val", "validation", "valid")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_KINDS = (
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISDIR, "a folder"),
+)
 
 
-def _class_dirs(root: Path) -> list[Path]:
-    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(_HIDDEN))
+def display_name(text: str) -> str:
+    """A file name as people, JSON, HTML and HDF5 see it: bytes that are not UTF-8 (kept by
+    Python as lone surrogates) become ``\\xNN`` and control characters ``\\n``-style escapes,
+    so one odd name can neither break a shard nor a report."""
+    try:
+        shown = os.fsencode(text).decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate that no file system produced (JSON, CSV)
+        shown = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], shown)
 
 
-def _files(folder: Path) -> list[Path]:
-    """Every file under a class folder, hidden ones aside (dangling links and links to folders
-    included: they are reported, not lost; linked folders are not descended, as ``rglob``)."""
-    out: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        base = Path(dirpath)
-        out.extend(base / name for name in filenames if not name.startswith("."))
-        out.extend(base / d for d in dirnames if os.path.islink(os.path.join(dirpath, d)))
-    return sorted(out)
+def file_kind(mode: int) -> str:
+    """'a FIFO', 'a character device' … for a mode that is not a regular file."""
+    return next((name for test, name in _KINDS if test(mode)), "not a regular file")
+
+
+def _inside(path: str, root: Path) -> bool:
+    return Path(path).is_relative_to(root)
+
+
+class _Walk:
+    """What one scan of a folder source found, beyond the samples."""
+
+    def __init__(self, root: Path, follow_links: bool):
+        self.root = root
+        self.follow_links = follow_links
+        self.skipped: list[dict[str, str]] = []  # found, unusable: counted against max_bad_fraction
+        self.ignored: list[dict[str, str]] = []  # hidden: listed, not counted
+        self.notes: list[str] = []
+        self.odd_names: set[str] = set()
+
+    def rel(self, path: str | Path) -> str:
+        text = str(Path(path).relative_to(self.root))
+        shown = display_name(text)
+        if shown != text:
+            self.odd_names.add(shown)
+        return shown
+
+    def skip(self, path: str | Path, reason: str) -> None:
+        self.skipped.append({"path": self.rel(path), "reason": reason})
+
+    def link_problem(self, path: str, is_dir: bool) -> str | None:
+        """Why a symbolic link is not read, or None: it must resolve, and stay inside the
+        source unless data.follow_links allows otherwise."""
+        target = os.path.realpath(path)
+        if not os.path.exists(target):
+            return "unreadable: broken link"
+        if not self.follow_links and not _inside(target, self.root):
+            what = "folder" if is_dir else "file"
+            return (
+                f"link to a {what} outside data.source ({display_name(target)}): not followed "
+                "(data.follow_links: true reads it)"
+            )
+        return None
+
+    def regular(self, path: str) -> str | None:
+        """Why ``path`` (links resolved) is not a regular file to read, or None."""
+        try:
+            info = os.stat(path)
+        except OSError as exc:
+            return f"unreadable: {exc.strerror or exc}"
+        if not stat.S_ISREG(info.st_mode):
+            return f"not a regular file ({file_kind(info.st_mode)})"
+        return None
+
+    def entries(self, folder: str) -> list[os.DirEntry]:
+        try:
+            with os.scandir(folder) as it:
+                return sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            self.skip(folder, f"unreadable folder: {exc.strerror or exc}")
+            return []
+
+    def class_dirs(self, base: Path) -> list[tuple[str, Path]]:
+        """(name, folder) of the class folders directly under ``base``; the other entries
+        there are listed as skipped (files) or ignored (hidden)."""
+        out = []
+        for entry in self.entries(str(base)):
+            path = entry.path
+            if entry.name.startswith(_HIDDEN):
+                kind = "folder" if entry.is_dir() else "file"
+                self.ignored.append(
+                    {
+                        "path": self.rel(path),
+                        "reason": f"hidden {kind} (name starts with . or _): not read",
+                    }
+                )
+                continue
+            if not entry.is_dir():  # follows links: a link to a file is a file here
+                self.skip(path, "not inside a class folder")
+                continue
+            if entry.is_symlink():
+                why = self.link_problem(path, is_dir=True)
+                if why is not None:
+                    self.skip(path, why)
+                    self.notes.append(f"class folder {self.rel(path)}/ skipped: {why}")
+                    continue
+            out.append((entry.name, Path(path)))
+        return out
+
+    def files(self, folder: Path) -> list[str]:
+        """Regular files under a class folder, recursively, in name order. Linked sub-folders
+        are not descended; links, FIFOs, devices and sockets are listed with the reason."""
+        found: list[str] = []
+        stack = [str(folder)]
+        while stack:
+            current = stack.pop()
+            subdirs = []
+            for entry in self.entries(current):
+                path = entry.path
+                hidden = entry.name.startswith(".")
+                try:
+                    is_link = entry.is_symlink()
+                    is_dir = entry.is_dir(follow_symlinks=False)
+                    is_file = entry.is_file(follow_symlinks=False)
+                except OSError as exc:
+                    self.skip(path, f"unreadable: {exc.strerror or exc}")
+                    continue
+                if hidden:
+                    kind = "folder" if is_dir else "file"
+                    self.ignored.append(
+                        {
+                            "path": self.rel(path),
+                            "reason": f"hidden {kind} (name starts with .): not read",
+                        }
+                    )
+                elif is_dir:
+                    subdirs.append(path)
+                elif is_link:
+                    why = self.link_problem(path, is_dir=os.path.isdir(path))
+                    if why is None and os.path.isdir(path):
+                        why = "link to a folder: not followed"
+                    why = why or self.regular(path)
+                    (self.skip(path, why) if why else found.append(path))
+                elif is_file:
+                    found.append(path)
+                else:
+                    self.skip(path, self.regular(path) or "not a regular file")
+            stack.extend(sorted(subdirs, reverse=True))
+        return sorted(found)
 
 
 def _from_folders(
-    root: Path, catalog_notes: list[str]
-) -> tuple[list[Sample], list[dict[str, str]]]:
-    samples: list[Sample] = []
-    skipped: list[dict[str, str]] = []
+    root: Path, spec: DataSpec, catalog_notes: list[str]
+) -> tuple[list[Sample], list[dict[str, str]], list[dict[str, str]]]:
     root = root.resolve()  # once: every path below is then absolute without a per-file realpath
-    sub = {p.name.lower(): p for p in _class_dirs(root)}
+    walk = _Walk(root, spec.follow_links)
+    top = walk.class_dirs(root)
+    sub = {name.lower(): path for name, path in top}
     explicit = "train" in sub and any(v in sub for v in _VAL_NAMES)
-    parts = (
-        [("train", sub["train"]), ("val", next(sub[v] for v in _VAL_NAMES if v in sub))]
-        if explicit
-        else [("", root)]
-    )
+    samples: list[Sample] = []
     if explicit:
         catalog_notes.append("explicit train/ and val/ folders: their split is used as given")
-    for split, base in parts:
-        for file in sorted(p for p in base.iterdir() if p.is_file() and not p.name.startswith(".")):
-            skipped.append(
-                {"path": str(file.relative_to(root)), "reason": "not inside a class folder"}
-            )
-        for class_dir in _class_dirs(base):
-            files = _files(class_dir)
+        val = next(sub[v] for v in _VAL_NAMES if v in sub)
+        for _name, path in top:
+            if path not in (sub["train"], val):
+                reason = "folder beside explicit train/ and val/ folders: not read"
+                walk.ignored.append({"path": walk.rel(path), "reason": reason})
+        parts = [("train", walk.class_dirs(sub["train"])), ("val", walk.class_dirs(val))]
+    else:
+        parts = [("train", top)]
+    for split, class_dirs in parts:
+        for name, class_dir in class_dirs:
+            files = walk.files(class_dir)
+            label = display_name(name)
             if not files:
-                catalog_notes.append(f"class folder {class_dir.relative_to(root)}/ is empty")
-            for file in files:
-                samples.append(
-                    Sample(
-                        str(file),
-                        str(file.relative_to(root)),
-                        class_dir.name,
-                        None,
-                        split or "train",
-                    )
-                )
-    return samples, skipped
+                catalog_notes.append(f"class folder {walk.rel(class_dir)}/ is empty")
+            samples.extend(Sample(f, walk.rel(f), label, None, split) for f in files)
+    catalog_notes.extend(walk.notes)
+    if walk.odd_names:
+        catalog_notes.append(
+            f"{len(walk.odd_names)} name(s) are not UTF-8 or hold control characters: shown with "
+            "\\x escapes"
+        )
+    return samples, walk.skipped, walk.ignored
 
 
-def _from_csv(csv_path: Path, spec: DataSpec) -> tuple[list[Sample], list[dict[str, str]], int]:
+def _from_csv(
+    csv_path: Path, spec: DataSpec, notes: list[str]
+) -> tuple[list[Sample], list[dict[str, str]], int]:
     cfg = spec.csv
     base = csv_path.parent
-    samples: list[Sample] = []
+    listed: list[tuple[int, Sample]] = []  # (CSV line, sample)
     skipped: list[dict[str, str]] = []
     unlabelled = 0
     raw = csv_path.read_bytes()
@@ -125,14 +263,21 @@ def _from_csv(csv_path: Path, spec: DataSpec) -> tuple[list[Sample], list[dict[s
             )
         for row_number, row in enumerate(reader, start=2):
             label = (row.get(cfg.label_column) or "").strip()
-            label = cfg.label_map.get(label, label)
+            label = display_name(cfg.label_map.get(label, label))
             if not label:
                 unlabelled += 1
                 continue
             if cfg.path_pattern:
-                pattern = cfg.path_pattern.format(**row)
+                try:
+                    pattern = cfg.path_pattern.format(**row)
+                except (KeyError, IndexError, ValueError, AttributeError) as exc:
+                    raise CatalogError(
+                        f"data.csv.path_pattern {cfg.path_pattern!r}: cannot fill it from CSV "
+                        f"line {row_number} ({type(exc).__name__}: {exc}); name columns as "
+                        "{column}"
+                    ) from None
                 matches = sorted(glob.glob(str(base / pattern)))
-                rel = pattern
+                rel = display_name(pattern)
                 if not matches:
                     skipped.append(
                         {"path": rel, "reason": f"file not found (CSV line {row_number})"}
@@ -140,31 +285,91 @@ def _from_csv(csv_path: Path, spec: DataSpec) -> tuple[list[Sample], list[dict[s
                     continue
                 file = Path(matches[0])
             else:
-                rel = (row.get(cfg.path_column) or "").strip()
-                file = base / rel
-                if not rel or not file.is_file():
+                rel = display_name((row.get(cfg.path_column) or "").strip())
+                file = base / (row.get(cfg.path_column) or "").strip()
+                if not rel:
                     skipped.append(
                         {
-                            "path": rel or f"<line {row_number}>",
-                            "reason": f"file not found (CSV line {row_number})",
+                            "path": f"<line {row_number}>",
+                            "reason": f"no path (CSV line {row_number})",
                         }
                     )
                     continue
+            why = _unusable(file)
+            if why:
+                skipped.append({"path": rel, "reason": f"{why} (CSV line {row_number})"})
+                continue
             group = None
             if cfg.group_column:
                 group = (row.get(cfg.group_column) or "").strip() or None
-            samples.append(
-                Sample(
-                    str(file.resolve()),
-                    str(file.relative_to(base)) if file.is_relative_to(base) else str(file),
-                    label,
-                    group,
-                )
+            shown = str(file.relative_to(base)) if file.is_relative_to(base) else str(file)
+            listed.append(
+                (row_number, Sample(str(file.resolve()), display_name(shown), label, group))
             )
-    return samples, skipped, unlabelled
+    samples, more_skipped = _once_per_file(listed, notes)
+    return samples, skipped + more_skipped, unlabelled
 
 
-def _from_coco(json_path: Path, spec: DataSpec) -> tuple[list[Sample], list[dict[str, str]], int]:
+def _unusable(file: Path) -> str | None:
+    """Why a listed file cannot be read ("file not found", "not a regular file (a FIFO)"), or
+    None for a regular file (links resolved)."""
+    try:
+        info = os.stat(file)
+    except FileNotFoundError:
+        return "file not found"
+    except OSError as exc:
+        return f"unreadable: {exc.strerror or exc}"
+    if not stat.S_ISREG(info.st_mode):
+        return f"not a regular file ({file_kind(info.st_mode)})"
+    return None
+
+
+def _once_per_file(
+    listed: list[tuple[int, Sample]], notes: list[str]
+) -> tuple[list[Sample], list[dict[str, str]]]:
+    """A CSV may list a file twice: with the same label it is used once; with two labels it is
+    skipped (classification takes one label per image). Both are noted in the manifest."""
+    rows: dict[str, list[tuple[int, Sample]]] = defaultdict(list)
+    for row_number, sample in listed:
+        rows[sample.path].append((row_number, sample))
+    samples: list[Sample] = []
+    skipped: list[dict[str, str]] = []
+    twice: list[str] = []
+    conflicting: list[str] = []
+    for entries in rows.values():
+        first = entries[0][1]
+        lines = ", ".join(str(n) for n, _ in entries)
+        labels = sorted({s.label for _, s in entries})
+        if len(labels) > 1:
+            shown = ", ".join(f"{s.label} on line {n}" for n, s in entries)
+            skipped.append(
+                {
+                    "path": first.rel,
+                    "reason": f"listed with {len(labels)} labels ({shown}); classification "
+                    "takes one label per image",
+                }
+            )
+            conflicting.append(f"{first.rel} (lines {lines})")
+            continue
+        if len(entries) > 1:
+            twice.append(f"{first.rel} (lines {lines})")
+        samples.append(first)
+    if twice:
+        notes.append(
+            f"{len(twice)} file(s) listed more than once in the CSV with the same label, used "
+            f"once: {'; '.join(twice[:5])}{' …' if len(twice) > 5 else ''}"
+        )
+    if conflicting:
+        notes.append(
+            f"{len(conflicting)} file(s) listed in the CSV with different labels, skipped: "
+            f"{'; '.join(conflicting[:5])}{' …' if len(conflicting) > 5 else ''}"
+        )
+    return samples, skipped
+
+
+def _from_coco(
+    json_path: Path, spec: DataSpec, notes: list[str]
+) -> tuple[list[Sample], list[dict[str, str]], int]:
     """COCO JSON (images, annotations, categories) with one category per image."""
     cfg = spec.coco
     try:
@@ -205,18 +410,18 @@ def _from_coco(json_path: Path, spec: DataSpec) -> tuple[list[Sample], list[dict
         elif not found:
             unlabelled += 1
             continue
-        elif not (base / rel).is_file():
-            reason = f"file not found (COCO image id {image_id})"
+        elif why := _unusable(base / rel):
+            reason = f"{why} (COCO image id {image_id})"
         if reason:
-            skipped.append({"path": rel, "reason": reason})
+            skipped.append({"path": display_name(rel), "reason": reason})
             continue
         group = image.get(cfg.group_field) if cfg.group_field else None
         samples.append(
             Sample(
                 str((base / rel).resolve()),
-                rel,
-                next(iter(found)),
-                None if group in (None, "") else str(group),
+                display_name(rel),
+                display_name(next(iter(found))),
+                None if group in (None, "") else display_name(str(group)),
             )
         )
     return samples, skipped, unlabelled
@@ -280,25 +485,26 @@ def build_catalog(source: str | Path, spec: DataSpec) -> Catalog:
     """List, split and plan a data source. Deterministic for the same files and spec."""
     source = Path(source)
     notes: list[str] = []
+    ignored: list[dict[str, str]] = []
     unlabelled = 0
     if not source.exists():
         raise CatalogError(f"data.source {source} does not exist")
     suffix = source.suffix.lower()
-    kind = spec.format
+    kind: str = spec.format
     if kind == "auto":
         kind = {".csv": "csv", ".json": "coco"}.get(suffix, "folders")
     if kind in ("csv", "coco"):
         if not source.is_file():
             raise CatalogError(f"data.source {source} is not a file (data.format {kind})")
         read = _from_csv if kind == "csv" else _from_coco
-        samples, skipped, unlabelled = read(source, spec)
+        samples, skipped, unlabelled = read(source, spec, notes)
         explicit = False
     else:
         if not source.is_dir():
             raise CatalogError(
                 f"data.source {source} is neither a folder of class folders, a .csv manifest nor COCO .json"
             )
-        samples, skipped = _from_folders(source, notes)
+        samples, skipped, ignored = _from_folders(source, spec, notes)
         explicit = any("explicit train/" in n for n in notes)
     samples.sort(key=lambda s: s.rel)
     classes = sorted({s.label for s in samples})
@@ -317,4 +523,4 @@ def build_catalog(source: str | Path, spec: DataSpec) -> Catalog:
             samples, spec.split.validation, spec.split.seed, spec.split.stratify
         )
     samples = plan_copies(samples, spec)
-    return Catalog(classes, samples, skipped, notes, unlabelled)
+    return Catalog(classes, samples, skipped, notes, unlabelled=unlabelled, ignored=ignored)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import io
 import os
+import stat
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,17 +66,58 @@ def sniff(head: bytes) -> str | None:
     return None
 
 
-def _read(source: str | os.PathLike[str] | bytes) -> bytes:
+_KINDS = (
+    (stat.S_ISDIR, "is a directory"),
+    (stat.S_ISFIFO, "not a regular file (a FIFO)"),
+    (stat.S_ISSOCK, "not a regular file (a socket)"),
+    (stat.S_ISCHR, "not a regular file (a character device)"),
+    (stat.S_ISBLK, "not a regular file (a block device)"),
+)
+
+
+def max_file_bytes(max_pixels: int) -> int:
+    """The largest file worth reading for ``max_pixels``: 8 bytes a pixel (16-bit RGBA,
+    uncompressed) and 64 MiB of headers; a larger file is refused before it is read."""
+    return max_pixels * 8 + (64 << 20)
+
+
+def _not_regular(mode: int) -> str | None:
+    if stat.S_ISREG(mode):
+        return None
+    return next((why for test, why in _KINDS if test(mode)), "not a regular file")
+
+
+def _read(source: str | os.PathLike[str] | bytes, limit: int | None = None) -> bytes:
+    """The bytes of a regular file (links followed) of at most ``limit`` bytes. A FIFO, a
+    device or a socket is refused before it is opened (reading one could block forever or
+    never end), and checked again on the open file."""
     if isinstance(source, bytes):
         return source
     try:
-        data = Path(source).read_bytes()
+        why = _not_regular(os.stat(source).st_mode)
+        if why:
+            raise BadImage(why)
+        flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+        fd = os.open(source, flags | getattr(os, "O_CLOEXEC", 0))
+        with open(fd, "rb") as fh:
+            info = os.fstat(fh.fileno())
+            why = _not_regular(info.st_mode)
+            if why:
+                raise BadImage(why)
+            if limit is not None and info.st_size > limit:
+                raise BadImage(
+                    f"file of {info.st_size:,} bytes, more than any image within "
+                    f"data.max_image_pixels needs ({limit:,})"
+                )
+            data = fh.read() if limit is None else fh.read(limit + 1)
     except PermissionError:
         raise BadImage("unreadable: permission denied") from None
     except IsADirectoryError:
         raise BadImage("is a directory") from None
     except OSError as exc:
         raise BadImage(f"unreadable: {exc.strerror or exc}") from None
+    if limit is not None and len(data) > limit:
+        raise BadImage(f"file grew past {limit:,} bytes while it was read")
     return data
 
 
@@ -169,31 +212,117 @@ _DICOM_HINT = {
 }
 
 
+_DEFLATED = "1.2.840.10008.1.2.1.99"  # Deflated Explicit VR Little Endian: the whole dataset zipped
+_HEADER_BYTES = 4 << 20  # inflated bytes searched for a deflated file's header
+_LONG_VRS = (b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT")
+
+
+def _deflated_body(data: bytes) -> int | None:
+    """Where the zipped dataset of a deflated DICOM file starts (after its file meta
+    group, which is never zipped); None for any other transfer syntax."""
+    if data[128:132] != b"DICM":
+        return None
+    pos, syntax = 132, b""
+    while pos + 8 <= len(data) and data[pos : pos + 2] == b"\x02\x00":
+        element, vr = data[pos + 2 : pos + 4], data[pos + 4 : pos + 6]
+        if vr in _LONG_VRS:
+            length, start = int.from_bytes(data[pos + 8 : pos + 12], "little"), pos + 12
+        else:
+            length, start = int.from_bytes(data[pos + 6 : pos + 8], "little"), pos + 8
+        if element == b"\x10\x00":  # (0002,0010) TransferSyntaxUID
+            syntax = data[start : start + length].rstrip(b"\x00 ")
+        pos = start + length
+    return pos if syntax == _DEFLATED.encode() else None
+
+
+def _dicom_guard(
+    header, opts: DecodeOptions, all_frames: bool, deflated: bool = False
+) -> tuple[int, int]:
+    """Refuse, from the header alone, a file whose decoded frames exceed max_pixels: frames ×
+    rows × columns of what will be decoded. Returns (frames, bytes the pixel data needs)."""
+    try:
+        rows, cols = int(header.get("Rows", 0) or 0), int(header.get("Columns", 0) or 0)
+        frames = int(header.get("NumberOfFrames", 1) or 1)
+        samples = int(header.get("SamplesPerPixel", 1) or 1)
+        bits = int(header.get("BitsAllocated", 16) or 16)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise BadImage(f"corrupt DICOM header: {exc}") from None
+    if min(rows, cols, frames, samples, bits) < 0:
+        raise BadImage("corrupt DICOM header: negative size")
+    decoded = frames if all_frames else min(frames, 1)
+    pixels = decoded * rows * cols
+    if pixels > opts.max_pixels:
+        shown = f"{decoded} frames of {cols}x{rows}" if decoded > 1 else f"{cols}x{rows}"
+        raise BadImage(
+            f"decompression bomb guard: {shown} = {pixels:,} pixels > data.max_image_pixels "
+            f"{opts.max_pixels:,}"
+            + (
+                " (a deflated file is inflated whole, every frame)"
+                if deflated and decoded > 1
+                else ""
+            )
+        )
+    return frames, frames * rows * cols * samples * max(1, (bits + 7) // 8)
+
+
+def _check_deflated(data: bytes, body: int, opts: DecodeOptions) -> None:
+    """A deflated file is inflated whole by pydicom: read its header from the first inflated
+    bytes, apply the guard to every frame, and make sure the stream inflates to no more than
+    its header declares, before pydicom inflates it."""
+    from pydicom.filereader import read_dataset
+
+    try:
+        head = zlib.decompressobj(-zlib.MAX_WBITS).decompress(data[body:], _HEADER_BYTES)
+        header = read_dataset(
+            io.BytesIO(head),
+            is_implicit_VR=False,
+            is_little_endian=True,
+            stop_when=lambda tag, vr, length: tag >= 0x7FE00000,
+        )
+    except (zlib.error, EOFError, OSError, ValueError, KeyError, TypeError) as exc:
+        raise BadImage(f"corrupt DICOM (deflated): {exc}") from None
+    if "Rows" not in header or "Columns" not in header:
+        raise BadImage(
+            f"corrupt DICOM (deflated): no Rows/Columns in the first {_HEADER_BYTES:,} bytes"
+        )
+    _frames, needed = _dicom_guard(header, opts, all_frames=True, deflated=True)
+    limit = needed + _HEADER_BYTES
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    try:
+        inflater.decompress(data[body:], limit)
+    except zlib.error as exc:
+        raise BadImage(f"corrupt DICOM (deflated): {exc}") from None
+    if inflater.unconsumed_tail:
+        raise BadImage(
+            f"decompression bomb guard: the deflated dataset inflates past {limit:,} bytes, more "
+            "than its header declares"
+        )
+
+
 def _decode_dicom(data: bytes, opts: DecodeOptions, force: bool) -> list[np.ndarray]:
     import pydicom
     from pydicom.errors import InvalidDicomError
     from pydicom.pixels import apply_modality_lut, apply_voi_lut, convert_color_space
 
+    errors = (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError, AttributeError)
+    first_only = opts.dicom_frames == "first"
+    body = _deflated_body(data)
     try:
+        if body is not None:
+            _check_deflated(data, body, opts)
+        else:  # the header alone, then the guard, before any pixel is decoded
+            header = pydicom.dcmread(io.BytesIO(data), force=force, stop_before_pixels=True)
+            _dicom_guard(header, opts, all_frames=not first_only)
         ds = pydicom.dcmread(io.BytesIO(data), force=force)
-    except (
-        InvalidDicomError,
-        EOFError,
-        OSError,
-        ValueError,
-        KeyError,
-        TypeError,
-        AttributeError,
-    ) as exc:
+    except errors as exc:
         raise BadImage(f"corrupt DICOM: {exc}") from None
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         raise BadImage("DICOM without pixel data")
-    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
-    if rows * cols > opts.max_pixels:
-        raise BadImage(
-            f"decompression bomb guard: {cols}x{rows} > data.max_image_pixels {opts.max_pixels:,}"
-        )
+    frames_count, _ = _dicom_guard(ds, opts, all_frames=not first_only)
+    one_frame = first_only and frames_count > 1
     try:
+        if one_frame:  # decode the first frame only, not all of them
+            ds.pixel_array_options(index=0)
         pixels = ds.pixel_array
     except Exception as exc:  # pydicom raises several types for missing decoders
         uid = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
@@ -220,10 +349,9 @@ def _decode_dicom(data: bytes, opts: DecodeOptions, force: bool) -> list[np.ndar
         raise BadImage(
             f"DICOM pixel data unreadable ({name}): {text.splitlines()[0] if text else type(exc).__name__}"
         ) from None
-    frames_count = int(ds.get("NumberOfFrames", 1) or 1)
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
-    frames = pixels if frames_count > 1 else pixels[None]
-    if opts.dicom_frames == "first":
+    frames = pixels if frames_count > 1 and not one_frame else pixels[None]
+    if first_only:
         frames = frames[:1]
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
     out = []
@@ -253,7 +381,7 @@ def decode(
     source: str | os.PathLike[str] | bytes, opts: DecodeOptions, name: str = ""
 ) -> list[np.ndarray]:
     """Decode one file (path or bytes) into one or more HxWxC uint8 frames."""
-    data = _read(source)
+    data = _read(source, max_file_bytes(opts.max_pixels))
     if not data:
         raise BadImage("zero-byte file")
     kind = sniff(data[:132])

@@ -97,7 +97,8 @@ def build_manifest(infos: list[dict], catalog: Catalog, data: DataSpec) -> dict[
         "unlabelled": catalog.unlabelled,
         "counts_before_augmentation": _total(infos, "original_per_split_class"),
         "counts_after_augmentation": _total(infos, "per_split_class"),
-        "skipped": sorted(skipped, key=lambda s: s["path"]),
+        # hidden files are listed too, but not counted against max_bad_fraction
+        "skipped": sorted(skipped + catalog.ignored, key=lambda s: s["path"]),
         "bad_fraction": round(bad_fraction, 4),
         "notes": catalog.notes,
         "leaks": {

@@ -5,8 +5,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 import h5py
 import numpy as np
@@ -15,6 +19,9 @@ from ..util import atomic_path, sha256_file, write_json_atomic
 from .decode import to_channels
 
 SPLITS = {"train": 0, "val": 1}
+# writers whose HDF5 file failed to close: never collected; the process must end with os._exit
+# (HDF5's own exit handler would crash on them): cli.main does when this is not empty
+BROKEN: list[ShardWriter] = []
 
 
 @dataclass
@@ -65,6 +72,9 @@ class ShardWriter:
             chunks=(1, size, size, channels),
             compression=comp,
             track_times=False,
+            # no chunk cache: each image goes to disk as it is added, so a full disk fails
+            # that write (a clean OSError) rather than the close, after which HDF5 crashes
+            rdcc_nbytes=0,
         )
         text = h5py.string_dtype()
         self.labels = self._file.create_dataset(
@@ -93,6 +103,12 @@ class ShardWriter:
             self._flush()
 
     def _flush(self) -> None:
+        try:
+            self._write_pending()
+        except (RuntimeError, OSError) as exc:
+            _reraise_as_os_error(exc, self._tmp)
+
+    def _write_pending(self) -> None:
         if not self._pending:
             return
         n, start = len(self._pending), self.count
@@ -108,20 +124,45 @@ class ShardWriter:
         self.images[start : start + n] = batch
         self.labels[start : start + n] = [r.label for r in self._pending]
         self.split[start : start + n] = [SPLITS[r.split] for r in self._pending]
-        self.source[start : start + n] = [r.source for r in self._pending]
-        self.ops[start : start + n] = [r.ops for r in self._pending]
+        self.source[start : start + n] = [_utf8(r.source) for r in self._pending]
+        self.ops[start : start + n] = [_utf8(r.ops) for r in self._pending]
         self.count += n
         self._pending.clear()
 
     def close(self, attrs: dict[str, str]) -> None:
-        self._flush()
-        for key, value in sorted(attrs.items()):
-            self._file.attrs[key] = value
-        self._file.close()
+        try:
+            self._flush()
+            for key, value in sorted(attrs.items()):
+                self._file.attrs[key] = value
+        except BaseException:  # e.g. a full disk: the original error surfaces, the temp goes
+            self.abort()
+            raise
+        try:
+            self._file.close()
+        except (RuntimeError, OSError) as exc:
+            self._closed_badly()
+            _reraise_as_os_error(exc, self._tmp)
+        except BaseException:
+            self._closed_badly()
+            raise
         self._ctx.__exit__(None, None, None)
 
+    def _closed_badly(self) -> None:
+        """A close that failed (a full disk) leaves HDF5 in a state where closing again, or
+        letting the object be collected, crashes the process: keep it, drop the temp file."""
+        BROKEN.append(self)
+        self._aborted = True
+        self._ctx.__exit__(RuntimeError, RuntimeError("aborted"), None)
+
     def abort(self) -> None:
-        self._file.close()
+        """Drop the temp file. Idempotent; a failing close does not hide the first error."""
+        if getattr(self, "_aborted", False):
+            return
+        self._aborted = True
+        try:
+            self._file.close()
+        except Exception:
+            BROKEN.append(self)
         self._ctx.__exit__(RuntimeError, RuntimeError("aborted"), None)
 
 
@@ -133,7 +174,7 @@ def finish_shard(shard_dir: Path, stats: ShardStats) -> dict:
         "file": h5.name,
         "count": stats.count,
         "bytes": h5.stat().st_size,
-        "sha256": sha256_file(h5),
+        "sha256": file_sha256(h5),
         "inputs": stats.inputs,
         "per_split_class": stats.per_split_class,
         "original_per_split_class": stats.original_per_split_class,
@@ -145,17 +186,59 @@ def finish_shard(shard_dir: Path, stats: ShardStats) -> dict:
     return info
 
 
-def shard_complete(shard_dir: Path, index: int) -> dict | None:
-    """The sidecar of a finished shard whose file is intact, else None."""
+def _reraise_as_os_error(exc: Exception, path: Path) -> NoReturn:
+    """h5py reports a failed write (a full disk) as a RuntimeError or an OSError with the
+    errno only in its text: raise the OSError it is, naming the file, so the CLI says it
+    plainly; anything else as it was."""
+    found = re.search(r"errno = (\d+)", str(exc))
+    if not found:
+        raise exc
+    code = int(found.group(1))
+    raise OSError(code, os.strerror(code), str(path)) from exc
+
+
+def _utf8(text: str) -> str:
+    """HDF5 strings are UTF-8: a character that cannot be encoded (a lone surrogate from a
+    file name that is not UTF-8) is stored as its escape instead of failing the shard."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+_digests: dict[tuple[str, int, int, int], str] = {}  # (path, inode, size, mtime_ns) → sha256
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file, computed once per process for the same unchanged file (ingest checks
+    a shard when it plans, writes and merges; training once per split)."""
+    info = os.stat(path)
+    key = (str(path), info.st_ino, info.st_size, info.st_mtime_ns)
+    if key not in _digests:
+        _digests[key] = sha256_file(path)
+    return _digests[key]
+
+
+def shard_complete(shard_dir: Path, index: int, verify: bool = True) -> dict | None:
+    """The sidecar of a finished shard whose file is intact, else None.
+
+    Intact: the size and (``verify``) the sha256 recorded when it was written. A shard
+    changed since (a same-size overwrite, a bad disk block) counts as not done, so ingest
+    writes it again instead of passing garbage on to training."""
     h5 = shard_dir / shard_name(index)
     side = h5.with_suffix(".json")
     if not (h5.is_file() and side.is_file()):
         return None
     try:
         info = json.loads(side.read_text())
-    except json.JSONDecodeError:
+        size = h5.stat().st_size
+    except (OSError, ValueError):  # unreadable, not UTF-8, not JSON: write the shard again
         return None
-    return info if info.get("bytes") == h5.stat().st_size else None
+    if not isinstance(info, dict) or info.get("bytes") != size:
+        return None
+    if verify and info.get("sha256") and file_sha256(h5) != info["sha256"]:
+        logging.getLogger("xvhpc").warning(
+            "%s does not match the sha256 recorded when it was written: writing it again", h5
+        )
+        return None
+    return info
 
 
 def clean_stale(shard_dir: Path, index: int) -> None:

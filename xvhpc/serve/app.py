@@ -5,17 +5,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import dataclasses
 import hashlib
 import json
 import sys
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 from fastapi import FastAPI, File, Form, HTTPException, UploadFile
+from PIL import Image
 from pydantic import BaseModel, Field
 
-from ..data.decode import BadImage
-from ..models.bundle import Bundle, load_bundle, original_image, overlay_png
+from ..data.decode import BadImage, decode
+from ..models.bundle import Bundle, load_bundle, overlay_png
 from ..stats.decision import DecisionError, decide, describe, read_decision
 from .batching import MicroBatcher, forward
 
@@ -27,7 +30,9 @@ class Prediction(BaseModel):
 
 class PredictResponse(BaseModel):
     predictions: list[Prediction]
-    heatmap: str | None = Field(None, description="PNG overlay (base64) at the input image's size")
+    heatmap: str | None = Field(
+        None, description="PNG overlay (base64) at the input image's size, at most 1024 px a side"
+    )
     heatmap_label: str | None = None
     model: dict
     decision: str | None = Field(None, description="label under the model's decision rule")
@@ -51,6 +56,35 @@ def rank_predictions(
     ranked = sorted(zip(classes, (float(p) for p in probs), strict=True), key=lambda kv: -kv[1])
     kept = [Prediction(label=c, confidence=p) for c, p in ranked if p >= threshold]
     return kept[:top_k] if top_k else kept
+
+
+HEATMAP_MAX_SIDE = 1024  # px: the overlay's longest side (the input's size when smaller)
+
+
+def overlay_parts(bundle: Bundle, data: bytes, name: str, cam: np.ndarray):
+    """(image, heatmap) for the overlay: the input decoded under the model's own pixel guard
+    (data.max_image_pixels) and scaled to at most HEATMAP_MAX_SIDE, and the model-resolution
+    Grad-CAM cropped to the part of the model input that shows the image (letterbox bars off).
+
+    Never the input at full size: an 8 KB 8,000×8,000 1-bit PNG cost 4.9 GB that way."""
+    opts = dataclasses.replace(
+        bundle.decode_options, size=HEATMAP_MAX_SIDE, channels=3, resize="letterbox"
+    )
+    image = decode(data, opts, name=name)[0]  # a JPEG is decoded at reduced scale already
+    height, width = image.shape[:2]
+    if max(height, width) > HEATMAP_MAX_SIDE:
+        scale = HEATMAP_MAX_SIDE / max(height, width)
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        pil = Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image)
+        image = np.asarray(pil.resize(size, Image.Resampling.BILINEAR, reducing_gap=3.0))
+        height, width = image.shape[:2]
+    if bundle.decode_options.resize == "letterbox":  # the map of the padded square: crop it
+        side = cam.shape[0]
+        scale = side / max(height, width)
+        w, h = max(1, round(width * scale)), max(1, round(height * scale))
+        left, top = (side - w) // 2, (side - h) // 2
+        cam = cam[top : top + h, left : left + w]
+    return image, cam
 
 
 def create_app(
@@ -97,7 +131,10 @@ def create_app(
     )
     async def predict(
         file: Annotated[UploadFile, File(description="JPEG, PNG or DICOM")],
-        threshold: Annotated[float, Form(ge=0.0, le=1.0)] = 0.0,
+        threshold: Annotated[
+            float | None,
+            Form(ge=0.0, le=1.0, description="default: the deployed threshold (GET /v1/model)"),
+        ] = None,
         top_k: Annotated[int | None, Form(ge=1, le=1000)] = None,
         heatmap: Annotated[bool, Form()] = False,
     ) -> PredictResponse:
@@ -105,6 +142,8 @@ def create_app(
         if len(data) > limit:
             raise HTTPException(413, f"upload larger than {max_upload_mb:g} MB")
         name = file.filename or ""
+        if threshold is None:  # the request's value overrides the deployed one
+            threshold = info.default_threshold
         return await asyncio.to_thread(_predict, data, name, threshold, top_k, heatmap)
 
     def _predict(
@@ -124,7 +163,10 @@ def create_app(
         )
         if want_heatmap:
             cam = bundle.heatmap(x, best)
-            png = overlay_png(original_image(data, name), cam)
+            try:
+                png = overlay_png(*overlay_parts(bundle, data, name, cam))
+            except BadImage as exc:
+                raise HTTPException(415, f"not a supported image: {exc}") from None
             response.heatmap = base64.b64encode(png).decode()
             response.heatmap_label = bundle.classes[best]
         return response

@@ -3,7 +3,20 @@
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass, field
+
+from ..util import UserError
+
+__all__ = ["Problem", "SpecError", "UserError", "closest_first", "did_you_mean", "printable"]
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters (a newline in a YAML key …) shown as escapes, so a
+    message stays one line whatever the file held."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
 
 
 @dataclass(frozen=True)
@@ -21,7 +34,7 @@ class Problem:
         text = f"{where}: {self.key or '<top>'}: {self.message}"
         if self.choices:
             text += f" (valid: {', '.join(self.choices)})"
-        return text
+        return printable(text)
 
 
 @dataclass
@@ -38,6 +51,8 @@ class SpecError(Exception):
 
 def closest_first(word: str, choices: list[str] | tuple[str, ...]) -> tuple[str, ...]:
     """All ``choices``, the ones most like ``word`` first."""
+    if not choices:
+        return ()
     close = difflib.get_close_matches(word, choices, n=len(choices), cutoff=0.5)
     return tuple(close + sorted(c for c in choices if c not in close))
 

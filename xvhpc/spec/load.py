@@ -9,6 +9,7 @@ import math
 import random
 import sys
 import typing
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -138,10 +139,9 @@ def sweep_points(loaded: LoadedSpec) -> list[dict[str, Any]]:
     keys = sorted(sweep.parameters)
     lists = [sweep.parameters[k] for k in keys]
     total = _grid_size(sweep.parameters)
+    indices: Iterable[int] = range(min(total, MAX_GRID_POINTS))  # check_sweep refuses more
     if sweep.method == "random":
         indices = _sample_indices(random.Random(sweep.seed), total, min(sweep.samples, total))
-    else:
-        indices = range(min(total, MAX_GRID_POINTS))  # check_sweep refuses larger grids
     return [_grid_point(keys, lists, i) for i in indices]
 
 

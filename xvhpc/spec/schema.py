@@ -190,7 +190,8 @@ class ResourcesSpec(Strict):
     account: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$")
     # one job runs ingest → train → evaluate → report (one queue wait); None: the queue decides
     single_allocation: bool | None = None
-    notify: Literal["none", "email"] = "none"  # mail at job start/end (LSF -B -N; Slurm --mail-type)
+    # mail at job start/end (LSF -B -N; Slurm --mail-type)
+    notify: Literal["none", "email"] = "none"
 
     @field_validator("walltime", "ingest_walltime")
     @classmethod
@@ -240,7 +241,7 @@ class DeploySpec(Strict):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     max_upload_mb: float = Field(32, gt=0)
-    export: list[Literal["torchscript", "onnx"]] = Field(default_factory=lambda: ["torchscript"])
+    export: list[Literal["torchscript", "onnx"]] = ["torchscript"]  # pydantic copies defaults
 
 
 class ExperimentSpec(Strict):
@@ -252,4 +253,3 @@ class ExperimentSpec(Strict):
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     sweep: SweepSpec | None = None
     deploy: DeploySpec = Field(default_factory=DeploySpec)
-

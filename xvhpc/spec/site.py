@@ -20,7 +20,7 @@ from .schema import Strict
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")
 
 
-def _checker(pattern: str | None, what: str):
+def _checker(pattern: str | None, what: str) -> AfterValidator:
     compiled = re.compile(pattern) if pattern else None
 
     def check(value: str) -> str:

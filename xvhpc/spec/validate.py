@@ -25,6 +25,9 @@ def _unwrap(annotation: Any) -> list[Any]:
     return [annotation]
 
 
+unwrap = _unwrap  # for sweep-key checks in load.py
+
+
 def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
     """The model class that holds the last key of ``loc``."""
     current: Any = model
@@ -63,7 +66,11 @@ def problems_from(
             message = f"unknown key{did_you_mean(str(loc[-1]), names)}"
             choices = closest_first(str(loc[-1]), names)
         elif kind in ("literal_error", "enum"):
-            expected = re.findall(r"'([^']*)'", err.get("ctx", {}).get("expected", ""))
+            listed = str(err.get("ctx", {}).get("expected", ""))
+            # "'a', 'b' or 'c'" for strings; "1 or 3" for numbers (Literal[1, 3])
+            expected = re.findall(r"'([^']*)'", listed) or [
+                t for t in re.split(r",\s*|\s+or\s+", listed) if t
+            ]
             got = err.get("input")
             message = f"{got!r} is not a valid choice{did_you_mean(str(got), expected)}"
             choices = closest_first(str(got), expected)
