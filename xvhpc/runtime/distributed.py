@@ -74,14 +74,6 @@ def _setup_horovod(info: DistInfo) -> Context:
     return Context(info, device, "horovod")
 
 
-def horovod_available() -> tuple[bool, str]:
-    try:
-        import horovod.torch  # noqa: F401
-    except ImportError as exc:
-        return False, f"horovod not importable: {exc}"
-    return True, ""
-
-
 def teardown(ctx: Context) -> None:
     """Barrier first: without it gloo runs aborted at exit 2 times in 6 here."""
     if dist.is_initialized():
