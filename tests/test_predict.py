@@ -213,9 +213,14 @@ def test_slurm_array_matches_local_and_resumes_a_cancelled_task(
     slurm_up, trained_run: Path, images: Path, local_run: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "slurm"
-    predict(trained_run, images, out, "--site", "local-slurm")
-    job = json.loads((out / "jobs.json").read_text())["steps"]["predict"]["job_id"]
-    subprocess.run(["scancel", f"{job}_3"], check=True)  # one task of the array killed
+    down = ["scontrol", "update", "PartitionName=debug", "State=DOWN"]
+    subprocess.run(down, check=True)  # tasks pend: the cancel below cannot come too late
+    try:
+        predict(trained_run, images, out, "--site", "local-slurm")
+        job = json.loads((out / "jobs.json").read_text())["steps"]["predict"]["job_id"]
+        subprocess.run(["scancel", f"{job}_3"], check=True)  # one task of the array killed
+    finally:
+        subprocess.run([*down[:-1], "State=UP"], check=True)
     states = wait_final(out)
     assert states["predict"]["state"] != "COMPLETED"
     assert states["merge"]["state"] != "COMPLETED"  # its dependency can no longer be met

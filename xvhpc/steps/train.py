@@ -211,7 +211,8 @@ def prepare_job(
         weights=(1.0 / np.bincount(train_index.labels)[train_index.labels])
         if t.balanced_sampling
         else None,
-        block=4,  # blocks of 4 consecutive rows: a batch reads as runs (dataset.RankBatches)
+        # block=1: samples in random order. Blocks of consecutive rows read faster but put
+        # neighbours (same class, an image and its augmented copies) into one batch.
     )
     return Job(
         layout=layout,
