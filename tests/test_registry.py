@@ -111,3 +111,23 @@ def test_site_scheduler_typo_says_did_you_mean(tmp_path: Path) -> None:
     assert "scheduler" in text
     assert "did you mean slurm" in text
     assert "lsf-classic" in text  # every registered name is listed
+
+
+class _Sacct:
+    """A runner answering sacct with three of an array's four elements (the fourth was
+    cancelled while pending: Slurm accounting never lists it)."""
+
+    retries = 0
+
+    def run(self, argv: list[str], **kwargs: object) -> str:
+        return "JobID|State|ExitCode\n" + "".join(f"109_{i}|COMPLETED|0:0\n" for i in range(3))
+
+
+def test_an_array_missing_elements_is_not_completed() -> None:
+    from xvhpc.submit import query_states
+
+    jobs = {"scheduler": "slurm", "steps": {"predict": {"job_id": "109", "array": 4}}}
+    states = query_states(jobs, _Sacct())
+    assert states["predict"][0] == "CANCELLED"
+    jobs["steps"]["predict"]["array"] = 3
+    assert query_states(jobs, _Sacct())["predict"][0] == "COMPLETED"

@@ -39,7 +39,12 @@ def query_states(
         states = scheduler.query_states([s["job_id"] for s in steps.values()], runner)
     except ValueError as exc:  # output the parser does not understand
         raise SchedulerCommandError(str(exc)) from None
-    return {name: step_state(s["job_id"], states) for name, s in steps.items()}
+    out = {name: step_state(s["job_id"], states) for name, s in steps.items()}
+    for name, (state, tasks) in out.items():
+        if state == "COMPLETED" and len(tasks) < int(steps[name].get("array") or 0):
+            # elements cancelled while pending never reach accounting (sacct -X)
+            out[name] = ("CANCELLED", tasks)
+    return out
 
 
 def _live(states: dict[str, tuple[str, dict[str, str]]]) -> list[str]:
