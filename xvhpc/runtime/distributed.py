@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import datetime
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
-from .environments import DistInfo, detect_environment
+from .environments import DistInfo, EnvironmentError_, detect_environment
+
+# what launchers say of the ranks on this node (torchrun, Open MPI / Spectrum MPI under jsrun, srun)
+LOCAL_SIZE_VARIABLES = ("LOCAL_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_SIZE", "SLURM_NTASKS_PER_NODE")
 
 
 @dataclass
@@ -36,7 +41,8 @@ def setup(backend: str = "ddp", timeout_s: int = 600) -> Context:
     if backend == "horovod":
         return _setup_horovod(info)
     if torch.cuda.is_available():
-        device = torch.device("cuda", info.local_rank % torch.cuda.device_count())
+        check_one_rank_per_gpu(info, torch.cuda.device_count(), os.environ)
+        device = torch.device("cuda", info.local_rank)
         torch.cuda.set_device(device)
         pg_backend = "nccl"
     else:
@@ -51,6 +57,21 @@ def setup(backend: str = "ddp", timeout_s: int = 600) -> Context:
             timeout=datetime.timedelta(seconds=timeout_s),
         )
     return Context(info, device, pg_backend)
+
+
+def check_one_rank_per_gpu(info: DistInfo, gpus: int, env: Mapping[str, str]) -> None:
+    """NCCL refuses two ranks on one GPU ("Duplicate GPU detected") only after every rank
+    joined, so every rank checks first, from what its launcher says of the node."""
+    sizes = [env[name] for name in LOCAL_SIZE_VARIABLES if env.get(name, "").isdigit()]
+    local = int(sizes[0]) if sizes else info.local_rank + 1
+    if info.distributed and local > gpus:
+        visible = env.get("CUDA_VISIBLE_DEVICES", "(unset)")
+        raise EnvironmentError_(
+            f"rank {info.rank}: {local} ranks on this node but {gpus} GPU(s) visible "
+            f"(CUDA_VISIBLE_DEVICES={visible}); NCCL cannot put two ranks on one GPU. "
+            "HINT: set resources.processes_per_node (or gpus_per_node) to at most the GPUs "
+            "of a node"
+        )
 
 
 def _setup_horovod(info: DistInfo) -> Context:

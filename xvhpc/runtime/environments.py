@@ -16,9 +16,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
+from ..util import UserError
 
-class EnvironmentError_(RuntimeError):
-    """A launcher environment that lacks a variable xvhpc needs."""
+
+class EnvironmentError_(UserError, RuntimeError):
+    """A launcher environment that lacks what xvhpc needs: a clear error, no traceback."""
 
 
 @dataclass(frozen=True)

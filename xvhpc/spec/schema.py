@@ -134,6 +134,7 @@ class TrainSpec(Strict):
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     grad_clip: float | None = Field(None, gt=0)
     amp: Literal[True, False, "float16", "bfloat16"] = True  # true: float16 on GPUs only
+    channels_last: bool = True  # NHWC weights and batches on GPUs (tensor-core convolutions); not on CPU
     seed: int = 0
     class_weights: Literal["none", "auto"] = "none"
     balanced_sampling: bool = False
