@@ -248,6 +248,10 @@ def cmd_weights(args: argparse.Namespace) -> int:
 
 
 def cmd_demo_data(args: argparse.Namespace) -> int:
+    if args.task == "detect":
+        from .detect.synth import main as detect_main
+
+        return detect_main(args)
     from .data.synth import main
 
     return main(args)
@@ -405,8 +409,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("out")
     p.add_argument("--per-class", type=int, default=40)
-    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--size", type=int, default=None, help="pixels (256; --task detect: 64)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--task", choices=("classify", "detect"), default="classify")
     return parser
 
 

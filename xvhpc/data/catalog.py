@@ -30,6 +30,8 @@ class Sample:
     group: str | None = None
     split: str = "train"  # train | val
     copies: int = 0  # offline augmented copies (training split only)
+    # task: detect: (x0, y0, x1, y1, class index) per box, () for an image without boxes
+    boxes: tuple[tuple[float, float, float, float, int], ...] | None = None
 
 
 @dataclass

@@ -32,6 +32,7 @@ class Record:
     source: str
     ops: str = ""  # "" for an original, else the augmentation ops (JSON)
     hash: str = ""  # content hash of an original (leak report), computed where it is decoded
+    boxes: np.ndarray | None = None  # task: detect: n×5 float32 (x0, y0, x1, y1, class)
 
 
 @dataclass

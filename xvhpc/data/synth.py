@@ -97,6 +97,6 @@ def make_dataset(out: str | Path, per_class: int = 40, size: int = 256, seed: in
 
 
 def main(args: argparse.Namespace) -> int:
-    path = make_dataset(args.out, args.per_class, args.size, args.seed)
+    path = make_dataset(args.out, args.per_class, args.size or 256, args.seed)
     print(f"wrote {args.per_class * len(CLASSES)} images in {len(CLASSES)} classes to {path}")
     return 0

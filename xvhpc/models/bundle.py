@@ -151,7 +151,7 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> Bundle:
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise UnloadableFile(f"{meta_file}: not valid JSON ({exc})") from None
     spec = ModelSpec.model_validate({**meta["spec"]["model"], "pretrained": "none"})
-    model = build_model(spec, len(meta["classes"]))
+    model = build_model(spec, len(meta["classes"]), int(meta["image_size"]))
     weights = path / rundir.BUNDLE_WEIGHTS
     state = load_tensors(weights)
     try:

@@ -30,9 +30,23 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XVHPC_WEIGHTS") or Path.home() / ".cache" / "xvhpc" / "weights")
 
 
+# task: detect: torchvision's COCO weights of each detector (torchvision.models.detection)
+DETECTION_WEIGHTS = {
+    "fasterrcnn_resnet50_fpn_v2": "FasterRCNN_ResNet50_FPN_V2_Weights",
+    "fasterrcnn_mobilenet_v3_large_fpn": "FasterRCNN_MobileNet_V3_Large_FPN_Weights",
+    "retinanet_resnet50_fpn_v2": "RetinaNet_ResNet50_FPN_V2_Weights",
+    "ssd300_vgg16": "SSD300_VGG16_Weights",
+    "ssdlite320_mobilenet_v3_large": "SSDLite320_MobileNet_V3_Large_Weights",
+    "fcos_resnet50_fpn": "FCOS_ResNet50_FPN_Weights",
+}
+CACHEABLE = (*ARCHITECTURES, *DETECTION_WEIGHTS)
+
+
 def _weights_enum(arch: str):
     import torchvision.models as tvm
 
+    if arch in DETECTION_WEIGHTS:
+        return getattr(tvm.detection, DETECTION_WEIGHTS[arch]).COCO_V1
     return getattr(tvm, TORCHVISION_WEIGHTS[arch]).IMAGENET1K_V1
 
 
@@ -43,7 +57,7 @@ def cached_file(arch: str) -> Path:
 
 
 def load_cached_state_dict(arch: str) -> dict:
-    """ImageNet weights from the cache only; never the network."""
+    """ImageNet (detectors: COCO) weights from the cache only; never the network."""
     path = cached_file(arch)
     if not path.is_file():
         raise MissingWeights(
@@ -67,16 +81,16 @@ def fetch(arch: str) -> Path:
 
 def main(args: argparse.Namespace) -> int:
     if args.action == "list":
-        for arch in ARCHITECTURES:
+        for arch in CACHEABLE:
             path = cached_file(arch)
             print(f"{arch:20s} {'cached' if path.is_file() else 'missing':8s} {path}")
         return 0
     if args.action == "path":
         print(cache_dir())
         return 0
-    if args.arch not in ARCHITECTURES:
+    if args.arch not in CACHEABLE:
         print(
-            f"xvhpc: error: unknown arch {args.arch!r} (valid: {', '.join(ARCHITECTURES)})",
+            f"xvhpc: error: unknown arch {args.arch!r} (valid: {', '.join(CACHEABLE)})",
             file=sys.stderr,
         )
         return 2

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from torch import nn
 
-from ..spec.schema import ARCHITECTURES, ModelSpec
+from ..spec.schema import ARCHITECTURES, DETECTION_ARCHITECTURES, ModelSpec
 from .safeload import load_tensors
 from .weights import load_cached_state_dict
 
@@ -54,8 +54,13 @@ def _torchvision(arch: str, imagenet: bool) -> nn.Module:
     return model
 
 
-def build_model(spec: ModelSpec, num_classes: int) -> nn.Module:
-    """The classifier of a spec: torchvision by name, a custom factory, or a state-dict path."""
+def build_model(spec: ModelSpec, num_classes: int, image_size: int = 224) -> nn.Module:
+    """The classifier of a spec: torchvision by name, a custom factory, or a state-dict path
+    (a detector for a detection arch: ``detect/models.py``; it resizes to ``image_size``)."""
+    if spec.arch in DETECTION_ARCHITECTURES:
+        from ..detect.models import build_detector
+
+        return build_detector(spec, num_classes, image_size)
     if spec.import_:
         module_name, _, factory = spec.import_.partition(":")
         model = getattr(importlib.import_module(module_name), factory)(num_classes=num_classes)

@@ -20,6 +20,7 @@ from ..util import format_hms, parse_walltime
 from .errors import Problem, SpecError, closest_first, did_you_mean
 from .schema import ExperimentSpec
 from .site import LOCAL_SITE_YAML, SiteConfig, known_sites
+from .task import check_task
 from .validate import problems_from, unwrap, validate_model
 from .yamlio import LineMap, line_for, load_yaml_with_lines, parse_yaml_with_lines
 
@@ -42,7 +43,7 @@ def load_spec(path: str | Path) -> LoadedSpec:
     raw, lines = load_yaml_with_lines(path)
     spec = validate_model(ExperimentSpec, raw, str(path), lines)
     loaded = LoadedSpec(spec, raw, str(path), lines)
-    problems = check_sweep(loaded)
+    problems = check_sweep(loaded) + check_task(loaded)
     if problems:
         raise SpecError(problems)
     return loaded

@@ -26,6 +26,17 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=False)
 
 
+# Object detection (task: detect): torchvision's detection zoo, plus a tiny CPU detector
+# (xvhpc/detect/models.py) for tests and the demo.
+DETECTION_ARCHITECTURES = (
+    "fasterrcnn_resnet50_fpn_v2",
+    "fasterrcnn_mobilenet_v3_large_fpn",
+    "retinanet_resnet50_fpn_v2",
+    "ssd300_vgg16",
+    "ssdlite320_mobilenet_v3_large",
+    "fcos_resnet50_fpn",
+    "fcos_tiny",
+)
 class SplitSpec(Strict):
     validation: float = Field(0.2, gt=0, lt=1)
     seed: int = 42
@@ -96,8 +107,8 @@ class DataSpec(Strict):
 
 
 class ModelSpec(Strict):
-    arch: Literal[ARCHITECTURES] = "googlenet"  # type: ignore[valid-type]
-    pretrained: str = "imagenet"  # imagenet | none | a path to a state dict
+    arch: Literal[ARCHITECTURES + DETECTION_ARCHITECTURES] = "googlenet"  # type: ignore[valid-type]
+    pretrained: str = "imagenet"  # imagenet | none | a path to a state dict (detect: coco | none)
     import_: str | None = Field(None, alias="import")
     freeze_backbone: bool = False
 
@@ -254,3 +265,4 @@ class ExperimentSpec(Strict):
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     sweep: SweepSpec | None = None
     deploy: DeploySpec = Field(default_factory=DeploySpec)
+    task: Literal["classify", "detect"] = "classify"  # detect: checks in spec/task.py

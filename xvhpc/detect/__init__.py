@@ -1,0 +1,1 @@
+"""Object detection (``task: detect``): boxes through the same ingest, train, evaluate and serve."""

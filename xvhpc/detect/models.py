@@ -1,0 +1,74 @@
+"""Detectors by name: torchvision's detection zoo, and ``fcos_tiny`` (a real torchvision FCOS
+on a three-layer backbone) that trains on a CPU in seconds for tests and the demo.
+
+Class ``k`` of the data is label ``k + 1`` of the model (0: background, torchvision's rule).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+from ..models.weights import load_cached_state_dict
+from ..spec.schema import ModelSpec
+
+SIZED = ("fasterrcnn", "retinanet", "fcos")  # families that resize inputs (min_size, max_size)
+
+
+class TinyBackbone(nn.Module):
+    """Three stride-2 convolutions (GroupNorm: no batch statistics) → one stride-8 feature map."""
+
+    def __init__(self, channels: int = 32):
+        super().__init__()
+        self.out_channels = channels
+        layers: list[nn.Module] = []
+        width = 3
+        for out in (16, 32, channels):
+            layers += [nn.Conv2d(width, out, 3, 2, 1), nn.GroupNorm(8, out), nn.ReLU()]
+            width = out
+        layers += [nn.Conv2d(channels, channels, 3, 1, 1), nn.ReLU()]
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
+        return OrderedDict([("0", self.body(x))])
+
+
+def fcos_tiny(num_classes: int, image_size: int) -> nn.Module:
+    from torchvision.models.detection import FCOS
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+    from torchvision.models.detection.fcos import FCOSHead
+
+    backbone = TinyBackbone()
+    return FCOS(
+        backbone,
+        num_classes,
+        min_size=image_size,
+        max_size=image_size,
+        anchor_generator=AnchorGenerator(((16,),), ((1.0,),)),
+        head=FCOSHead(backbone.out_channels, 1, num_classes, num_convs=2),
+        score_thresh=0.05,
+    )
+
+
+def build_detector(spec: ModelSpec, num_classes: int, image_size: int) -> nn.Module:
+    """The detector of a spec for ``num_classes`` data classes (one more output: background).
+
+    ``pretrained: coco`` loads the cached COCO weights except the class-count-shaped tensors
+    of the heads, which start fresh."""
+    labels = num_classes + 1
+    if spec.arch == "fcos_tiny":
+        return fcos_tiny(labels, image_size)
+    import torchvision.models.detection as tvd
+
+    kwargs = {"min_size": image_size, "max_size": image_size} if spec.arch.startswith(SIZED) else {}
+    model = getattr(tvd, spec.arch)(
+        weights=None, weights_backbone=None, num_classes=labels, **kwargs
+    )
+    if spec.pretrained == "coco":
+        own = model.state_dict()
+        state = load_cached_state_dict(spec.arch)
+        fits = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+        model.load_state_dict(fits, strict=False)
+    return model
