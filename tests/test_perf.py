@@ -7,11 +7,13 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import re
 import struct
 import zlib
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -25,7 +27,9 @@ from xvhpc.data.dataset import (
     IMAGENET_STD,
     Index,
     RankBatches,
+    ShardCorrupt,
     ShardDataset,
+    row_offsets,
     to_model_input,
 )
 from xvhpc.data.decode import BadImage, DecodeOptions, decode, to_channels
@@ -206,12 +210,12 @@ def test_block_batches_off_with_weights() -> None:
     assert RankBatches(64, 8, 0, 1, seed=1, weights=weights, block=8).block == 1
 
 
-def _shards(tmp_path: Path) -> Index:
+def _shards(tmp_path: Path, compression: str = "none") -> Index:
     """Two small shards written by the real writer (rows of each: distinct images)."""
     files, shards, rows, labels = [], [], [], []
     for s, count in enumerate((13, 9)):
         path = tmp_path / f"shard-{s}.h5"
-        writer = ShardWriter(path, 8, 3, "none", batch=4)
+        writer = ShardWriter(path, 8, 3, compression, batch=4)
         for r in range(count):
             image = np.full((8, 8, 3), s * 100 + r, dtype=np.uint8)
             writer.add(Record(image, (s + r) % 2, "train", f"s{s}r{r}"))
@@ -233,6 +237,40 @@ def test_batch_read_equals_sample_reads(tmp_path: Path, memory: bool) -> None:
         one, one_label = data[i]
         assert torch.equal(image, one), f"sample {i}"
         assert label == one_label
+
+
+@pytest.mark.parametrize("compression", ["none", "gzip", "lzf"])
+def test_direct_reads_give_h5py_pixels_and_compressed_shards_use_h5py(
+    tmp_path: Path, compression: str
+) -> None:
+    index = _shards(tmp_path, compression)
+    with h5py.File(index.files[0], "r") as h5:
+        offsets = row_offsets(h5["images"])
+        written = h5["images"][:]
+    if compression == "none":  # every row's bytes lie at its offset in the file
+        raw = Path(index.files[0]).read_bytes()
+        assert offsets is not None and len(offsets) == len(written)
+        for row, at in enumerate(offsets):
+            assert raw[at : at + written[row].nbytes] == written[row].tobytes()
+    else:
+        assert offsets is None, "a filtered chunk is not raw pixels"
+    asked = [14, 3, 4, 5, 12, 13, 21, 0, 5, 6, 1, 2]
+    direct = ShardDataset(index).__getitems__(asked)
+    through_h5py = ShardDataset(index, direct=False).__getitems__(asked)
+    for (a, label_a), (b, label_b) in zip(direct, through_h5py, strict=True):
+        assert torch.equal(a, b) and label_a == label_b
+    assert [int(image[0, 0, 0]) for image, _ in direct] == [
+        s * 100 + r for s, r in zip(index.shard[asked], index.row[asked], strict=True)
+    ]
+
+
+def test_a_shard_cut_short_while_open_is_a_clear_error(tmp_path: Path) -> None:
+    index = _shards(tmp_path)
+    data = ShardDataset(index)
+    data.__getitems__([0, 1])  # opened, offsets read
+    os.truncate(index.files[0], 4096)
+    with pytest.raises(ShardCorrupt, match=r"shard-0\.h5 is shorter than its own HDF5 index"):
+        data.__getitems__([12, 2])
 
 
 def test_dataloader_uses_batch_reads(tmp_path: Path) -> None:
