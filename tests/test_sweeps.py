@@ -78,6 +78,96 @@ def test_study_spec_errors_name_file_line_and_key(
     assert message in text
 
 
+RANGE_FORMS = "valid: a list of choices [a, b, ...] or a range {low: L, high: H}"
+
+
+@pytest.mark.parametrize(
+    ("method", "values", "message"),
+    [
+        ("tpe", {"low": 0.1, "high": 0.01}, "low (0.1) must be below high (0.01)"),
+        ("tpe", {"low": 0.0, "high": 0.1, "log": True}, "log: true needs low > 0 (got 0.0)"),
+        ("tpe", {"low": 0.1, "high": 1.0, "log": True, "step": 0.1}, "step or log: true, not"),
+        ("tpe", {"low": 0.1, "hi": 1.0}, "high: required key is missing"),
+        ("tpe", "0.1", "expected a list of choices [a, b, ...] or a range {low: L, high: H}"),
+        ("grid", {"low": 0.001, "high": 0.1}, "a range needs method: random or tpe"),
+        ("random", {"low": -1.0, "high": 0.1}, "value -1.0: Input should be greater than 0"),
+    ],
+)
+def test_range_errors_name_file_line_key_and_the_valid_forms(
+    tmp_path: Path, method: str, values: object, message: str
+) -> None:
+    """Every bad range is a SpecError at the swept key's own line, never a traceback."""
+    sweep = {"method": method, "parameters": {"train.learning_rate": values}}
+    if method == "tpe":
+        sweep["trials"] = 4
+    spec = tiny_spec(tmp_path / "s.yaml", tmp_path, sweep=sweep)
+    line = (
+        spec.read_text()
+        .splitlines()
+        .index("    train.learning_rate:" + ("" if isinstance(values, dict) else " '0.1'"))
+        + 1
+    )
+    with pytest.raises(SpecError) as err:
+        load_spec(spec)
+    text = str(err.value)
+    assert f"{spec}:{line}: sweep.parameters.train.learning_rate: " in text, text
+    assert message in text
+    if method == "tpe":  # a malformed range names both valid forms
+        assert RANGE_FORMS in text or "expected a list" in text
+
+
+def test_ranges_are_suggested_as_optuna_distributions_and_sampled_by_random_sweeps(
+    tmp_path: Path,
+) -> None:
+    """A log float range and an integer range with a step: Optuna's own float/int
+    distributions in a study (TPE and random), uniform draws in a compile-time random sweep; the
+    report's scatter puts a log range on a log axis."""
+    from optuna.distributions import FloatDistribution, IntDistribution
+
+    from xvhpc.spec import sweep_points
+    from xvhpc.sweeps.board import scatter_figure
+    from xvhpc.sweeps.study import bind_slot
+
+    ranges = {
+        "train.learning_rate": {"low": 1e-4, "high": 1e-1, "log": True},
+        "train.batch_size": {"low": 8, "high": 64, "step": 8},
+    }
+    rows = []
+    for method in ("tpe", "random"):
+        spec = tiny_spec(
+            tmp_path / f"{method}.yaml",
+            tmp_path,
+            sweep={"method": method, "trials": 6, "parameters": ranges},
+        )
+        loaded = load_spec(spec)
+        assert loaded.spec.sweep is not None
+        study = open_study(tmp_path / method, loaded.spec)
+        for slot in range(6):
+            bound = bind_slot(study, slot, loaded.spec.sweep)
+            lr, batch = bound.params["train.learning_rate"], bound.params["train.batch_size"]
+            assert isinstance(lr, float) and 1e-4 <= lr <= 1e-1
+            assert isinstance(batch, int) and batch in range(8, 65, 8)
+            rows.append({"params": bound.params, "accuracy": 0.5, "state": "done"})
+        trial = study.get_trials()[0]
+        assert trial.distributions["train.learning_rate"] == FloatDistribution(1e-4, 1e-1, log=True)
+        assert trial.distributions["train.batch_size"] == IntDistribution(8, 64, step=8)
+        assert len({r["params"]["train.learning_rate"] for r in rows[-6:]}) == 6
+
+    spec = tiny_spec(
+        tmp_path / "r.yaml",
+        tmp_path,
+        sweep={"method": "random", "samples": 5, "parameters": ranges},
+    )
+    points = sweep_points(load_spec(spec))
+    assert points == sweep_points(load_spec(spec)), "a random sweep is seeded"
+    assert len(points) == 5
+    assert all(1e-4 <= p["train.learning_rate"] <= 1e-1 for p in points)
+    assert all(p["train.batch_size"] in range(8, 65, 8) for p in points)
+    fig = scatter_figure(rows, "accuracy")
+    axes = {ax.get_xlabel(): ax.get_xscale() for ax in fig.axes}
+    assert axes == {"train.batch_size": "linear", "train.learning_rate": "log"}
+
+
 def test_early_stop_is_a_train_key_in_validation_rounds(tmp_path: Path) -> None:
     spec = tiny_spec(tmp_path / "s.yaml", tmp_path, train={"early_stop": {"patience": 0}})
     with pytest.raises(SpecError, match="train.early_stop.patience"):

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from ..util import format_hms, parse_walltime
 from .errors import Problem, SpecError, closest_first, did_you_mean
-from .schema import ExperimentSpec
+from .schema import ExperimentSpec, RangeSpec
 from .site import LOCAL_SITE_YAML, SiteConfig, known_sites
 from .task import check_task
 from .validate import problems_from, unwrap, validate_model
@@ -102,8 +102,23 @@ def _without_sweep(raw: dict[str, Any]) -> dict[str, Any]:
     return copy.deepcopy({k: v for k, v in raw.items() if k != "sweep"})
 
 
-def _grid_size(parameters: dict[str, list[Any]]) -> int:
-    return math.prod(len(v) for v in parameters.values())
+def _grid_size(parameters: dict[str, list[Any] | RangeSpec]) -> int:
+    return math.prod(len(v) for v in parameters.values() if isinstance(v, list))
+
+
+def draw(rng: random.Random, values: list[Any] | RangeSpec) -> Any:
+    """One random value of a swept key: a choice, or a range's uniform (log: log-uniform) value
+    on its step (integer ranges: whole numbers)."""
+    if isinstance(values, list):
+        return rng.choice(values)
+    step = values.step if values.step is not None else (1 if values.integer else None)
+    if values.log:
+        value = math.exp(rng.uniform(math.log(values.low), math.log(values.high)))
+    elif step is not None:
+        value = values.low + step * rng.randint(0, int((values.high - values.low) // step))
+    else:
+        value = rng.uniform(values.low, values.high)
+    return round(value) if values.integer else value
 
 
 def _sample_indices(rng: random.Random, total: int, count: int) -> list[int]:
@@ -138,7 +153,10 @@ def sweep_points(loaded: LoadedSpec) -> list[dict[str, Any]]:
     if sweep is None or not sweep.parameters:
         return [{}]
     keys = sorted(sweep.parameters)
-    lists = [sweep.parameters[k] for k in keys]
+    if any(isinstance(v, RangeSpec) for v in sweep.parameters.values()):  # random: no grid
+        rng = random.Random(sweep.seed)
+        return [{k: draw(rng, sweep.parameters[k]) for k in keys} for _ in range(sweep.samples)]
+    lists = [v for k in keys if isinstance(v := sweep.parameters[k], list)]
     total = _grid_size(sweep.parameters)
     indices: Iterable[int] = range(min(total, MAX_GRID_POINTS))  # check_sweep refuses more
     if sweep.method == "random":
@@ -235,6 +253,12 @@ def check_sweep(loaded: LoadedSpec) -> list[Problem]:
         if why is not None:
             problems.append(loaded.problem(where, why[0], why[1]))
             continue
+        if isinstance(values, RangeSpec):
+            if sweep.method == "grid":
+                message = "a range needs method: random or tpe (a grid takes lists: [0.1, 0.01])"
+                problems.append(loaded.problem(where, message))
+                continue
+            values = [values.low, values.high]  # both ends must be valid values of the key
         if not values:
             problems.append(loaded.problem(where, "needs at least one value"))
             continue
@@ -257,7 +281,9 @@ def check_sweep(loaded: LoadedSpec) -> list[Problem]:
                     )
     total = _grid_size(sweep.parameters)
     if sweep.method == "grid" and total > MAX_GRID_POINTS and not problems:
-        sizes = " × ".join(str(len(v)) for _, v in sorted(sweep.parameters.items()))
+        sizes = " × ".join(
+            str(len(v)) for _, v in sorted(sweep.parameters.items()) if isinstance(v, list)
+        )
         problems.append(
             loaded.problem(
                 "sweep.parameters",

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..rundir import Layout
-from ..spec.schema import ExperimentSpec, SweepSpec
+from ..spec.schema import ExperimentSpec, RangeSpec, SweepSpec
 
 if TYPE_CHECKING:
     import optuna
@@ -66,11 +66,24 @@ def encoded_choices(values: list[Any]) -> tuple[list[Any], bool]:
     return [json.dumps(v, sort_keys=True) for v in values], True
 
 
+def suggest_range(trial: optuna.Trial, key: str, values: RangeSpec) -> int | float:
+    """An integer or float range through Optuna's own distributions (TPE models them)."""
+    if values.integer:
+        step = int(values.step or 1)
+        return trial.suggest_int(key, int(values.low), int(values.high), step=step, log=values.log)
+    low, high = float(values.low), float(values.high)
+    return trial.suggest_float(key, low, high, step=values.step, log=values.log)
+
+
 def suggest(trial: optuna.Trial, sweep: SweepSpec) -> dict[str, Any]:
-    """The trial's point ``{dotted key: value}``: one categorical per swept key."""
+    """The trial's point ``{dotted key: value}``: a range's number or one categorical per key."""
     point = {}
     for key in sorted(sweep.parameters):
-        choices, encoded = encoded_choices(sweep.parameters[key])
+        values = sweep.parameters[key]
+        if isinstance(values, RangeSpec):
+            point[key] = suggest_range(trial, key, values)
+            continue
+        choices, encoded = encoded_choices(values)
         value = trial.suggest_categorical(key, choices)
         point[key] = json.loads(value) if encoded else value
     return point
@@ -80,7 +93,11 @@ def decode_params(params: dict[str, Any], sweep: SweepSpec) -> dict[str, Any]:
     """A stored trial's parameters as spec values (JSON text decoded where it was encoded)."""
     point = {}
     for key, value in params.items():
-        _, encoded = encoded_choices(sweep.parameters.get(key, [value]))
+        values = sweep.parameters.get(key, [value])
+        if isinstance(values, RangeSpec):
+            point[key] = value
+            continue
+        _, encoded = encoded_choices(values)
         point[key] = json.loads(value) if encoded and isinstance(value, str) else value
     return point
 
