@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ..util import parse_walltime
 
@@ -18,14 +26,6 @@ ARCHITECTURES = (
     "mobilenet_v3_large",
     "efficientnet_b0",
 )
-
-
-class Strict(BaseModel):
-    """Base: unknown keys are errors."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=False)
-
-
 # Object detection (task: detect): torchvision's detection zoo, plus a tiny CPU detector
 # (xvhpc/detect/models.py) for tests and the demo.
 DETECTION_ARCHITECTURES = (
@@ -37,10 +37,31 @@ DETECTION_ARCHITECTURES = (
     "fcos_resnet50_fpn",
     "fcos_tiny",
 )
+
+
+class Strict(BaseModel):
+    """Base: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=False)
+
+
 class SplitSpec(Strict):
     validation: float = Field(0.2, gt=0, lt=1)
     seed: int = 42
     stratify: bool = True
+    # group k-fold cross-validation: every image is held out once; one training point per fold
+    folds: int | None = Field(None, ge=2, le=20)
+    fold: int | None = Field(
+        None, ge=0
+    )  # the held-out fold of one training point (the plan sets it)
+    # training groups kept apart to choose the checkpoint: the scored data never chooses it
+    select: float = Field(0.0, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _fold_in_range(self) -> SplitSpec:
+        if self.fold is not None and (self.folds is None or self.fold >= self.folds):
+            raise ValueError(f"fold {self.fold} needs folds: N with N > {self.fold}")
+        return self
 
 
 class CsvSpec(Strict):
@@ -145,7 +166,9 @@ class TrainSpec(Strict):
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     grad_clip: float | None = Field(None, gt=0)
     amp: Literal[True, False, "float16", "bfloat16"] = True  # true: float16 on GPUs only
-    channels_last: bool = True  # NHWC weights and batches on GPUs (tensor-core convolutions); not on CPU
+    channels_last: bool = (
+        True  # NHWC weights and batches on GPUs (tensor-core convolutions); not on CPU
+    )
     seed: int = 0
     class_weights: Literal["none", "auto"] = "none"
     balanced_sampling: bool = False
@@ -219,9 +242,64 @@ class PruneSpec(Strict):
     min_iterations: int | None = Field(None, ge=1)  # no pruning before this iteration
 
 
+class RangeSpec(Strict):
+    """A swept key's range for random or adaptive search: integers when low, high (and step)
+    are all integers (Optuna's suggest_int), else floats (suggest_float); ``log`` samples the
+    exponent (needs low > 0), ``step`` a grid of low, low + step, ... (not with log)."""
+
+    low: int | float
+    high: int | float
+    step: int | float | None = Field(None, gt=0)
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _bounds(self) -> RangeSpec:
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"log: true needs low > 0 (got {self.low})")
+        if self.log and self.step is not None:
+            raise ValueError("give step or log: true, not both")
+        return self
+
+    @property
+    def integer(self) -> bool:
+        bounds = (self.low, self.high, self.step if self.step is not None else 1)
+        return all(isinstance(v, int) and not isinstance(v, bool) for v in bounds)
+
+
+RANGE_FORMS = "a list of choices [a, b, ...] or a range {low: L, high: H} (+ step: S or log: true)"
+
+
+def _range_problems(exc: ValidationError) -> str:
+    """``hi: unknown key; high: required key is missing`` for a malformed range."""
+    words = {"extra_forbidden": "unknown key", "missing": "required key is missing"}
+    parts = []
+    for e in exc.errors():
+        text = words.get(e["type"], str(e["msg"]).removeprefix("Value error, "))
+        parts.append(f"{'.'.join(map(str, e['loc']))}: {text}" if e["loc"] else text)
+    return "; ".join(parts)
+
+
+def _choices_or_range(value: Any) -> list[Any] | RangeSpec:
+    """A swept key's values: a list of choices or a range, with one message naming both forms
+    (pydantic's union errors would name its internal branches instead)."""
+    if isinstance(value, list):
+        return value
+    if isinstance(value, dict):
+        try:
+            return RangeSpec.model_validate(value)
+        except ValidationError as exc:
+            raise ValueError(f"{_range_problems(exc)} (valid: {RANGE_FORMS})") from None
+    raise ValueError(f"expected {RANGE_FORMS}")
+
+
+SweepValues = Annotated[list[Any] | RangeSpec, BeforeValidator(_choices_or_range)]
+
+
 class SweepSpec(Strict):
     method: Literal["grid", "random", "tpe"] = "grid"
-    parameters: dict[str, list[Any]] = Field(default_factory=dict)
+    parameters: dict[str, SweepValues] = Field(default_factory=dict)
     samples: int = Field(4, ge=1, le=10000)
     seed: int = 0
     max_concurrent: int = Field(4, ge=1, le=10000)
@@ -258,6 +336,7 @@ class DeploySpec(Strict):
 
 class ExperimentSpec(Strict):
     name: str = Field(min_length=1, max_length=1000)
+    task: Literal["classify", "detect"] = "classify"  # detect: checks in spec/task.py
     data: DataSpec
     model: ModelSpec = Field(default_factory=ModelSpec)
     train: TrainSpec = Field(default_factory=TrainSpec)
@@ -265,4 +344,3 @@ class ExperimentSpec(Strict):
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     sweep: SweepSpec | None = None
     deploy: DeploySpec = Field(default_factory=DeploySpec)
-    task: Literal["classify", "detect"] = "classify"  # detect: checks in spec/task.py
