@@ -409,6 +409,101 @@ def test_nan_objective_is_a_failed_trial_not_an_error(tmp_path: Path) -> None:
     assert study.get_trials()[0].state.name == "FAIL"
 
 
+def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 600) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, f"the task ended before {path} appeared"
+        assert time.monotonic() < deadline, f"no {path}"
+        time.sleep(0.02)
+
+
+@pytest.mark.timeout(1200)  # two shared cores: process starts are slow
+def test_a_killed_trial_is_orphaned_in_status_and_a_rerun_resumes_it_from_its_checkpoint(
+    tmp_path: Path, demo_data: Path
+) -> None:
+    """kill -9 of a real training task: its trial stays RUNNING in the journal but status calls
+    it orphaned (its heartbeat names a dead process); the slot's rerun resumes the same trial
+    from its checkpoint. A trial asked by a task killed before it bound a slot is failed by the
+    next slot to start (no slot could ever resume it)."""
+    import signal
+    import time
+
+    from xvhpc.sweeps.board import status_line
+    from xvhpc.sweeps.heartbeat import heartbeat_path
+    from xvhpc.sweeps.study import state_name
+
+    spec = study_spec(tmp_path / "spec.yaml", demo_data, 1, [0.01], prune={"method": "none"})
+    data = yaml.safe_load(spec.read_text())
+    data["train"] = {**data["train"], "max_iterations": 60}  # the kill lands well before its end
+    spec.write_text(yaml.safe_dump(data))
+    loaded = load_spec(spec).spec
+    run = tmp_path / "run"
+    xv("compile", str(spec), "--out", str(run), cwd=tmp_path)
+    xv("ingest", "--run-dir", str(run), "--shard", "all", "--merge", env=ENV)
+    open_study(run, loaded).ask()  # trial 0: its task died between ask and binding a slot
+    time.sleep(1.5)
+
+    argv = [sys.executable, "-m", "xvhpc", "train", "--run-dir", str(run), "--point", "0"]
+    grace = {"XVHPC_HEARTBEAT_GRACE_S": "1"}  # trial 0 is older than that: failed at once
+    proc = subprocess.Popen(argv, env={**os.environ, **ENV, **grace}, stderr=subprocess.PIPE)
+    _wait_for(run / "train" / "0" / "checkpoint.pt", proc)
+    beat = json.loads(heartbeat_path(run, 1).read_text())
+    os.kill(beat["pid"], signal.SIGKILL)
+    proc.wait(timeout=60)
+    killed_at = json.loads((run / "train" / "0" / "progress.json").read_text())["iteration"]
+    assert killed_at < 60
+
+    trials = existing_study(run).get_trials()
+    assert [(t.number, t.state.name, t.user_attrs.get("slot")) for t in trials] == [
+        (0, "FAIL", None),
+        (1, "RUNNING", 0),
+    ]
+    assert state_name(run, trials[1]) == "orphaned"
+    line = status_line(run, loaded)
+    assert "0 running, 0 pruned, 1 failed, 1 orphaned (RUNNING, but its task died" in line
+
+    (again,) = _train_slots(run, [0])
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resumed from checkpoint at iteration" in again.stderr
+    assert [(t.number, t.state.name) for t in existing_study(run).get_trials()] == [
+        (0, "FAIL"),
+        (1, "COMPLETE"),
+    ]
+    progress = json.loads((run / "train" / "0" / "progress.json").read_text())
+    assert progress["resumed_from"] is not None and progress["iteration"] == 60
+    assert not heartbeat_path(run, 1).exists(), "a finished trial keeps no heartbeat"
+    assert "1 done, 0 running, 0 pruned, 1 failed" in status_line(run, loaded)
+
+
+def test_a_silent_heartbeat_is_orphaned_after_the_grace_period_only(tmp_path: Path) -> None:
+    """A task on another node (its pid cannot be checked from here) counts as dead only once its
+    heartbeat file has been still for the grace period."""
+    import socket
+    import time
+
+    from xvhpc.sweeps.heartbeat import GRACE_S, Heartbeat, heartbeat_path, orphaned
+
+    spec = load_spec(study_spec(tmp_path / "s.yaml", tmp_path, 2, [0.1, 0.01])).spec
+    trial = open_study(tmp_path, spec).ask()
+    frozen = existing_study(tmp_path).get_trials()[0]
+    path = heartbeat_path(tmp_path, trial.number)
+    beat = Heartbeat(path, interval=0.05).start(trial.number, 0)
+    record = json.loads(path.read_text())
+    assert (record["host"], record["pid"]) == (socket.gethostname(), os.getpid())
+    first = path.stat().st_mtime_ns
+    time.sleep(0.3)
+    assert path.stat().st_mtime_ns > first, "the thread keeps the file fresh"
+    assert orphaned(tmp_path, frozen) == ""
+    beat.stop()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({**record, "host": "another-node"}))
+    now = time.time()
+    assert orphaned(tmp_path, frozen, now=now + GRACE_S - 5) == ""
+    assert "no heartbeat from another-node" in orphaned(tmp_path, frozen, now=now + GRACE_S + 5)
+
+
 @pytest.mark.slurm
 @pytest.mark.timeout(2400)  # 6 + 6 array tasks on two shared cores
 def test_tpe_study_on_the_real_local_slurm_and_a_resubmit_repeats_none(

@@ -65,6 +65,11 @@ def status_line(root: Path, spec: ExperimentSpec) -> str | None:
         f"{info['done']} done, {info['running']} running, {info['pruned']} pruned, "
         f"{info['failed']} failed"
     )
+    if info["orphaned"]:
+        text += (
+            f", {info['orphaned']} orphaned (RUNNING, but its task died: rerunning the sweep "
+            "resumes it from its checkpoint)"
+        )
     best = info["best"]
     if best is not None:
         text += (

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ..rundir import Layout
 from ..spec.schema import ExperimentSpec, RangeSpec, SweepSpec
+from .heartbeat import orphaned
 
 if TYPE_CHECKING:
     import optuna
@@ -217,22 +218,42 @@ def report(study: optuna.Study, number: int, value: float, iteration: int) -> bo
 
 def tell(study: optuna.Study, number: int, state: str, value: float | None = None) -> None:
     """Finish a trial (idempotent: a trial already finished is left as it is)."""
-    import optuna
-
-    states = {
-        "COMPLETE": optuna.trial.TrialState.COMPLETE,
-        "PRUNED": optuna.trial.TrialState.PRUNED,
-        "FAIL": optuna.trial.TrialState.FAIL,
-    }
     value_ok = value is not None and not math.isnan(value)
     if state == "COMPLETE" and not value_ok:
         state = "FAIL"  # Optuna refuses a NaN objective; a diverged run is a failed trial
     study.tell(
         number,
         values=value if state == "COMPLETE" else None,
-        state=states[state],
+        state=optuna_state(state),
         skip_if_finished=True,
     )
+
+
+NAMES = {"COMPLETE": "done", "RUNNING": "running", "PRUNED": "pruned", "FAIL": "failed"}
+
+
+def state_name(root: Path, trial: optuna.trial.FrozenTrial) -> str:
+    """done / running / pruned / failed, or orphaned: RUNNING with no live task (heartbeat)."""
+    if trial.state.name == "RUNNING" and orphaned(root, trial):
+        return "orphaned"
+    return NAMES.get(trial.state.name, trial.state.name.lower())
+
+
+def fail_unbound_orphans(root: Path, study: optuna.Study) -> list[int]:
+    """FAIL orphaned trials bound to no slot (a task killed between ask and bind): no slot will
+    ever resume them. A slot's own orphaned trial is left RUNNING: its slot resumes it."""
+    failed = []
+    for t in study.get_trials(deepcopy=False, states=(optuna_state("RUNNING"),)):
+        if SLOT_ATTR not in t.user_attrs and orphaned(root, t):
+            tell(study, t.number, "FAIL")
+            failed.append(t.number)
+    return failed
+
+
+def optuna_state(name: str) -> optuna.trial.TrialState:
+    import optuna
+
+    return optuna.trial.TrialState[name]
 
 
 def summary(root: Path, spec: ExperimentSpec) -> dict[str, Any] | None:
@@ -240,12 +261,12 @@ def summary(root: Path, spec: ExperimentSpec) -> dict[str, Any] | None:
     study = existing_study(root)
     if study is None:
         return None
-    counts = {"done": 0, "running": 0, "pruned": 0, "failed": 0}
-    names = {"COMPLETE": "done", "RUNNING": "running", "PRUNED": "pruned", "FAIL": "failed"}
+    counts = {"done": 0, "running": 0, "pruned": 0, "failed": 0, "orphaned": 0}
     trials = study.get_trials(deepcopy=False)
     for t in trials:
-        if t.state.name in names:
-            counts[names[t.state.name]] += 1
+        name = state_name(root, t)
+        if name in counts:
+            counts[name] += 1
     complete = [t for t in trials if t.state.name == "COMPLETE"]
     best = None
     if complete:
@@ -271,12 +292,11 @@ def trial_rows(root: Path, spec: ExperimentSpec) -> list[dict[str, Any]]:
     study = existing_study(root)
     if study is None or spec.sweep is None:
         return []
-    names = {"COMPLETE": "done", "RUNNING": "running", "PRUNED": "pruned", "FAIL": "failed"}
     return [
         {
             "trial": t.number,
             "slot": t.user_attrs.get(SLOT_ATTR),
-            "state": names.get(t.state.name, t.state.name.lower()),
+            "state": state_name(root, t),
             "params": decode_params(t.params, spec.sweep),
             "value": t.value,
             "last_iteration": t.last_step,

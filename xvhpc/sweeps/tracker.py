@@ -18,7 +18,18 @@ from ..rundir import Layout
 from ..runtime.distributed import Context, all_reduce_sum
 from ..spec import ExperimentSpec, point_spec
 from ..util import write_json_atomic
-from .study import Binding, Objective, bind_slot, is_study, objective, open_study, report, tell
+from .heartbeat import Heartbeat, heartbeat_path
+from .study import (
+    Binding,
+    Objective,
+    bind_slot,
+    fail_unbound_orphans,
+    is_study,
+    objective,
+    open_study,
+    report,
+    tell,
+)
 
 CONTINUE, PRUNED, STOPPED_EARLY = 0, 1, 2
 OUTCOMES = {CONTINUE: "done", PRUNED: "pruned", STOPPED_EARLY: "stopped_early"}
@@ -78,6 +89,7 @@ class PointTracker:
     goal: Objective | None = None  # study slots: the study's objective
     study: Any = None  # rank 0 of a study slot only
     writer: Any = None
+    heartbeat: Heartbeat | None = None  # rank 0 of a study slot training its trial
     outcome: str = "done"
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("xvhpc"))
 
@@ -89,10 +101,15 @@ class PointTracker:
         if not is_study(run.spec):
             params = run.plan["points"][point]
             return cls(layout, point, run.point(point), ctx, params, log=log)
-        study = binding = None
+        study = binding = heartbeat = None
         if ctx.is_main:
             study = open_study(run.root, run.spec, point)
+            for number in fail_unbound_orphans(run.root, study):
+                log.warning("trial %d: orphaned before any slot took it; marked FAIL", number)
             binding = bind_slot(study, point, run.spec.sweep)
+            if not binding.finished:
+                path = heartbeat_path(run.root, binding.trial)
+                heartbeat = Heartbeat(path).start(binding.trial, point)
             _set_aside_other_trial(layout, point, binding, log)
             write_json_atomic(
                 layout.trial(point),
@@ -104,7 +121,18 @@ class PointTracker:
         )
         spec = point_spec(run.loaded, binding.params)
         goal = objective(run.spec)
-        return cls(layout, point, spec, ctx, binding.params, binding, goal, study, log=log)
+        return cls(
+            layout,
+            point,
+            spec,
+            ctx,
+            binding.params,
+            binding,
+            goal,
+            study,
+            heartbeat=heartbeat,
+            log=log,
+        )
 
     @property
     def finished(self) -> bool:
@@ -201,6 +229,8 @@ class PointTracker:
                 final[f"best_{self.goal.metric}"] = best
             state = "PRUNED" if self.outcome == "pruned" else "COMPLETE"
             tell(self.study, self.binding.trial, state, best)
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
         if self.writer is not None:
             self._hparams(final)
             self.writer.close()
@@ -209,6 +239,8 @@ class PointTracker:
         """Rank 0: a trial whose training raised is FAIL (a rerun asks the slot a new trial)."""
         if self.ctx.is_main and self.binding is not None and not self.binding.finished:
             tell(self.study, self.binding.trial, "FAIL")
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
         if self.writer is not None:
             self.writer.close()
 
