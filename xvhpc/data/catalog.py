@@ -32,6 +32,7 @@ class Sample:
     copies: int = 0  # offline augmented copies (training split only)
     # task: detect: (x0, y0, x1, y1, class index) per box, () for an image without boxes
     boxes: tuple[tuple[float, float, float, float, int], ...] | None = None
+    fold: int = -1  # cross-validation: the fold this sample is held out in (-1: no folds)
 
 
 @dataclass
@@ -485,6 +486,8 @@ def plan_copies(samples: list[Sample], spec: DataSpec) -> list[Sample]:
 
 def build_catalog(source: str | Path, spec: DataSpec) -> Catalog:
     """List, split and plan a data source. Deterministic for the same files and spec."""
+    from .folds import assign_folds, carve_select  # late: folds builds on this module
+
     source = Path(source)
     notes: list[str] = []
     ignored: list[dict[str, str]] = []
@@ -520,9 +523,14 @@ def build_catalog(source: str | Path, spec: DataSpec) -> Catalog:
         raise CatalogError(
             f"data.augment names class(es) {', '.join(unknown_aug)} not in the data (classes: {', '.join(classes)})"
         )
-    if not explicit:
+    if spec.split.folds and explicit:
+        raise CatalogError("data.split.folds needs one pool of images, not train/ and val/ folders")
+    if spec.split.folds:
+        samples = assign_folds(samples, spec.split)
+    elif not explicit:
         samples = split_samples(
             samples, spec.split.validation, spec.split.seed, spec.split.stratify
         )
+    samples = carve_select(samples, spec.split)
     samples = plan_copies(samples, spec)
     return Catalog(classes, samples, skipped, notes, unlabelled=unlabelled, ignored=ignored)

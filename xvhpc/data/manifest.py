@@ -15,6 +15,7 @@ from typing import Any
 from ..spec.schema import DataSpec
 from .catalog import Catalog
 from .decode import DecodeOptions
+from .folds import near_duplicates, part_of
 from .shards import shard_complete
 
 PREPROCESSING_KEYS = (
@@ -62,8 +63,9 @@ def _total(infos: list[dict], key: str) -> dict[str, dict[str, int]]:
     out: dict[str, dict[str, int]] = {"train": {}, "val": {}}
     for info in infos:
         for split, counts in info[key].items():
+            part = out.setdefault(split, {})  # "select": the checkpoint-choosing split
             for cls, n in counts.items():
-                out[split][cls] = out[split].get(cls, 0) + n
+                part[cls] = part.get(cls, 0) + n
     return out
 
 
@@ -77,6 +79,20 @@ def leaked_hashes(infos: list[dict]) -> list[str]:
         for pos, h in enumerate(info["hashes"]["val"]):
             val_hashes[h].append((info["index"], pos))
     return sorted(h for h in val_hashes if h in train_hashes)
+
+
+def _originals(infos: list[dict]) -> list[dict]:
+    return [o for info in infos for o in info.get("originals", [])]
+
+
+def fold_counts(originals: list[dict], data: DataSpec) -> dict[str, Any] | None:
+    """Original images per fold and class, and patients/groups per fold (None without folds)."""
+    if not data.split.folds:
+        return None
+    per: list[dict[str, int]] = [{} for _ in range(data.split.folds)]
+    for o in originals:
+        per[o["fold"]][o["label"]] = per[o["fold"]].get(o["label"], 0) + 1
+    return {"folds": data.split.folds, "seed": data.split.seed, "per_fold_class": per}
 
 
 def build_manifest(infos: list[dict], catalog: Catalog, data: DataSpec) -> dict[str, Any]:
@@ -105,7 +121,11 @@ def build_manifest(infos: list[dict], catalog: Catalog, data: DataSpec) -> dict[
             "identical_images_in_train_and_val": len(leaks),
             "policy": data.leaks,
             "hashes": leaks[:100],
+            "near_duplicates": near_duplicates(
+                [{**o, "part": part_of(o["split"], o["fold"])} for o in _originals(infos)]
+            ),
         },
+        "folds": fold_counts(_originals(infos), data),
         # with leaks: drop, the val copies of leaked images are excluded at load time
         "exclude_val_hashes": leaks if data.leaks == "drop" else [],
         "shards": [{"file": i["file"], "count": i["count"], "sha256": i["sha256"]} for i in infos],

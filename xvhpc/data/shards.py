@@ -18,7 +18,7 @@ import numpy as np
 from ..util import atomic_path, sha256_file, write_json_atomic
 from .decode import to_channels
 
-SPLITS = {"train": 0, "val": 1}
+SPLITS = {"train": 0, "val": 1, "select": 2}  # select: chooses checkpoints (data/folds.py)
 # writers whose HDF5 file failed to close: never collected; the process must end with os._exit
 # (HDF5's own exit handler would crash on them): cli.main does when this is not empty
 BROKEN: list[ShardWriter] = []
@@ -33,6 +33,8 @@ class Record:
     ops: str = ""  # "" for an original, else the augmentation ops (JSON)
     hash: str = ""  # content hash of an original (leak report), computed where it is decoded
     boxes: np.ndarray | None = None  # task: detect: n×5 float32 (x0, y0, x1, y1, class)
+    fold: int = -1  # cross-validation fold it is held out in (an augmented copy: its source's)
+    dhash: str = ""  # perceptual hash of an original (near-duplicate report)
 
 
 @dataclass
@@ -43,7 +45,9 @@ class ShardStats:
     original_per_split_class: dict[str, dict[str, int]] = field(default_factory=dict)
     skipped: list[dict[str, str]] = field(default_factory=list)
     inputs: int = 0
-    hashes: dict[str, list[str]] = field(default_factory=lambda: {"train": [], "val": []})
+    hashes: dict[str, list[str]] = field(default_factory=lambda: {s: [] for s in SPLITS})
+    # per original: split, fold, label, dhash, source (folds and near-duplicates at merge)
+    originals: list[dict] = field(default_factory=list)
     seconds: float = 0.0  # wall-clock time writing it (status and report show images/s)
 
 
@@ -90,6 +94,9 @@ class ShardWriter:
         self.ops = self._file.create_dataset(
             "ops", (0,), maxshape=(None,), dtype=text, chunks=(1024,), track_times=False
         )
+        self.fold = self._file.create_dataset(
+            "fold", (0,), maxshape=(None,), dtype="int8", chunks=(4096,), track_times=False
+        )
         self._pending: list[Record] = []
         self._batch = batch
         self._channels = channels
@@ -113,7 +120,7 @@ class ShardWriter:
         if not self._pending:
             return
         n, start = len(self._pending), self.count
-        for ds in (self.images, self.labels, self.split, self.source, self.ops):
+        for ds in (self.images, self.labels, self.split, self.source, self.ops, self.fold):
             ds.resize(start + n, axis=0)
         batch = np.empty((n, *self.images.shape[1:]), dtype=np.uint8)
         for i, record in enumerate(self._pending):
@@ -127,6 +134,7 @@ class ShardWriter:
         self.split[start : start + n] = [SPLITS[r.split] for r in self._pending]
         self.source[start : start + n] = [_utf8(r.source) for r in self._pending]
         self.ops[start : start + n] = [_utf8(r.ops) for r in self._pending]
+        self.fold[start : start + n] = [r.fold for r in self._pending]
         self.count += n
         self._pending.clear()
 
@@ -181,6 +189,7 @@ def finish_shard(shard_dir: Path, stats: ShardStats) -> dict:
         "original_per_split_class": stats.original_per_split_class,
         "skipped": stats.skipped,
         "hashes": stats.hashes,
+        "originals": stats.originals,
         "seconds": round(stats.seconds, 3),
     }
     write_json_atomic(h5.with_suffix(".json"), info)

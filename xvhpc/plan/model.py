@@ -142,6 +142,28 @@ def pack_train(
     return per_wave, min(waves, math.ceil(points / per_wave))
 
 
+FOLD_KEY = "data.split.fold"  # a point's held-out fold (cross-validation)
+
+
+def fold_points(loaded: LoadedSpec, points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Sweep points × folds (point-major: point p, fold k is index p × folds + k), so the folds
+    run as array tasks (packed on Summit) exactly as sweep points do."""
+    split = loaded.spec.data.split
+    if not split.folds or split.fold is not None:
+        return points
+    if loaded.spec.sweep is not None and loaded.spec.sweep.study:
+        raise SpecError(
+            [
+                loaded.problem(
+                    "data.split.folds",
+                    "cross-validation needs points fixed at compile time (sweep method grid or "
+                    "random without trials): an Optuna study picks its points as it runs",
+                )
+            ]
+        )
+    return [{**p, FOLD_KEY: k} for p in points for k in range(split.folds)]
+
+
 def build_plan(loaded: LoadedSpec, site: SiteConfig, run_dir: str) -> Plan:
     """ingest (array over shards, or MPI ranks) → merge → train (per point) → evaluate → report."""
     spec = loaded.spec
@@ -149,6 +171,7 @@ def build_plan(loaded: LoadedSpec, site: SiteConfig, run_dir: str) -> Plan:
     trials = spec.sweep.trials if spec.sweep is not None else None
     # an Optuna study: ``trials`` slots, each asks the study for its point at run time
     points = [{} for _ in range(trials)] if trials else sweep_points(loaded)
+    points = fold_points(loaded, points)
     for point in points:  # every point must validate (sweep values were checked already)
         point_spec(loaded, point)
     queue_name = res.queue or site.default_queue

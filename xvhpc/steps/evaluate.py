@@ -24,14 +24,17 @@ import numpy as np
 import torch
 
 from ..data.catalog import CatalogError, build_catalog
-from ..data.dataset import Index, ShardDataset, load_index, to_model_input
+from ..data.dataset import Index, ShardDataset, to_model_input
 from ..data.decode import BadImage
+from ..data.roles import role_index
 from ..models.bundle import Bundle, load_bundle, publish_model
 from ..rundir import Layout
+from ..spec.schema import SplitSpec
 from ..stats import provenance
 from ..stats.decision import DECISION_FILE, decide, describe, read_decision, write_decision
 from ..sweeps.board import annotate_leaderboard, pruned
 from ..util import read_json, write_json_atomic, write_text_atomic
+from . import crossval
 from .common import RunDir, setup_logging
 from .metrics import Options, model_details, value
 
@@ -50,9 +53,10 @@ def image_of(source: str) -> str:
 
 
 @torch.no_grad()
-def predict_split(bundle: Bundle, run_root: Path, batch_size: int = 64) -> dict:
-    """Probabilities for every validation record, with its source path, shard and row."""
-    index = load_index(run_root, "val")
+def predict_split(bundle: Bundle, run_root: Path, split: SplitSpec, batch_size: int = 64) -> dict:
+    """Probabilities for every record that scores this point (the validation split, or its
+    held-out fold), with its source path, shard and row."""
+    index = role_index(run_root, split, "score")
     dataset = ShardDataset(index)
     labels: list[int] = []
     probs: list[np.ndarray] = []  # one (batch, classes) array per batch
@@ -159,7 +163,8 @@ def predictions_csv(found: dict, classes: list[str], rule: dict | None) -> str:
     header = ["path", "group", "true", *(f"p_{c}" for c in classes), "predicted", "correct"]
     if has_rule:
         header += ["decision", "decision_correct"]
-    writer.writerow([*header, "shard", "row"])
+    folds = found.get("fold")  # pooled out-of-fold predictions: the fold that scored each
+    writer.writerow([*header, "shard", "row", *(["fold"] if folds is not None else [])])
     for i, y in enumerate(found["labels"].tolist()):
         row = [
             found["paths"][i],
@@ -171,7 +176,8 @@ def predictions_csv(found: dict, classes: list[str], rule: dict | None) -> str:
         ]
         if has_rule:
             row += [classes[label[i]], int(label[i] == y)]
-        writer.writerow([*row, found["shard"][i], found["row"][i]])
+        tail = [folds[i]] if folds is not None else []
+        writer.writerow([*row, found["shard"][i], found["row"][i], *tail])
     return buf.getvalue()
 
 
@@ -221,7 +227,10 @@ def decision_rule(details: dict, classes: list[str], prov: dict, point: int) -> 
     return rule
 
 
-def evaluate_point(run: RunDir, point: int, data: str | None, log: logging.Logger) -> dict | None:
+def evaluate_point(
+    run: RunDir, point: int, data: str | None, log: logging.Logger, keep: dict | None = None
+) -> dict | None:
+    """One point's model details; its predictions go into ``keep`` (for pooling folds)."""
     started = time.perf_counter()  # "seconds" in metrics.json: status and report show it
     layout = Layout(run.root)
     bundle_dir = layout.point_model(point)
@@ -239,9 +248,12 @@ def evaluate_point(run: RunDir, point: int, data: str | None, log: logging.Logge
         name, csv_name = f"metrics-{stem}.json", f"predictions-{stem}.csv"
         fixed = read_decision(bundle_dir, classes)  # new data: the model's own rule, not refitted
     else:
-        found = predict_split(bundle, run.root)
+        split = run.point(point).data.split
+        found = predict_split(bundle, run.root, split)
         found["groups"], unit = split_groups(run, found["paths"], log)
         name, csv_name = "metrics.json", PREDICTIONS
+        if keep is not None:
+            keep[point] = found
     metrics = model_details(
         found["labels"], found["probs"], classes, found["groups"], options, unit, fixed
     )
@@ -251,6 +263,7 @@ def evaluate_point(run: RunDir, point: int, data: str | None, log: logging.Logge
             "point": point,
             "params": run.plan["points"][point],
             "data": data or "validation split",
+            "selection": None if data else crossval.selection(run.point(point)),
             "skipped": skipped,
             "predictions": csv_name,
             "provenance": prov,
@@ -307,6 +320,8 @@ def leaderboard(run: RunDir, results: dict[int, dict]) -> list[dict]:
         for p, m in results.items()
     ]
     annotate_leaderboard(run.root, run.spec, rows)  # state; a study slot's trial and params
+    if crossval.pooling(run.spec):  # one row per sweep point, not one per fold
+        rows = [r for r in rows if r["point"] in results]
     rows.sort(key=lambda r: (-(r[key] if r[key] is not None else -1), r["point"]))
     write_json_atomic(Layout(run.root).leaderboard, {"rank_by": key, "rows": rows})
     if rows:
@@ -337,15 +352,27 @@ def sync_published_decision(run: RunDir, points: list[int], log: logging.Logger)
             return
 
 
+def pooled_or_points(
+    run: RunDir, results: dict[int, dict], found: dict[int, dict], data: str | None, log
+) -> dict[int, dict]:
+    """What the leaderboard ranks: pooled out-of-fold figures when cross-validating."""
+    if not results or data or not crossval.pooling(run.spec):
+        return results
+    options = _options(run, next(iter(results.values()))["classes"])
+    return crossval.pool(run, results, found, options, log)
+
+
 def main(args: argparse.Namespace) -> int:
     log = setup_logging()
     run = RunDir.open(args.run_dir)
     points = list(range(len(run.plan["points"]))) if args.all else [args.point]
     points = [p for p in points if not args.all or not pruned(run.root, p)]  # not candidates
+    found: dict[int, dict] = {}
     try:
         results = {
-            p: m for p in points if (m := evaluate_point(run, p, args.data, log)) is not None
+            p: m for p in points if (m := evaluate_point(run, p, args.data, log, found)) is not None
         }
+        ranked = pooled_or_points(run, results, found, args.data, log)
     except (CatalogError, EvaluateError) as exc:
         print(f"xvhpc: error: {exc}", file=sys.stderr)
         return 2
@@ -353,7 +380,7 @@ def main(args: argparse.Namespace) -> int:
         print("xvhpc: error: no trained model to evaluate", file=sys.stderr)
         return 1
     if args.all and not args.data:
-        rows = leaderboard(run, results)
+        rows = leaderboard(run, ranked)
         for r in rows:
             log.info(
                 "leaderboard: point %d %s %s=%.3f",

@@ -24,6 +24,7 @@ import numpy as np
 
 from ..data.catalog import Catalog, CatalogError, Sample, build_catalog
 from ..data.decode import BadImage, DecodeOptions
+from ..data.folds import dhash
 from ..data.manifest import build_manifest, decode_options, preprocessing, shard_infos
 from ..data.pool import count_one, counting_pool, poll, sample_mapper
 from ..data.shards import (
@@ -72,7 +73,15 @@ def process_sample(job: Job) -> tuple[list[Record], str | None]:
             # a gray image stays one channel here (hash, augment, transfer from a worker: a
             # third of the work); the shard writer stores it with data.channels channels
             records.append(
-                Record(image, job.label, job.sample.split, source, hash=content_hash(image))
+                Record(
+                    image,
+                    job.label,
+                    job.sample.split,
+                    source,
+                    hash=content_hash(image),
+                    fold=job.sample.fold,
+                    dhash=dhash(image),
+                )
             )
             records.extend(augmented_copies(job, image, source))
     return records, None
@@ -86,7 +95,14 @@ def augmented_copies(job: Job, image: np.ndarray, source: str) -> list[Record]:
         seed = [data.split.seed, zlib.crc32(source.encode()), copy]
         aug_image, ops = augment(image, data.augment[job.sample.label], np.random.default_rng(seed))
         copies.append(
-            Record(aug_image, job.label, "train", source, json.dumps({"copy": copy, "ops": ops}))
+            Record(
+                aug_image,
+                job.label,
+                "train",
+                source,
+                json.dumps({"copy": copy, "ops": ops}),
+                fold=job.sample.fold,  # held out with its source: never trained on in that fold
+            )
         )
     return copies
 
@@ -152,6 +168,18 @@ def _collect(results, writer, stats, per, orig, classes, tick) -> None:
             if not record.ops:
                 orig[record.split][classes[record.label]] += 1
                 stats.hashes[record.split].append(record.hash)
+                stats.originals.append(original_entry(record, classes))
+
+
+def original_entry(record: Record, classes: list[str]) -> dict:
+    """What merge needs of an original image: fold counts and the near-duplicate report."""
+    return {
+        "split": record.split,
+        "fold": record.fold,
+        "label": classes[record.label],
+        "dhash": record.dhash,
+        "source": record.source,
+    }
 
 
 def _shard_worker(run: RunDir, classes: list[str], samples: list[Sample], index: int) -> None:

@@ -18,6 +18,7 @@ from ..rundir import Layout
 from ..sweeps.board import report_section as sweep_section
 from ..util import read_json, write_text_atomic
 from .common import RunDir, setup_logging
+from .crossval import crossval_section, near_duplicates_note
 from .metrics import MIN_SUPPORT, value
 
 if TYPE_CHECKING:
@@ -176,10 +177,12 @@ def reliability_diagram(calibration: dict) -> str:
     return _img_tag(_png(fig), "reliability diagram")
 
 
-def details_section(run: RunDir, point: int, metrics: dict) -> str:
+def details_section(run: RunDir, point: int, metrics: dict, folder: str | None = None) -> str:
     """Headline figures with intervals, warnings, per-class table, calibration, operating point,
-    ROC curves, the predictions file and the worst errors of one point."""
+    ROC curves, the predictions file and the worst errors of one point (``folder``: its
+    eval/ folder when not the point's own, e.g. pooled folds)."""
     layout = Layout(run.root)
+    folder = folder or str(point)
     boot = metrics.get("bootstrap", {})
     unit = boot.get("unit", "image")
     parts = [
@@ -193,7 +196,15 @@ def details_section(run: RunDir, point: int, metrics: dict) -> str:
             f"(seed {boot['seed']}) of the {'patients/groups: all images of a patient are drawn together' if unit != 'image' else 'images'}.</p>"
         )
     parts.append(_warnings(metrics))
-    if metrics.get("data", "validation split") == "validation split":
+    chosen = metrics.get("selection")
+    if chosen:
+        parts.append(
+            f"<div class='{'warn' if chosen['optimistic'] else 'note'}'>"
+            f"{'⚠ Selection bias: ' if chosen['optimistic'] else ''}the checkpoint was chosen on "
+            f"{html.escape(chosen['chose'])}; these figures are measured on {html.escape(chosen['scored'])}"
+            f"{' (the same data: optimistic)' if chosen['optimistic'] else ', which the choice never saw'}.</div>"
+        )
+    elif metrics.get("data", "validation split") == "validation split":
         parts.append(
             "<div class='warn'>⚠ Selection bias: training kept the checkpoint with the best accuracy "
             "on this same validation split (and a sweep publishes the best point by it), so these "
@@ -217,7 +228,9 @@ def details_section(run: RunDir, point: int, metrics: dict) -> str:
             ],
         )
     )
-    rows = read_predictions(layout.eval_dir(point) / metrics.get("predictions", "predictions.csv"))
+    rows = read_predictions(
+        layout.root / "eval" / folder / metrics.get("predictions", "predictions.csv")
+    )
     op = metrics.get("operating_point")
     cal = metrics.get("calibration")
     figures = []
@@ -269,7 +282,7 @@ def details_section(run: RunDir, point: int, metrics: dict) -> str:
                     "closer to what new patients will see. This rule is the default decision of serve's /v1/predict and the export sidecar.</p>"
                 )
     if rows:
-        href = f"eval/{point}/{metrics.get('predictions', 'predictions.csv')}"
+        href = f"eval/{folder}/{metrics.get('predictions', 'predictions.csv')}"
         parts.append(
             f"<p>Per-image predictions: <a href='{html.escape(href)}'>{html.escape(href)}</a> ({len(rows)} rows).</p>"
         )
@@ -514,6 +527,7 @@ def build_report(run: RunDir) -> str:
         )
         parts.append(
             f"<p>{manifest['inputs']} files found; {len(manifest['skipped'])} skipped; {manifest['leaks']['identical_images_in_train_and_val']} identical image(s) on both sides of the split.</p>"
+            + near_duplicates_note(manifest)
         )
         if manifest["skipped"]:
             parts.append(
@@ -551,6 +565,7 @@ def build_report(run: RunDir) -> str:
             "split, so the best point's figures are optimistic.</p>"
         )
     parts.append(sweep_section(run.root, spec, _png))  # metric vs parameters, all curves
+    parts.append(crossval_section(run, manifest))
     for p, params in enumerate(run.plan["points"]):
         parts.append(f"<h2>Point {p} {html.escape(json.dumps(params)) if params else ''}</h2>")
         parts.append(curves(run.root / "train" / str(p) / "metrics.jsonl"))

@@ -31,11 +31,11 @@ from ..data.dataset import (
     Index,
     RankBatches,
     ShardDataset,
-    load_index,
     online_augment,
     to_model_input,
 )
 from ..data.manifest import manifest_preprocessing
+from ..data.roles import role_index
 from ..models.bundle import publish_model, save_bundle
 from ..models.safeload import UnloadableFile
 from ..models.weights import MissingWeights
@@ -201,7 +201,9 @@ def prepare_job(
     if manifest is None or "error" in manifest:
         raise TrainError(f"{layout.manifest} missing or failed; run ingest first")
     t = spec.train
-    train_index, val_index = load_index(run.root, "train"), load_index(run.root, "val")
+    split = spec.data.split
+    train_index = role_index(run.root, split, "train")
+    val_index = role_index(run.root, split, "select")  # chooses the checkpoint, early stop
     batches = RankBatches(
         len(train_index),
         t.batch_size,

@@ -1,0 +1,257 @@
+"""Group k-fold cross-validation (issue 12 items 5, 7, 8): folds, the checkpoint-selection
+split, which records train/choose/score each point, pooled out-of-fold figures, near-duplicates,
+and points × folds compiled as array tasks (packed on Summit)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.metrics import accuracy_score, balanced_accuracy_score
+
+from tests.conftest import tiny_spec, xv
+from xvhpc.data.catalog import Sample, build_catalog
+from xvhpc.data.folds import assign_folds, carve_select, dhash, near_duplicates
+from xvhpc.spec import SpecError, load_spec
+from xvhpc.spec.schema import DataSpec, SplitSpec
+
+
+def patients(n_groups: int = 30, seed: int = 0) -> list[Sample]:
+    """1–3 images per patient, one class per patient, classes unbalanced."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for g in range(n_groups):
+        label = ["covid", "normal", "viral"][g % 5 % 3]
+        for i in range(int(rng.integers(1, 4))):
+            out.append(Sample(f"/x/{g}-{i}.png", f"{g}-{i}.png", label, group=f"p{g}"))
+    return out
+
+
+def test_folds_keep_patients_whole_are_stratified_and_seeded() -> None:
+    samples = patients()
+    split = SplitSpec(folds=5, seed=3)
+    folded = assign_folds(samples, split)
+    fold_of = defaultdict(set)
+    for s in folded:
+        fold_of[s.group].add(s.fold)
+    assert all(len(f) == 1 for f in fold_of.values()), "a patient in two folds"
+    assert sorted({s.fold for s in folded}) == [0, 1, 2, 3, 4]
+    for label in {s.label for s in samples}:
+        per = Counter(s.fold for s in folded if s.label == label)
+        assert max(per.values()) - min(per.get(k, 0) for k in range(5)) <= 3, (label, per)
+    assert folded == assign_folds(samples, split)
+    assert folded != assign_folds(samples, SplitSpec(folds=5, seed=4))
+
+
+def test_select_split_takes_whole_training_patients_and_gets_no_copies() -> None:
+    split = SplitSpec(folds=5, seed=3, select=0.25)
+    carved = carve_select(assign_folds(patients(), split), split)
+    chosen = {s.group for s in carved if s.split == "select"}
+    trained = {s.group for s in carved if s.split == "train"}
+    assert chosen and trained and not chosen & trained
+    data = DataSpec(source="/x", augment={"covid": {"copies": 2}})
+    from xvhpc.data.catalog import plan_copies
+
+    copies = plan_copies(carved, data)
+    assert all(s.copies == 0 for s in copies if s.split == "select")
+    assert any(s.copies for s in copies if s.split == "train")
+
+
+def test_split_spec_errors_name_file_line_and_key(tmp_path: Path, demo_data: Path) -> None:
+    for split, message in (
+        ({"folds": 1}, "data.split.folds"),
+        ({"folds": 21}, "data.split.folds"),
+        ({"fold": 2}, "data.split"),
+        ({"folds": 3, "fold": 3}, "data.split"),
+        ({"select": 1.5}, "data.split.select"),
+    ):
+        path = tiny_spec(tmp_path / "spec.yaml", demo_data, data={"split": split})
+        with pytest.raises(SpecError) as info:
+            load_spec(path)
+        text = str(info.value)
+        assert f"{path}:" in text and message in text, text
+    study = tiny_spec(
+        tmp_path / "study.yaml",
+        demo_data,
+        data={"split": {"folds": 3}},
+        sweep={"method": "tpe", "trials": 4, "parameters": {"train.learning_rate": [0.1, 0.01]}},
+    )
+    proc = xv("compile", str(study), "--site", "local", "--out", str(tmp_path / "r"), check=False)
+    assert proc.returncode != 0 and "data.split.folds" in proc.stderr, proc.stderr
+
+
+def test_points_times_folds_compile_to_an_array_and_a_packed_step(
+    tmp_path: Path, demo_data: Path
+) -> None:
+    spec = tiny_spec(
+        tmp_path / "spec.yaml",
+        demo_data,
+        data={"split": {"folds": 3}},
+        sweep={"parameters": {"train.learning_rate": [0.1, 0.01]}, "max_concurrent": 2},
+        resources={"nodes": 1, "gpus_per_node": 1, "walltime": "00:20:00", "account": "abc123"},
+    )
+    slurm, summit = tmp_path / "slurm", tmp_path / "summit"
+    xv("compile", str(spec), "--site", "local-slurm", "--out", str(slurm))
+    xv("compile", str(spec), "--site", "summit", "--out", str(summit))
+    points = json.loads((slurm / "plan.json").read_text())["points"]
+    assert [(p["train.learning_rate"], p["data.split.fold"]) for p in points] == [
+        (lr, k) for lr in (0.1, 0.01) for k in range(3)
+    ]
+    assert "#SBATCH --array=0-5%2" in (slurm / "scripts" / "train.sbatch").read_text()
+    packed = (summit / "scripts" / "train.lsf").read_text()
+    assert "6 sweep points packed: 2 at a time" in packed and "jsrun" in packed
+
+
+def grouped_csv(tmp_path: Path, demo_data: Path) -> Path:
+    """The demo images as a CSV with patients of two images each (same class)."""
+    files = sorted(p for p in demo_data.rglob("*") if p.is_file() and p.parent != demo_data)
+    path = tmp_path / "data.csv"
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["path", "label", "patient"])
+        for i, f in enumerate(files):
+            writer.writerow([str(f), f.parent.name, f"{f.parent.name}-{i // 2}"])
+    return path
+
+
+@pytest.fixture(scope="module")
+def cv_run(tmp_path_factory, demo_data: Path) -> Path:
+    """A compiled, ingested 3-fold run with a select split and augmented copies (no training)."""
+    tmp = tmp_path_factory.mktemp("cv")
+    spec = tiny_spec(
+        tmp / "spec.yaml",
+        grouped_csv(tmp, demo_data),
+        data={
+            "csv": {"group_column": "patient"},
+            "split": {"folds": 3, "select": 0.2, "seed": 1},
+            "augment": {"covid19": {"copies": 2, "hflip": True}},
+        },
+    )
+    run = tmp / "run"
+    xv("compile", str(spec), "--site", "local", "--out", str(run))
+    xv("ingest", "--run-dir", str(run), "--shard", "all", "--merge")
+    return run
+
+
+def records(run: Path, index) -> list[tuple[str, bool]]:
+    """(source, is augmented copy) of every record of an index."""
+    import h5py
+
+    out = []
+    for s, row in zip(index.shard.tolist(), index.row.tolist(), strict=True):
+        with h5py.File(index.files[s], "r") as h5:
+            out.append((h5["source"][row].decode(), bool(h5["ops"][row])))
+    return out
+
+
+def test_each_fold_trains_chooses_and_scores_on_disjoint_patients(cv_run: Path) -> None:
+    """Out-of-fold scoring covers every original once; no fold trains on a held-out image,
+    its augmented copy, or its patient; the checkpoint is chosen on neither."""
+    from xvhpc.data.roles import role_index
+    from xvhpc.steps.common import RunDir
+
+    run = RunDir.open(cv_run)
+    catalog = build_catalog(run.plan["data_source"], run.spec.data)
+    patient = {s.rel: s.group for s in catalog.samples}
+    scored: list[str] = []
+    for k in range(3):
+        split = run.point(k).data.split
+        assert split.fold == k
+        roles = {
+            r: records(cv_run, role_index(cv_run, split, r)) for r in ("train", "select", "score")
+        }
+        held = {src for src, _ in roles["score"]}
+        assert not any(copy for _, copy in roles["score"]), "an augmented copy is scored"
+        assert any(copy for _, copy in roles["train"])
+        for role in ("train", "select"):
+            sources = {src for src, _ in roles[role]}
+            assert not sources & held, f"fold {k}: {role} holds a held-out image or its copy"
+            assert not {patient[s] for s in sources} & {patient[s] for s in held}
+        assert roles["select"] and not {src for src, _ in roles["select"]} & {
+            src for src, _ in roles["train"]
+        }
+        scored += sorted(held)
+    assert sorted(scored) == sorted(s.rel for s in catalog.samples), "not each image once"
+    manifest = json.loads((cv_run / "manifest.json").read_text())
+    per_fold = [sum(c.values()) for c in manifest["folds"]["per_fold_class"]]
+    assert sum(per_fold) == len(catalog.samples)
+    assert "near_duplicates" in manifest["leaks"]
+
+
+def test_training_validates_on_the_select_split_only(cv_run: Path) -> None:
+    """A real fold's training run: its validation rounds see the select records of the other
+    folds, never the held-out fold it is scored on."""
+    from xvhpc.data.roles import role_index
+    from xvhpc.steps.common import RunDir
+
+    run = RunDir.open(cv_run)
+    split = run.point(1).data.split
+    xv("train", "--run-dir", str(cv_run), "--point", "1", "--max-iterations", "2")
+    lines = [
+        json.loads(x) for x in (cv_run / "train" / "1" / "metrics.jsonl").read_text().splitlines()
+    ]
+    seen = {x["val_samples"] for x in lines if "val_samples" in x}
+    assert seen == {len(role_index(cv_run, split, "select"))}
+    assert seen != {len(role_index(cv_run, split, "score"))}
+    meta = json.loads((cv_run / "train" / "1" / "model" / "meta.json").read_text())
+    assert meta["spec"]["data"]["split"]["fold"] == 1
+
+
+def test_pooled_figures_come_from_the_pooled_predictions(cv_run: Path) -> None:
+    """Pooling per-fold predictions: the pooled figures are those of the concatenated
+    predictions (not a mean of the folds'), the spread lists each fold's, every record once."""
+    import logging
+
+    from xvhpc.steps import crossval
+    from xvhpc.steps.common import RunDir
+    from xvhpc.steps.metrics import Options, model_details
+
+    run = RunDir.open(cv_run)
+    rng = np.random.default_rng(0)
+    classes = ["bacterial", "covid19", "normal", "viral"]
+    found, results = {}, {}
+    for k, n in enumerate((9, 14, 5)):
+        labels = rng.integers(0, 4, n)
+        probs = rng.dirichlet(np.ones(4), n)
+        probs[np.arange(n), labels] += rng.random(n)
+        probs /= probs.sum(1, keepdims=True)
+        paths = [f"f{k}/img{i}.png" for i in range(n)]
+        found[k] = {"labels": labels, "probs": probs, "paths": paths, "groups": paths,
+                    "shard": [""] * n, "row": [""] * n}  # fmt: skip
+        results[k] = {**model_details(labels, probs, classes, options=Options(resamples=1000)),
+                      "params": run.plan["points"][k]}  # fmt: skip
+        (cv_run / "train" / str(k) / "model").mkdir(parents=True, exist_ok=True)
+    pooled = crossval.pool(run, results, found, Options(resamples=1000), logging.getLogger("t"))
+    m = pooled[0]
+    labels = np.concatenate([found[k]["labels"] for k in range(3)])
+    pred = np.concatenate([found[k]["probs"] for k in range(3)]).argmax(1)
+    assert np.isclose(m["accuracy"]["value"], accuracy_score(labels, pred))
+    assert np.isclose(m["balanced_accuracy"]["value"], balanced_accuracy_score(labels, pred))
+    assert m["accuracy"]["ci_low"] <= m["accuracy"]["value"] <= m["accuracy"]["ci_high"]
+    assert m["fold_spread"]["accuracy"]["per_fold"] == [
+        results[k]["accuracy"]["value"] for k in range(3)
+    ]
+    assert m["coverage"] == {"records": 28, "scored_more_than_once": []}
+    assert not m["selection"]["optimistic"] and "select" in m["selection"]["chose"]
+    rows = list(csv.DictReader((crossval.pooled_dir(cv_run, 0) / "predictions.csv").open()))
+    assert len(rows) == 28 and Counter(r["fold"] for r in rows) == {"0": 9, "1": 14, "2": 5}
+
+
+def test_near_duplicates_found_across_parts_not_within() -> None:
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 255, (32, 32, 1), dtype=np.uint8)
+    b = np.clip(a.astype(int) + 3, 0, 255).astype(np.uint8)  # a, slightly brighter
+    c = rng.integers(0, 255, (32, 32, 1), dtype=np.uint8)
+    assert dhash(a) == dhash(b) and dhash(a) != dhash(c)
+    entries = [
+        {"part": "fold 0 train", "dhash": dhash(a), "source": "a"},
+        {"part": "fold 1 train", "dhash": dhash(b), "source": "b"},
+        {"part": "fold 1 train", "dhash": dhash(c), "source": "c"},
+        {"part": "fold 1 train", "dhash": dhash(c), "source": "c2"},  # same part: no leak
+    ]
+    near = near_duplicates(entries)
+    assert near["pairs"] == 1 and {near["examples"][0]["a"], near["examples"][0]["b"]} == {"a", "b"}

@@ -1,0 +1,68 @@
+"""Which shard records play which part for one training point: what it trains on, what
+chooses its checkpoint, what scores it.
+
+Without folds: the train split trains, the select split (``data.split.select``) or else the
+validation split chooses, the validation split scores. With folds, for held-out fold k: the
+train records (augmented copies included) of the other folds train, the select records of the
+other folds (or else fold k) choose, and the originals of fold k score — no image of fold k,
+nor a copy of one, is trained on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import h5py
+import numpy as np
+
+from ..spec.schema import SplitSpec
+from ..util import UserError
+from .dataset import Index, load_index
+
+Role = Literal["train", "select", "score"]
+
+
+def role_index(run_root: Path, split: SplitSpec, role: Role) -> Index:
+    """The records that play ``role`` for the point whose split settings are ``split``."""
+    if split.fold is None:
+        if role == "select" and split.select:
+            return load_index(run_root, "select")
+        return load_index(run_root, "train" if role == "train" else "val")
+    k = split.fold
+    if role == "train":
+        return _where(load_index(run_root, "train"), lambda fold, _: fold != k)
+    if role == "select" and split.select:
+        return _where(load_index(run_root, "select"), lambda fold, _: fold != k)
+    held_out = _concat(load_index(run_root, "train"), load_index(run_root, "select"))
+    return _where(held_out, lambda fold, original: (fold == k) & original)
+
+
+def _where(index: Index, keep) -> Index:
+    """The records of ``index`` for which ``keep(fold, is_original)`` holds."""
+    folds = np.empty(len(index), dtype=np.int64)
+    original = np.empty(len(index), dtype=bool)
+    for s, file in enumerate(index.files):
+        positions = np.flatnonzero(index.shard == s)
+        if not len(positions):
+            continue
+        with h5py.File(file, "r") as h5:
+            rows = index.row[positions]
+            if "fold" not in h5:
+                raise UserError(
+                    f"{file} was written without cross-validation folds (before "
+                    "data.split.folds was set): ingest again into a new run directory"
+                )
+            folds[positions] = h5["fold"][:][rows]
+            original[positions] = np.array([not op for op in h5["ops"][:][rows]], dtype=bool)
+    mask = np.asarray(keep(folds, original), dtype=bool)
+    return Index(index.files, index.shard[mask], index.row[mask], index.labels[mask])
+
+
+def _concat(a: Index, b: Index) -> Index:
+    """Two indexes over the same shards, in shard/row order."""
+    shard = np.concatenate([a.shard, b.shard])
+    row = np.concatenate([a.row, b.row])
+    order = np.lexsort((row, shard))
+    labels = np.concatenate([a.labels, b.labels])
+    return Index(a.files, shard[order], row[order], labels[order])

@@ -1,0 +1,240 @@
+"""Cross-validation at evaluate time: pool each sweep point's out-of-fold predictions.
+
+Every original image is held out in exactly one fold, so the folds' predictions together
+score every image once, each by a model that never saw it or its patient. The pooled figures
+(with patient-level bootstrap intervals) rank the sweep points; the spread across folds shows
+how much one split's figure could have said. The deployed model is fold 0's model of the best
+point (no refit on all data): the pooled figures estimate the training procedure, and fold 0's
+model is one draw of it.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..plan.model import FOLD_KEY
+from ..rundir import Layout
+from ..spec import ExperimentSpec
+from ..stats.decision import write_decision
+from ..util import write_json_atomic, write_text_atomic
+from .common import RunDir
+from .metrics import Options, model_details, value
+
+SPREAD = ("accuracy", "balanced_accuracy", "macro_f1", "roc_auc")
+
+
+def pooling(spec: ExperimentSpec) -> bool:
+    """Whether the run cross-validates (its points' out-of-fold predictions are pooled)."""
+    return bool(spec.data.split.folds) and spec.data.split.fold is None
+
+
+def pooled_dir(root: Path, config: int) -> Path:
+    """eval/cv-<config>/: the pooled predictions.csv and metrics.json of one sweep point."""
+    return Layout(root).root / "eval" / f"cv-{config}"
+
+
+def configs(points: list[dict[str, Any]]) -> list[list[int]]:
+    """Training points grouped by sweep point (their parameters but the fold), in plan order."""
+    groups: dict[str, list[int]] = {}
+    for p, params in enumerate(points):
+        key = repr(sorted((k, repr(v)) for k, v in params.items() if k != FOLD_KEY))
+        groups.setdefault(key, []).append(p)
+    return list(groups.values())
+
+
+def selection(spec: ExperimentSpec) -> dict[str, Any]:
+    """Which data chose the checkpoint and which scored it (the report says both)."""
+    split = spec.data.split
+    if split.fold is None:
+        scored = "the validation split"
+        chose = "the select split (training groups kept apart)" if split.select else scored
+    else:
+        scored = f"held-out fold {split.fold}"
+        chose = (
+            f"the select groups of the other folds (never fold {split.fold})"
+            if split.select
+            else scored
+        )
+    return {"chose": chose, "scored": scored, "optimistic": chose == scored}
+
+
+def fold_spread(results: dict[int, dict], members: list[int]) -> dict[str, Any]:
+    """Each figure per fold, with the mean and standard deviation across folds."""
+    out: dict[str, Any] = {}
+    for key in SPREAD:
+        values = [value(results[p][key]) for p in members]
+        known = [v for v in values if v is not None]
+        out[key] = {
+            "per_fold": values,
+            "mean": statistics.fmean(known) if known else None,
+            "sd": statistics.stdev(known) if len(known) > 1 else None,
+        }
+    return out
+
+
+def merge_found(found: dict[int, dict], members: list[int]) -> dict[str, Any]:
+    """The folds' predictions as one set, each row tagged with its fold."""
+    merged: dict[str, Any] = {"labels": [], "probs": [], "fold": []}
+    for k, p in enumerate(members):
+        merged["labels"].append(found[p]["labels"])
+        merged["probs"].append(found[p]["probs"])
+        merged["fold"] += [k] * len(found[p]["labels"])
+        for key in ("paths", "groups", "shard", "row"):
+            merged.setdefault(key, []).extend(found[p][key])
+    merged["labels"] = np.concatenate(merged["labels"])
+    merged["probs"] = np.concatenate(merged["probs"])
+    return merged
+
+
+def coverage(merged: dict[str, Any]) -> dict[str, Any]:
+    """How many records were scored, and any scored more than once (must be none)."""
+    seen: dict[str, int] = {}
+    for path in merged["paths"]:
+        seen[path] = seen.get(path, 0) + 1
+    twice = sorted(p for p, n in seen.items() if n > 1)
+    return {"records": len(merged["paths"]), "scored_more_than_once": twice[:100]}
+
+
+def pool(
+    run: RunDir,
+    results: dict[int, dict],
+    found: dict[int, dict],
+    options: Options,
+    log: logging.Logger,
+) -> dict[int, dict]:
+    """Pooled metrics per sweep point, keyed by its deployed training point (fold 0)."""
+    from .evaluate import decision_rule, predictions_csv  # late: evaluate calls this module
+
+    pooled: dict[int, dict] = {}
+    for c, members in enumerate(configs(run.plan["points"])):
+        missing = [p for p in members if p not in found]
+        if missing:
+            log.error("sweep point %d: folds %s not evaluated; no pooled figures", c, missing)
+            continue
+        merged = merge_found(found, members)
+        first = results[members[0]]
+        classes = first["classes"]
+        metrics = model_details(
+            merged["labels"],
+            merged["probs"],
+            classes,
+            merged["groups"],
+            options,
+            first["bootstrap"].get("unit", "image"),
+        )
+        params = {k: v for k, v in first["params"].items() if k != FOLD_KEY}
+        spec = run.point(members[0])
+        metrics.update(
+            {
+                "point": members[0],
+                "params": params,
+                "folds": members,
+                "fold_spread": fold_spread(results, members),
+                "coverage": coverage(merged),
+                "data": "out-of-fold predictions",
+                "selection": {
+                    **selection(spec),
+                    "scored": f"out-of-fold predictions of all {len(members)} folds",
+                },
+                "deployed": f"fold 0's model (training point {members[0]}); not refitted on all data",
+                "predictions": "predictions.csv",
+                "provenance": first.get("provenance", {}),
+            }
+        )
+        rule = decision_rule(metrics, classes, metrics["provenance"], members[0])
+        rule["fitted_on"]["data"] = "out-of-fold predictions"
+        write_decision(Layout(run.root).point_model(members[0]), rule)
+        out = pooled_dir(run.root, c)
+        write_text_atomic(out / "predictions.csv", predictions_csv(merged, classes, rule))
+        write_json_atomic(out / "metrics.json", metrics)
+        pooled[members[0]] = metrics
+        log.info(
+            "sweep point %d: pooled accuracy %.3f over %d folds (%d images)",
+            c,
+            value(metrics["accuracy"]) or 0.0,
+            len(members),
+            metrics["samples"],
+        )
+    return pooled
+
+
+def crossval_section(run: RunDir, manifest: dict) -> str:
+    """The report's cross-validation part: folds, pooled figures per sweep point with their
+    spread across folds, which data chose and scored, and which model is deployed."""
+    if not pooling(run.spec):
+        return ""
+    import html
+    import json
+
+    from ..util import read_json
+    from .report import _ci, _fmt, _table, details_section
+
+    folds = (manifest or {}).get("folds") or {}
+    parts = [f"<h2>Cross-validation: {run.spec.data.split.folds} group folds</h2>"]
+    per = folds.get("per_fold_class") or []
+    if per:
+        classes = sorted({c for counts in per for c in counts})
+        rows = [[k, *(counts.get(c, 0) for c in classes)] for k, counts in enumerate(per)]
+        parts.append(_table(["fold", *classes], rows))
+    parts.append(
+        "<p class='note'>Each patient/group is in one fold; each fold's model trains on the "
+        "others (their augmented copies included, never a copy of a held-out image) and scores "
+        "its own fold. Pooled: every original image scored once, by a model that never saw it "
+        "or its patient. With several sweep points the best one is chosen on these pooled "
+        "figures, so its own figure is somewhat optimistic.</p>"
+    )
+    for c, members in enumerate(configs(run.plan["points"])):
+        metrics = read_json(pooled_dir(run.root, c) / "metrics.json")
+        if not metrics:
+            continue
+        shown = json.dumps(metrics["params"]) if metrics["params"] else ""
+        parts.append(f"<h3>Pooled out-of-fold figures {html.escape(shown)}</h3>")
+        spread = metrics["fold_spread"]
+        parts.append(
+            _table(
+                ["figure", "pooled (95 % CI)", "mean ± sd across folds", "per fold"],
+                [
+                    [
+                        key,
+                        _ci(metrics[key]),
+                        f"{_fmt(spread[key]['mean'])} ± {_fmt(spread[key]['sd'])}",
+                        ", ".join(_fmt(v) for v in spread[key]["per_fold"]),
+                    ]
+                    for key in SPREAD
+                ],
+            )
+        )
+        parts.append(
+            f"<p class='note'>Deployed model: {html.escape(metrics['deployed'])} — the pooled "
+            "figures estimate how this training procedure does on new patients; its decision "
+            "rule (temperature, operating point) is fitted on the pooled out-of-fold "
+            "predictions.</p>"
+        )
+        parts.append(details_section(run, members[0], metrics, folder=f"cv-{c}"))
+    return "\n".join(parts)
+
+
+def near_duplicates_note(manifest: dict) -> str:
+    """The report's line on near-duplicate images across held-out parts (perceptual hash)."""
+    near = manifest.get("leaks", {}).get("near_duplicates")
+    if not near:
+        return ""
+    import html
+
+    from .report import _table
+
+    text = (
+        f"<p>{near['pairs']} pair(s) of near-duplicate images across splits/folds "
+        f"({html.escape(near['method'])}, ≤ {near['max_distance']} of 64 bits apart): the same "
+        "image, or one barely changed, on both sides would let a model be scored on what it saw."
+        "</p>"
+    )
+    rows = [[e["a"], e["part_a"], e["b"], e["part_b"], e["distance"]] for e in near["examples"]]
+    return text + (
+        _table(["image", "part", "near-duplicate", "part", "bits"], rows[:20]) if rows else ""
+    )
