@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import socket
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -199,6 +200,8 @@ def test_training_validates_on_the_select_split_only(cv_run: Path) -> None:
     assert seen != {len(role_index(cv_run, split, "score"))}
     meta = json.loads((cv_run / "train" / "1" / "model" / "meta.json").read_text())
     assert meta["spec"]["data"]["split"]["fold"] == 1
+    rank = json.loads((cv_run / "train" / "1" / "ranks" / "rank-0.json").read_text())
+    assert rank["host"] == socket.gethostname() and rank["device"] and rank["gpu"]
 
 
 def test_pooled_figures_come_from_the_pooled_predictions(cv_run: Path) -> None:

@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import signal
+import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -539,6 +540,12 @@ def train(
     return 0
 
 
+def rank_hardware(ctx: Context) -> dict[str, str]:
+    """Where this rank ran (provenance): its host, device and GPU model."""
+    gpu = torch.cuda.get_device_name(ctx.device) if ctx.device.type == "cuda" else "none"
+    return {"host": socket.gethostname(), "device": str(ctx.device), "gpu": gpu}
+
+
 def write_rank_summary(
     layout: Layout, point: int, ctx: Context, model: nn.Module, batches: RankBatches, start: int
 ) -> None:
@@ -555,6 +562,7 @@ def write_rank_summary(
             "rank": ctx.rank,
             "world_size": ctx.world_size,
             "environment": ctx.info.environment,
+            **rank_hardware(ctx),
             "weights_sha256": digest.hexdigest(),
             "first_batches": [
                 batches.batch_at(i) for i in range(first, first + min(3, batches.steps_per_epoch))
