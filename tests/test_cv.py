@@ -258,3 +258,36 @@ def test_near_duplicates_found_across_parts_not_within() -> None:
     ]
     near = near_duplicates(entries)
     assert near["pairs"] == 1 and {near["examples"][0]["a"], near["examples"][0]["b"]} == {"a", "b"}
+
+
+def test_without_folds_the_select_split_is_carved_from_training(
+    tmp_path: Path, demo_data: Path
+) -> None:
+    """data.split.select without folds: train, select and validation are disjoint patients;
+    the report's wording says the validation split never chose the checkpoint."""
+    from xvhpc.data.roles import role_index
+    from xvhpc.steps.common import RunDir
+    from xvhpc.steps.crossval import selection
+
+    spec = tiny_spec(
+        tmp_path / "spec.yaml",
+        grouped_csv(tmp_path, demo_data),
+        data={"csv": {"group_column": "patient"}, "split": {"validation": 0.25, "select": 0.3}},
+    )
+    run_dir = tmp_path / "run"
+    xv("compile", str(spec), "--site", "local", "--out", str(run_dir))
+    xv("ingest", "--run-dir", str(run_dir), "--shard", "all", "--merge")
+    run = RunDir.open(run_dir)
+    split = run.spec.data.split
+    parts = {r: {s for s, _ in records(run_dir, role_index(run_dir, split, r))} for r in
+             ("train", "select", "score")}  # fmt: skip
+    assert all(parts.values())
+    assert not parts["train"] & parts["select"] and not parts["select"] & parts["score"]
+    assert not parts["train"] & parts["score"]
+    assert len(set().union(*parts.values())) == len(
+        build_catalog(run.plan["data_source"], run.spec.data).samples
+    )
+    chosen = selection(run.spec)
+    assert not chosen["optimistic"] and chosen["scored"] == "the validation split"
+    assert selection(run.spec.model_copy(update={"data": run.spec.data.model_copy(
+        update={"split": split.model_copy(update={"select": 0.0})})}))["optimistic"]  # fmt: skip
