@@ -409,11 +409,13 @@ def samples(run: RunDir, count: int) -> str:
     """Validation images with prediction, confidence and a Grad-CAM overlay."""
     if count == 0 or not (run.root / "model" / "meta.json").exists():
         return "<p>No samples (no model or heatmap_samples: 0).</p>"
-    from ..data.dataset import ShardDataset, load_index, to_model_input
+    from ..data.dataset import ShardDataset, to_model_input
+    from ..data.roles import role_index
     from ..models.bundle import load_bundle, overlay_png
 
     bundle = load_bundle(run.root / "model")
-    dataset = ShardDataset(load_index(run.root, "val"))
+    split = run.point(best_point(run)).data.split  # with folds: the deployed fold's held-out
+    dataset = ShardDataset(role_index(run.root, split, "score"))
     picks: NDArray[np.int_] | list[int] = (
         np.linspace(0, len(dataset) - 1, num=min(count, len(dataset)), dtype=int)
         if len(dataset)
