@@ -426,7 +426,8 @@ def test_a_killed_trial_is_orphaned_in_status_and_a_rerun_resumes_it_from_its_ch
     """kill -9 of a real training task: its trial stays RUNNING in the journal but status calls
     it orphaned (its heartbeat names a dead process); the slot's rerun resumes the same trial
     from its checkpoint. A trial asked by a task killed before it bound a slot is failed by the
-    next slot to start (no slot could ever resume it)."""
+    next slot to start (no slot could ever resume it). With ``track: [tensorboard, mlflow]`` the
+    resumed trial continues its one MLflow run, read back with MLflow's own client."""
     import signal
     import time
 
@@ -436,7 +437,8 @@ def test_a_killed_trial_is_orphaned_in_status_and_a_rerun_resumes_it_from_its_ch
 
     spec = study_spec(tmp_path / "spec.yaml", demo_data, 1, [0.01], prune={"method": "none"})
     data = yaml.safe_load(spec.read_text())
-    data["train"] = {**data["train"], "max_iterations": 60}  # the kill lands well before its end
+    # 60 iterations: the kill lands well before the end
+    data["train"] = {**data["train"], "max_iterations": 60, "track": ["tensorboard", "mlflow"]}
     spec.write_text(yaml.safe_dump(data))
     loaded = load_spec(spec).spec
     run = tmp_path / "run"
@@ -475,6 +477,79 @@ def test_a_killed_trial_is_orphaned_in_status_and_a_rerun_resumes_it_from_its_ch
     assert progress["resumed_from"] is not None and progress["iteration"] == 60
     assert not heartbeat_path(run, 1).exists(), "a finished trial keeps no heartbeat"
     assert "1 done, 0 running, 0 pruned, 1 failed" in status_line(run, loaded)
+    _check_mlflow_store(run, killed_at)
+
+
+def _check_mlflow_store(run: Path, killed_at: int) -> None:
+    """One run for the trial: its parameters, every logged step once across the kill, the
+    validation rounds, the final metrics; parsed by MlflowClient on the file:// store."""
+    from xvhpc.sweeps.mlflow_store import client as mlflow_client
+
+    client = mlflow_client(run)  # MlflowClient(tracking_uri="file://RUN_DIR/mlruns")
+    (found,) = client.search_runs(["0"])
+    assert found.info.status == "FINISHED"
+    assert found.data.tags["xvhpc.state"] == "done"
+    assert found.data.tags["xvhpc.trial"] == "1"
+    params = found.data.params
+    assert (params["train.learning_rate"], params["trial"], params["model.arch"]) == (
+        "0.01",
+        "1",
+        "resnet18",
+    )
+    loss = [m.step for m in client.get_metric_history(found.info.run_id, "loss")]
+    assert sorted(loss) == list(range(1, 61)), "a step missing or logged twice"
+    assert killed_at > 0
+    rounds = [m.step for m in client.get_metric_history(found.info.run_id, "val_loss")]
+    assert sorted(rounds) == list(range(2, 61, 2))
+    assert {"final/val_loss", "final/val_accuracy", "final/best_val_accuracy"} <= set(
+        found.data.metrics
+    )
+
+
+def test_mlflow_logging_forks_nothing_and_reaches_no_network(tmp_path: Path) -> None:
+    """In a fresh interpreter (mlflow's import-time probes included) with process creation and
+    socket connections made to fail: a run opened, logged and closed all the same."""
+    code = """if True:
+        import os, socket, subprocess, sys
+        from pathlib import Path
+        def refuse(*a, **k):
+            raise AssertionError(f"forbidden: {a[:2]}")
+        subprocess.Popen.__init__ = refuse
+        os.fork = os.posix_spawn = refuse
+        socket.socket.connect = socket.socket.connect_ex = refuse
+        from xvhpc.rundir import Layout
+        from xvhpc.sweeps.mlflow_store import MlflowRun, client
+        run = MlflowRun.open(Layout(Path(sys.argv[1])), 0, {"train.learning_rate": 0.1}, None)
+        run.metrics({"loss": 1.5, "val_accuracy": 0.5}, 2)
+        run.close({"val_accuracy": 0.5}, "done")
+        (found,) = client(Path(sys.argv[1])).search_runs(["0"])
+        print(found.data.params, found.data.metrics, found.info.status)
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DO_NOT_"))}
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "{'train.learning_rate': '0.1'}" in proc.stdout
+    assert "'final/val_accuracy': 0.5" in proc.stdout and "FINISHED" in proc.stdout
+
+
+def test_track_mlflow_without_mlflow_installed_is_a_spec_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "mlflow", None)  # what find_spec sees when it is absent
+    spec = tiny_spec(tmp_path / "s.yaml", tmp_path, train={"track": "mlflow"})
+    with pytest.raises(SpecError) as err:
+        load_spec(spec)
+    line = spec.read_text().splitlines().index("  track: mlflow") + 1
+    assert f"{spec}:{line}: train.track: " in str(err.value)
+    assert "pip install 'xvhpc[mlflow]'" in str(err.value)
+    monkeypatch.delitem(sys.modules, "mlflow")
+    assert load_spec(spec).spec.train.track == ["mlflow"]
 
 
 def test_a_silent_heartbeat_is_orphaned_after_the_grace_period_only(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from typing import Annotated, Any, Literal
 
@@ -182,6 +183,21 @@ class TrainSpec(Strict):
     backend: Literal["ddp", "horovod"] = "ddp"
     max_requeues: int = Field(3, ge=0, le=100)
     early_stop: EarlyStopSpec | None = None
+    # curves and parameters of every point: TensorBoard event files, an offline MLflow file store
+    track: list[Literal["tensorboard", "mlflow"]] = ["tensorboard"]  # pydantic copies defaults
+
+    @field_validator("track", mode="before")
+    @classmethod
+    def _track_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("track")
+    @classmethod
+    def _track_installed(cls, value: list[str]) -> list[str]:
+        """Refused at validate time, not after a queue wait (find_spec imports nothing)."""
+        if "mlflow" in value and importlib.util.find_spec("mlflow") is None:
+            raise ValueError("mlflow is not installed: pip install 'xvhpc[mlflow]'")
+        return value
 
     @model_validator(mode="after")
     def _length(self) -> TrainSpec:

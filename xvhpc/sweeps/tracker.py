@@ -19,6 +19,7 @@ from ..runtime.distributed import Context, all_reduce_sum
 from ..spec import ExperimentSpec, point_spec
 from ..util import write_json_atomic
 from .heartbeat import Heartbeat, heartbeat_path
+from .mlflow_store import MlflowRun
 from .study import (
     Binding,
     Objective,
@@ -90,6 +91,7 @@ class PointTracker:
     study: Any = None  # rank 0 of a study slot only
     writer: Any = None
     heartbeat: Heartbeat | None = None  # rank 0 of a study slot training its trial
+    mlflow: MlflowRun | None = None  # rank 0 with train.track: mlflow
     outcome: str = "done"
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("xvhpc"))
 
@@ -139,10 +141,16 @@ class PointTracker:
         """A study slot whose trial already finished: nothing to train (a rerun repeats none)."""
         return self.binding is not None and self.binding.finished
 
-    # ------------------------------------------------------------- TensorBoard
+    # ------------------------------------------------------------- TensorBoard, MLflow
     def start(self, iteration: int) -> None:
-        """Open the event writer; a resume hides events past the checkpoint (they come again)."""
+        """Rank 0 opens what ``train.track`` asks for: the event writer (a resume hides events
+        past the checkpoint: they come again) and the point's MLflow run."""
         if not self.ctx.is_main:
+            return
+        if "mlflow" in self.spec.train.track:
+            trial = self.binding.trial if self.binding is not None else None
+            self.mlflow = MlflowRun.open(self.layout, self.point, self.hparam_values(), trial)
+        if "tensorboard" not in self.spec.train.track:
             return
         try:
             from torch.utils.tensorboard import SummaryWriter
@@ -156,17 +164,17 @@ class PointTracker:
 
     def scalars(self, record: dict[str, Any]) -> None:
         """Rank 0: the record's known scalars at its iteration."""
+        values = {k: v for k in SCALARS if isinstance(v := record.get(k), int | float)}
+        if self.mlflow is not None:
+            self.mlflow.metrics(values, record["iteration"])
         if self.writer is None:
             return
-        for key in SCALARS:
-            value = record.get(key)
-            if isinstance(value, int | float):
-                self.writer.add_scalar(key, value, record["iteration"])
+        for key, value in values.items():
+            self.writer.add_scalar(key, value, record["iteration"])
         self.writer.flush()
 
-    def _hparams(self, final: dict[str, float]) -> None:
-        from torch.utils.tensorboard.summary import hparams
-
+    def hparam_values(self) -> dict[str, bool | int | float | str]:
+        """The point's parameters (the usual ones and the swept ones) as scalars; the trial."""
         values = {k: dotted(self.spec, k) for k in BASE_HPARAMS} | dict(self.params)
         clean = {
             k: v if isinstance(v, bool | int | float | str) else json.dumps(v)
@@ -174,6 +182,12 @@ class PointTracker:
         }
         if self.binding is not None:
             clean["trial"] = self.binding.trial
+        return clean
+
+    def _hparams(self, final: dict[str, float]) -> None:
+        from torch.utils.tensorboard.summary import hparams
+
+        clean = self.hparam_values()
         metrics = {f"hparams/{k}": v for k, v in final.items() if not math.isnan(v)}
         for summary in hparams(clean, metrics):
             self.writer.file_writer.add_summary(summary)
@@ -231,6 +245,8 @@ class PointTracker:
             tell(self.study, self.binding.trial, state, best)
         if self.heartbeat is not None:
             self.heartbeat.stop()
+        if self.mlflow is not None:
+            self.mlflow.close({k: v for k, v in final.items() if not math.isnan(v)}, self.outcome)
         if self.writer is not None:
             self._hparams(final)
             self.writer.close()
@@ -241,6 +257,8 @@ class PointTracker:
             tell(self.study, self.binding.trial, "FAIL")
         if self.heartbeat is not None:
             self.heartbeat.stop()
+        if self.mlflow is not None:
+            self.mlflow.close({}, "crashed")
         if self.writer is not None:
             self.writer.close()
 
