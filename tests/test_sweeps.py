@@ -197,6 +197,28 @@ def test_study_compiles_to_trials_slots_array_and_packed_summit(tmp_path: Path) 
     assert 'train --run-dir "$RUN_DIR" --point "$XVHPC_INDEX"' in lsf
 
 
+def test_a_large_study_on_summit_packs_trials_within_the_eligible_job_cap(tmp_path: Path) -> None:
+    """64 trials, 8 at a time, 2 h each: one 2 h wave of 8 one-node points per job (the ≤45-node
+    bin allows 2 h), so 8 packed jobs, of which LSF lets only Summit's 4 eligible ones run
+    (``%4``). Every packed point is a slot that asks the study: the script fixes no parameter."""
+    spec = study_spec(tmp_path / "s.yaml", tmp_path, 64, [0.1])
+    data = yaml.safe_load(spec.read_text())
+    data["resources"] = {"nodes": 1, "gpus_per_node": 6, "walltime": "02:00:00"}
+    data["sweep"]["max_concurrent"] = 8
+    data["sweep"]["parameters"] = {"train.learning_rate": {"low": 1e-4, "high": 0.1, "log": True}}
+    spec.write_text(yaml.safe_dump(data))
+    summit = build_plan(load_spec(spec), load_site("summit"), str(tmp_path / "run"))
+    train = next(s for s in summit.steps if s.name == "train")
+    assert (train.array, train.per_wave, train.waves, train.pack_jobs) == (64, 8, 1, 8)
+    assert summit.points == [{}] * 64
+    lsf = render_plan(summit, load_site("summit"))["scripts/train.lsf"]
+    assert '#BSUB -J "tiny-train[1-8]%4"' in lsf
+    assert "#BSUB -nnodes 8" in lsf
+    assert 'xvhpc_waves "$first" "$last" 8' in lsf
+    assert 'train --run-dir "$RUN_DIR" --point "$XVHPC_INDEX"' in lsf
+    assert "learning_rate" not in lsf
+
+
 @pytest.mark.parametrize(
     ("values", "patience", "stop"),
     [
