@@ -223,10 +223,11 @@ def test_pooled_figures_come_from_the_pooled_predictions(cv_run: Path) -> None:
         probs[np.arange(n), labels] += rng.random(n)
         probs /= probs.sum(1, keepdims=True)
         paths = [f"f{k}/img{i}.png" for i in range(n)]
-        found[k] = {"labels": labels, "probs": probs, "paths": paths, "groups": paths,
+        groups = [f"f{k}-patient{i // 2}" for i in range(n)]  # two images per patient
+        found[k] = {"labels": labels, "probs": probs, "paths": paths, "groups": groups,
                     "shard": [""] * n, "row": [""] * n}  # fmt: skip
-        results[k] = {**model_details(labels, probs, classes, options=Options(resamples=1000)),
-                      "params": run.plan["points"][k]}  # fmt: skip
+        results[k] = {**model_details(labels, probs, classes, groups, Options(resamples=1000),
+                                      "group"), "params": run.plan["points"][k]}  # fmt: skip
         (cv_run / "train" / str(k) / "model").mkdir(parents=True, exist_ok=True)
     pooled = crossval.pool(run, results, found, Options(resamples=1000), logging.getLogger("t"))
     m = pooled[0]
@@ -239,6 +240,7 @@ def test_pooled_figures_come_from_the_pooled_predictions(cv_run: Path) -> None:
         results[k]["accuracy"]["value"] for k in range(3)
     ]
     assert m["coverage"] == {"records": 28, "scored_more_than_once": []}
+    assert m["bootstrap"]["unit"] == "patient/group" and m["groups"] == 5 + 7 + 3
     assert not m["selection"]["optimistic"] and "select" in m["selection"]["chose"]
     rows = list(csv.DictReader((crossval.pooled_dir(cv_run, 0) / "predictions.csv").open()))
     assert len(rows) == 28 and Counter(r["fold"] for r in rows) == {"0": 9, "1": 14, "2": 5}

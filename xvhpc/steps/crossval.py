@@ -125,7 +125,7 @@ def pool(
             classes,
             merged["groups"],
             options,
-            first["bootstrap"].get("unit", "image"),
+            "image" if first["bootstrap"].get("unit", "image") == "image" else "group",
         )
         params = {k: v for k, v in first["params"].items() if k != FOLD_KEY}
         spec = run.point(members[0])
