@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from PIL import Image
 
 from xvhpc.data.transforms import augment, resize
-from xvhpc.detect.boxes import MIN_VISIBLE, augment_boxes, resize_boxes
+from xvhpc.detect.boxes import MIN_VISIBLE, augment_boxes, resize_boxes, unresize_boxes
 from xvhpc.spec.schema import AugmentSpec
+
+from .conftest import xv
 
 
 def _mask(width: int, height: int, box: tuple[int, int, int, int]) -> np.ndarray:
@@ -46,11 +57,17 @@ def test_boxes_follow_every_resize_mode(case, mode, size, grid):
     images = resize(_mask(width, height, box), size, mode, grid)
     moved = resize_boxes(np.array([box]), width, height, size, mode, grid)
     assert len(moved) == len(images)
-    for image, (boxes, keep) in zip(images, moved, strict=True):
+    for tile, (image, (boxes, keep)) in enumerate(zip(images, moved, strict=True)):
         if not len(keep):
             continue
         assert keep.tolist() == [0]
         b = boxes[0]
+        back = unresize_boxes(boxes, width, height, size, mode, grid, tile)[0]  # serve's way back
+        window = resize_boxes(np.array([[0, 0, width, height]]), width, height, size, mode, grid)
+        assert np.all(back >= 0) and np.all(back <= [width, height, width, height])
+        if mode in ("squash", "letterbox"):  # nothing cut: the very box
+            np.testing.assert_allclose(back, box, atol=1e-3)
+        assert len(window) == len(images)
         if min(b[2] - b[0], b[3] - b[1]) < 3:
             continue  # too thin to survive resampling as pixels above half
         assert np.abs(_extent(image) - b).max() <= 1.0, (b, _extent(image))
@@ -72,14 +89,10 @@ def test_boxes_follow_flips_and_rotations_exactly(case, seed, pixel_ops):
     )
     image, ops = augment(_mask(width, height, box), spec, np.random.default_rng(seed))
     moved = augment_boxes(np.array([box]), width, height, ops)[0]
-    assert image.shape[:2] == (moved_h := image.shape[0], image.shape[1])
-    assert moved_h in (width, height)
     geometric = [op for op in ops if op in ("hflip", "vflip") or op.startswith("rotate")]
     plain, _ = augment(_mask(width, height, box), AugmentSpec(copies=1), np.random.default_rng(0))
     reference = plain
     for op in geometric:  # the same geometric ops alone, on the clean mask: exact pixels
-        from PIL import Image
-
         pil = Image.fromarray(reference[:, :, 0])
         if op == "hflip":
             pil = pil.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
@@ -96,8 +109,289 @@ def test_boxes_follow_flips_and_rotations_exactly(case, seed, pixel_ops):
 def test_min_visible_keeps_mostly_inside_boxes():
     """A crop keeps a box cut to at least MIN_VISIBLE of its area and drops the rest."""
     boxes = np.array([[0, 0, 10, 10], [0, 40, 10, 50]], np.float32)  # 100x50 → crop x 25..75
-    (out, keep), = resize_boxes(boxes, 100, 50, 50, "center_crop")
+    ((out, keep),) = resize_boxes(boxes, 100, 50, 50, "center_crop")
     assert keep.tolist() == []
-    (out, keep), = resize_boxes(np.array([[20, 0, 30, 10]]), 100, 50, 50, "center_crop")
+    ((out, keep),) = resize_boxes(np.array([[20, 0, 30, 10]]), 100, 50, 50, "center_crop")
     assert keep.tolist() == [0] and 0.5 >= MIN_VISIBLE
     np.testing.assert_allclose(out[0], [0, 0, 5, 10])
+
+
+# ----------------------------------------------------------------- spec
+
+
+def test_detect_spec_errors_name_line_key_and_choices(tmp_path: Path) -> None:
+    """A classifier under task: detect, a typo, a non-exact rotation and pretrained imagenet:
+    all reported at once with their lines; a detector under task: classify too."""
+    from xvhpc.spec import SpecError, load_spec
+
+    path = tmp_path / "spec.yaml"
+    path.write_text(
+        "name: d\n"
+        "task: detect\n"
+        "data:\n"
+        "  source: a.json\n"
+        "  augment: {cell: {copies: 1, rotate: [45]}}\n"
+        "model: {arch: resnet18}\n"
+        "train: {balanced_sampling: true}\n"
+    )
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    text = str(info.value)
+    assert "spec.yaml:6: model.arch: 'resnet18' is a classifier" in text
+    assert "fcos_tiny" in text and "fasterrcnn_resnet50_fpn_v2" in text
+    assert "spec.yaml:6: model.pretrained: 'imagenet'" in text
+    assert "spec.yaml:5: data.augment.cell.rotate: [45]" in text
+    assert "spec.yaml:7: train.balanced_sampling: not supported with task: detect" in text
+    path.write_text("name: d\ntask: detect\ndata: {source: a.json}\nmodel: {arch: fcos_tiyn}\n")
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    assert "did you mean fcos_tiny?" in str(info.value)
+    path.write_text("name: d\ndata: {source: a.json}\nmodel: {arch: fcos_tiny}\n")
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    assert "model.arch: fcos_tiny is a detection model; set task: detect" in str(info.value)
+
+
+# ----------------------------------------------------------------- ingest
+
+
+def _bad_boxes_coco(root: Path) -> Path:
+    """Four 40x30 images: good boxes, each kind of bad box, and an image without any."""
+    (root / "im").mkdir(parents=True)
+    doc: dict = {"images": [], "annotations": [], "categories": [{"id": 1, "name": "cell"}]}
+    boxes = {
+        0: [[4, 4, 10, 8], [20, 10, 10, 10]],  # good, good
+        1: [[5, 5, 0, 7], [50, 5, 5, 5], [30, 20, 20, 20]],  # zero area, outside, clipped
+        2: [[2, 2, 6, 6]],  # unknown category (below)
+        3: [],  # no boxes: a negative
+    }
+    for i, listed in boxes.items():
+        Image.fromarray(np.full((30, 40, 3), 20 * i, np.uint8)).save(root / "im" / f"{i}.png")
+        doc["images"].append({"id": i, "file_name": f"im/{i}.png", "width": 40, "height": 30})
+        for bbox in listed:
+            category = 7 if i == 2 else 1
+            doc["annotations"].append(
+                {
+                    "id": len(doc["annotations"]) + 1,
+                    "image_id": i,
+                    "category_id": category,
+                    "bbox": bbox,
+                }
+            )
+    path = root / "coco.json"
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def test_bad_boxes_are_skipped_with_reasons_and_negatives_kept(tmp_path: Path) -> None:
+    """COCO and the CSV form agree; bad boxes are listed with their reasons, the rest ingested."""
+    from xvhpc.detect.catalog import build_detection_catalog
+    from xvhpc.spec.schema import DataSpec
+
+    coco = _bad_boxes_coco(tmp_path)
+    catalog = build_detection_catalog(coco, DataSpec(source=str(coco)))
+    reasons = sorted(d["reason"] for d in catalog.ignored)
+    assert [r.split(" (")[0] for r in reasons] == [
+        "box skipped: outside the image",
+        "box skipped: unknown category_id 7",
+        "box skipped: zero or negative area",
+    ]
+    by_path = {s.rel: s.boxes for s in catalog.samples}
+    assert by_path == {
+        "im/0.png": ((4.0, 4.0, 14.0, 12.0, 0), (20.0, 10.0, 30.0, 20.0, 0)),
+        "im/1.png": ((30.0, 20.0, 40.0, 30.0, 0),),  # clipped to the image
+        "im/2.png": (),
+        "im/3.png": (),
+    }
+    rows = ["path,label,x0,y0,x1,y1"]
+    rows += [f"im/0.png,cell,{b[0]},{b[1]},{b[2]},{b[3]}" for b in by_path["im/0.png"]]
+    rows += ["im/1.png,cell,5,5,5,12", "im/1.png,cell,50,5,55,10", "im/1.png,cell,30,20,50,40"]
+    rows += ["im/3.png,,,,,", "im/9.png,cell,1,1,2,2"]
+    (tmp_path / "boxes.csv").write_text("\n".join(rows) + "\n")
+    csv_catalog = build_detection_catalog(tmp_path / "boxes.csv", DataSpec(source="x"))
+    assert {s.rel: s.boxes for s in csv_catalog.samples} == {
+        k: v for k, v in by_path.items() if k != "im/2.png"
+    }
+    assert [d["reason"].split(" (")[0] for d in csv_catalog.ignored] == [
+        "box skipped: zero or negative area",
+        "box skipped: outside the image",
+    ]
+    assert csv_catalog.skipped == [{"path": "im/9.png", "reason": "file not found (CSV line 8)"}]
+
+
+# ----------------------------------------------------------------- train, evaluate, serve
+
+TRAIN = {
+    "max_iterations": 200,
+    "batch_size": 8,
+    "optimizer": "adamw",
+    "learning_rate": 0.002,
+    "weight_decay": 0.0001,
+    "warmup_iterations": 30,
+    "amp": False,
+    "val_every": 100,
+    "checkpoint_every": 10,
+    "log_every": 5,
+    "workers": 0,
+}
+
+
+def _detect_spec(path: Path, source: Path, **train) -> Path:
+    spec = {
+        "name": "shapes",
+        "task": "detect",
+        "data": {
+            "source": str(source),
+            "image_size": 64,
+            "resize": "letterbox",
+            "coco": {"group_field": "group"},
+            "split": {"validation": 0.25, "seed": 1},
+            "augment": {
+                "red_box": {"copies": 1, "hflip": True, "rotate": [90, 270]},
+                "green_box": {"copies": 1, "vflip": True, "rotate": [180], "noise": 3.0},
+            },
+        },
+        "model": {"arch": "fcos_tiny", "pretrained": "none"},
+        "train": {**TRAIN, **train},
+        "resources": {"nodes": 1, "processes_per_node": 1, "walltime": "00:20:00"},
+        "evaluate": {"bootstrap": 1000},
+        "deploy": {"threshold": 0.3},
+    }
+    path.write_text(json.dumps(spec))  # JSON is YAML
+    return path
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory) -> Path:
+    from xvhpc.detect.synth import make_detection_dataset
+
+    return make_detection_dataset(tmp_path_factory.mktemp("shapes"), images=100, size=64, seed=0)
+
+
+@pytest.fixture(scope="module")
+def detect_run(tmp_path_factory, shapes: Path) -> Path:
+    """The whole local pipeline (ingest → train → evaluate → report) on synthetic shapes."""
+    work = tmp_path_factory.mktemp("detect")
+    spec = _detect_spec(work / "spec.yaml", shapes)
+    xv("run", str(spec), "--out", str(work / "run"), cwd=work, env={"OMP_NUM_THREADS": "2"})
+    return work / "run"
+
+
+def test_tiny_detector_learns_shapes(detect_run: Path) -> None:
+    """fcos_tiny on 64 px synthetic shapes reaches mAP@.5 ≥ 0.8 on the validation split."""
+    metrics = json.loads((detect_run / "eval" / "0" / "metrics.json").read_text())
+    assert metrics["map50"]["value"] >= 0.8, metrics["map50"]
+    assert metrics["map50"]["ci_low"] <= metrics["map50"]["value"] <= metrics["map50"]["ci_high"]
+    assert set(metrics["per_class_ap"]) == {"red_box", "green_box"}
+    manifest = json.loads((detect_run / "manifest.json").read_text())
+    assert manifest["counts_before_augmentation"]["train"]["(no boxes)"] > 0  # negatives kept
+    lines = (detect_run / "eval" / "0" / "predictions.jsonl").read_text().splitlines()
+    first = json.loads(lines[0])
+    assert {"path", "truth", "predicted"} <= set(first)
+    assert all(p["confidence"] >= 0.3 for line in lines for p in json.loads(line)["predicted"])
+    report = (detect_run / "report.html").read_text()
+    assert "mAP@.5" in report and "data:image/png;base64" in report
+
+
+def _weights(run: Path) -> str:
+    ranks = run / "train" / "0" / "ranks" / "rank-0.json"
+    return json.loads(ranks.read_text())["weights_sha256"]
+
+
+def test_killed_detection_run_resumes_to_identical_weights(detect_run: Path, tmp_path) -> None:
+    """SIGTERM mid-run → checkpoint, exit 75; the resumed run ends with the same weights as an
+    uninterrupted one (both shortened to 30 iterations; the same shards)."""
+    import shutil
+
+    runs = []
+    for name in ("whole", "killed"):
+        run = tmp_path / name
+        shutil.copytree(detect_run, run, ignore=shutil.ignore_patterns("train", "model", "eval"))
+        runs.append(run)
+    short = ["--max-iterations", "30"]
+    xv("train", "--run-dir", str(runs[0]), *short)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "xvhpc", "train", "--run-dir", str(runs[1]), *short],
+        env={**os.environ, "XVHPC_PYTHON": sys.executable},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    progress = runs[1] / "train" / "0" / "progress.json"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if progress.exists() and json.loads(progress.read_text()).get("iteration", 0) >= 5:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 75, err[-2000:]
+    stopped = json.loads(progress.read_text())["iteration"]
+    assert 5 <= stopped < 30
+    resumed = xv("train", "--run-dir", str(runs[1]), *short)
+    assert f"resumed from checkpoint at iteration {stopped}" in resumed.stderr
+    assert _weights(runs[1]) == _weights(runs[0])
+
+
+def test_serve_returns_boxes_on_the_uploaded_image(detect_run: Path, shapes: Path) -> None:
+    """/v1/predict on a detection bundle: {label, confidence, box} at or above the threshold,
+    in the uploaded image's pixels (here a 128 px upscale of a 64 px validation image)."""
+    from fastapi.testclient import TestClient
+
+    from xvhpc.models.bundle import load_bundle
+    from xvhpc.serve.app import create_app
+
+    doc = json.loads(shapes.read_text())
+    line = json.loads((detect_run / "eval" / "0" / "predictions.jsonl").read_text().splitlines()[0])
+    image = next(im for im in doc["images"] if im["file_name"] == line["path"])
+    truth = [a["bbox"] for a in doc["annotations"] if a["image_id"] == image["id"]]
+    big = Image.open(shapes.parent / image["file_name"]).resize(
+        (128, 128), Image.Resampling.NEAREST
+    )
+    png = shapes.parent / "big.png"
+    big.save(png)
+    client = TestClient(create_app(load_bundle(detect_run / "model")))
+    reply = client.post("/v1/predict", files={"file": ("big.png", png.read_bytes())})
+    assert reply.status_code == 200, reply.text
+    found = reply.json()["predictions"]
+    assert all(p["confidence"] >= 0.3 and p["label"] in ("red_box", "green_box") for p in found)
+    assert [p["confidence"] for p in found] == sorted(
+        (p["confidence"] for p in found), reverse=True
+    )
+    for x, y, w, h in truth:  # every true box found (IoU ≥ 0.5), at twice the ingest scale
+        want = np.array([x, y, x + w, y + h]) * 2
+        assert any(_iou(want, np.array(p["box"])) >= 0.5 for p in found), (want, found)
+    low = client.post(
+        "/v1/predict", files={"file": ("big.png", png.read_bytes())}, data={"threshold": "0.9"}
+    )
+    assert all(p["confidence"] >= 0.9 for p in low.json()["predictions"])
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    inter = np.clip(np.minimum(a[2:], b[2:]) - np.maximum(a[:2], b[:2]), 0, None).prod()
+    return float(inter / ((a[2:] - a[:2]).prod() + (b[2:] - b[:2]).prod() - inter))
+
+
+@pytest.mark.slurm
+def test_detection_pipeline_on_two_slurm_nodes(slurm_up, tmp_path: Path, shapes: Path) -> None:
+    """The same spec on the real local Slurm: ingest array, DDP training over two nodes (srun;
+    validation gathers both ranks' detections), evaluate and report."""
+    from .test_slurm import wait_final
+
+    spec = _detect_spec(tmp_path / "spec.yaml", shapes, max_iterations=12, val_every=6)
+    raw = json.loads(spec.read_text())
+    raw["data"]["shards"] = 2
+    raw["resources"] = {"nodes": 2, "processes_per_node": 1, "walltime": "00:10:00"}
+    spec.write_text(json.dumps(raw))
+    run = tmp_path / "run"
+    xv("submit", str(spec), "--site", "local-slurm", "--out", str(run))
+    states = wait_final(run)
+    assert {k: v["state"] for k, v in states.items()} == dict.fromkeys(
+        ["ingest", "merge", "train", "evaluate", "report"], "COMPLETED"
+    )
+    ranks = [json.loads(p.read_text()) for p in sorted((run / "train/0/ranks").glob("*.json"))]
+    assert [r["environment"] for r in ranks] == ["slurm", "slurm"]
+    assert len({r["weights_sha256"] for r in ranks}) == 1
+    metrics = json.loads((run / "eval" / "0" / "metrics.json").read_text())
+    assert metrics["task"] == "detect" and metrics["images"] == 25
+    validation = [json.loads(x) for x in (run / "train/0/metrics.jsonl").read_text().splitlines()]
+    assert [v["val_samples"] for v in validation if "val_map" in v] == [25, 25]  # both ranks'

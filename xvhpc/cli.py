@@ -280,7 +280,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     print(f"{len(job.inputs)} file(s) in {job.chunks} chunk(s) of at most {job.chunk_size}")
     code = submit_plan(plan, site, dry_run=args.dry_run, force=args.force)
     if code == 0 and site.local:
-        print(f"predictions: {out / 'predictions.csv'}")
+        boxes = (meta.get("spec") or {}).get("task") == "detect"  # detectors: JSON lines
+        print(f"predictions: {out / ('predictions.jsonl' if boxes else 'predictions.csv')}")
     return code
 
 

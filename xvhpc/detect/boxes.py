@@ -65,6 +65,17 @@ def resize_boxes(
     return out
 
 
+def unresize_boxes(
+    boxes: np.ndarray, width: int, height: int, size: int, mode: str, tile_grid: int, tile: int
+) -> np.ndarray:
+    """Boxes found on output image ``tile`` of ``resize`` → pixels of the original image."""
+    sx0, sy0, sx1, sy1, ox0, oy0, ox1, oy1 = _windows(width, height, size, mode, tile_grid)[tile]
+    fx, fy = (ox1 - ox0) / (sx1 - sx0), (oy1 - oy0) / (sy1 - sy0)
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    back = (b - [ox0, oy0, ox0, oy0]) / [fx, fy, fx, fy] + [sx0, sy0, sx0, sy0]
+    return np.clip(back, [sx0, sy0, sx0, sy0], [sx1, sy1, sx1, sy1]).astype(np.float32)
+
+
 def flip_boxes(boxes: np.ndarray, width: int, height: int, op: str) -> np.ndarray:
     """``hflip`` or ``vflip`` of an image ``width`` × ``height``."""
     b = np.asarray(boxes, np.float32).reshape(-1, 4)

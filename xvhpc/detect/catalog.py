@@ -121,7 +121,8 @@ def from_coco(json_path: Path, spec: DataSpec) -> tuple[list[str], list[Sample],
                     {"path": display_name(rel), "reason": f"box skipped: {reason} ({where})"}
                 )
                 continue
-            boxes.append((*xyxy, index[ann["category_id"]]))  # type: ignore[arg-type]
+            x0, y0, x1, y1 = xyxy
+            boxes.append((x0, y0, x1, y1, index[ann["category_id"]]))
         group = image.get(spec.coco.group_field) if spec.coco.group_field else None
         group = None if group in (None, "") else display_name(str(group))
         samples.append(_sample(base / rel, rel, boxes, group, classes))
@@ -174,7 +175,8 @@ def from_csv(csv_path: Path, spec: DataSpec) -> tuple[list[str], list[Sample], l
                 }
             )
             continue
-        size, boxes = _image_size(file), []
+        size = _image_size(file)
+        boxes: list[Box] = []
         for line, row in listed:
             label = (row.get(cfg.label_column) or "").strip()
             if not label:
@@ -191,7 +193,8 @@ def from_csv(csv_path: Path, spec: DataSpec) -> tuple[list[str], list[Sample], l
                     }
                 )
                 continue
-            boxes.append((*xyxy, index[display_name(cfg.label_map.get(label, label))]))  # type: ignore[arg-type]
+            x0, y0, x1, y1 = xyxy
+            boxes.append((x0, y0, x1, y1, index[display_name(cfg.label_map.get(label, label))]))
         group = (
             (listed[0][1].get(cfg.group_column) or "").strip() or None if cfg.group_column else None
         )

@@ -31,7 +31,7 @@ class TinyBackbone(nn.Module):
         layers += [nn.Conv2d(channels, channels, 3, 1, 1), nn.ReLU()]
         self.body = nn.Sequential(*layers)
 
-    def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return OrderedDict([("0", self.body(x))])
 
 

@@ -222,7 +222,11 @@ def prepare_job(
     if earlier.get("key") != key:
         for stale in (out / CHUNKS, out / "heatmaps"):
             shutil.rmtree(stale, ignore_errors=True)
-        for stale_file in (out / "predictions.csv", out / "summary.json"):
+        for stale_file in (
+            out / "predictions.csv",
+            out / "predictions.jsonl",
+            out / "summary.json",
+        ):
             stale_file.unlink(missing_ok=True)
     write_json_atomic(out / CONFIG, {**job.__dict__, "key": key})
     return job, meta

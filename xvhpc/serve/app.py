@@ -26,6 +26,9 @@ from .batching import MicroBatcher, forward
 class Prediction(BaseModel):
     label: str
     confidence: float
+    box: list[float] | None = Field(
+        None, description="detection models: x0, y0, x1, y1 in the uploaded image's pixels"
+    )
 
 
 class PredictResponse(BaseModel):
@@ -108,7 +111,7 @@ def create_app(
     app = FastAPI(
         title="xvhpc model",
         version="1",
-        description=f"{meta['arch']} classifier: {', '.join(bundle.classes)}",
+        description=f"{meta['arch']} {'detector' if meta['spec'].get('task') == 'detect' else 'classifier'}: {', '.join(bundle.classes)}",
     )
     limit = int(max_upload_mb * 1024 * 1024)
 
@@ -149,6 +152,8 @@ def create_app(
     def _predict(
         data: bytes, name: str, threshold: float, top_k: int | None, want_heatmap: bool
     ) -> PredictResponse:
+        if meta["spec"].get("task") == "detect":
+            return _detect(data, name, threshold, top_k)
         try:
             x = bundle.inputs(data, name)
         except BadImage as exc:
@@ -170,6 +175,19 @@ def create_app(
             response.heatmap = base64.b64encode(png).decode()
             response.heatmap_label = bundle.classes[best]
         return response
+
+    def _detect(data: bytes, name: str, threshold: float, top_k: int | None) -> PredictResponse:
+        """Boxes at or above the threshold, most confident first (no heatmap, no rule)."""
+        from ..detect.predict import detect_image
+
+        try:
+            boxes = detect_image(bundle, data, name, threshold)
+        except BadImage as exc:
+            raise HTTPException(415, f"not a supported image: {exc}") from None
+        return PredictResponse(
+            predictions=[Prediction(**b) for b in boxes[:top_k]],
+            model={"arch": info.arch, "spec_hash": spec_hash},
+        )
 
     return app
 

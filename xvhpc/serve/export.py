@@ -22,6 +22,10 @@ def export(run_dir: str | Path, fmt: str, out: str | Path | None = None) -> Path
     example = torch.zeros(1, 3, size, size)
     suffix = {"torchscript": ".pt", "onnx": ".onnx"}[fmt]
     target = Path(out) if out else run / "export" / f"model{suffix}"
+    if bundle.meta["spec"].get("task") == "detect":
+        from ..detect.export import export_detector
+
+        return export_detector(bundle, fmt, target)
     with atomic_path(target) as tmp:
         if fmt == "torchscript":
             traced = torch.jit.trace(bundle.model, example)
@@ -74,7 +78,7 @@ def main(args: argparse.Namespace) -> int:
             print(f"exported Triton model {repo} (repository: {repo.parent})")
             return 0
         path = export(args.run_dir, args.format, args.out)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, ValueError) as exc:  # ValueError: a detector it cannot export
         print(f"xvhpc: error: {exc}", file=sys.stderr)
         return 2
     print(f"exported {path} (+ {path.name}.json)")

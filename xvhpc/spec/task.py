@@ -47,9 +47,18 @@ def check_task(loaded: LoadedSpec) -> list[Problem]:
         )
     elif spec.model.pretrained == "coco" and spec.model.arch == "fcos_tiny":
         problems.append(loaded.problem("model.pretrained", "fcos_tiny has no pretrained weights"))
-    if spec.model.import_ or spec.model.freeze_backbone:
-        key = "model.import" if spec.model.import_ else "model.freeze_backbone"
-        problems.append(loaded.problem(key, "not supported with task: detect"))
+    t = spec.train
+    unsupported = {
+        "model.import": spec.model.import_ is not None,
+        "model.freeze_backbone": spec.model.freeze_backbone,
+        "train.backend": t.backend == "horovod",
+        "train.balanced_sampling": t.balanced_sampling,
+        "train.class_weights": t.class_weights != "none",
+        "train.label_smoothing": t.label_smoothing > 0,
+    }
+    for key, used in unsupported.items():
+        if used:
+            problems.append(loaded.problem(key, "not supported with task: detect"))
     if spec.data.format == "folders":
         problems.append(
             loaded.problem(

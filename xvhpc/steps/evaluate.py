@@ -36,6 +36,7 @@ from ..sweeps.board import annotate_leaderboard, pruned
 from ..util import read_json, write_json_atomic, write_text_atomic
 from . import crossval
 from .common import RunDir, setup_logging
+from .ingest import catalog_of
 from .metrics import Options, model_details, value
 
 PREDICTIONS = "predictions.csv"
@@ -98,7 +99,7 @@ def split_groups(run: RunDir, paths: list[str], log: logging.Logger) -> tuple[li
     Without a group column each original image (with its frames/tiles) is its own group."""
     groups_of: dict[str, str | None] = {}
     try:
-        catalog = build_catalog(run.plan["data_source"], run.spec.data)
+        catalog = catalog_of(run.plan["data_source"], run.spec)
         groups_of = {s.rel: s.group for s in catalog.samples}
     except (CatalogError, OSError, KeyError) as exc:
         log.warning("groups unknown (%s): resampling images, not patients", exc)
@@ -367,6 +368,13 @@ def main(args: argparse.Namespace) -> int:
     run = RunDir.open(args.run_dir)
     points = list(range(len(run.plan["points"]))) if args.all else [args.point]
     points = [p for p in points if not args.all or not pruned(run.root, p)]  # not candidates
+    if run.spec.task == "detect":
+        from ..detect.evaluate import main as evaluate_detection
+
+        if args.data:
+            print("xvhpc: error: evaluate --data is for classification only", file=sys.stderr)
+            return 2
+        return evaluate_detection(run, points, args.all, log)
     found: dict[int, dict] = {}
     try:
         results = {

@@ -38,9 +38,10 @@ from ..data.shards import (
     shard_name,
 )
 from ..data.transforms import augment, prepare
+from ..detect.catalog import NO_BOXES
 from ..rundir import WORKER_LOST_EXIT
 from ..runtime.task import Task, detect_task
-from ..spec.schema import DataSpec
+from ..spec.schema import DataSpec, ExperimentSpec
 from ..util import write_json_atomic
 from .common import RunDir, progress, setup_logging
 
@@ -53,14 +54,25 @@ class Job:
     opts: DecodeOptions  # from the manifest's preprocessing dict, built once per shard
 
 
-def process_sample(job: Job) -> tuple[list[Record], str | None]:
-    """Decode, resize and augment one file; (records, None) or ([], reason)."""
+def decoded(job: Job, read: Callable = prepare) -> tuple[list, str | None]:
+    """``read`` (decode + resize by default) of one file: (frames, None) or ([], reason)."""
     try:
-        frames = prepare(job.sample.path, job.opts, name=job.sample.rel)
+        return read(job.sample.path, job.opts, name=job.sample.rel), None
     except BadImage as exc:
         return [], str(exc)
     except Exception as exc:  # a decoder bug must not stop the other files
         return [], f"decoder error: {type(exc).__name__}: {exc}"
+
+
+def process_sample(job: Job) -> tuple[list[Record], str | None]:
+    """Decode, resize and augment one file; (records, None) or ([], reason)."""
+    if job.sample.boxes is not None:
+        from ..detect.ingest import process_detection
+
+        return process_detection(job)
+    frames, reason = decoded(job)
+    if reason is not None:
+        return [], reason
     records: list[Record] = []
     multi = len(frames) > 1
     for f, images in enumerate(frames):
@@ -72,19 +84,22 @@ def process_sample(job: Job) -> tuple[list[Record], str | None]:
             )
             # a gray image stays one channel here (hash, augment, transfer from a worker: a
             # third of the work); the shard writer stores it with data.channels channels
-            records.append(
-                Record(
-                    image,
-                    job.label,
-                    job.sample.split,
-                    source,
-                    hash=content_hash(image),
-                    fold=job.sample.fold,
-                    dhash=dhash(image),
-                )
-            )
+            records.append(original_record(job, image, source))
             records.extend(augmented_copies(job, image, source))
     return records, None
+
+
+def original_record(job: Job, image: np.ndarray, source: str) -> Record:
+    """The record of one decoded (frame, tile) image as it is, with its hashes."""
+    return Record(
+        image,
+        job.label,
+        job.sample.split,
+        source,
+        hash=content_hash(image),
+        fold=job.sample.fold,
+        dhash=dhash(image),
+    )
 
 
 def augmented_copies(job: Job, image: np.ndarray, source: str) -> list[Record]:
@@ -128,15 +143,15 @@ def ingest_shard(
     clean_stale(shard_dir, index)
     started = time.perf_counter()
     data = run.spec.data
-    label_of = {c: i for i, c in enumerate(classes)}
+    label_of = {c: i for i, c in enumerate(classes)}  # detection: images without boxes get -1
     stats = ShardStats(index, inputs=len(samples))
     per: defaultdict[str, defaultdict[str, int]] = defaultdict(lambda: defaultdict(int))
     orig: defaultdict[str, defaultdict[str, int]] = defaultdict(lambda: defaultdict(int))
-    writer = ShardWriter(
+    writer = shard_writer(run.spec.task)(
         shard_dir / shard_name(index), data.image_size, data.channels, data.compression
     )
     opts = decode_options(preprocessing(data))
-    jobs = [Job(s, label_of[s.label], data, opts) for s in samples]
+    jobs = [Job(s, label_of.get(s.label, -1), data, opts) for s in samples]
     try:
         results = zip(jobs, mapper(process_sample, jobs), strict=True)
         if tick is None:
@@ -164,9 +179,10 @@ def _collect(results, writer, stats, per, orig, classes, tick) -> None:
             continue
         for record in records:
             writer.add(record)
-            per[record.split][classes[record.label]] += 1
+            name = classes[record.label] if record.label >= 0 else NO_BOXES
+            per[record.split][name] += 1
             if not record.ops:
-                orig[record.split][classes[record.label]] += 1
+                orig[record.split][name] += 1
                 stats.hashes[record.split].append(record.hash)
                 stats.originals.append(original_entry(record, classes))
 
@@ -180,6 +196,24 @@ def original_entry(record: Record, classes: list[str]) -> dict:
         "dhash": record.dhash,
         "source": record.source,
     }
+
+
+def shard_writer(task: str) -> type[ShardWriter]:
+    """The writer of a task's shards: detection adds each image's boxes."""
+    if task == "detect":
+        from ..detect.ingest import DetectionShardWriter
+
+        return DetectionShardWriter
+    return ShardWriter
+
+
+def catalog_of(source: str, spec: ExperimentSpec) -> Catalog:
+    """The task's catalog: labelled images, or images with boxes."""
+    if spec.task == "detect":
+        from ..detect.catalog import build_detection_catalog
+
+        return build_detection_catalog(source, spec.data)
+    return build_catalog(source, spec.data)
 
 
 def _shard_worker(run: RunDir, classes: list[str], samples: list[Sample], index: int) -> None:
@@ -285,7 +319,7 @@ def main(args: argparse.Namespace) -> int:
     log = setup_logging(task.mpi_rank)
     data = run.spec.data
     try:
-        catalog = build_catalog(run.plan["data_source"], data)
+        catalog = catalog_of(run.plan["data_source"], run.spec)
     except CatalogError as exc:
         print(f"xvhpc: error: {exc}", file=sys.stderr)
         return 2

@@ -36,8 +36,14 @@ PREDICTIONS = "predictions.csv"
 SUMMARY = "summary.json"
 
 
-def chunk_file(out: Path, index: int, key: str) -> Path:
-    return out / CHUNKS / f"chunk-{index:05d}-{key}.csv"
+def chunk_file(out: Path, index: int, key: str, suffix: str = ".csv") -> Path:
+    return out / CHUNKS / f"chunk-{index:05d}-{key}{suffix}"
+
+
+def is_detector(model: str | Path) -> bool:
+    """Whether a bundle detects boxes (its chunks and output are JSON lines, not CSV)."""
+    meta = json.loads((Path(model) / "meta.json").read_text())
+    return meta.get("spec", {}).get("task") == "detect"
 
 
 def header(classes: list[str]) -> list[str]:
@@ -107,12 +113,22 @@ def run_chunk(out: Path, index: int, log: logging.Logger) -> int:
     job = PredictJob.read(out)
     if not 0 <= index < job.chunks:
         raise PredictError(f"chunk {index} out of range (this job has {job.chunks})")
-    target = chunk_file(out, index, job_key(out))
+    detector = is_detector(job.model)
+    target = chunk_file(out, index, job_key(out), ".jsonl" if detector else ".csv")
     if target.is_file():
         log.info("chunk %d: already done (%s), skipping", index, target)
         return 0
     device = "cuda" if torch.cuda.is_available() else "cpu"
     bundle = load_bundle(job.model, device)
+    if detector:
+        from ..detect.predict import predict_lines
+
+        text, done, skipped = predict_lines(bundle, job.chunk(index))
+        write_text_atomic(target, text)
+        log.info(
+            "chunk %d: %d predicted, %d skipped on %s → %s", index, done, skipped, device, target
+        )
+        return 0
     rule = read_decision(job.model, bundle.classes)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
@@ -140,13 +156,19 @@ def run_chunk(out: Path, index: int, log: logging.Logger) -> int:
 def merge(out: Path, log: logging.Logger) -> int:
     """Join every chunk (in input order) and the reader's skipped files into predictions.csv."""
     job = PredictJob.read(out)
-    files = [chunk_file(out, i, job_key(out)) for i in range(job.chunks)]
+    detector = is_detector(job.model)
+    suffix = ".jsonl" if detector else ".csv"
+    files = [chunk_file(out, i, job_key(out), suffix) for i in range(job.chunks)]
     missing = [i for i, f in enumerate(files) if not f.is_file()]
     if missing:
         raise PredictError(
             f"{len(missing)} chunk(s) not finished ({', '.join(map(str, missing[:10]))}); "
             "rerun the same `xvhpc predict` command to complete them"
         )
+    if detector:
+        from ..detect.predict import merge_lines
+
+        return merge_lines(out, files, job, log)
     classes = json.loads((Path(job.model) / "meta.json").read_text())["classes"]
     rows: list[list[str]] = []
     for file in files:

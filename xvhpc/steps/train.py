@@ -37,6 +37,8 @@ from ..data.dataset import (
 )
 from ..data.manifest import manifest_preprocessing
 from ..data.roles import role_index
+from ..detect.dataset import DetectionDataset
+from ..detect.train import detection_loss, validate_detector
 from ..models.bundle import publish_model, save_bundle
 from ..models.safeload import UnloadableFile
 from ..models.weights import MissingWeights
@@ -223,8 +225,8 @@ def prepare_job(
         spec=spec,
         classes=manifest["classes"],
         preprocessing=manifest_preprocessing(manifest, spec.data),
-        train_set=ShardDataset(train_index, cache_in_memory=t.cache_in_memory),
-        val_set=ShardDataset(val_index),
+        train_set=dataset_type(spec)(train_index, cache_in_memory=t.cache_in_memory),
+        val_set=dataset_type(spec)(val_index),
         batches=batches,
         max_iter=max_iter_override or t.max_iterations or (t.epochs or 1) * batches.steps_per_epoch,
         single_point=len(run.plan["points"]) == 1,
@@ -241,7 +243,8 @@ def build_parts(job: Job, ctx: Context) -> Parts:
     """Model (identical initial weights on every rank), optimizer, schedule, scaler, losses."""
     t = job.spec.train
     torch.manual_seed(t.seed)  # identical initial weights on every rank
-    model = build_model(job.spec.model, len(job.classes)).to(ctx.device)
+    model = build_model(job.spec.model, len(job.classes), job.spec.data.image_size)
+    model = model.to(ctx.device)
     model = model.to(memory_format=memory_format(job.spec, ctx.device))
     optimizer = make_optimizer(model, job.spec, ctx.world_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(job.spec, job.max_iter))
@@ -315,6 +318,7 @@ def make_loader(job: Job, start: int, ctx: Context) -> DataLoader:
     return DataLoader(
         job.train_set,
         batch_sampler=job.batches,
+        collate_fn=getattr(job.train_set, "collate", None),  # detection: targets as a list
         num_workers=t.workers,
         pin_memory=ctx.device.type == "cuda",
         persistent_workers=False,
@@ -382,7 +386,10 @@ def log_window(
 def validate(job: Job, parts: Parts, pos: Position, ctx: Context) -> None:
     """Validation metrics; rank 0 logs them and saves the bundle when accuracy improved."""
     t = job.spec.train
-    metrics = evaluate(parts.model, job.val_set, ctx, parts.val_criterion, t.batch_size)
+    if isinstance(job.val_set, DetectionDataset):
+        metrics = validate_detector(parts.model, job.val_set, ctx, t.batch_size, job.classes)
+    else:
+        metrics = evaluate(parts.model, job.val_set, ctx, parts.val_criterion, t.batch_size)
     pos.last_validation = metrics
     if not ctx.is_main:
         return
@@ -584,13 +591,8 @@ def train_one_step(
     t = spec.train
     torch.manual_seed(t.seed * 1_000_003 + iteration * 131 + ctx.rank)
     generator = torch.Generator().manual_seed(t.seed * 7919 + iteration * 31 + ctx.rank)
-    x = online_augment(to_model_input(images, ctx.device), generator)
-    x = x.contiguous(memory_format=memory_format(spec, ctx.device))
-    y = labels.to(ctx.device, non_blocking=True)
     parts.optimizer.zero_grad(set_to_none=True)
-    with compat.autocast(ctx.device.type, parts.amp_dtype):
-        logits = net(x)
-        loss = parts.criterion(logits, y)
+    loss = batch_loss(net, images, labels, parts, ctx, spec, generator)
     parts.scaler.scale(loss).backward()
     if t.grad_clip:
         parts.scaler.unscale_(parts.optimizer)
@@ -598,6 +600,31 @@ def train_one_step(
     parts.scaler.step(parts.optimizer)
     parts.scaler.update()
     return float(loss.detach())
+
+
+def batch_loss(
+    net: nn.Module,
+    images: torch.Tensor,
+    labels: Any,
+    parts: Parts,
+    ctx: Context,
+    spec: ExperimentSpec,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """One batch's loss: the classifier's on online-augmented images, or the detector's
+    (``labels``: its targets; offline augmentation only, which moves the boxes)."""
+    if spec.task == "detect":
+        return detection_loss(net, images, labels, ctx, parts.amp_dtype)
+    x = online_augment(to_model_input(images, ctx.device), generator)
+    x = x.contiguous(memory_format=memory_format(spec, ctx.device))
+    y = labels.to(ctx.device, non_blocking=True)
+    with compat.autocast(ctx.device.type, parts.amp_dtype):
+        return parts.criterion(net(x), y)
+
+
+def dataset_type(spec: ExperimentSpec) -> type[ShardDataset]:
+    """The dataset of the task: images and labels, or images and boxes."""
+    return DetectionDataset if spec.task == "detect" else ShardDataset
 
 
 def main(args: argparse.Namespace) -> int:

@@ -1,0 +1,134 @@
+"""``xvhpc evaluate`` for detection: each point's model on its validation split → COCO mAP,
+mAP@.5, per-class AP and precision-recall curves with bootstrap intervals (``metrics.json``),
+every box it finds (``predictions.jsonl``), a few images drawn with predicted and true boxes,
+and the leaderboard (by mAP@[.5:.95]) that publishes the best point."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from ..data.roles import role_index
+from ..models.bundle import load_bundle, publish_model
+from ..rundir import Layout
+from ..steps.common import RunDir
+from ..steps.evaluate import _show as show
+from ..steps.evaluate import _sources, split_groups
+from ..util import read_json, write_json_atomic, write_text_atomic
+from .dataset import DetectionDataset
+from .metrics import Found, Truth, detection_metrics
+from .predict import boxes_json, detect
+
+SAMPLES = 6  # validation images drawn with their boxes (the report shows them)
+TRUE, PREDICTED = (0, 220, 0), (255, 220, 0)
+
+
+def draw(
+    image: np.ndarray, truth: Truth, f: Found, classes: list[str], threshold: float
+) -> Image.Image:
+    """True boxes in green, predicted ones (≥ threshold) in yellow with class and confidence."""
+    pil = Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image).convert("RGB")
+    pil = pil.resize((pil.width * 4, pil.height * 4), Image.Resampling.NEAREST)
+    pen = ImageDraw.Draw(pil)
+    for box in truth.boxes:
+        pen.rectangle([v * 4 for v in box], outline=TRUE, width=2)
+    for item in boxes_json(f, classes, threshold):
+        pen.rectangle([v * 4 for v in item["box"]], outline=PREDICTED, width=2)
+        pen.text(
+            (item["box"][0] * 4 + 2, item["box"][1] * 4 + 1),
+            f"{item['label']} {item['confidence']:.2f}",
+            fill=PREDICTED,
+        )
+    return pil
+
+
+def evaluate_point(run: RunDir, point: int, log: logging.Logger) -> dict | None:
+    layout = Layout(run.root)
+    if not (layout.point_model(point) / "meta.json").exists():
+        log.error("point %d has no trained model at %s", point, layout.point_model(point))
+        return None
+    bundle = load_bundle(layout.point_model(point))
+    spec = run.point(point)
+    index = role_index(run.root, spec.data.split, "score")
+    dataset = DetectionDataset(index)
+    truth: list[Truth] = []
+    found: list[Found] = []
+    images: list[np.ndarray] = []
+    for start in range(0, len(dataset), 32):
+        batch, targets = dataset.collate(
+            [dataset[i] for i in range(start, min(start + 32, len(dataset)))]
+        )
+        found += detect(bundle, batch)
+        truth += [Truth(t["boxes"].numpy(), t["labels"].numpy() - 1) for t in targets]
+        images += [b.numpy() for b in batch][: max(0, SAMPLES - len(images))]
+    paths = _sources(index)
+    groups, unit = split_groups(run, paths, log)
+    ev = spec.evaluate
+    metrics = detection_metrics(truth, found, bundle.classes, groups, ev.bootstrap, ev.seed)
+    threshold = spec.deploy.threshold
+    out = layout.eval_dir(point)
+    (out / "samples").mkdir(parents=True, exist_ok=True)
+    for n, image in enumerate(images):
+        draw(image, truth[n], found[n], bundle.classes, max(threshold, 0.3)).save(
+            out / "samples" / f"{n}.png"
+        )
+    lines = [
+        json.dumps(
+            {
+                "path": p,
+                "group": g,
+                "truth": boxes_json(
+                    Found(t.boxes, np.ones(len(t.labels)), t.labels), bundle.classes
+                ),
+                "predicted": boxes_json(f, bundle.classes, threshold),
+            }
+        )
+        for p, g, t, f in zip(paths, groups, truth, found, strict=True)
+    ]
+    write_text_atomic(out / "predictions.jsonl", "".join(line + "\n" for line in lines))
+    metrics.update(
+        {
+            "task": "detect",
+            "point": point,
+            "params": run.plan["points"][point],
+            "classes": bundle.classes,
+            "unit": unit,
+            "samples": [f"samples/{n}.png" for n in range(len(images))],
+            "training": read_json(layout.progress(point), {}),
+        }
+    )
+    write_json_atomic(out / "metrics.json", metrics)
+    log.info(
+        "point %d: mAP@[.5:.95] %s, mAP@.5 %s on %d images",
+        point,
+        show(metrics["map"]),
+        show(metrics["map50"]),
+        len(truth),
+    )
+    return metrics
+
+
+def main(run: RunDir, points: list[int], rank: bool, log: logging.Logger) -> int:
+    """Evaluate ``points``; with ``rank``, write the leaderboard and publish the best."""
+    results = {p: m for p in points if (m := evaluate_point(run, p, log)) is not None}
+    if not results:
+        log.error("no trained model to evaluate")
+        return 1
+    if rank:
+        rows = [
+            {
+                "point": p,
+                "params": m["params"],
+                "map": m["map"]["value"],
+                "map50": m["map50"]["value"],
+                "ci": {k: [m[k]["ci_low"], m[k]["ci_high"]] for k in ("map", "map50")},
+            }
+            for p, m in results.items()
+        ]
+        rows.sort(key=lambda r: (-(r["map"] if r["map"] is not None else -1), r["point"]))
+        write_json_atomic(Layout(run.root).leaderboard, {"rank_by": "map", "rows": rows})
+        publish_model(run, rows[0]["point"])
+    return 0 if len(results) == len(points) else 1

@@ -1,0 +1,104 @@
+"""A detection bundle on new images: boxes ``{label, confidence, box}`` in the image's own
+pixels (serve's ``/v1/predict``, the ``predict`` batch job, evaluate)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data.decode import BadImage, decode
+from ..data.transforms import resize
+from ..models.bundle import Bundle
+from ..util import write_json_atomic, write_text_atomic
+from .boxes import unresize_boxes
+from .dataset import detector_input
+from .metrics import Found
+from .train import found as as_found
+
+
+@torch.no_grad()
+def detect(bundle: Bundle, images: torch.Tensor) -> list[Found]:
+    """The bundle's detections for uint8 NHWC images (class indices, all scores)."""
+    return as_found(bundle.model(detector_input(images, bundle.device)))
+
+
+def boxes_json(f: Found, classes: list[str], threshold: float = 0.0) -> list[dict]:
+    """``{label, confidence, box}`` per detection at or above ``threshold`` (serve, predict)."""
+    return [
+        {
+            "label": classes[int(k)],
+            "confidence": round(float(s), 4),
+            "box": [round(float(v), 2) for v in b],
+        }
+        for b, s, k in zip(f.boxes, f.scores, f.labels, strict=True)
+        if s >= threshold
+    ]
+
+
+def detect_image(
+    bundle: Bundle, source: str | Path | bytes, name: str = "", threshold: float = 0.0
+) -> list[dict]:
+    """Decode exactly as ingest does, detect on each model-sized image (tiles), and map the
+    boxes back onto the original; most confident first."""
+    opts = bundle.decode_options
+    frame = decode(source, dataclasses.replace(opts, expand_gray=False), name=name)[0]
+    height, width = frame.shape[:2]
+    tiles = resize(frame, opts.size, opts.resize, opts.tile_grid)
+    out: list[dict] = []
+    for t, f in enumerate(detect(bundle, torch.from_numpy(np.stack(tiles)))):
+        back = unresize_boxes(f.boxes, width, height, opts.size, opts.resize, opts.tile_grid, t)
+        out += boxes_json(Found(back, f.scores, f.labels), bundle.classes, threshold)
+    return sorted(out, key=lambda d: -d["confidence"])
+
+
+def predict_lines(bundle: Bundle, items: list[dict[str, str]]) -> tuple[str, int, int]:
+    """One JSON line per file: ``{path, boxes}`` (at the deployed threshold) or
+    ``{path, skipped}``; with the counts predicted and skipped."""
+    lines, done = [], 0
+    threshold = float(bundle.meta.get("threshold", 0.0))
+    for item in items:
+        try:
+            row: dict = {
+                "path": item["rel"],
+                "boxes": detect_image(bundle, item["path"], item["rel"], threshold),
+            }
+            done += 1
+        except BadImage as exc:
+            row = {"path": item["rel"], "skipped": str(exc)}
+        except Exception as exc:  # a decoder bug must not stop the other files (as ingest)
+            row = {"path": item["rel"], "skipped": f"decoder error: {type(exc).__name__}: {exc}"}
+        lines.append(json.dumps(row))
+    return "".join(line + "\n" for line in lines), done, len(items) - done
+
+
+def merge_lines(out: Path, files: list[Path], job, log: logging.Logger) -> int:
+    """Every chunk in input order, then the reader's skipped files → ``predictions.jsonl``;
+    ``summary.json`` counts images and boxes per label."""
+    text = "".join(f.read_text() for f in files)
+    text += "".join(
+        json.dumps({"path": s["path"], "skipped": s["reason"]}) + "\n" for s in job.skipped
+    )
+    rows = [json.loads(line) for line in text.splitlines()]
+    labels = Counter(b["label"] for r in rows for b in r.get("boxes", []))
+    summary = {
+        "model": job.model,
+        "source": job.source,
+        "files": len(rows),
+        "predicted": sum("boxes" in r for r in rows),
+        "skipped": sum("skipped" in r for r in rows),
+        "boxes": dict(sorted(labels.items())),
+        "chunks": job.chunks,
+    }
+    write_text_atomic(out / "predictions.jsonl", text)
+    write_json_atomic(out / "summary.json", summary)
+    log.info(
+        "%s: %d images, %d boxes", out / "predictions.jsonl", summary["predicted"], labels.total()
+    )
+    print(json.dumps(summary, indent=2, sort_keys=True))
+    return 0
