@@ -125,7 +125,7 @@ def test_ranges_are_suggested_as_optuna_distributions_and_sampled_by_random_swee
     from optuna.distributions import FloatDistribution, IntDistribution
 
     from xvhpc.spec import sweep_points
-    from xvhpc.sweeps.board import scatter_figure
+    from xvhpc.sweeps.board import params_text, scatter_figure
     from xvhpc.sweeps.study import bind_slot
 
     ranges = {
@@ -163,6 +163,9 @@ def test_ranges_are_suggested_as_optuna_distributions_and_sampled_by_random_swee
     assert len(points) == 5
     assert all(1e-4 <= p["train.learning_rate"] <= 1e-1 for p in points)
     assert all(p["train.batch_size"] in range(8, 65, 8) for p in points)
+    assert params_text({"train.learning_rate": 0.0031622776601683794, "train.batch_size": 16}) == (
+        '{"train.batch_size": 16, "train.learning_rate": 0.003162}'
+    )
     fig = scatter_figure(rows, "accuracy")
     axes = {ax.get_xlabel(): ax.get_xscale() for ax in fig.axes}
     assert axes == {"train.batch_size": "linear", "train.learning_rate": "log"}

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ..detect.report import report_section as detection_section
 from ..rundir import Layout
+from ..sweeps.board import params_text
 from ..sweeps.board import report_section as sweep_section
 from ..util import read_json, write_text_atomic
 from .common import RunDir, setup_logging
@@ -547,7 +547,7 @@ def build_report(run: RunDir) -> str:
             _table(
                 ["point", "parameters", "accuracy", "balanced accuracy", "macro F1", "ROC-AUC"],
                 [
-                    [r["point"], json.dumps(r["params"])]
+                    [f"{r['point']} ({r.get('state', 'done')})", params_text(r["params"])]
                     + [
                         _ci(
                             {
@@ -573,22 +573,17 @@ def build_report(run: RunDir) -> str:
         parts.append(f"<h2>Point {p} {html.escape(json.dumps(params)) if params else ''}</h2>")
         parts.append(curves(run.root / "train" / str(p) / "metrics.jsonl"))
         metrics = read_json(run.root / "eval" / str(p) / "metrics.json")
-        if metrics and metrics.get("task") == "detect":
-            parts.append(detection_section(Layout(run.root).eval_dir(p)))
-        elif metrics:
+        if metrics:
             parts.append(details_section(run, p, metrics))
     best = best_point(run)
-    heatmaps = ""  # Grad-CAM: classifiers only
-    if spec.task == "classify":
-        heatmaps = worst_error_heatmaps(run, best, spec.evaluate.heatmap_samples)
+    heatmaps = worst_error_heatmaps(run, best, spec.evaluate.heatmap_samples)
     if heatmaps:
         parts.append(
             f"<h2>Worst validation errors with heatmaps (published model, point {best})</h2>"
         )
         parts.append(heatmaps)
-    if spec.task == "classify":
-        parts.append("<h2>Validation samples with heatmaps (best model)</h2>")
-        parts.append(samples(run, spec.evaluate.heatmap_samples))
+    parts.append("<h2>Validation samples with heatmaps (best model)</h2>")
+    parts.append(samples(run, spec.evaluate.heatmap_samples))
     best_metrics = read_json(Layout(run.root).eval_dir(best) / "metrics.json") or {}
     parts.append("<h2>Provenance</h2>")
     if best_metrics.get("provenance"):

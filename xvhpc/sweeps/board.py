@@ -53,6 +53,12 @@ def annotate_leaderboard(root: Path, spec: ExperimentSpec, rows: list[dict[str, 
                 row["objective"] = trial["value"]
 
 
+def params_text(params: dict[str, Any]) -> str:
+    """Parameters for people: a float from a range to 4 significant digits, not 17."""
+    shown = {k: float(f"{v:.4g}") if isinstance(v, float) else v for k, v in params.items()}
+    return json.dumps(shown, sort_keys=True)
+
+
 def status_line(root: Path, spec: ExperimentSpec) -> str | None:
     """``trials 6/6: 4 done, 0 running, 2 pruned, 0 failed; best trial 3 (slot 2) …``."""
     if not is_study(spec):
@@ -74,7 +80,7 @@ def status_line(root: Path, spec: ExperimentSpec) -> str | None:
     if best is not None:
         text += (
             f"; best trial {best['trial']} (slot {best['slot']}) {info['objective']} "
-            f"{best['value']:.4f} {json.dumps(best['params'], sort_keys=True)}"
+            f"{best['value']:.4f} {params_text(best['params'])}"
         )
     return text
 
