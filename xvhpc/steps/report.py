@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
+from ..detect.report import report_section as detection_section
 from ..rundir import Layout
 from ..sweeps.board import params_text
 from ..sweeps.board import report_section as sweep_section
@@ -573,17 +574,22 @@ def build_report(run: RunDir) -> str:
         parts.append(f"<h2>Point {p} {html.escape(json.dumps(params)) if params else ''}</h2>")
         parts.append(curves(run.root / "train" / str(p) / "metrics.jsonl"))
         metrics = read_json(run.root / "eval" / str(p) / "metrics.json")
-        if metrics:
+        if metrics and metrics.get("task") == "detect":
+            parts.append(detection_section(Layout(run.root).eval_dir(p)))
+        elif metrics:
             parts.append(details_section(run, p, metrics))
     best = best_point(run)
-    heatmaps = worst_error_heatmaps(run, best, spec.evaluate.heatmap_samples)
+    heatmaps = ""  # Grad-CAM: classifiers only
+    if spec.task == "classify":
+        heatmaps = worst_error_heatmaps(run, best, spec.evaluate.heatmap_samples)
     if heatmaps:
         parts.append(
             f"<h2>Worst validation errors with heatmaps (published model, point {best})</h2>"
         )
         parts.append(heatmaps)
-    parts.append("<h2>Validation samples with heatmaps (best model)</h2>")
-    parts.append(samples(run, spec.evaluate.heatmap_samples))
+    if spec.task == "classify":
+        parts.append("<h2>Validation samples with heatmaps (best model)</h2>")
+        parts.append(samples(run, spec.evaluate.heatmap_samples))
     best_metrics = read_json(Layout(run.root).eval_dir(best) / "metrics.json") or {}
     parts.append("<h2>Provenance</h2>")
     if best_metrics.get("provenance"):
