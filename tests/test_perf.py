@@ -1,6 +1,7 @@
 """Performance paths that must not change results: the libspng PNG decode gives PIL's pixels
-(and hands PIL what it cannot read), shards are byte-identical with it on or off, and the
-block-shuffled loader still yields every sample once per epoch with disjoint ranks."""
+(and hands PIL what it cannot read), shards are byte-identical with it on or off, the
+block-shuffled loader still yields every sample once per epoch with disjoint ranks, and the
+loader's direct (pread) reads give the pixels h5py gives."""
 
 from __future__ import annotations
 
@@ -276,7 +277,8 @@ def test_a_shard_cut_short_while_open_is_a_clear_error(tmp_path: Path) -> None:
 def test_dataloader_uses_batch_reads(tmp_path: Path) -> None:
     data = ShardDataset(_shards(tmp_path))
     batches = RankBatches(len(data), 4, 0, 1, seed=2, block=4)
-    loader = DataLoader(data, batch_sampler=[batches.batch_at(i) for i in range(5)])
+    # one worker process: the files open there, after the fork, and the batch crosses back
+    loader = DataLoader(data, batch_sampler=[batches.batch_at(i) for i in range(5)], num_workers=1)
     for step, (images, labels) in enumerate(loader):
         asked = batches.batch_at(step)
         assert images.dtype == torch.uint8, "uint8 until the device"
