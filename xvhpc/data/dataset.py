@@ -119,8 +119,9 @@ def row_offsets(images: h5py.Dataset) -> np.ndarray | None:
     offsets = np.full(n, -1, dtype=np.int64)
 
     def visit(info) -> None:
-        if info.size == row_bytes and info.filter_mask == 0 and info.byte_offset is not None:
-            offsets[info.chunk_offset[0]] = info.byte_offset
+        row = info.chunk_offset[0]
+        if row < n and info.size == row_bytes and not info.filter_mask and info.byte_offset:
+            offsets[row] = info.byte_offset
 
     images.id.chunk_iter(visit)
     return offsets if offsets.min() >= 0 else None
