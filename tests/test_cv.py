@@ -244,6 +244,15 @@ def test_pooled_figures_come_from_the_pooled_predictions(cv_run: Path) -> None:
     assert not m["selection"]["optimistic"] and "select" in m["selection"]["chose"]
     rows = list(csv.DictReader((crossval.pooled_dir(cv_run, 0) / "predictions.csv").open()))
     assert len(rows) == 28 and Counter(r["fold"] for r in rows) == {"0": 9, "1": 14, "2": 5}
+    manifest = json.loads((cv_run / "manifest.json").read_text())
+    section = crossval.crossval_section(run, manifest)
+    spread = m["fold_spread"]["accuracy"]
+    assert "Cross-validation: 3 group folds" in section and "mean ± sd across folds" in section
+    assert f"{spread['mean']:.4f} ± {spread['sd']:.4f}" in section
+    assert (
+        "Deployed model: fold 0&#x27;s model" in section and "eval/cv-0/predictions.csv" in section
+    )
+    assert "which the choice never saw" in section and "Selection bias" not in section
 
 
 def test_near_duplicates_found_across_parts_not_within() -> None:

@@ -354,10 +354,11 @@ def sync_published_decision(run: RunDir, points: list[int], log: logging.Logger)
 
 
 def pooled_or_points(
-    run: RunDir, results: dict[int, dict], found: dict[int, dict], data: str | None, log
+    run: RunDir, results: dict[int, dict], found: dict[int, dict], args, log
 ) -> dict[int, dict]:
-    """What the leaderboard ranks: pooled out-of-fold figures when cross-validating."""
-    if not results or data or not crossval.pooling(run.spec):
+    """What the leaderboard ranks: pooled out-of-fold figures when cross-validating (all
+    points on their own held-out folds; one point alone pools nothing)."""
+    if not results or args.data or not args.all or not crossval.pooling(run.spec):
         return results
     options = _options(run, next(iter(results.values()))["classes"])
     return crossval.pool(run, results, found, options, log)
@@ -380,7 +381,7 @@ def main(args: argparse.Namespace) -> int:
         results = {
             p: m for p in points if (m := evaluate_point(run, p, args.data, log, found)) is not None
         }
-        ranked = pooled_or_points(run, results, found, args.data, log)
+        ranked = pooled_or_points(run, results, found, args, log)
     except (CatalogError, EvaluateError) as exc:
         print(f"xvhpc: error: {exc}", file=sys.stderr)
         return 2
