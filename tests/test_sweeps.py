@@ -489,7 +489,7 @@ def test_a_killed_trial_is_orphaned_in_status_and_a_rerun_resumes_it_from_its_ch
     ]
     assert state_name(run, trials[1]) == "orphaned"
     line = status_line(run, loaded)
-    assert "0 running, 0 pruned, 1 failed, 1 orphaned (RUNNING, but its task died" in line
+    assert "0 running, 0 pruned, 1 failed, 1 orphaned (RUNNING with no live task" in line
 
     (again,) = _train_slots(run, [0])
     assert again.returncode == 0, again.stderr[-3000:]

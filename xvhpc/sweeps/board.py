@@ -73,8 +73,8 @@ def status_line(root: Path, spec: ExperimentSpec) -> str | None:
     )
     if info["orphaned"]:
         text += (
-            f", {info['orphaned']} orphaned (RUNNING, but its task died: rerunning the sweep "
-            "resumes it from its checkpoint)"
+            f", {info['orphaned']} orphaned (RUNNING with no live task: a requeue or a rerun "
+            "of its slot resumes it from its checkpoint)"
         )
     best = info["best"]
     if best is not None:
