@@ -152,6 +152,34 @@ def test_detect_spec_errors_name_line_key_and_choices(tmp_path: Path) -> None:
     assert "model.arch: fcos_tiny is a detection model; set task: detect" in str(info.value)
 
 
+def test_resampled_ap_kernel_equals_pycocotools_and_weights_repeat_images() -> None:
+    """At weights of one the bootstrap's AP is pycocotools' AP per class and IoU; a weight of
+    two is the image listed twice (pycocotools again)."""
+    from xvhpc.detect.metrics import Found, Truth, class_matches, coco_eval, weighted_ap
+
+    rng = np.random.default_rng(1)
+    truth, found = [], []
+    for _ in range(30):
+        m = int(rng.integers(0, 4))
+        corner = rng.uniform(0, 50, (m, 2))
+        boxes = np.hstack([corner, corner + rng.uniform(5, 20, (m, 2))])
+        truth.append(Truth(boxes, rng.integers(0, 2, m)))
+        guess = np.vstack([boxes + rng.normal(0, 3, boxes.shape), rng.uniform(0, 40, (2, 4))])
+        guess[:, 2:] = np.maximum(guess[:, 2:], guess[:, :2] + 1)
+        found.append(Found(guess, rng.uniform(0, 1, len(guess)), rng.integers(0, 2, len(guess))))
+    doubled = np.ones((1, 30))
+    doubled[0, :5] = 2
+    ev, ev2 = (
+        coco_eval(truth, found, ["a", "b"]),
+        coco_eval(truth + truth[:5], found + found[:5], ["a", "b"]),
+    )
+    for k in range(2):
+        ones = weighted_ap(class_matches(ev, k, 30), np.ones((1, 30)))[0]
+        np.testing.assert_allclose(ones, ev.eval["precision"][:, :, k, 0, -1].mean(1), atol=1e-12)
+        twice = weighted_ap(class_matches(ev, k, 30), doubled)[0]
+        np.testing.assert_allclose(twice, ev2.eval["precision"][:, :, k, 0, -1].mean(1), atol=1e-9)
+
+
 # ----------------------------------------------------------------- ingest
 
 
@@ -222,18 +250,21 @@ def test_bad_boxes_are_skipped_with_reasons_and_negatives_kept(tmp_path: Path) -
 # ----------------------------------------------------------------- train, evaluate, serve
 
 TRAIN = {
-    "max_iterations": 200,
+    "max_iterations": 120,
     "batch_size": 8,
     "optimizer": "adamw",
     "learning_rate": 0.002,
     "weight_decay": 0.0001,
     "warmup_iterations": 30,
     "amp": False,
-    "val_every": 100,
+    "val_every": 60,
     "checkpoint_every": 10,
     "log_every": 5,
     "workers": 0,
 }
+
+
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # 2 shared cores: no spinning thread pools
 
 
 def _detect_spec(path: Path, source: Path, **train) -> Path:
@@ -273,7 +304,7 @@ def detect_run(tmp_path_factory, shapes: Path) -> Path:
     """The whole local pipeline (ingest → train → evaluate → report) on synthetic shapes."""
     work = tmp_path_factory.mktemp("detect")
     spec = _detect_spec(work / "spec.yaml", shapes)
-    xv("run", str(spec), "--out", str(work / "run"), cwd=work, env={"OMP_NUM_THREADS": "2"})
+    xv("run", str(spec), "--out", str(work / "run"), cwd=work, env=ONE_THREAD)
     return work / "run"
 
 
@@ -309,10 +340,10 @@ def test_killed_detection_run_resumes_to_identical_weights(detect_run: Path, tmp
         shutil.copytree(detect_run, run, ignore=shutil.ignore_patterns("train", "model", "eval"))
         runs.append(run)
     short = ["--max-iterations", "30"]
-    xv("train", "--run-dir", str(runs[0]), *short)
+    xv("train", "--run-dir", str(runs[0]), *short, env=ONE_THREAD)
     proc = subprocess.Popen(
         [sys.executable, "-m", "xvhpc", "train", "--run-dir", str(runs[1]), *short],
-        env={**os.environ, "XVHPC_PYTHON": sys.executable},
+        env={**os.environ, "XVHPC_PYTHON": sys.executable, **ONE_THREAD},
         stderr=subprocess.PIPE,
         text=True,
     )
@@ -327,7 +358,7 @@ def test_killed_detection_run_resumes_to_identical_weights(detect_run: Path, tmp
     assert proc.returncode == 75, err[-2000:]
     stopped = json.loads(progress.read_text())["iteration"]
     assert 5 <= stopped < 30
-    resumed = xv("train", "--run-dir", str(runs[1]), *short)
+    resumed = xv("train", "--run-dir", str(runs[1]), *short, env=ONE_THREAD)
     assert f"resumed from checkpoint at iteration {stopped}" in resumed.stderr
     assert _weights(runs[1]) == _weights(runs[0])
 
@@ -392,6 +423,6 @@ def test_detection_pipeline_on_two_slurm_nodes(slurm_up, tmp_path: Path, shapes:
     assert [r["environment"] for r in ranks] == ["slurm", "slurm"]
     assert len({r["weights_sha256"] for r in ranks}) == 1
     metrics = json.loads((run / "eval" / "0" / "metrics.json").read_text())
-    assert metrics["task"] == "detect" and metrics["images"] == 25
+    assert metrics["task"] == "detect" and metrics["images"] == 26
     validation = [json.loads(x) for x in (run / "train/0/metrics.jsonl").read_text().splitlines()]
-    assert [v["val_samples"] for v in validation if "val_map" in v] == [25, 25]  # both ranks'
+    assert [v["val_samples"] for v in validation if "val_map" in v] == [26, 26]  # both ranks'

@@ -119,23 +119,29 @@ def class_matches(ev, k: int, n_images: int) -> ClassMatches:
 def weighted_ap(m: ClassMatches, weights: np.ndarray) -> np.ndarray:
     """AP per resample and IoU threshold, ``(b, T)``, with images weighted by ``weights``
     ``(b, n_images)``: COCOeval's interpolated precision at 101 recall points, averaged.
-    NaN where a resample holds no box of the class."""
-    b = weights.shape[0]
+    NaN where a resample holds no box of the class. One ``searchsorted`` for all rows: row
+    ``r``'s recalls (≤ 1) are shifted by ``2 r`` so the flattened array stays sorted."""
+    b, d = weights.shape[0], len(m.image)
     npos = weights @ m.positives
     out = np.full((b, len(IOUS)), np.nan)
-    w = weights[:, m.image]  # (b, d)
+    defined = npos > 0
+    if not defined.any():
+        return out
+    if d == 0:
+        out[defined] = 0.0
+        return out
+    w = weights[defined][:, m.image]  # (b', d)
+    rows = np.arange(len(w))[:, None]
     for t in range(len(IOUS)):
         tp = np.cumsum(w * m.tp[t], axis=1)
         fp = np.cumsum(w * m.fp[t], axis=1)
-        for r in range(b):
-            if npos[r] <= 0:
-                continue
-            recall = tp[r] / npos[r]
-            precision = tp[r] / (tp[r] + fp[r] + np.spacing(1))
-            precision = np.maximum.accumulate(precision[::-1])[::-1]
-            at = np.searchsorted(recall, RECALL_POINTS, side="left")
-            q = np.where(at < len(precision), precision[np.minimum(at, len(precision) - 1)], 0.0)
-            out[r, t] = q.mean() if len(precision) else 0.0
+        recall = tp / npos[defined][:, None]
+        precision = tp / (tp + fp + np.spacing(1))
+        precision = np.maximum.accumulate(precision[:, ::-1], axis=1)[:, ::-1]
+        at = np.searchsorted((recall + 2 * rows).ravel(), (RECALL_POINTS + 2 * rows).ravel())
+        at = at.reshape(len(w), -1) - rows * d  # first index with recall ≥ the point, per row
+        q = np.where(at < d, precision[rows, np.minimum(at, d - 1)], 0.0)
+        out[defined, t] = q.mean(axis=1)
     return out
 
 

@@ -13,12 +13,21 @@ CLASSES = ("red_box", "green_box")  # category ids 1, 2: the channel a box is br
 
 
 def shapes(size: int, rng: np.random.Generator) -> tuple[np.ndarray, list[tuple[list[int], int]]]:
-    """One image and its (x, y, width, height) boxes with category ids; 1 in 10 has none."""
+    """One image and its (x, y, width, height) boxes with category ids; 1 in 10 has none.
+    Boxes do not overlap (two touching boxes of one colour would be one blob)."""
     image = rng.integers(0, 40, (size, size, 3), dtype=np.uint8)
-    boxes = []
+    boxes: list[tuple[list[int], int]] = []
     for _ in range(0 if rng.random() < 0.1 else int(rng.integers(1, 3))):
-        w, h = (int(v) for v in rng.integers(size // 6, size // 2, 2))
-        x, y = int(rng.integers(0, size - w)), int(rng.integers(0, size - h))
+        for _attempt in range(20):
+            w, h = (int(v) for v in rng.integers(size // 6, size // 2, 2))
+            x, y = int(rng.integers(0, size - w)), int(rng.integers(0, size - h))
+            if all(
+                x >= bx + bw + 1 or bx >= x + w + 1 or y >= by + bh + 1 or by >= y + h + 1
+                for (bx, by, bw, bh), _ in boxes
+            ):
+                break
+        else:
+            continue
         category = int(rng.integers(1, len(CLASSES) + 1))
         image[y : y + h, x : x + w, category - 1] = 255
         boxes.append(([x, y, w, h], category))
