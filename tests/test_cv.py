@@ -253,6 +253,7 @@ def test_pooled_figures_come_from_the_pooled_predictions(cv_run: Path) -> None:
         "Deployed model: fold 0&#x27;s model" in section and "eval/cv-0/predictions.csv" in section
     )
     assert "which the choice never saw" in section and "Selection bias" not in section
+    assert crossval.published_metrics(run, 0)["decision_rule"] == m["decision_rule"]
 
 
 def test_near_duplicates_found_across_parts_not_within() -> None:

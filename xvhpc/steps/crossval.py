@@ -20,8 +20,8 @@ import numpy as np
 from ..plan.model import FOLD_KEY
 from ..rundir import Layout
 from ..spec import ExperimentSpec
-from ..stats.decision import write_decision
-from ..util import write_json_atomic, write_text_atomic
+from ..stats.decision import describe, write_decision
+from ..util import read_json, write_json_atomic, write_text_atomic
 from .common import RunDir
 from .metrics import Options, model_details, value
 
@@ -36,6 +36,16 @@ def pooling(spec: ExperimentSpec) -> bool:
 def pooled_dir(root: Path, config: int) -> Path:
     """eval/cv-<config>/: the pooled predictions.csv and metrics.json of one sweep point."""
     return Layout(root).root / "eval" / f"cv-{config}"
+
+
+def published_metrics(run: RunDir, point: int) -> dict:
+    """The metrics that describe the published model: with folds the pooled ones of its sweep
+    point (its decision rule was fitted on them), else its own."""
+    if pooling(run.spec):
+        for c, members in enumerate(configs(run.plan["points"])):
+            if members[0] == point:
+                return read_json(pooled_dir(run.root, c) / "metrics.json") or {}
+    return read_json(Layout(run.root).eval_dir(point) / "metrics.json") or {}
 
 
 def configs(points: list[dict[str, Any]]) -> list[list[int]]:
@@ -149,6 +159,7 @@ def pool(
         rule = decision_rule(metrics, classes, metrics["provenance"], members[0])
         rule["fitted_on"]["data"] = "out-of-fold predictions"
         write_decision(Layout(run.root).point_model(members[0]), rule)
+        metrics["decision_rule"] = describe(rule)
         out = pooled_dir(run.root, c)
         write_text_atomic(out / "predictions.csv", predictions_csv(merged, classes, rule))
         write_json_atomic(out / "metrics.json", metrics)
@@ -171,7 +182,6 @@ def crossval_section(run: RunDir, manifest: dict) -> str:
     import html
     import json
 
-    from ..util import read_json
     from .report import _ci, _fmt, _table, details_section
 
     folds = (manifest or {}).get("folds") or {}

@@ -20,7 +20,7 @@ from ..sweeps.board import params_text
 from ..sweeps.board import report_section as sweep_section
 from ..util import read_json, write_text_atomic
 from .common import RunDir, setup_logging
-from .crossval import crossval_section, near_duplicates_note
+from .crossval import crossval_section, near_duplicates_note, published_metrics
 from .metrics import MIN_SUPPORT, value
 
 if TYPE_CHECKING:
@@ -590,7 +590,7 @@ def build_report(run: RunDir) -> str:
     if spec.task == "classify":
         parts.append("<h2>Validation samples with heatmaps (best model)</h2>")
         parts.append(samples(run, spec.evaluate.heatmap_samples))
-    best_metrics = read_json(Layout(run.root).eval_dir(best) / "metrics.json") or {}
+    best_metrics = published_metrics(run, best)  # with folds: pooled, its rule fitted on them
     parts.append("<h2>Provenance</h2>")
     if best_metrics.get("provenance"):
         parts.append(provenance_table(best_metrics["provenance"]))
