@@ -370,11 +370,8 @@ def _once_per_file(
     return samples, skipped
 
 
-def _from_coco(
-    json_path: Path, spec: DataSpec, notes: list[str]
-) -> tuple[list[Sample], list[dict[str, str]], int]:
-    """COCO JSON (images, annotations, categories) with one category per image."""
-    cfg = spec.coco
+def read_coco(json_path: Path) -> dict:
+    """The COCO document, or a ``CatalogError`` saying why it is not one."""
     try:
         doc = json.loads(json_path.read_bytes())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -385,6 +382,15 @@ def _from_coco(
         raise CatalogError(
             f"{json_path}: not COCO JSON (needs lists 'images', 'annotations' and 'categories')"
         )
+    return doc
+
+
+def _from_coco(
+    json_path: Path, spec: DataSpec, notes: list[str]
+) -> tuple[list[Sample], list[dict[str, str]], int]:
+    """COCO JSON (images, annotations, categories) with one category per image."""
+    cfg = spec.coco
+    doc = read_coco(json_path)
     try:
         names = {c["id"]: str(c["name"]) for c in doc["categories"]}
         labels: dict[object, set[str]] = defaultdict(set)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from ..data.catalog import (
     _unusable,
     display_name,
     plan_copies,
+    read_coco,
     split_samples,
 )
 from ..spec.schema import DataSpec
@@ -64,23 +64,9 @@ def _sample(
     return Sample(str(file.resolve()), display_name(rel), label, group, boxes=tuple(boxes))
 
 
-def _coco_doc(json_path: Path) -> dict:
-    try:
-        doc = json.loads(json_path.read_bytes())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CatalogError(f"{json_path}: not valid JSON: {exc}") from None
-    if not isinstance(doc, dict) or not all(
-        isinstance(doc.get(k), list) for k in ("images", "annotations", "categories")
-    ):
-        raise CatalogError(
-            f"{json_path}: not COCO JSON (needs lists 'images', 'annotations' and 'categories')"
-        )
-    return doc
-
-
 def from_coco(json_path: Path, spec: DataSpec) -> tuple[list[str], list[Sample], list, list]:
     """Classes (category names by id), samples with boxes, skipped files, dropped boxes."""
-    doc = _coco_doc(json_path)
+    doc = read_coco(json_path)
     try:
         cats = sorted((c["id"], display_name(str(c["name"]))) for c in doc["categories"])
         classes = [name for _, name in cats]

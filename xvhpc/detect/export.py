@@ -10,6 +10,7 @@ import torch
 
 from ..models.bundle import Bundle
 from ..runtime.compat import onnx_export_kwargs
+from ..serve.export import preprocessing
 from ..util import atomic_path, write_json_atomic
 
 
@@ -54,14 +55,7 @@ def export_detector(bundle: Bundle, fmt: str, target: Path) -> Path:
             }[fmt],
             "output": "boxes (x0, y0, x1, y1 in input pixels), labels (class index + 1; "
             "0 is background), scores; TorchScript returns (losses, detections)",
-            "preprocessing": {
-                "decode": "grayscale (replicated to 3 channels)"
-                if meta["channels"] == 1
-                else "RGB",
-                "resize": meta["resize"],
-                "image_size": size,
-                "scale": "1/255",
-            },
+            "preprocessing": preprocessing(meta),  # detectors normalise inside
             "arch": meta["arch"],
             "threshold": meta.get("threshold", 0.0),
             "validation": meta.get("validation", {}),

@@ -50,16 +50,7 @@ def export(run_dir: str | Path, fmt: str, out: str | Path | None = None) -> Path
             "classes": meta["classes"],
             "input": {"shape": [None, 3, size, size], "dtype": "float32", "layout": "NCHW"},
             "output": "logits (apply softmax for confidences)",
-            "preprocessing": {
-                "decode": "grayscale (replicated to 3 channels)"
-                if meta["channels"] == 1
-                else "RGB",
-                "resize": meta["resize"],
-                "image_size": size,
-                "scale": "1/255",
-                "mean": meta["mean"],
-                "std": meta["std"],
-            },
+            "preprocessing": {**preprocessing(meta), "mean": meta["mean"], "std": meta["std"]},
             "arch": meta["arch"],
             "validation": meta.get("validation", {}),
             # temperature, then the operating point: see xvhpc/stats/decision.py (null: argmax)
@@ -67,6 +58,16 @@ def export(run_dir: str | Path, fmt: str, out: str | Path | None = None) -> Path
         },
     )
     return target
+
+
+def preprocessing(meta: dict) -> dict:
+    """What the sidecar says an image goes through before the model (decode, resize, scale)."""
+    return {
+        "decode": "grayscale (replicated to 3 channels)" if meta["channels"] == 1 else "RGB",
+        "resize": meta["resize"],
+        "image_size": int(meta["image_size"]),
+        "scale": "1/255",
+    }
 
 
 def main(args: argparse.Namespace) -> int:
