@@ -426,3 +426,31 @@ def test_detection_pipeline_on_two_slurm_nodes(slurm_up, tmp_path: Path, shapes:
     assert metrics["task"] == "detect" and metrics["images"] == 26
     validation = [json.loads(x) for x in (run / "train/0/metrics.jsonl").read_text().splitlines()]
     assert [v["val_samples"] for v in validation if "val_map" in v] == [26, 26]  # both ranks'
+
+
+def test_export_torchscript_and_onnx_give_the_model_s_boxes(detect_run: Path, tmp_path) -> None:
+    """fcos_tiny exports (TorchScript by scripting, ONNX one image per call) and both files
+    return the bundle's own detections for a validation image."""
+    import onnxruntime as ort
+    import torch
+
+    from xvhpc.models.bundle import load_bundle
+    from xvhpc.serve.export import export
+
+    bundle = load_bundle(detect_run / "model")
+    image = torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(0))
+    image[:, 10:30, 20:50] = 1.0
+    scripted = torch.jit.load(str(export(detect_run, "torchscript", tmp_path / "m.pt")))
+    with torch.no_grad():
+        want = bundle.model([image])[0]
+        _, got = scripted([image])
+    np.testing.assert_allclose(got[0]["boxes"].numpy(), want["boxes"].numpy(), atol=1e-4)
+    onnx = export(detect_run, "onnx", tmp_path / "m.onnx")
+    session = ort.InferenceSession(str(onnx))
+    names = [o.name for o in session.get_outputs()]
+    got = dict(zip(names, session.run(None, {"image": image.numpy()}), strict=True))
+    np.testing.assert_allclose(got["boxes"], want["boxes"].numpy(), atol=1e-3)
+    np.testing.assert_array_equal(got["labels"], want["labels"].numpy())
+    np.testing.assert_allclose(got["scores"], want["scores"].numpy(), atol=1e-4)
+    sidecar = json.loads((tmp_path / "m.onnx.json").read_text())
+    assert sidecar["task"] == "detect" and sidecar["classes"] == ["red_box", "green_box"]

@@ -31,7 +31,7 @@ def export_detector(bundle: Bundle, fmt: str, target: Path) -> Path:
                     ([example],),
                     str(tmp),
                     input_names=["image"],
-                    output_names=["boxes", "labels", "scores"],
+                    output_names=_output_names(bundle.model, example),
                     dynamic_axes={"boxes": {0: "n"}, "labels": {0: "n"}, "scores": {0: "n"}},
                     opset_version=17,
                     **onnx_export_kwargs(),
@@ -62,3 +62,10 @@ def export_detector(bundle: Bundle, fmt: str, target: Path) -> Path:
         },
     )
     return target
+
+
+def _output_names(model: torch.nn.Module, example: torch.Tensor) -> list[str]:
+    """The detector's output keys in its own order (FCOS, RetinaNet, SSD: boxes, scores,
+    labels; Faster R-CNN: boxes, labels, scores): ONNX outputs are positional."""
+    with torch.no_grad():
+        return list(model([example])[0])
