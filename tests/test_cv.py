@@ -6,17 +6,20 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import socket
 from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from sklearn.metrics import accuracy_score, balanced_accuracy_score
 
 from tests.conftest import tiny_spec, xv
 from xvhpc.data.catalog import Sample, build_catalog
 from xvhpc.data.folds import assign_folds, carve_select, dhash, near_duplicates
+from xvhpc.plan.model import FINAL_KEY, FOLD_KEY, CvPoint, cv_points
 from xvhpc.spec import SpecError, load_spec
 from xvhpc.spec.schema import DataSpec, SplitSpec
 
@@ -69,12 +72,24 @@ def test_split_spec_errors_name_file_line_and_key(tmp_path: Path, demo_data: Pat
         ({"fold": 2}, "data.split"),
         ({"folds": 3, "fold": 3}, "data.split"),
         ({"select": 1.5}, "data.split.select"),
+        ({"final": True}, "data.split"),
     ):
         path = tiny_spec(tmp_path / "spec.yaml", demo_data, data={"split": split})
         with pytest.raises(SpecError) as info:
             load_spec(path)
         text = str(info.value)
         assert f"{path}:" in text and message in text, text
+    for split, train, key in (
+        ({"validation": 0.25}, {"final_fit": True}, "train.final_fit"),
+        ({"folds": 3}, {"final_fit": True, "early_stop": {"patience": 2}}, "train.early_stop"),
+    ):
+        path = tiny_spec(tmp_path / "fit.yaml", demo_data, data={"split": split}, train=train)
+        with pytest.raises(SpecError) as info:
+            load_spec(path)
+        line = next(
+            i for i, x in enumerate(path.read_text().splitlines(), 1) if key.split(".")[1] in x
+        )
+        assert f"{path}:{line}" in str(info.value) and key in str(info.value), str(info.value)
     study = tiny_spec(
         tmp_path / "study.yaml",
         demo_data,
@@ -85,13 +100,17 @@ def test_split_spec_errors_name_file_line_and_key(tmp_path: Path, demo_data: Pat
     assert proc.returncode != 0 and "data.split.folds" in proc.stderr, proc.stderr
 
 
+@pytest.mark.parametrize("final_fit", [False, True])
 def test_points_times_folds_compile_to_an_array_and_a_packed_step(
-    tmp_path: Path, demo_data: Path
+    tmp_path: Path, demo_data: Path, final_fit: bool
 ) -> None:
+    """With train.final_fit, one final fit per sweep point follows the fold points (whose
+    numbering is unchanged), in the same array / packed waves."""
     spec = tiny_spec(
         tmp_path / "spec.yaml",
         demo_data,
         data={"split": {"folds": 3}},
+        train={"final_fit": final_fit},
         sweep={"parameters": {"train.learning_rate": [0.1, 0.01]}, "max_concurrent": 2},
         resources={"nodes": 1, "gpus_per_node": 1, "walltime": "00:20:00", "account": "abc123"},
     )
@@ -99,12 +118,18 @@ def test_points_times_folds_compile_to_an_array_and_a_packed_step(
     xv("compile", str(spec), "--site", "local-slurm", "--out", str(slurm))
     xv("compile", str(spec), "--site", "summit", "--out", str(summit))
     points = json.loads((slurm / "plan.json").read_text())["points"]
-    assert [(p["train.learning_rate"], p["data.split.fold"]) for p in points] == [
-        (lr, k) for lr in (0.1, 0.01) for k in range(3)
+    finals = [(lr, None, True) for lr in (0.1, 0.01)] if final_fit else []
+    assert [
+        (p["train.learning_rate"], p.get(FOLD_KEY), p.get(FINAL_KEY, False)) for p in points
+    ] == [(lr, k, False) for lr in (0.1, 0.01) for k in range(3)] + finals
+    assert cv_points(points) == [
+        CvPoint([0, 1, 2], 6 if final_fit else None),
+        CvPoint([3, 4, 5], 7 if final_fit else None),
     ]
-    assert "#SBATCH --array=0-5%2" in (slurm / "scripts" / "train.sbatch").read_text()
+    n = len(points)
+    assert f"#SBATCH --array=0-{n - 1}%2" in (slurm / "scripts" / "train.sbatch").read_text()
     packed = (summit / "scripts" / "train.lsf").read_text()
-    assert "6 sweep points packed: 2 at a time" in packed and "jsrun" in packed
+    assert f"{n} sweep points packed: 2 at a time" in packed and "jsrun" in packed
 
 
 def grouped_csv(tmp_path: Path, demo_data: Path) -> Path:
@@ -204,23 +229,18 @@ def test_training_validates_on_the_select_split_only(cv_run: Path) -> None:
     assert rank["host"] == socket.gethostname() and rank["device"] and rank["gpu"]
 
 
-def test_pooled_figures_come_from_the_pooled_predictions(cv_run: Path) -> None:
-    """Pooling per-fold predictions: the pooled figures are those of the concatenated
-    predictions (not a mean of the folds'), the spread lists each fold's, every record once."""
-    import logging
-
-    from xvhpc.steps import crossval
-    from xvhpc.steps.common import RunDir
+def fake_folds(run, members: list[int], right: bool = False) -> tuple[dict, dict]:
+    """Per-fold predictions (9, 14, 5 images, two per patient) and their metrics as
+    evaluate_point keeps them: random, or all right; each fold's model folder made."""
     from xvhpc.steps.metrics import Options, model_details
 
-    run = RunDir.open(cv_run)
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(members[0])
     classes = ["bacterial", "covid19", "normal", "viral"]
     found, results = {}, {}
-    for k, n in enumerate((9, 14, 5)):
+    for k, n in zip(members, (9, 14, 5), strict=True):
         labels = rng.integers(0, 4, n)
         probs = rng.dirichlet(np.ones(4), n)
-        probs[np.arange(n), labels] += rng.random(n)
+        probs[np.arange(n), labels] += 10 * right + rng.random(n)
         probs /= probs.sum(1, keepdims=True)
         paths = [f"f{k}/img{i}.png" for i in range(n)]
         groups = [f"f{k}-patient{i // 2}" for i in range(n)]  # two images per patient
@@ -228,7 +248,21 @@ def test_pooled_figures_come_from_the_pooled_predictions(cv_run: Path) -> None:
                     "shard": [""] * n, "row": [""] * n}  # fmt: skip
         results[k] = {**model_details(labels, probs, classes, groups, Options(resamples=1000),
                                       "group"), "params": run.plan["points"][k]}  # fmt: skip
-        (cv_run / "train" / str(k) / "model").mkdir(parents=True, exist_ok=True)
+        (run.root / "train" / str(k) / "model").mkdir(parents=True, exist_ok=True)
+    return found, results
+
+
+def test_pooled_figures_come_from_the_pooled_predictions(cv_run: Path) -> None:
+    """Pooling per-fold predictions: the pooled figures are those of the concatenated
+    predictions (not a mean of the folds'), the spread lists each fold's, every record once."""
+    import logging
+
+    from xvhpc.steps import crossval
+    from xvhpc.steps.common import RunDir
+    from xvhpc.steps.metrics import Options
+
+    run = RunDir.open(cv_run)
+    found, results = fake_folds(run, [0, 1, 2])
     pooled = crossval.pool(run, results, found, Options(resamples=1000), logging.getLogger("t"))
     m = pooled[0]
     labels = np.concatenate([found[k]["labels"] for k in range(3)])
@@ -254,6 +288,83 @@ def test_pooled_figures_come_from_the_pooled_predictions(cv_run: Path) -> None:
     )
     assert "which the choice never saw" in section and "Selection bias" not in section
     assert crossval.published_metrics(run, 0)["decision_rule"] == m["decision_rule"]
+
+
+@pytest.fixture(scope="module")
+def final_run(cv_run: Path, tmp_path_factory) -> Path:
+    """cv_run's spec with train.final_fit and two sweep points, compiled anew; cv_run's ingest
+    output is copied in (the same data section makes the same shards) rather than redone."""
+    tmp = tmp_path_factory.mktemp("final")
+    spec = yaml.safe_load((cv_run / "spec.yaml").read_text())
+    spec["train"]["final_fit"] = True
+    spec["sweep"] = {"parameters": {"train.learning_rate": [0.1, 0.01]}}
+    (tmp / "spec.yaml").write_text(yaml.safe_dump(spec))
+    run = tmp / "run"
+    xv("compile", str(tmp / "spec.yaml"), "--site", "local", "--out", str(run))
+    shutil.copy(cv_run / "manifest.json", run / "manifest.json")
+    shutil.copytree(cv_run / "shards", run / "shards")
+    return run
+
+
+def test_final_fit_trains_on_every_fold_and_nothing_scores_it(final_run: Path) -> None:
+    """A final fit trains on the union of its folds' training records (augmented copies
+    included), chooses on every fold's select records, holds no record out, and evaluate
+    refuses to score it on data it trained on."""
+    import logging
+
+    from xvhpc.data.roles import role_index
+    from xvhpc.steps.common import RunDir
+    from xvhpc.steps.evaluate import EvaluateError, candidates, evaluate_point
+
+    run = RunDir.open(final_run)
+    group = cv_points(run.plan["points"])[1]
+    split = run.point(group.final).data.split
+    assert split.final and split.fold is None
+
+    def rows(split: SplitSpec, role) -> set[tuple[int, int]]:
+        index = role_index(final_run, split, role)
+        return set(zip(index.shard.tolist(), index.row.tolist(), strict=True))
+
+    folds = [run.point(k).data.split for k in group.folds]
+    trained = rows(split, "train")
+    assert trained == set().union(*(rows(f, "train") for f in folds))
+    assert rows(split, "select") == set().union(*(rows(f, "select") for f in folds))
+    assert not rows(split, "score") and not trained & rows(split, "select")
+    held_out = set().union(*(rows(f, "score") for f in folds))  # every original image
+    assert held_out <= trained | rows(split, "select"), "a record held out of the final fit"
+    assert candidates(run) == [0, 1, 2, 3, 4, 5]
+    with pytest.raises(EvaluateError, match="final fit on all folds"):
+        evaluate_point(run, group.final, None, logging.getLogger("t"))
+
+
+def test_published_model_is_the_best_points_final_fit(final_run: Path) -> None:
+    """Pooled out-of-fold figures rank the sweep points; RUN_DIR/model is the best one's final
+    fit, carrying the decision rule fitted on its pooled predictions; the report says so."""
+    import logging
+
+    from xvhpc.steps import crossval
+    from xvhpc.steps.common import RunDir
+    from xvhpc.steps.evaluate import leaderboard
+    from xvhpc.steps.metrics import Options
+
+    run = RunDir.open(final_run)
+    found, results = fake_folds(run, [0, 1, 2])
+    more = fake_folds(run, [3, 4, 5], right=True)  # sweep point 1 is the best
+    found, results = found | more[0], results | more[1]
+    for p in (6, 7):  # the final fits' bundles, told apart by their weights
+        (final_run / "train" / str(p) / "model").mkdir(parents=True)
+        (final_run / "train" / str(p) / "model" / "weights.pt").write_text(f"final fit {p}")
+    pooled = crossval.pool(run, results, found, Options(resamples=1000), logging.getLogger("t"))
+    assert sorted(pooled) == [6, 7] and pooled[7]["accuracy"]["value"] == 1.0
+    assert [r["point"] for r in leaderboard(run, pooled)] == [7, 6]
+    model = final_run / "model"
+    assert (model / "weights.pt").read_text() == "final fit 7"
+    rule = json.loads((model / "decision.json").read_text())
+    assert rule["fitted_on"]["data"] == "out-of-fold predictions"
+    assert crossval.published_metrics(run, 7)["decision_rule"] == pooled[7]["decision_rule"]
+    section = crossval.crossval_section(run, json.loads((final_run / "manifest.json").read_text()))
+    assert "Deployed model: the final fit (training point 7) on every fold" in section
+    assert "no held-out data" in section
 
 
 def test_near_duplicates_found_across_parts_not_within() -> None:

@@ -5,7 +5,8 @@ Without folds: the train split trains, the select split (``data.split.select``) 
 validation split chooses, the validation split scores. With folds, for held-out fold k: the
 train records (augmented copies included) of the other folds train, the select records of the
 other folds (or else fold k) choose, and the originals of fold k score — no image of fold k,
-nor a copy of one, is trained on.
+nor a copy of one, is trained on. A final fit (``train.final_fit``) trains on every fold's
+train records, the select records of every fold (if any) choose, and nothing scores it.
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ Role = Literal["train", "select", "score"]
 
 def role_index(run_root: Path, split: SplitSpec, role: Role) -> Index:
     """The records that play ``role`` for the point whose split settings are ``split``."""
+    if split.final:
+        if role == "train" or (role == "select" and split.select):
+            return load_index(run_root, role)
+        return _none(load_index(run_root, "train"))
     if split.fold is None:
         if role == "select" and split.select:
             return load_index(run_root, "select")
@@ -66,3 +71,8 @@ def _concat(a: Index, b: Index) -> Index:
     order = np.lexsort((row, shard))
     labels = np.concatenate([a.labels, b.labels])
     return Index(a.files, shard[order], row[order], labels[order])
+
+
+def _none(index: Index) -> Index:
+    """No records (of the same shards)."""
+    return Index(index.files, index.shard[:0], index.row[:0], index.labels[:0])

@@ -143,11 +143,14 @@ def pack_train(
 
 
 FOLD_KEY = "data.split.fold"  # a point's held-out fold (cross-validation)
+FINAL_KEY = "data.split.final"  # a point that refits a sweep point on every fold (final_fit)
+CV_KEYS = (FOLD_KEY, FINAL_KEY)  # what the plan adds to a sweep point's parameters
 
 
 def fold_points(loaded: LoadedSpec, points: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Sweep points × folds (point-major: point p, fold k is index p × folds + k), so the folds
-    run as array tasks (packed on Summit) exactly as sweep points do."""
+    run as array tasks (packed on Summit) exactly as sweep points do; with train.final_fit, one
+    final fit per sweep point follows all of them (index P × folds + p)."""
     split = loaded.spec.data.split
     if not split.folds or split.fold is not None:
         return points
@@ -161,7 +164,43 @@ def fold_points(loaded: LoadedSpec, points: list[dict[str, Any]]) -> list[dict[s
                 )
             ]
         )
-    return [{**p, FOLD_KEY: k} for p in points for k in range(split.folds)]
+    folded = [{**p, FOLD_KEY: k} for p in points for k in range(split.folds)]
+    return folded + [{**p, FINAL_KEY: True} for p in points if loaded.spec.train.final_fit]
+
+
+@dataclass(frozen=True)
+class CvPoint:
+    """One cross-validated sweep point: its training points per held-out fold, and its final
+    fit on all folds (None without train.final_fit)."""
+
+    folds: list[int]
+    final: int | None
+
+    @property
+    def deployed(self) -> int:
+        """The training point whose model is published if this sweep point ranks best."""
+        return self.final if self.final is not None else self.folds[0]
+
+
+def cv_points(points: list[dict[str, Any]]) -> list[CvPoint]:
+    """Training points grouped by sweep point (their parameters but fold/final), in plan order:
+    the one mapping from plan points to folds and final fits (plan, train, evaluate, report)."""
+    groups: dict[str, list[int]] = {}
+    for p, params in enumerate(points):
+        key = repr(sorted((k, repr(v)) for k, v in params.items() if k not in CV_KEYS))
+        groups.setdefault(key, []).append(p)
+    return [
+        CvPoint(
+            [p for p in members if not points[p].get(FINAL_KEY)],
+            next((p for p in members if points[p].get(FINAL_KEY)), None),
+        )
+        for members in groups.values()
+    ]
+
+
+def is_final_fit(points: list[dict[str, Any]], point: int) -> bool:
+    """Whether training point ``point`` is a final fit (no held-out data scores it)."""
+    return bool(points[point].get(FINAL_KEY))
 
 
 def build_plan(loaded: LoadedSpec, site: SiteConfig, run_dir: str) -> Plan:

@@ -43,10 +43,35 @@ def load_spec(path: str | Path) -> LoadedSpec:
     raw, lines = load_yaml_with_lines(path)
     spec = validate_model(ExperimentSpec, raw, str(path), lines)
     loaded = LoadedSpec(spec, raw, str(path), lines)
-    problems = check_sweep(loaded) + check_task(loaded)
+    problems = check_sweep(loaded) + check_task(loaded) + check_final_fit(loaded)
     if problems:
         raise SpecError(problems)
     return loaded
+
+
+def check_final_fit(loaded: LoadedSpec) -> list[Problem]:
+    """train.final_fit retrains a cross-validated point on all folds: without folds there is
+    nothing to refit on; without a select split no record is left to stop it early on."""
+    spec = loaded.spec
+    if not spec.train.final_fit:
+        return []
+    if not spec.data.split.folds:
+        return [
+            loaded.problem(
+                "train.final_fit",
+                "needs cross-validation (data.split.folds: N): it retrains each sweep point on "
+                "all folds after the per-fold runs",
+            )
+        ]
+    if spec.train.early_stop is not None and not spec.data.split.select:
+        return [
+            loaded.problem(
+                "train.early_stop",
+                "with train.final_fit needs data.split.select > 0: the final fit holds no "
+                "fold out, so only select records can stop it",
+            )
+        ]
+    return []
 
 
 def load_site(name_or_path: str) -> SiteConfig:

@@ -57,11 +57,14 @@ class SplitSpec(Strict):
     )  # the held-out fold of one training point (the plan sets it)
     # training groups kept apart to choose the checkpoint: the scored data never chooses it
     select: float = Field(0.0, ge=0, lt=1)
+    final: bool = False  # a final fit on every fold's training records (the plan sets it)
 
     @model_validator(mode="after")
     def _fold_in_range(self) -> SplitSpec:
         if self.fold is not None and (self.folds is None or self.fold >= self.folds):
             raise ValueError(f"fold {self.fold} needs folds: N with N > {self.fold}")
+        if self.final and (self.folds is None or self.fold is not None):
+            raise ValueError("final needs folds: N and no fold (it trains on every fold)")
         return self
 
 
@@ -183,6 +186,8 @@ class TrainSpec(Strict):
     backend: Literal["ddp", "horovod"] = "ddp"
     max_requeues: int = Field(3, ge=0, le=100)
     early_stop: EarlyStopSpec | None = None
+    # cross-validation: also retrain each sweep point on all folds; the best one is deployed
+    final_fit: bool = False
     # curves and parameters of every point: TensorBoard event files, an offline MLflow file store
     track: list[Literal["tensorboard", "mlflow"]] = ["tensorboard"]  # pydantic copies defaults
 

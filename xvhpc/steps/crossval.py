@@ -3,9 +3,9 @@
 Every original image is held out in exactly one fold, so the folds' predictions together
 score every image once, each by a model that never saw it or its patient. The pooled figures
 (with patient-level bootstrap intervals) rank the sweep points; the spread across folds shows
-how much one split's figure could have said. The deployed model is fold 0's model of the best
-point (no refit on all data): the pooled figures estimate the training procedure, and fold 0's
-model is one draw of it.
+how much one split's figure could have said. The deployed model is the best point's final fit
+on all folds (``train.final_fit``), else its fold 0 model: the pooled figures estimate the
+training procedure, of which either model is one draw (the final fit has no held-out data).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..plan.model import FOLD_KEY
+from ..plan.model import CV_KEYS, CvPoint, cv_points
 from ..rundir import Layout
 from ..spec import ExperimentSpec
 from ..stats.decision import describe, write_decision
@@ -42,19 +42,20 @@ def published_metrics(run: RunDir, point: int) -> dict:
     """The metrics that describe the published model: with folds the pooled ones of its sweep
     point (its decision rule was fitted on them), else its own."""
     if pooling(run.spec):
-        for c, members in enumerate(configs(run.plan["points"])):
-            if members[0] == point:
+        for c, group in enumerate(cv_points(run.plan["points"])):
+            if group.deployed == point:
                 return read_json(pooled_dir(run.root, c) / "metrics.json") or {}
     return read_json(Layout(run.root).eval_dir(point) / "metrics.json") or {}
 
 
-def configs(points: list[dict[str, Any]]) -> list[list[int]]:
-    """Training points grouped by sweep point (their parameters but the fold), in plan order."""
-    groups: dict[str, list[int]] = {}
-    for p, params in enumerate(points):
-        key = repr(sorted((k, repr(v)) for k, v in params.items() if k != FOLD_KEY))
-        groups.setdefault(key, []).append(p)
-    return list(groups.values())
+def deployed_text(group: CvPoint) -> str:
+    """How the model published for this sweep point was trained (the report says it)."""
+    if group.final is None:
+        return f"fold 0's model (training point {group.folds[0]}); not refitted on all data"
+    return (
+        f"the final fit (training point {group.final}) on every fold's training records; it "
+        "has no held-out data, so the figures shown are the pooled out-of-fold ones"
+    )
 
 
 def selection(spec: ExperimentSpec) -> dict[str, Any]:
@@ -117,11 +118,13 @@ def pool(
     options: Options,
     log: logging.Logger,
 ) -> dict[int, dict]:
-    """Pooled metrics per sweep point, keyed by its deployed training point (fold 0)."""
+    """Pooled metrics per sweep point, keyed by its deployed training point (the final fit,
+    else fold 0), whose bundle gets the decision rule fitted on the pooled predictions."""
     from .evaluate import decision_rule, predictions_csv  # late: evaluate calls this module
 
     pooled: dict[int, dict] = {}
-    for c, members in enumerate(configs(run.plan["points"])):
+    for c, group in enumerate(cv_points(run.plan["points"])):
+        members = group.folds
         missing = [p for p in members if p not in found]
         if missing:
             log.error("sweep point %d: folds %s not evaluated; no pooled figures", c, missing)
@@ -137,7 +140,7 @@ def pool(
             options,
             "image" if first["bootstrap"].get("unit", "image") == "image" else "group",
         )
-        params = {k: v for k, v in first["params"].items() if k != FOLD_KEY}
+        params = {k: v for k, v in first["params"].items() if k not in CV_KEYS}
         spec = run.point(members[0])
         metrics.update(
             {
@@ -151,19 +154,21 @@ def pool(
                     **selection(spec),
                     "scored": f"out-of-fold predictions of all {len(members)} folds",
                 },
-                "deployed": f"fold 0's model (training point {members[0]}); not refitted on all data",
+                "deployed": deployed_text(group),
                 "predictions": "predictions.csv",
                 "provenance": first.get("provenance", {}),
             }
         )
         rule = decision_rule(metrics, classes, metrics["provenance"], members[0])
         rule["fitted_on"]["data"] = "out-of-fold predictions"
-        write_decision(Layout(run.root).point_model(members[0]), rule)
+        for p in {members[0], group.deployed}:
+            if Layout(run.root).point_model(p).is_dir():
+                write_decision(Layout(run.root).point_model(p), rule)
         metrics["decision_rule"] = describe(rule)
         out = pooled_dir(run.root, c)
         write_text_atomic(out / "predictions.csv", predictions_csv(merged, classes, rule))
         write_json_atomic(out / "metrics.json", metrics)
-        pooled[members[0]] = metrics
+        pooled[group.deployed] = metrics
         log.info(
             "sweep point %d: pooled accuracy %.3f over %d folds (%d images)",
             c,
@@ -198,7 +203,7 @@ def crossval_section(run: RunDir, manifest: dict) -> str:
         "or its patient. With several sweep points the best one is chosen on these pooled "
         "figures, so its own figure is somewhat optimistic.</p>"
     )
-    for c, members in enumerate(configs(run.plan["points"])):
+    for c, group in enumerate(cv_points(run.plan["points"])):
         metrics = read_json(pooled_dir(run.root, c) / "metrics.json")
         if not metrics:
             continue
@@ -225,7 +230,7 @@ def crossval_section(run: RunDir, manifest: dict) -> str:
             "rule (temperature, operating point) is fitted on the pooled out-of-fold "
             "predictions.</p>"
         )
-        parts.append(details_section(run, members[0], metrics, folder=f"cv-{c}"))
+        parts.append(details_section(run, group.folds[0], metrics, folder=f"cv-{c}"))
     return "\n".join(parts)
 
 

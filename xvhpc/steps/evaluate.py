@@ -28,6 +28,7 @@ from ..data.dataset import Index, ShardDataset, to_model_input
 from ..data.decode import BadImage
 from ..data.roles import role_index
 from ..models.bundle import Bundle, load_bundle, publish_model
+from ..plan.model import is_final_fit
 from ..rundir import Layout
 from ..spec.schema import SplitSpec
 from ..stats import provenance
@@ -235,6 +236,12 @@ def evaluate_point(
     started = time.perf_counter()  # "seconds" in metrics.json: status and report show it
     layout = Layout(run.root)
     bundle_dir = layout.point_model(point)
+    if not data and is_final_fit(run.plan["points"], point):
+        raise EvaluateError(
+            f"point {point} is a final fit on all folds (train.final_fit): no held-out data "
+            "scores it; evaluate --all reports its sweep point's pooled out-of-fold figures, or "
+            "pass --data with labelled images it never saw"
+        )
     if not (bundle_dir / "meta.json").exists():
         log.error("point %d has no trained model at %s", point, bundle_dir)
         return None
@@ -364,11 +371,17 @@ def pooled_or_points(
     return crossval.pool(run, results, found, options, log)
 
 
+def candidates(run: RunDir) -> list[int]:
+    """What evaluate --all scores: every point but the pruned and the final fits (no held-out
+    data scores a final fit; its sweep point's pooled out-of-fold figures stand for it)."""
+    every = range(len(run.plan["points"]))
+    return [p for p in every if not pruned(run.root, p) and not is_final_fit(run.plan["points"], p)]
+
+
 def main(args: argparse.Namespace) -> int:
     log = setup_logging()
     run = RunDir.open(args.run_dir)
-    points = list(range(len(run.plan["points"]))) if args.all else [args.point]
-    points = [p for p in points if not args.all or not pruned(run.root, p)]  # not candidates
+    points = candidates(run) if args.all else [args.point]
     if run.spec.task == "detect":
         from ..detect.evaluate import main as evaluate_detection
 
@@ -399,5 +412,5 @@ def main(args: argparse.Namespace) -> int:
                 r[run.spec.evaluate.rank_by] or 0,
             )
     if not args.data:
-        sync_published_decision(run, list(results), log)
+        sync_published_decision(run, [*results, *ranked], log)
     return 0 if len(results) == len(points) else 1

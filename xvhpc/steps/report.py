@@ -418,10 +418,10 @@ def samples(run: RunDir, count: int) -> str:
     bundle = load_bundle(run.root / "model")
     split = run.point(best_point(run)).data.split  # with folds: the deployed fold's held-out
     dataset = ShardDataset(role_index(run.root, split, "score"))
-    picks: NDArray[np.int_] | list[int] = (
-        np.linspace(0, len(dataset) - 1, num=min(count, len(dataset)), dtype=int)
-        if len(dataset)
-        else []
+    if not len(dataset):
+        return "<p>No held-out images score the published model (a final fit on every fold).</p>"
+    picks: NDArray[np.int_] = np.linspace(
+        0, len(dataset) - 1, num=min(count, len(dataset)), dtype=int
     )
     cards = []
     for i in picks:

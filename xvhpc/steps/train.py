@@ -384,7 +384,8 @@ def log_window(
 
 
 def validate(job: Job, parts: Parts, pos: Position, ctx: Context) -> None:
-    """Validation metrics; rank 0 logs them and saves the bundle when accuracy improved."""
+    """Validation metrics; rank 0 logs them and saves the bundle when accuracy improved (every
+    time when no record chooses: the bundle holds the last weights)."""
     t = job.spec.train
     if isinstance(job.val_set, DetectionDataset):
         metrics = validate_detector(parts.model, job.val_set, ctx, t.batch_size, job.classes)
@@ -397,7 +398,8 @@ def validate(job: Job, parts: Parts, pos: Position, ctx: Context) -> None:
     if job.tracker is not None:
         job.tracker.scalars({"iteration": pos.iteration, **metrics})
     bundle = job.layout.point_model(job.point)
-    if metrics["val_accuracy"] > pos.best or not bundle.exists():
+    unchosen = len(job.val_set) == 0  # a final fit without a select split: its last weights
+    if metrics["val_accuracy"] > pos.best or not bundle.exists() or unchosen:
         pos.best = max(pos.best, metrics["val_accuracy"])
         save_bundle(
             bundle,
