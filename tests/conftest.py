@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -38,6 +41,17 @@ def xv(
             f"xvhpc {' '.join(args)} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
         )
     return proc
+
+
+def sigterm_at(proc: subprocess.Popen, progress: Path, iteration: int, timeout: float = 300) -> str:
+    """SIGTERM a training process once its progress file reaches ``iteration``; its stderr."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if progress.exists() and json.loads(progress.read_text()).get("iteration", 0) >= iteration:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    return proc.communicate(timeout=timeout)[1]
 
 
 def require(tool: str, why: str) -> None:

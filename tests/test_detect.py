@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +18,7 @@ from xvhpc.data.transforms import augment, resize
 from xvhpc.detect.boxes import MIN_VISIBLE, augment_boxes, resize_boxes, unresize_boxes
 from xvhpc.spec.schema import AugmentSpec
 
-from .conftest import xv
+from .conftest import sigterm_at, xv
 
 
 def _mask(width: int, height: int, box: tuple[int, int, int, int]) -> np.ndarray:
@@ -348,13 +346,7 @@ def test_killed_detection_run_resumes_to_identical_weights(detect_run: Path, tmp
         text=True,
     )
     progress = runs[1] / "train" / "0" / "progress.json"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and proc.poll() is None:
-        if progress.exists() and json.loads(progress.read_text()).get("iteration", 0) >= 5:
-            break
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=300)
+    err = sigterm_at(proc, progress, 5)
     assert proc.returncode == 75, err[-2000:]
     stopped = json.loads(progress.read_text())["iteration"]
     assert 5 <= stopped < 30
@@ -454,3 +446,20 @@ def test_export_torchscript_and_onnx_give_the_model_s_boxes(detect_run: Path, tm
     np.testing.assert_allclose(got["scores"], want["scores"].numpy(), atol=1e-4)
     sidecar = json.loads((tmp_path / "m.onnx.json").read_text())
     assert sidecar["task"] == "detect" and sidecar["classes"] == ["red_box", "green_box"]
+
+
+def test_predict_lines_write_boxes_and_skips(detect_run: Path, shapes: Path, tmp_path) -> None:
+    """The predict job's detection chunk: one JSON line per file, boxes at the deployed
+    threshold, an undecodable file skipped with its reason (the others go on)."""
+    from xvhpc.detect.predict import predict_lines
+    from xvhpc.models.bundle import load_bundle
+
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    good = sorted((shapes.parent / "images").glob("*.png"))[:2]
+    items = [{"path": str(p), "rel": p.name} for p in [good[0], bad, good[1]]]
+    text, done, skipped = predict_lines(load_bundle(detect_run / "model"), items)
+    rows = [json.loads(line) for line in text.splitlines()]
+    assert (done, skipped) == (2, 1) and [r["path"] for r in rows] == [i["rel"] for i in items]
+    assert "skipped" in rows[1] and "boxes" not in rows[1]
+    assert all(b["confidence"] >= 0.3 for r in (rows[0], rows[2]) for b in r["boxes"])

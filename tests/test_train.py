@@ -22,7 +22,7 @@ from xvhpc.runtime.environments import EnvironmentError_, detect_environment
 from xvhpc.runtime.task import detect_task
 from xvhpc.spec.schema import ARCHITECTURES, ModelSpec
 
-from .conftest import require, tiny_spec, xv
+from .conftest import require, sigterm_at, tiny_spec, xv
 
 # ----------------------------------------------------------------- environment detection
 TORCHRUN = {
@@ -355,13 +355,7 @@ def test_sigterm_checkpoint_and_resume_equal_weights(ingested: Path) -> None:
         text=True,
     )
     progress = run / "train" / "0" / "progress.json"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and proc.poll() is None:
-        if progress.exists() and json.loads(progress.read_text()).get("iteration", 0) >= 5:
-            break
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=300)
+    err = sigterm_at(proc, progress, 5)
     assert proc.returncode == 75, err[-2000:]
     state = json.loads(progress.read_text())
     assert state["state"] == "checkpointed"
