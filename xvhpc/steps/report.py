@@ -62,6 +62,18 @@ def _fmt(value: object) -> str:
     return "" if value is None else str(value)
 
 
+# the leaderboard's columns per task (evaluate writes these keys into leaderboard.json rows)
+LEADERBOARD = {
+    "classify": {
+        "accuracy": "accuracy",
+        "balanced_accuracy": "balanced accuracy",
+        "macro_f1": "macro F1",
+        "roc_auc": "ROC-AUC",
+    },
+    "detect": {"map": "mAP@[.5:.95]", "map50": "mAP@.5"},
+}
+
+
 def _ci(entry: dict[str, Any] | float | None) -> str:
     """``0.812 (0.701–0.904)``: a figure with its 95 % interval (plain floats as they are)."""
     v = value(entry)
@@ -546,7 +558,7 @@ def build_report(run: RunDir) -> str:
         parts.append(f"<h2>Sweep leaderboard (by {html.escape(board['rank_by'])})</h2>")
         parts.append(
             _table(
-                ["point", "parameters", "accuracy", "balanced accuracy", "macro F1", "ROC-AUC"],
+                ["point", "parameters", *LEADERBOARD[spec.task].values()],
                 [
                     [f"{r['point']} ({r.get('state', 'done')})", params_text(r["params"])]
                     + [
@@ -557,7 +569,7 @@ def build_report(run: RunDir) -> str:
                                 "ci_high": r.get("ci", {}).get(k, [None, None])[1],
                             }
                         )
-                        for k in ("accuracy", "balanced_accuracy", "macro_f1", "roc_auc")
+                        for k in LEADERBOARD[spec.task]
                     ]
                     for r in board["rows"]
                 ],
