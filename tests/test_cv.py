@@ -337,6 +337,31 @@ def test_final_fit_trains_on_every_fold_and_nothing_scores_it(final_run: Path) -
         evaluate_point(run, group.final, None, logging.getLogger("t"))
 
 
+def test_a_final_fit_with_nothing_to_choose_on_keeps_its_last_weights(final_run: Path) -> None:
+    """Without a select split no record chooses a final fit's checkpoint: every validation
+    round saves its bundle, so it holds the last round's weights, not the first's."""
+    import torch
+
+    from xvhpc.runtime.distributed import Context
+    from xvhpc.runtime.environments import DistInfo
+    from xvhpc.steps.common import RunDir
+    from xvhpc.steps.train import Position, build_parts, prepare_job, validate
+
+    run = RunDir.open(final_run)
+    spec = run.point(7)
+    split = spec.data.split.model_copy(update={"select": 0.0})
+    spec = spec.model_copy(update={"data": spec.data.model_copy(update={"split": split})})
+    ctx = Context(DistInfo("local", 0, 0, 1, "127.0.0.1", 0), torch.device("cpu"), "gloo")
+    job = prepare_job(run, 7, spec, ctx, 12)
+    assert len(job.val_set) == 0 and len(job.train_set) > 0
+    parts, pos = build_parts(job, ctx), Position()
+    (final_run / "train" / "7").mkdir(parents=True)
+    for pos.iteration in (6, 12):
+        validate(job, parts, pos, ctx)
+    meta = json.loads((final_run / "train" / "7" / "model" / "meta.json").read_text())
+    assert meta["iteration"] == 12
+
+
 def test_published_model_is_the_best_points_final_fit(final_run: Path) -> None:
     """Pooled out-of-fold figures rank the sweep points; RUN_DIR/model is the best one's final
     fit, carrying the decision rule fitted on its pooled predictions; the report says so."""
@@ -352,7 +377,7 @@ def test_published_model_is_the_best_points_final_fit(final_run: Path) -> None:
     more = fake_folds(run, [3, 4, 5], right=True)  # sweep point 1 is the best
     found, results = found | more[0], results | more[1]
     for p in (6, 7):  # the final fits' bundles, told apart by their weights
-        (final_run / "train" / str(p) / "model").mkdir(parents=True)
+        (final_run / "train" / str(p) / "model").mkdir(parents=True, exist_ok=True)
         (final_run / "train" / str(p) / "model" / "weights.pt").write_text(f"final fit {p}")
     pooled = crossval.pool(run, results, found, Options(resamples=1000), logging.getLogger("t"))
     assert sorted(pooled) == [6, 7] and pooled[7]["accuracy"]["value"] == 1.0
