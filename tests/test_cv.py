@@ -73,6 +73,7 @@ def test_split_spec_errors_name_file_line_and_key(tmp_path: Path, demo_data: Pat
         ({"folds": 3, "fold": 3}, "data.split"),
         ({"select": 1.5}, "data.split.select"),
         ({"final": True}, "data.split"),
+        ({"folds": 3, "final": True}, "data.split.final"),
     ):
         path = tiny_spec(tmp_path / "spec.yaml", demo_data, data={"split": split})
         with pytest.raises(SpecError) as info:

@@ -53,6 +53,12 @@ def check_final_fit(loaded: LoadedSpec) -> list[Problem]:
     """train.final_fit retrains a cross-validated point on all folds: without folds there is
     nothing to refit on; without a select split no record is left to stop it early on."""
     spec = loaded.spec
+    if spec.data.split.final:
+        return [
+            loaded.problem(
+                "data.split.final", "is set by the plan for its final fits: use train.final_fit"
+            )
+        ]
     if not spec.train.final_fit:
         return []
     if not spec.data.split.folds:
