@@ -274,6 +274,23 @@ def test_a_shard_cut_short_while_open_is_a_clear_error(tmp_path: Path) -> None:
         data.__getitems__([12, 2])
 
 
+def test_short_reads_are_continued_not_called_corrupt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read may return less than asked (Linux: at most 2 GiB - 4 KiB per call)."""
+    index = _shards(tmp_path)
+    expected = ShardDataset(index, direct=False).__getitems__(list(range(12)))
+    preadv = os.preadv
+
+    def capped(fd: int, buffers: list, offset: int) -> int:  # 100 bytes per call at most
+        return preadv(fd, [memoryview(buffers[0])[:100]], offset)
+
+    monkeypatch.setattr("xvhpc.data.dataset.os.preadv", capped)
+    got = ShardDataset(index).__getitems__(list(range(12)))  # one run of 12 rows
+    for (a, label_a), (b, label_b) in zip(got, expected, strict=True):
+        assert torch.equal(a, b) and label_a == label_b
+
+
 def test_dataloader_uses_batch_reads(tmp_path: Path) -> None:
     data = ShardDataset(_shards(tmp_path))
     batches = RankBatches(len(data), 4, 0, 1, seed=2, block=4)

@@ -133,6 +133,18 @@ def runs(values: np.ndarray, step: int) -> list[tuple[int, int]]:
     return list(zip([0, *breaks], [*breaks, len(values)], strict=True))
 
 
+def pread_exactly(fd: int, buffer: memoryview, offset: int) -> bool:
+    """Fill ``buffer`` from ``offset``; False when the file ends first. One call may return
+    less than asked (Linux caps a read at 2 GiB - 4 KiB: a large in-memory cache), so loop."""
+    done = 0
+    while done < len(buffer):
+        got = os.preadv(fd, [buffer[done:]], offset + done)
+        if got == 0:
+            return False
+        done += got
+    return True
+
+
 class ShardDataset(Dataset):
     """uint8 HxWxC images from shards. Files open lazily in each worker, never before fork.
 
@@ -241,7 +253,7 @@ class ShardDataset(Dataset):
         fd, offsets = raw
         at = offsets[rows]
         for a, b in runs(at, out[0].nbytes):
-            if os.preadv(fd, [out[a:b].data], int(at[a])) != out[a:b].nbytes:
+            if not pread_exactly(fd, memoryview(out[a:b]).cast("B"), int(at[a])):
                 raise ShardCorrupt(
                     f"{self.index.files[shard]} is shorter than its own HDF5 index says: it was "
                     "cut short after ingest wrote it; write it again (xvhpc ingest --merge)"
