@@ -230,15 +230,22 @@ def test_training_validates_on_the_select_split_only(cv_run: Path) -> None:
     assert rank["host"] == socket.gethostname() and rank["device"] and rank["gpu"]
 
 
+def fold_sizes(run: Path) -> list[int]:
+    """Original images per fold, as the manifest counts them."""
+    manifest = json.loads((run / "manifest.json").read_text())
+    return [sum(c.values()) for c in manifest["folds"]["per_fold_class"]]
+
+
 def fake_folds(run, members: list[int], right: bool = False) -> tuple[dict, dict]:
-    """Per-fold predictions (9, 14, 5 images, two per patient) and their metrics as
-    evaluate_point keeps them: random, or all right; each fold's model folder made."""
+    """Per-fold predictions (as many images per fold as the manifest's folds hold, two per
+    patient) and their metrics as evaluate_point keeps them: random, or all right; each fold's
+    model folder made."""
     from xvhpc.steps.metrics import Options, model_details
 
     rng = np.random.default_rng(members[0])
     classes = ["bacterial", "covid19", "normal", "viral"]
     found, results = {}, {}
-    for k, n in zip(members, (9, 14, 5), strict=True):
+    for k, n in zip(members, fold_sizes(run.root), strict=True):
         labels = rng.integers(0, 4, n)
         probs = rng.dirichlet(np.ones(4), n)
         probs[np.arange(n), labels] += 10 * right + rng.random(n)
@@ -274,11 +281,14 @@ def test_pooled_figures_come_from_the_pooled_predictions(cv_run: Path) -> None:
     assert m["fold_spread"]["accuracy"]["per_fold"] == [
         results[k]["accuracy"]["value"] for k in range(3)
     ]
-    assert m["coverage"] == {"records": 28, "scored_more_than_once": []}
-    assert m["bootstrap"]["unit"] == "patient/group" and m["groups"] == 5 + 7 + 3
+    sizes = fold_sizes(cv_run)
+    assert m["coverage"] == {"records": sum(sizes), "scored_more_than_once": []}
+    assert m["bootstrap"]["unit"] == "patient/group"
+    assert m["groups"] == sum((n + 1) // 2 for n in sizes)
     assert not m["selection"]["optimistic"] and "select" in m["selection"]["chose"]
     rows = list(csv.DictReader((crossval.pooled_dir(cv_run, 0) / "predictions.csv").open()))
-    assert len(rows) == 28 and Counter(r["fold"] for r in rows) == {"0": 9, "1": 14, "2": 5}
+    assert len(rows) == sum(sizes)
+    assert Counter(r["fold"] for r in rows) == {str(k): n for k, n in enumerate(sizes)}
     manifest = json.loads((cv_run / "manifest.json").read_text())
     section = crossval.crossval_section(run, manifest)
     spread = m["fold_spread"]["accuracy"]
@@ -440,3 +450,36 @@ def test_without_folds_the_select_split_is_carved_from_training(
     assert not chosen["optimistic"] and chosen["scored"] == "the validation split"
     assert selection(run.spec.model_copy(update={"data": run.spec.data.model_copy(
         update={"split": split.model_copy(update={"select": 0.0})})}))["optimistic"]  # fmt: skip
+
+
+def test_sweep_points_with_equal_parameters_stay_apart() -> None:
+    """Two sweep points with the same parameters (a random sweep drawing twice) are two CV
+    points, each with its own folds (by fold number) and final fit; a plan whose layout puts
+    one fold twice in a sweep point is refused."""
+    same = {"train.learning_rate": 0.1}
+    points = [{**same, FOLD_KEY: k} for _ in range(2) for k in (0, 1)]
+    points += [{**same, FINAL_KEY: True}] * 2
+    assert cv_points(points) == [CvPoint([0, 1], 4), CvPoint([2, 3], 5)]
+    with pytest.raises(ValueError, match="fold 0 out of place"):
+        cv_points([{FOLD_KEY: 0}, {FOLD_KEY: 0}, {FOLD_KEY: 1}, {FOLD_KEY: 1}])
+
+
+def test_pooling_refuses_a_record_scored_twice_or_missing(cv_run: Path) -> None:
+    """A record held out by two folds, or fewer pooled predictions than the manifest's
+    originals, is an error naming the sweep point, not a quietly different pooled figure."""
+    import logging
+
+    from xvhpc.steps import crossval
+    from xvhpc.steps.common import RunDir
+    from xvhpc.steps.evaluate import EvaluateError
+    from xvhpc.steps.metrics import Options
+
+    run = RunDir.open(cv_run)
+    found, results = fake_folds(run, [0, 1, 2])
+    found[1]["paths"][0] = found[0]["paths"][0]
+    with pytest.raises(EvaluateError, match="sweep point 0: 1 record.* more than one fold"):
+        crossval.pool(run, results, found, Options(resamples=10), logging.getLogger("t"))
+    found, results = fake_folds(run, [0, 1, 2])
+    found[2] = {k: v[:-1] for k, v in found[2].items()}
+    with pytest.raises(EvaluateError, match="out-of-fold predictions for the .* original"):
+        crossval.pool(run, results, found, Options(resamples=10), logging.getLogger("t"))

@@ -183,18 +183,26 @@ class CvPoint:
 
 
 def cv_points(points: list[dict[str, Any]]) -> list[CvPoint]:
-    """Training points grouped by sweep point (their parameters but fold/final), in plan order:
-    the one mapping from plan points to folds and final fits (plan, train, evaluate, report)."""
-    groups: dict[str, list[int]] = {}
-    for p, params in enumerate(points):
-        key = repr(sorted((k, repr(v)) for k, v in params.items() if k not in CV_KEYS))
-        groups.setdefault(key, []).append(p)
+    """Training points grouped by sweep point, in plan order: the one mapping from plan points
+    to folds and final fits (plan, train, evaluate, report). It follows ``fold_points``' layout
+    (sweep point c, fold k at c × folds + k; c's final fit after all folds), never parameter
+    equality: two sweep points with the same parameters stay two."""
+    folded = [p for p, params in enumerate(points) if FOLD_KEY in params]
+    if not folded:  # no folds: each training point is its own sweep point
+        return [CvPoint([p], None) for p in range(len(points))]
+    folds = max(int(points[p][FOLD_KEY]) for p in folded) + 1
+    groups: list[dict[int, int]] = [{} for _ in range(len(folded) // folds)]
+    for i, p in enumerate(folded):
+        k = int(points[p][FOLD_KEY])
+        if i // folds >= len(groups) or k in groups[i // folds]:
+            raise ValueError(f"plan point {p}: fold {k} out of place in the plan's layout")
+        groups[i // folds][k] = p
+    finals = [p for p, params in enumerate(points) if params.get(FINAL_KEY)]
+    if finals and len(finals) != len(groups):
+        raise ValueError(f"{len(finals)} final fits for {len(groups)} sweep points")
     return [
-        CvPoint(
-            [p for p in members if not points[p].get(FINAL_KEY)],
-            next((p for p in members if points[p].get(FINAL_KEY)), None),
-        )
-        for members in groups.values()
+        CvPoint([g[k] for k in range(folds)], finals[c] if finals else None)
+        for c, g in enumerate(groups)
     ]
 
 

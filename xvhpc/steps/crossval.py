@@ -111,6 +111,28 @@ def coverage(merged: dict[str, Any]) -> dict[str, Any]:
     return {"records": len(merged["paths"]), "scored_more_than_once": twice[:100]}
 
 
+def check_coverage(run: RunDir, config: int, seen: dict[str, Any]) -> None:
+    """Every original image scored exactly once: one scored twice (two folds holding it) or
+    missing (fewer pooled predictions than manifest.json's originals) is an error, not a
+    quietly different figure."""
+    from .evaluate import EvaluateError  # late: evaluate calls this module
+
+    if seen["scored_more_than_once"]:
+        raise EvaluateError(
+            f"sweep point {config}: {len(seen['scored_more_than_once'])} record(s) scored by "
+            f"more than one fold, e.g. {seen['scored_more_than_once'][0]}: the folds overlap"
+        )
+    manifest = read_json(Layout(run.root).manifest) or {}
+    counts = manifest.get("counts_before_augmentation") or {}
+    originals = sum(n for per_class in counts.values() for n in per_class.values())
+    if seen["records"] != originals:
+        raise EvaluateError(
+            f"sweep point {config}: {seen['records']} out-of-fold predictions for the "
+            f"{originals} original images of {Layout(run.root).manifest}: records are missing "
+            "from the folds (shards written with other split settings?): ingest again"
+        )
+
+
 def pool(
     run: RunDir,
     results: dict[int, dict],
@@ -130,6 +152,7 @@ def pool(
             log.error("sweep point %d: folds %s not evaluated; no pooled figures", c, missing)
             continue
         merged = merge_found(found, members)
+        check_coverage(run, c, coverage(merged))
         first = results[members[0]]
         classes = first["classes"]
         metrics = model_details(
