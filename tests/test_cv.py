@@ -483,3 +483,13 @@ def test_pooling_refuses_a_record_scored_twice_or_missing(cv_run: Path) -> None:
     found[2] = {k: v[:-1] for k, v in found[2].items()}
     with pytest.raises(EvaluateError, match="out-of-fold predictions for the .* original"):
         crossval.pool(run, results, found, Options(resamples=10), logging.getLogger("t"))
+
+
+def test_folds_that_cannot_be_stratified_are_a_catalog_error() -> None:
+    """Every class rarer than the folds (scikit-learn's ValueError): a CatalogError naming
+    data.split.folds and the counts, not a traceback."""
+    from xvhpc.data.catalog import CatalogError
+
+    few = [Sample(f"/x/{i}.png", f"{i}.png", "ab"[i % 2], group=f"p{i}") for i in range(6)]
+    with pytest.raises(CatalogError, match=r"data.split.folds: 5 folds .*'a': 3, 'b': 3"):
+        assign_folds(few, SplitSpec(folds=5))

@@ -8,7 +8,7 @@ perceptual hash (dHash) of the images already resized for the shards.
 from __future__ import annotations
 
 import warnings
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import replace
 
 import numpy as np
@@ -43,9 +43,16 @@ def assign_folds(samples: list[Sample], split: SplitSpec) -> list[Sample]:
     out = [replace(s, split="train") for s in samples]
     with warnings.catch_warnings():  # a class rarer than the folds: counted in the manifest
         warnings.simplefilter("ignore", UserWarning)
-        for k, (_, held_out) in enumerate(kfold.split(np.zeros(len(samples)), labels, groups)):
-            for i in held_out.tolist():
-                out[i] = replace(out[i], fold=k)
+        try:
+            parts = list(kfold.split(np.zeros(len(samples)), labels, groups))
+        except ValueError as exc:  # every class has fewer images than folds
+            raise CatalogError(
+                f"data.split.folds: {folds} folds cannot be stratified: images per class "
+                f"{dict(sorted(Counter(s.label for s in samples).items()))} ({exc})"
+            ) from None
+    for k, (_, held_out) in enumerate(parts):
+        for i in held_out.tolist():
+            out[i] = replace(out[i], fold=k)
     return out
 
 
