@@ -493,3 +493,15 @@ def test_folds_that_cannot_be_stratified_are_a_catalog_error() -> None:
     few = [Sample(f"/x/{i}.png", f"{i}.png", "ab"[i % 2], group=f"p{i}") for i in range(6)]
     with pytest.raises(CatalogError, match=r"data.split.folds: 5 folds .*'a': 3, 'b': 3"):
         assign_folds(few, SplitSpec(folds=5))
+
+
+def test_ingest_time_data_keys_cannot_be_swept(tmp_path: Path, demo_data: Path) -> None:
+    """data.split.* and the other data.* keys are read once, by ingest: sweeping them would
+    silently change nothing, so the spec is refused at the sweep key's file:line."""
+    for key, values in (("data.split.folds", [2, 3]), ("data.split.select", [0.1, 0.2]),
+                        ("data.image_size", [32, 64])):  # fmt: skip
+        path = tiny_spec(tmp_path / "sw.yaml", demo_data, sweep={"parameters": {key: values}})
+        with pytest.raises(SpecError) as info:
+            load_spec(path)
+        line = next(i for i, x in enumerate(path.read_text().splitlines(), 1) if key in x)
+        assert f"{path}:{line}" in str(info.value) and "read once, by ingest" in str(info.value)

@@ -268,6 +268,12 @@ def _sweep_key_problem(key: str) -> tuple[str, tuple[str, ...]] | None:
         else:
             above = ".".join(parts[:depth])
             return (f"{above} is a value, not a section: sweep {above} itself", ())
+    if parts[0] == "data":  # ingest reads the base spec's data section once for every point
+        return (
+            "data.* is read once, by ingest, for every sweep point (one set of shards, one "
+            "split): sweeping it would change nothing; compile one run per value instead",
+            (),
+        )
     return None
 
 
