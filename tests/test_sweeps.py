@@ -666,3 +666,125 @@ def test_a_study_slot_under_torchrun_two_ranks_gets_one_trial_and_stops_together
     assert progress["world_size"] == 2
     assert progress["state"] == "stopped_early"
     assert progress["iteration"] < 40
+
+
+def test_a_float_step_range_draws_high_and_clean_values_on_optunas_grid(tmp_path: Path) -> None:
+    """A random sweep's float step range draws every value Optuna's suggest_float(step=…) can,
+    ``high`` included, as the decimals written (0.3, not 0.30000000000000004), never past high."""
+    import warnings
+
+    from optuna.distributions import FloatDistribution
+
+    from xvhpc.spec import sweep_points
+
+    for high, grid in ((0.4, {0.1, 0.2, 0.3, 0.4}), (0.45, {0.1, 0.2, 0.3, 0.4})):
+        values = {"low": 0.1, "high": high, "step": 0.1}
+        spec = tiny_spec(
+            tmp_path / "s.yaml",
+            tmp_path,
+            sweep={
+                "method": "random",
+                "samples": 40,
+                "parameters": {"train.learning_rate": values},
+            },
+        )
+        drawn = {p["train.learning_rate"] for p in sweep_points(load_spec(spec))}
+        assert drawn == grid, drawn
+        with warnings.catch_warnings():  # Optuna warns that it lowers 0.45 to 0.4
+            warnings.simplefilter("ignore", UserWarning)
+            optuna_high = FloatDistribution(**values).high
+        assert optuna_high == max(grid), "Optuna's grid ends where ours does"
+
+
+@pytest.mark.parametrize(
+    "values",
+    [{"low": 8, "high": 64.0}, {"low": 8.0, "high": 64}, {"low": 8, "high": 64, "step": 8.0}],
+)
+def test_a_float_range_on_an_integer_key_is_refused_at_its_line(
+    tmp_path: Path, values: dict
+) -> None:
+    """An Optuna study would suggest 23.7 for train.batch_size in every trial: refused at compile."""
+    sweep = {"method": "tpe", "trials": 4, "parameters": {"train.batch_size": values}}
+    spec = tiny_spec(tmp_path / "s.yaml", tmp_path, sweep=sweep)
+    line = spec.read_text().splitlines().index("    train.batch_size:") + 1
+    with pytest.raises(SpecError) as err:
+        load_spec(spec)
+    text = str(err.value)
+    assert f"{spec}:{line}: sweep.parameters.train.batch_size: " in text, text
+    assert "takes whole numbers: give integer low, high and step" in text
+
+
+def test_a_trial_whose_point_fails_to_validate_is_failed_and_its_heartbeat_stopped(
+    tmp_path: Path,
+) -> None:
+    """A slot bound to a trial whose parameters do not validate (a spec compiled before the check
+    above) tells the study FAIL and leaves no heartbeat: it is not left RUNNING for ever."""
+    import logging
+
+    import torch
+
+    from xvhpc.runtime.distributed import Context
+    from xvhpc.runtime.environments import DistInfo
+    from xvhpc.spec.schema import RangeSpec
+    from xvhpc.steps.common import RunDir
+    from xvhpc.sweeps.heartbeat import heartbeat_path
+    from xvhpc.sweeps.tracker import PointTracker
+
+    loaded = load_spec(study_spec(tmp_path / "s.yaml", tmp_path, 2, [0.1, 0.01]))
+    assert loaded.spec.sweep is not None
+    loaded.spec.sweep.parameters["train.batch_size"] = RangeSpec(low=8, high=64.0)
+    ctx = Context(DistInfo("local", 0, 0, 1, "127.0.0.1", 0), torch.device("cpu"), "gloo")
+    with pytest.raises(SpecError, match="train.batch_size"):
+        PointTracker.open(RunDir(tmp_path, {}, loaded), 0, ctx, logging.getLogger("t"))
+    assert states(tmp_path) == [(0, "FAIL", 0)]
+    assert not heartbeat_path(tmp_path, 0).exists()
+
+
+def test_mlflow_store_race_is_retried_and_a_tracking_failure_never_stops_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Array tasks starting at once race to create RUN_DIR/mlruns (MLflow's FileStore writes
+    mlruns/0/meta.yaml unlocked): the loser's "exists as" error is retried, not raised. Any
+    later tracking error is a warning: training goes on without MLflow."""
+    import logging
+    import shutil
+
+    import torch
+
+    from xvhpc.rundir import Layout
+    from xvhpc.runtime.distributed import Context
+    from xvhpc.runtime.environments import DistInfo
+    from xvhpc.sweeps.mlflow_store import MlflowRun, _offline, client
+    from xvhpc.sweeps.tracker import PointTracker
+
+    _offline()
+    from mlflow.store.tracking.file_store import FileStore
+
+    create = FileStore._create_default_experiment
+    raced: list[bool] = []
+
+    def another_task_first(store: FileStore) -> None:
+        if not raced:
+            raced.append(True)
+            create(store)  # the other task writes mlruns/0/meta.yaml first ...
+        create(store)  # ... and this one finds it there: "Yaml file '…' exists as '…'"
+
+    monkeypatch.setattr(FileStore, "_create_default_experiment", another_task_first)
+    layout = Layout(tmp_path)
+    run = MlflowRun.open(layout, 0, {"train.learning_rate": 0.1}, None)
+    assert raced and [r.info.run_id for r in client(tmp_path).search_runs(["0"])] == [run.run_id]
+
+    spec = load_spec(tiny_spec(tmp_path / "s.yaml", tmp_path, train={"track": "mlflow"})).spec
+    ctx = Context(DistInfo("local", 0, 0, 1, "127.0.0.1", 0), torch.device("cpu"), "gloo")
+    tracker = PointTracker(layout, 0, spec, ctx, {}, log=logging.getLogger("xvhpc"))
+    tracker.mlflow = run
+    shutil.rmtree(tmp_path / "mlruns")  # the store is gone (a purge, a lost mount)
+    with caplog.at_level(logging.WARNING, logger="xvhpc"):
+        tracker.scalars({"iteration": 1, "loss": 1.5})
+        assert tracker.mlflow is None, "a failed tracker is dropped, not retried every step"
+        tracker.finish()
+        (tmp_path / "mlruns").write_text("not a directory")  # nor can a store be made there
+        tracker.start(0)
+        assert tracker.mlflow is None
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2 and all("MLflow tracking off" in w for w in warnings), warnings

@@ -5,7 +5,8 @@ Locks are POSIX record locks (``fcntl.lockf``) on files under ``RUN_DIR/locks/``
 drops them when the holder exits, however it exits (``kill -9`` included), and they work
 across nodes on the shared filesystems HPC centres use (NFS through its lock manager, GPFS,
 Lustre mounted with ``flock``). Where a filesystem refuses locks (``ENOLCK``, Lustre without
-``flock``), xvhpc warns once and runs unlocked. Nothing waits: a busy lock is an error.
+``flock``), xvhpc warns once and runs unlocked. Nothing waits (but ``waiting``'s one-time
+setups): a busy lock is an error.
 
 What is locked, and by whom (a process that would not write takes nothing):
 
@@ -20,6 +21,8 @@ What is locked, and by whom (a process that would not write takes nothing):
   other, two writers of one shard (a rerun beside a live array task) do.
 * ``train-P`` — the one process that writes point P (rank 0) holds it exclusively; the other
   ranks of the same job take nothing, so a job never refuses its own ranks.
+* ``mlruns`` — ``waiting``: the first task with ``train.track: mlflow`` makes the MLflow
+  store while the others wait for it (milliseconds).
 
 Not covered: a re-ingest of shards while training reads them is not refused (each is a
 different lock); the sha256 check before training reads a shard catches a shard that changed.
@@ -219,3 +222,20 @@ def step(
         for name, shared in parts:
             stack.enter_context(hold(layout.lock(name), command, shared=shared))
         yield
+
+
+@contextlib.contextmanager
+def waiting(path: Path) -> Iterator[None]:
+    """Hold ``path`` exclusively for a short one-time setup that concurrent tasks would race on,
+    waiting for it instead of refusing (unlocked where the filesystem has no locks)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+    try:
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX)
+        except OSError as exc:
+            if not _lock_unsupported(exc):
+                raise
+        yield
+    finally:
+        os.close(fd)  # releases the lock

@@ -11,6 +11,7 @@ import sys
 import typing
 from collections.abc import Iterable
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -146,10 +147,18 @@ def draw(rng: random.Random, values: list[Any] | RangeSpec) -> Any:
     if values.log:
         value = math.exp(rng.uniform(math.log(values.low), math.log(values.high)))
     elif step is not None:
-        value = values.low + step * rng.randint(0, int((values.high - values.low) // step))
+        value = _on_step(rng, values.low, values.high, step)
     else:
         value = rng.uniform(values.low, values.high)
     return round(value) if values.integer else value
+
+
+def _on_step(rng: random.Random, low: float, high: float, step: float) -> float:
+    """A uniform value of low, low + step, ... up to high, in decimal as written: high is drawn
+    when on the grid, 0.1 + 2 × 0.1 is 0.3, and the grid is Optuna's for the same range."""
+    first, stride = Decimal(str(low)), Decimal(str(step))
+    count = int((Decimal(str(high)) - first) // stride)
+    return float(first + stride * rng.randint(0, count))
 
 
 def _sample_indices(rng: random.Random, total: int, count: int) -> list[int]:
@@ -277,6 +286,18 @@ def _sweep_key_problem(key: str) -> tuple[str, tuple[str, ...]] | None:
     return None
 
 
+def _whole_numbers_only(base: dict[str, Any], key: str) -> bool:
+    """Whether ``key`` is an integer field: it refuses the fractions a float range suggests (a
+    study would fail every trial at its start; pydantic checks the type before any bound)."""
+    raw = copy.deepcopy(base)
+    set_dotted(raw, key, 0.5)
+    try:
+        ExperimentSpec.model_validate(raw)
+    except ValidationError as exc:
+        return any(e["type"] == "int_from_float" for e in exc.errors())
+    return False
+
+
 def check_sweep(loaded: LoadedSpec) -> list[Problem]:
     """Every sweep key names a spec key, and every value validates there; the grid is bounded."""
     sweep = loaded.spec.sweep
@@ -294,6 +315,10 @@ def check_sweep(loaded: LoadedSpec) -> list[Problem]:
             if sweep.method == "grid":
                 message = "a range needs method: random or tpe (a grid takes lists: [0.1, 0.01])"
                 problems.append(loaded.problem(where, message))
+                continue
+            if not values.integer and _whole_numbers_only(base, key):
+                message = "takes whole numbers: give integer low, high and step (a float range"
+                problems.append(loaded.problem(where, f"{message} suggests fractions)"))
                 continue
             values = [values.low, values.high]  # both ends must be valid values of the key
         if not values:

@@ -11,6 +11,7 @@ continues its run without logging the steps it already logged.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import time
@@ -18,11 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..lock import waiting
 from ..rundir import Layout
 from ..util import read_json, write_json_atomic
 
 STORE = "mlruns"
 RUN_FILE = "mlflow.json"  # in the point's train dir: the run id and the trial it belongs to
+RETRY_PAUSES_S = (0.1, 0.2, 0.4)  # a store another task is making, where locks are missing
 STATUS = {"crashed": "FAILED"}  # every other outcome (done, pruned, stopped early): FINISHED
 
 
@@ -51,6 +54,24 @@ def client(root: Path) -> Any:  # an MlflowClient
     return MlflowClient(tracking_uri=store_uri(root))
 
 
+def _made(root: Path) -> Any:
+    mlflow = client(root)
+    mlflow.get_experiment("0")  # the first use makes the store and its default experiment
+    return mlflow
+
+
+def ready_client(layout: Layout) -> Any:
+    """The client once the store exists. MLflow's FileStore makes ``mlruns/0/meta.yaml`` on first
+    use unlocked, and array tasks starting together fail one ("Yaml file … exists as …"): the
+    first makes it under a lock; where locks are missing, a lost race is tried again."""
+    with waiting(layout.lock(STORE)):
+        for pause in RETRY_PAUSES_S:
+            with contextlib.suppress(Exception):  # "exists as" is a bare Exception
+                return _made(layout.root)
+            time.sleep(pause)
+        return _made(layout.root)  # the last try raises what it meets
+
+
 def _text(value: Any) -> str:
     return str(value)[:6000]  # MLflow's limit on a parameter value
 
@@ -68,7 +89,7 @@ class MlflowRun:
         cls, layout: Layout, point: int, params: dict[str, Any], trial: int | None
     ) -> MlflowRun:
         """Continue the point's run (same trial), or start one with the point's parameters."""
-        mlflow = client(layout.root)
+        mlflow = ready_client(layout)
         marker = layout.train_dir(point) / RUN_FILE
         saved = read_json(marker) or {}
         if saved.get("run_id") and saved.get("trial") == trial:

@@ -11,12 +11,13 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from ..rundir import Layout
 from ..runtime.distributed import Context, all_reduce_sum
-from ..spec import ExperimentSpec, point_spec
+from ..spec import ExperimentSpec, SpecError, point_spec
 from ..util import write_json_atomic
 from .heartbeat import Heartbeat, heartbeat_path
 from .mlflow_store import MlflowRun
@@ -32,6 +33,7 @@ from .study import (
     tell,
 )
 
+T = TypeVar("T")
 CONTINUE, PRUNED, STOPPED_EARLY = 0, 1, 2
 OUTCOMES = {CONTINUE: "done", PRUNED: "pruned", STOPPED_EARLY: "stopped_early"}
 SCALARS = ("loss", "lr", "images_per_s", "data_wait_fraction", "val_loss", "val_accuracy")
@@ -121,7 +123,20 @@ class PointTracker:
         log.info(
             "slot %d: trial %d %s %s", point, binding.trial, binding.state.lower(), binding.params
         )
-        spec = point_spec(run.loaded, binding.params)
+        try:
+            spec = point_spec(run.loaded, binding.params)
+        except SpecError:  # its parameters never validate: a failed trial, not a live one
+            cls(
+                layout,
+                point,
+                run.spec,
+                ctx,
+                binding.params,
+                binding,
+                study=study,
+                heartbeat=heartbeat,
+            ).crashed()
+            raise
         goal = objective(run.spec)
         return cls(
             layout,
@@ -149,7 +164,8 @@ class PointTracker:
             return
         if "mlflow" in self.spec.train.track:
             trial = self.binding.trial if self.binding is not None else None
-            self.mlflow = MlflowRun.open(self.layout, self.point, self.hparam_values(), trial)
+            params = self.hparam_values()
+            self.mlflow = self._mlflow(MlflowRun.open, self.layout, self.point, params, trial)
         if "tensorboard" not in self.spec.train.track:
             return
         try:
@@ -162,11 +178,21 @@ class PointTracker:
             purge_step=iteration if iteration > 0 else None,
         )
 
+    def _mlflow(self, call: Callable[..., T], *args: Any) -> T | None:
+        """``call(*args)``; a tracking failure is a warning and MLflow is off for the rest of the
+        run: tracking never ends a training run."""
+        try:
+            return call(*args)
+        except Exception as exc:  # MLflow raises bare Exceptions too
+            self.log.warning("point %d: MLflow tracking off: %s", self.point, exc)
+            self.mlflow = None
+            return None
+
     def scalars(self, record: dict[str, Any]) -> None:
         """Rank 0: the record's known scalars at its iteration."""
         values = {k: v for k in SCALARS if isinstance(v := record.get(k), int | float)}
         if self.mlflow is not None:
-            self.mlflow.metrics(values, record["iteration"])
+            self._mlflow(self.mlflow.metrics, values, record["iteration"])
         if self.writer is None:
             return
         for key, value in values.items():
@@ -246,7 +272,8 @@ class PointTracker:
         if self.heartbeat is not None:
             self.heartbeat.stop()
         if self.mlflow is not None:
-            self.mlflow.close({k: v for k, v in final.items() if not math.isnan(v)}, self.outcome)
+            clean = {k: v for k, v in final.items() if not math.isnan(v)}
+            self._mlflow(self.mlflow.close, clean, self.outcome)
         if self.writer is not None:
             self._hparams(final)
             self.writer.close()
@@ -258,7 +285,7 @@ class PointTracker:
         if self.heartbeat is not None:
             self.heartbeat.stop()
         if self.mlflow is not None:
-            self.mlflow.close({}, "crashed")
+            self._mlflow(self.mlflow.close, {}, "crashed")
         if self.writer is not None:
             self.writer.close()
 
