@@ -505,3 +505,43 @@ def test_ingest_time_data_keys_cannot_be_swept(tmp_path: Path, demo_data: Path) 
             load_spec(path)
         line = next(i for i, x in enumerate(path.read_text().splitlines(), 1) if key in x)
         assert f"{path}:{line}" in str(info.value) and "read once, by ingest" in str(info.value)
+
+
+def test_shards_written_with_other_split_settings_are_written_again(
+    cv_run: Path, tmp_path_factory
+) -> None:
+    """cv_run's shards (3 folds, a select split) in a run recompiled without folds or select:
+    ingest writes them again, saying why, instead of reusing stale folds; a fold outside
+    data.split.folds is an error naming the shard; select > 0 with no select record refuses
+    to train."""
+    import torch
+
+    from xvhpc.data.roles import role_index
+    from xvhpc.runtime.distributed import Context
+    from xvhpc.runtime.environments import DistInfo
+    from xvhpc.steps.common import RunDir
+    from xvhpc.steps.train import TrainError, prepare_job
+    from xvhpc.util import UserError
+
+    tmp = tmp_path_factory.mktemp("resplit")
+    spec = yaml.safe_load((cv_run / "spec.yaml").read_text())
+    spec["data"]["split"] = {"validation": 0.25, "seed": 1}
+    (tmp / "spec.yaml").write_text(yaml.safe_dump(spec))
+    run_dir = tmp / "run"
+    xv("compile", str(tmp / "spec.yaml"), "--site", "local", "--out", str(run_dir))
+    shutil.copytree(cv_run / "shards", run_dir / "shards")
+    proc = xv("ingest", "--run-dir", str(run_dir), "--shard", "all", "--merge")
+    assert "was written with split settings" in proc.stderr and "writing it again" in proc.stderr
+    side = json.loads((run_dir / "shards" / "shard-00000.json").read_text())
+    assert side["split_settings"]["folds"] is None and side["split_settings"]["select"] == 0
+    counts = json.loads((run_dir / "manifest.json").read_text())["counts_before_augmentation"]
+    assert counts["val"] and not counts.get("select")
+    with pytest.raises(UserError, match=r"shard-00000.h5 holds records of fold -1"):
+        role_index(run_dir, SplitSpec(folds=3, fold=0), "train")
+    with pytest.raises(UserError, match=r"of fold 0..2, not 0..1 \(data.split.folds: 2\)"):
+        role_index(cv_run, SplitSpec(folds=2, fold=0), "score")
+    run = RunDir.open(run_dir)
+    data = run.spec.data.model_copy(update={"split": SplitSpec(validation=0.25, select=0.2)})
+    ctx = Context(DistInfo("local", 0, 0, 1, "127.0.0.1", 0), torch.device("cpu"), "gloo")
+    with pytest.raises(TrainError, match="data.split.select is 0.2 but no record"):
+        prepare_job(run, 0, run.spec.model_copy(update={"data": data}), ctx, 2)

@@ -10,11 +10,12 @@ from __future__ import annotations
 import warnings
 from collections import Counter, defaultdict
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from ..spec.schema import SplitSpec
+from ..spec.schema import DataSpec, SplitSpec
 from .catalog import CatalogError, Sample, split_samples
 
 SELECT = "select"  # the split of the samples that choose checkpoints (never trained on)
@@ -25,6 +26,17 @@ MAX_PAIRWISE = 50_000  # above this many originals only identical dHashes are co
 def group_key(sample: Sample) -> str:
     """A sample's group; an ungrouped sample is its own group (as ``split_samples`` does)."""
     return sample.group if sample.group is not None else f"\0{sample.rel}"
+
+
+def split_settings(data: DataSpec) -> dict[str, Any]:
+    """What decides each record's split and fold at ingest (a shard records it: one written
+    under other settings is written again, not reused with stale splits)."""
+    split = data.split.model_dump(exclude={"fold", "final"})  # those two the plan sets
+    return {
+        **split,
+        "group_column": data.csv.group_column,
+        "group_field": data.coco.group_field,
+    }
 
 
 def assign_folds(samples: list[Sample], split: SplitSpec) -> list[Sample]:

@@ -15,7 +15,7 @@ from typing import Any
 from ..spec.schema import DataSpec
 from .catalog import Catalog
 from .decode import DecodeOptions
-from .folds import near_duplicates, part_of
+from .folds import near_duplicates, part_of, split_settings
 from .shards import shard_complete
 
 PREPROCESSING_KEYS = (
@@ -45,12 +45,13 @@ def decode_options(pre: dict[str, Any]) -> DecodeOptions:
     )
 
 
-def shard_infos(shard_dir: Path, shards: int) -> tuple[list[dict], list[int]]:
-    """(info of every complete shard, indices of the missing or incomplete ones)."""
+def shard_infos(shard_dir: Path, shards: int, data: DataSpec) -> tuple[list[dict], list[int]]:
+    """(info of every complete shard written under ``data``'s split settings, indices of the
+    missing, incomplete or stale ones)."""
     infos: list[dict] = []
     missing: list[int] = []
     for i in range(shards):
-        info = shard_complete(shard_dir, i)
+        info = shard_complete(shard_dir, i, split_settings(data))
         if info:
             infos.append(info)
         else:

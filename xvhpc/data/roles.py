@@ -26,9 +26,10 @@ Role = Literal["train", "select", "score"]
 
 def role_index(run_root: Path, split: SplitSpec, role: Role) -> Index:
     """The records that play ``role`` for the point whose split settings are ``split``."""
+    folds = int(split.folds or 0)
     if split.final:
         if role == "train" or (role == "select" and split.select):
-            return load_index(run_root, role)
+            return _where(load_index(run_root, role), lambda fold, _: fold >= 0, folds)
         return _none(load_index(run_root, "train"))
     if split.fold is None:
         if role == "select" and split.select:
@@ -36,16 +37,18 @@ def role_index(run_root: Path, split: SplitSpec, role: Role) -> Index:
         return load_index(run_root, "train" if role == "train" else "val")
     k = split.fold
     if role == "train":
-        return _where(load_index(run_root, "train"), lambda fold, _: fold != k)
+        return _where(load_index(run_root, "train"), lambda fold, _: fold != k, folds)
     if role == "select" and split.select:
-        return _where(load_index(run_root, "select"), lambda fold, _: fold != k)
+        return _where(load_index(run_root, "select"), lambda fold, _: fold != k, folds)
     held_out = _concat(load_index(run_root, "train"), load_index(run_root, "select"))
-    return _where(held_out, lambda fold, original: (fold == k) & original)
+    return _where(held_out, lambda fold, original: (fold == k) & original, folds)
 
 
-def _where(index: Index, keep) -> Index:
-    """The records of ``index`` for which ``keep(fold, is_original)`` holds."""
-    folds = np.empty(len(index), dtype=np.int64)
+def _where(index: Index, keep, folds: int) -> Index:
+    """The records of ``index`` for which ``keep(fold, is_original)`` holds. Every record must
+    have a fold below ``folds``: one outside (a shard written with other or no folds) would
+    silently train on, or drop, held-out images."""
+    held = np.empty(len(index), dtype=np.int64)
     original = np.empty(len(index), dtype=bool)
     for s, file in enumerate(index.files):
         positions = np.flatnonzero(index.shard == s)
@@ -58,9 +61,16 @@ def _where(index: Index, keep) -> Index:
                     f"{file} was written without cross-validation folds (before "
                     "data.split.folds was set): ingest again into a new run directory"
                 )
-            folds[positions] = h5["fold"][:][rows]
+            found = h5["fold"][:][rows]
+            if len(found) and (found.min() < 0 or found.max() >= folds):
+                raise UserError(
+                    f"{file} holds records of fold {int(found.min())}..{int(found.max())}, "
+                    f"not 0..{folds - 1} (data.split.folds: {folds}): it was written with other "
+                    "split settings; ingest again"
+                )
+            held[positions] = found
             original[positions] = np.array([not op for op in h5["ops"][:][rows]], dtype=bool)
-    mask = np.asarray(keep(folds, original), dtype=bool)
+    mask = np.asarray(keep(held, original), dtype=bool)
     return Index(index.files, index.shard[mask], index.row[mask], index.labels[mask])
 
 

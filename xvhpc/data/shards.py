@@ -175,11 +175,13 @@ class ShardWriter:
         self._ctx.__exit__(RuntimeError, RuntimeError("aborted"), None)
 
 
-def finish_shard(shard_dir: Path, stats: ShardStats) -> dict:
-    """Write the shard's sidecar JSON (after the .h5 is in place): what a resume checks."""
+def finish_shard(shard_dir: Path, stats: ShardStats, split: dict) -> dict:
+    """Write the shard's sidecar JSON (after the .h5 is in place): what a resume checks.
+    ``split``: the settings that decided its records' splits and folds."""
     h5 = shard_dir / shard_name(stats.index)
     info = {
         "index": stats.index,
+        "split_settings": split,
         "file": h5.name,
         "count": stats.count,
         "bytes": h5.stat().st_size,
@@ -226,12 +228,15 @@ def file_sha256(path: Path) -> str:
     return _digests[key]
 
 
-def shard_complete(shard_dir: Path, index: int, verify: bool = True) -> dict | None:
+def shard_complete(
+    shard_dir: Path, index: int, split: dict | None, verify: bool = True
+) -> dict | None:
     """The sidecar of a finished shard whose file is intact, else None.
 
     Intact: the size and (``verify``) the sha256 recorded when it was written. A shard
     changed since (a same-size overwrite, a bad disk block) counts as not done, so ingest
-    writes it again instead of passing garbage on to training."""
+    writes it again instead of passing garbage on to training. So does one written under
+    other split settings than ``split`` (None: not checked): its splits and folds are stale."""
     h5 = shard_dir / shard_name(index)
     side = h5.with_suffix(".json")
     if not (h5.is_file() and side.is_file()):
@@ -242,6 +247,14 @@ def shard_complete(shard_dir: Path, index: int, verify: bool = True) -> dict | N
     except (OSError, ValueError):  # unreadable, not UTF-8, not JSON: write the shard again
         return None
     if not isinstance(info, dict) or info.get("bytes") != size:
+        return None
+    if split is not None and info.get("split_settings") != split:
+        logging.getLogger("xvhpc").warning(
+            "%s was written with split settings %s, the spec now has %s: writing it again",
+            h5,
+            json.dumps(info.get("split_settings")),
+            json.dumps(split),
+        )
         return None
     if verify and info.get("sha256") and file_sha256(h5) != info["sha256"]:
         logging.getLogger("xvhpc").warning(

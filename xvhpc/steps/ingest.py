@@ -24,7 +24,7 @@ import numpy as np
 
 from ..data.catalog import Catalog, CatalogError, Sample, build_catalog
 from ..data.decode import BadImage, DecodeOptions
-from ..data.folds import dhash
+from ..data.folds import dhash, split_settings
 from ..data.manifest import build_manifest, decode_options, preprocessing, shard_infos
 from ..data.pool import count_one, counting_pool, poll, sample_mapper
 from ..data.shards import (
@@ -136,7 +136,7 @@ def ingest_shard(
     Progress: a bar / log lines of its own, or ``tick()`` per sample when a parent shows it."""
     shard_dir = run.shard_dir
     shard_dir.mkdir(parents=True, exist_ok=True)
-    done = shard_complete(shard_dir, index)
+    done = shard_complete(shard_dir, index, split_settings(run.spec.data))
     if done is not None:
         log.info("shard %d already complete (%d images), skipping", index, done["count"])
         return done
@@ -165,7 +165,7 @@ def ingest_shard(
     stats.seconds = time.perf_counter() - started
     stats.per_split_class = {k: dict(v) for k, v in per.items()}
     stats.original_per_split_class = {k: dict(v) for k, v in orig.items()}
-    info = finish_shard(shard_dir, stats)
+    info = finish_shard(shard_dir, stats, split_settings(data))
     log.info("shard %d: %d images written, %d skipped", index, stats.count, len(stats.skipped))
     return info
 
@@ -229,7 +229,8 @@ def ingest_shards(
     (no pixels cross processes, per-shard work runs in parallel too); the remainder is written
     one shard at a time with the samples spread over the workers.
     """
-    pending = [i for i in indices if shard_complete(run.shard_dir, i) is None]
+    split = split_settings(run.spec.data)
+    pending = [i for i in indices if shard_complete(run.shard_dir, i, split) is None]
     for index in sorted(set(indices) - set(pending)):
         log.info("shard %d already complete, skipping", index)
     whole = len(pending) // workers * workers if workers > 1 else 0
@@ -254,7 +255,7 @@ def ingest_shards(
 
 def merge(run: RunDir, catalog: Catalog, shards: int, log) -> int:
     """Check every shard is done; write manifest.json (counts, skipped, leaks, sha256s)."""
-    infos, missing = shard_infos(run.shard_dir, shards)
+    infos, missing = shard_infos(run.shard_dir, shards, run.spec.data)
     if missing:
         print(
             f"xvhpc: error: shard(s) {missing} are not complete; rerun "

@@ -207,6 +207,11 @@ def prepare_job(
     split = spec.data.split
     train_index = role_index(run.root, split, "train")
     val_index = role_index(run.root, split, "select")  # chooses the checkpoint, early stop
+    if split.select and not len(val_index):
+        raise TrainError(
+            f"data.split.select is {split.select} but no record of {run.shard_dir} chooses "
+            f"point {point}'s checkpoint (the shards have no select split): ingest again"
+        )
     batches = RankBatches(
         len(train_index),
         t.batch_size,
