@@ -545,3 +545,29 @@ def test_shards_written_with_other_split_settings_are_written_again(
     ctx = Context(DistInfo("local", 0, 0, 1, "127.0.0.1", 0), torch.device("cpu"), "gloo")
     with pytest.raises(TrainError, match="data.split.select is 0.2 but no record"):
         prepare_job(run, 0, run.spec.model_copy(update={"data": data}), ctx, 2)
+
+
+def test_identical_images_in_different_folds_or_splits_are_leaks(
+    tmp_path: Path, demo_data: Path
+) -> None:
+    """An identical image in two folds (held out in one, trained on in the other), or in the
+    select and train splits, is reported; the same image twice in one part is not; leaks:
+    drop is refused with folds (there is no validation split to drop from)."""
+    from xvhpc.data.manifest import leaked_hashes
+
+    def original(split: str, fold: int, digest: str, source: str) -> dict:
+        return {"split": split, "fold": fold, "hash": digest, "source": source}
+
+    folded = [original("train", 0, "h1", "a"), original("train", 1, "h1", "b"),
+              original("select", 1, "h2", "c"), original("select", 1, "h2", "d")]  # fmt: skip
+    assert leaked_hashes([{"originals": folded}]) == [
+        {"hash": "h1", "parts": ["fold 0 train", "fold 1 train"], "sources": ["a", "b"]}
+    ]
+    plain = [original("train", -1, "h3", "e"), original("select", -1, "h3", "f")]
+    assert [e["parts"] for e in leaked_hashes([{"originals": plain}])] == [["select", "train"]]
+    path = tiny_spec(tmp_path / "s.yaml", demo_data,
+                     data={"leaks": "drop", "split": {"folds": 3}})  # fmt: skip
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    line = next(i for i, x in enumerate(path.read_text().splitlines(), 1) if "leaks" in x)
+    assert f"{path}:{line}" in str(info.value) and "data.leaks" in str(info.value)

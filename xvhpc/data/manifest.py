@@ -70,16 +70,20 @@ def _total(infos: list[dict], key: str) -> dict[str, dict[str, int]]:
     return out
 
 
-def leaked_hashes(infos: list[dict]) -> list[str]:
-    """Content hashes of original images found on both sides of the split, sorted."""
-    train_hashes: dict[str, list[int]] = defaultdict(list)
-    val_hashes: dict[str, list[tuple[int, int]]] = defaultdict(list)
-    for info in infos:
-        for h in info["hashes"]["train"]:
-            train_hashes[h].append(info["index"])
-        for pos, h in enumerate(info["hashes"]["val"]):
-            val_hashes[h].append((info["index"], pos))
-    return sorted(h for h in val_hashes if h in train_hashes)
+def leaked_hashes(infos: list[dict]) -> list[dict[str, Any]]:
+    """Identical original images (same content hash) in different held-out parts: train,
+    select and validation splits, and with folds each fold's part (``part_of``), so an image
+    held out in one fold and trained on in another is found. Sorted by hash:
+    ``{"hash", "parts", "sources"}`` each."""
+    seen: defaultdict[str, list[tuple[str, str]]] = defaultdict(list)
+    for o in _originals(infos):
+        if o.get("hash"):
+            seen[o["hash"]].append((part_of(o["split"], o["fold"]), o["source"]))
+    return [
+        {"hash": h, "parts": sorted({p for p, _ in found}), "sources": [s for _, s in found]}
+        for h, found in sorted(seen.items())
+        if len({p for p, _ in found}) > 1
+    ]
 
 
 def _originals(infos: list[dict]) -> list[dict]:
@@ -101,7 +105,8 @@ def build_manifest(infos: list[dict], catalog: Catalog, data: DataSpec) -> dict[
     skipped = catalog.skipped + [s for info in infos for s in info["skipped"]]
     inputs = sum(info["inputs"] for info in infos) + len(catalog.skipped)
     bad_fraction = len(skipped) / max(inputs, 1)
-    leaks = leaked_hashes(infos)
+    leaked = leaked_hashes(infos)
+    leaks = [entry["hash"] for entry in leaked]
     pre = preprocessing(data)
     manifest: dict[str, Any] = {
         "classes": catalog.classes,
@@ -119,9 +124,11 @@ def build_manifest(infos: list[dict], catalog: Catalog, data: DataSpec) -> dict[
         "bad_fraction": round(bad_fraction, 4),
         "notes": catalog.notes,
         "leaks": {
+            # (the name is older than folds: identical images in different splits/folds)
             "identical_images_in_train_and_val": len(leaks),
             "policy": data.leaks,
             "hashes": leaks[:100],
+            "examples": leaked[:100],  # which parts and files hold each identical image
             "near_duplicates": near_duplicates(
                 [{**o, "part": part_of(o["split"], o["fold"])} for o in _originals(infos)]
             ),

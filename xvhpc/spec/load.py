@@ -45,9 +45,26 @@ def load_spec(path: str | Path) -> LoadedSpec:
     spec = validate_model(ExperimentSpec, raw, str(path), lines)
     loaded = LoadedSpec(spec, raw, str(path), lines)
     problems = check_sweep(loaded) + check_task(loaded) + check_final_fit(loaded)
+    problems += check_leaks(loaded)
     if problems:
         raise SpecError(problems)
     return loaded
+
+
+def check_leaks(loaded: LoadedSpec) -> list[Problem]:
+    """data.leaks: drop removes identical images from the validation split; with folds every
+    image is held out once and trained on in the other folds, so there is none to drop from:
+    refused rather than silently doing nothing (ingest still warns on each identical pair)."""
+    data = loaded.spec.data
+    if data.leaks == "drop" and data.split.folds:
+        return [
+            loaded.problem(
+                "data.leaks",
+                "drop does not work with cross-validation (data.split.folds): use report, and "
+                "remove the identical images that ingest warns about from the data",
+            )
+        ]
+    return []
 
 
 def check_final_fit(loaded: LoadedSpec) -> list[Problem]:

@@ -194,6 +194,7 @@ def original_entry(record: Record, classes: list[str]) -> dict:
         "fold": record.fold,
         "label": classes[record.label],
         "dhash": record.dhash,
+        "hash": record.hash,
         "source": record.source,
     }
 
@@ -271,8 +272,11 @@ def merge(run: RunDir, catalog: Catalog, shards: int, log) -> int:
     leaks = manifest["leaks"]["identical_images_in_train_and_val"]
     if leaks:
         log.warning(
-            "%d identical image(s) on both sides of the split (policy: %s)", leaks, data.leaks
+            "%d identical image(s) in different splits/folds (policy: %s)", leaks, data.leaks
         )
+    for entry in manifest["leaks"]["examples"][:20]:
+        log.warning("identical images in %s: %s", " and ".join(entry["parts"]),
+                    ", ".join(entry["sources"]))  # fmt: skip
     log.info(
         "manifest: %d images in %d shards, %d skipped, classes %s",
         sum(i["count"] for i in infos),
