@@ -670,30 +670,35 @@ def test_a_study_slot_under_torchrun_two_ranks_gets_one_trial_and_stops_together
 
 def test_a_float_step_range_draws_high_and_clean_values_on_optunas_grid(tmp_path: Path) -> None:
     """A random sweep's float step range draws every value Optuna's suggest_float(step=…) can,
-    ``high`` included, as the decimals written (0.3, not 0.30000000000000004), never past high."""
+    ``high`` included, as the decimals written (0.3, not 0.30000000000000004), never past high;
+    a study's suggestions (fresh and read back) are the same decimals."""
     import warnings
 
     from optuna.distributions import FloatDistribution
 
     from xvhpc.spec import sweep_points
+    from xvhpc.sweeps.study import bind_slot, decode_params
 
-    for high, grid in ((0.4, {0.1, 0.2, 0.3, 0.4}), (0.45, {0.1, 0.2, 0.3, 0.4})):
+    key, grid = "train.learning_rate", {0.1, 0.2, 0.3, 0.4}
+    for high in (0.4, 0.45):
         values = {"low": 0.1, "high": high, "step": 0.1}
-        spec = tiny_spec(
-            tmp_path / "s.yaml",
-            tmp_path,
-            sweep={
-                "method": "random",
-                "samples": 40,
-                "parameters": {"train.learning_rate": values},
-            },
-        )
-        drawn = {p["train.learning_rate"] for p in sweep_points(load_spec(spec))}
+        sweep = {"method": "random", "samples": 40, "parameters": {key: values}}
+        drawn = {
+            p[key]
+            for p in sweep_points(load_spec(tiny_spec(tmp_path / "s.yaml", tmp_path, sweep=sweep)))
+        }
         assert drawn == grid, drawn
         with warnings.catch_warnings():  # Optuna warns that it lowers 0.45 to 0.4
             warnings.simplefilter("ignore", UserWarning)
-            optuna_high = FloatDistribution(**values).high
-        assert optuna_high == max(grid), "Optuna's grid ends where ours does"
+            assert FloatDistribution(**values).high == 0.4, "Optuna's grid ends where ours does"
+    values = {"low": 0.1, "high": 0.4, "step": 0.1}
+    sweep = {"method": "random", "trials": 16, "parameters": {key: values}}
+    spec = load_spec(tiny_spec(tmp_path / "t.yaml", tmp_path, sweep=sweep)).spec
+    assert spec.sweep is not None
+    study = open_study(tmp_path / "study", spec)
+    suggested = {bind_slot(study, slot, spec.sweep).params[key] for slot in range(16)}
+    stored = {decode_params(t.params, spec.sweep)[key] for t in study.get_trials()}
+    assert suggested == stored and 0.3 in suggested and suggested <= grid, suggested
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,6 @@ import sys
 import typing
 from collections.abc import Iterable
 from dataclasses import dataclass
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -164,18 +163,10 @@ def draw(rng: random.Random, values: list[Any] | RangeSpec) -> Any:
     if values.log:
         value = math.exp(rng.uniform(math.log(values.low), math.log(values.high)))
     elif step is not None:
-        value = _on_step(rng, values.low, values.high, step)
+        value = values.on_step(rng.randint(0, values.steps))
     else:
         value = rng.uniform(values.low, values.high)
     return round(value) if values.integer else value
-
-
-def _on_step(rng: random.Random, low: float, high: float, step: float) -> float:
-    """A uniform value of low, low + step, ... up to high, in decimal as written: high is drawn
-    when on the grid, 0.1 + 2 × 0.1 is 0.3, and the grid is Optuna's for the same range."""
-    first, stride = Decimal(str(low)), Decimal(str(step))
-    count = int((Decimal(str(high)) - first) // stride)
-    return float(first + stride * rng.randint(0, count))
 
 
 def _sample_indices(rng: random.Random, total: int, count: int) -> list[int]:

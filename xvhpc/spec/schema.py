@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -287,6 +288,19 @@ class RangeSpec(Strict):
     def integer(self) -> bool:
         bounds = (self.low, self.high, self.step if self.step is not None else 1)
         return all(isinstance(v, int) and not isinstance(v, bool) for v in bounds)
+
+    @property
+    def steps(self) -> int:
+        """Steps above low that stay within high (Optuna's rule: high is lowered onto the grid)."""
+        return int((_decimal(self.high) - _decimal(self.low)) // _decimal(self.step or 1))
+
+    def on_step(self, index: int) -> float:
+        """low + index × step in decimal as written: 0.1 + 2 × 0.1 is 0.3, not 0.30000000000000004."""
+        return float(_decimal(self.low) + _decimal(self.step or 1) * index)
+
+
+def _decimal(value: float) -> Decimal:
+    return Decimal(str(value))
 
 
 RANGE_FORMS = "a list of choices [a, b, ...] or a range {low: L, high: H} (+ step: S or log: true)"

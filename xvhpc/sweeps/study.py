@@ -73,7 +73,15 @@ def suggest_range(trial: optuna.Trial, key: str, values: RangeSpec) -> int | flo
         step = int(values.step or 1)
         return trial.suggest_int(key, int(values.low), int(values.high), step=step, log=values.log)
     low, high = float(values.low), float(values.high)
-    return trial.suggest_float(key, low, high, step=values.step, log=values.log)
+    return on_grid(trial.suggest_float(key, low, high, step=values.step, log=values.log), values)
+
+
+def on_grid(value: float, values: RangeSpec) -> float:
+    """Optuna's stepped float (0.30000000000000004) as the grid's decimal (0.3), the value a
+    random sweep draws; a float without a step as it is."""
+    if values.step is None or values.integer:
+        return value
+    return values.on_step(round((value - values.low) / values.step))
 
 
 def suggest(trial: optuna.Trial, sweep: SweepSpec) -> dict[str, Any]:
@@ -96,7 +104,7 @@ def decode_params(params: dict[str, Any], sweep: SweepSpec) -> dict[str, Any]:
     for key, value in params.items():
         values = sweep.parameters.get(key, [value])
         if isinstance(values, RangeSpec):
-            point[key] = value
+            point[key] = on_grid(value, values)
             continue
         _, encoded = encoded_choices(values)
         point[key] = json.loads(value) if encoded and isinstance(value, str) else value
