@@ -571,3 +571,31 @@ def test_identical_images_in_different_folds_or_splits_are_leaks(
         load_spec(path)
     line = next(i for i, x in enumerate(path.read_text().splitlines(), 1) if "leaks" in x)
     assert f"{path}:{line}" in str(info.value) and "data.leaks" in str(info.value)
+
+
+def test_evaluating_one_fold_keeps_its_rule_out_of_the_published_model(cv_run: Path) -> None:
+    """evaluate --point N with folds fits N's decision rule on its held-out fold only: it goes
+    under eval/N, labelled so, never into a bundle or RUN_DIR/model (the pooled rule stays)."""
+    import argparse
+
+    from xvhpc.steps import evaluate
+
+    bundle = cv_run / "train" / "1" / "model"
+    if not (bundle / "meta.json").exists():  # trained by the select-split test when it ran
+        xv("train", "--run-dir", str(cv_run), "--point", "1", "--max-iterations", "2")
+    published = cv_run / "model"
+    published.mkdir(exist_ok=True)
+    shutil.copyfile(bundle / "weights.pt", published / "weights.pt")
+    pooled = '{"pooled": "rule"}'
+    for model in (bundle, published):
+        (model / "decision.json").write_text(pooled)
+    try:
+        args = argparse.Namespace(run_dir=str(cv_run), point=1, all=False, data=None)
+        assert evaluate.main(args) == 0
+        for model in (bundle, published):
+            assert (model / "decision.json").read_text() == pooled, model
+        rule = json.loads((cv_run / "eval" / "1" / "decision.json").read_text())
+        assert rule["fitted_on"]["data"] == "held-out fold 1" and rule["fitted_on"]["point"] == 1
+    finally:
+        shutil.rmtree(published)
+        (bundle / "decision.json").unlink()

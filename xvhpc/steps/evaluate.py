@@ -281,7 +281,9 @@ def evaluate_point(
     rule = fixed
     if not data:
         rule = decision_rule(metrics, classes, prov, point)
-        write_decision(bundle_dir, rule)
+        if crossval.pooling(run.spec):  # one fold's rule, kept apart: the pooled one publishes
+            rule["fitted_on"]["data"] = f"held-out fold {run.point(point).data.split.fold}"
+        write_decision(layout.eval_dir(point) if crossval.pooling(run.spec) else bundle_dir, rule)
     metrics["decision_rule"] = describe(rule)
     metrics["seconds"] = round(time.perf_counter() - started, 2)
     out = layout.eval_dir(point)
@@ -411,6 +413,6 @@ def main(args: argparse.Namespace) -> int:
                 run.spec.evaluate.rank_by,
                 r[run.spec.evaluate.rank_by] or 0,
             )
-    if not args.data:
+    if not args.data and (args.all or not crossval.pooling(run.spec)):
         sync_published_decision(run, [*results, *ranked], log)
     return 0 if len(results) == len(points) else 1
