@@ -253,7 +253,7 @@ class ShardDataset(Dataset):
         fd, offsets = raw
         at = offsets[rows]
         for a, b in runs(at, out[0].nbytes):
-            if not pread_exactly(fd, memoryview(out[a:b]).cast("B"), int(at[a])):
+            if not pread_exactly(fd, out[a:b].reshape(-1).data, int(at[a])):  # a view: bytes
                 raise ShardCorrupt(
                     f"{self.index.files[shard]} is shorter than its own HDF5 index says: it was "
                     "cut short after ingest wrote it; write it again (xvhpc ingest --merge)"
