@@ -150,6 +150,98 @@ def test_detect_spec_errors_name_line_key_and_choices(tmp_path: Path) -> None:
     assert "model.arch: fcos_tiny is a detection model; set task: detect" in str(info.value)
 
 
+def test_cross_validation_with_detection_is_refused_at_its_lines(tmp_path: Path) -> None:
+    """The detection catalog does not assign folds or a select split: refused, not ignored."""
+    from xvhpc.spec import SpecError, load_spec
+
+    path = tmp_path / "spec.yaml"
+    path.write_text(
+        "name: d\ntask: detect\n"
+        "data:\n  source: a.json\n  split: {folds: 3, select: 0.2}\n"
+        "model: {arch: fcos_tiny, pretrained: none}\n"
+    )
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    text = str(info.value)
+    assert "spec.yaml:5: data.split.folds: not supported with task: detect" in text
+    assert "spec.yaml:5: data.split.select: not supported with task: detect" in text
+
+
+# ----------------------------------------------------------------- boxes in the file's pixels
+def _jpeg(path: Path, width: int, height: int, square: tuple[int, int, int, int], **save) -> Path:
+    pixels = np.zeros((height, width, 3), np.uint8)
+    x0, y0, x1, y1 = square
+    pixels[y0:y1, x0:x1] = 255
+    Image.fromarray(pixels).save(path, "JPEG", quality=95, **save)
+    return path
+
+
+def test_large_and_rotated_jpegs_keep_their_boxes_in_stored_pixels(tmp_path: Path) -> None:
+    """A JPEG over twice the model size decodes reduced for classification; its boxes are in
+    full-size pixels, so detection decodes the stored pixels (full size, no EXIF rotation)."""
+    from xvhpc.data.catalog import Sample
+    from xvhpc.data.decode import DecodeOptions
+    from xvhpc.detect.ingest import process_detection
+    from xvhpc.spec.schema import DataSpec
+    from xvhpc.steps.ingest import Job
+
+    big = _jpeg(tmp_path / "big.jpg", 1024, 1024, (512, 512, 768, 768))
+    exif = Image.new("RGB", (1, 1)).getexif()
+    exif[0x0112] = 6  # stored 60 wide x 40 high, shown rotated
+    rotated = _jpeg(tmp_path / "rot.jpg", 60, 40, (45, 5, 58, 15), exif=exif.tobytes())
+    spec = DataSpec(source=str(tmp_path / "boxes.csv"))
+    cases = [  # file, box, resize mode, boxes expected per output image
+        (big, (512, 512, 768, 768), "squash", [[[32, 32, 48, 48, 0]]]),
+        (big, (512, 512, 768, 768), "letterbox", [[[32, 32, 48, 48, 0]]]),
+        (big, (512, 512, 768, 768), "tile", [[], [], [], [[0, 0, 32, 32, 0]]]),
+        (rotated, (45, 5, 58, 15), "squash", [[[48, 8, 61.87, 24, 0]]]),
+    ]
+    for path, box, mode, expected in cases:
+        sample = Sample(str(path), path.name, "cell", boxes=((*map(float, box), 0),))
+        opts = DecodeOptions(size=64, channels=3, resize=mode)
+        records, why = process_detection(Job(sample, 0, spec, opts))
+        assert why is None
+        got = [np.round(r.boxes.astype(np.float64), 2).tolist() for r in records]
+        assert got == expected, (path.name, mode, got)
+
+
+def test_served_boxes_are_in_the_uploaded_images_pixels(tmp_path: Path) -> None:
+    """A perfect detector at 64 px on a 1,024 px JPEG: the box comes back at full size; a
+    background label (FCOS/RetinaNet may output 0) and a box in the letterbox padding are not
+    reported; an image smaller than the tile grid is a bad image, not a server error."""
+    import torch
+
+    from xvhpc.data.decode import BadImage, DecodeOptions
+    from xvhpc.detect.predict import detect_image
+
+    big = _jpeg(tmp_path / "big.jpg", 1024, 512, (512, 128, 768, 384)).read_bytes()
+
+    class Bundle:  # the parts detect_image uses
+        classes = ["cat", "dog"]
+        device = torch.device("cpu")
+        decode_options = DecodeOptions(size=64, channels=3, resize="letterbox")
+
+        @staticmethod
+        def model(images: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+            boxes = [[32.0, 24.0, 48.0, 40.0], [0.0, 0.0, 8.0, 8.0], [10.0, 2.0, 20.0, 10.0]]
+            return [
+                {
+                    "boxes": torch.tensor(boxes),  # the square; background; in the padding
+                    "scores": torch.tensor([0.9, 0.8, 0.7]),
+                    "labels": torch.tensor([1, 0, 2]),
+                }
+                for _ in images
+            ]
+
+    found = detect_image(Bundle(), big, "big.jpg")  # type: ignore[arg-type]
+    assert found == [{"label": "cat", "confidence": 0.9, "box": [512.0, 128.0, 768.0, 384.0]}]
+    Bundle.decode_options = DecodeOptions(size=64, channels=3, resize="tile")
+    tiny = tmp_path / "tiny.png"
+    Image.new("L", (1, 1)).save(tiny)
+    with pytest.raises(BadImage, match="smaller than the 2x2 tile grid"):
+        detect_image(Bundle(), tiny.read_bytes(), "tiny.png")  # type: ignore[arg-type]
+
+
 def test_resampled_ap_kernel_equals_pycocotools_and_weights_repeat_images() -> None:
     """At weights of one the bootstrap's AP is pycocotools' AP per class and IoU; a weight of
     two is the image listed twice (pycocotools again)."""

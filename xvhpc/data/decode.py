@@ -10,7 +10,7 @@ import io
 import os
 import stat
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +35,9 @@ class DecodeOptions:
     resize: str = "squash"  # how the frame will be resized: decides how far a JPEG may be reduced
     tile_grid: int = 2
     expand_gray: bool = True  # False: a grayscale source stays 1 channel (expanded after resizing)
+    # True (detection): the stored pixels at full size — no reduced JPEG decode, no EXIF
+    # rotation — the frame box annotations (COCO, CSV) are written in
+    stored_pixels: bool = False
 
     def draft_box(self, width: int, height: int) -> tuple[int, int]:
         """The smallest decoded size the resize still needs at full quality."""
@@ -44,6 +47,13 @@ class DecodeOptions:
         if self.resize == "tile":  # every tile must reach the target
             return self.size * self.tile_grid, self.size * self.tile_grid
         return self.size, self.size
+
+
+def for_boxes(opts: DecodeOptions) -> DecodeOptions:
+    """Detection: box annotations are in the file's stored pixels, so decode those at full
+    size (a reduced JPEG decode or an EXIF rotation would move every box); gray stays one
+    channel until the model."""
+    return replace(opts, expand_gray=False, stored_pixels=True)
 
 
 def sniff(head: bytes) -> str | None:
@@ -179,11 +189,12 @@ def _decode_pil(data: bytes, kind: str, opts: DecodeOptions) -> list[np.ndarray]
                 f"decompression bomb guard: {width}x{height} = {width * height:,} pixels "
                 f"> data.max_image_pixels {opts.max_pixels:,}"
             )
-        if kind == "jpeg":
+        if kind == "jpeg" and not opts.stored_pixels:
             # reduced-scale DCT decode: never a full-size decode to make a small image
             image.draft("L" if opts.channels == 1 else "RGB", opts.draft_box(width, height))
         image.load()
-        ImageOps.exif_transpose(image, in_place=True)  # no full-size copy when upright
+        if not opts.stored_pixels:
+            ImageOps.exif_transpose(image, in_place=True)  # no full-size copy when upright
     except BadImage:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:

@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
 from ..spec.schema import AugmentSpec
-from .decode import DecodeOptions, decode
+from .decode import BadImage, DecodeOptions, decode
 
 
 def _pil(array: np.ndarray) -> Image.Image:
@@ -49,6 +49,11 @@ def resize(array: np.ndarray, size: int, mode: str, tile_grid: int = 2) -> list[
             _array(crop.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0), channels)
         ]
     if mode == "tile":
+        if min(array.shape[:2]) < tile_grid:
+            raise BadImage(
+                f"{array.shape[1]}x{array.shape[0]} px is smaller than the {tile_grid}x{tile_grid} "
+                "tile grid"
+            )
         out = []
         for row in range(tile_grid):
             for col in range(tile_grid):

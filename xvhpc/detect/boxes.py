@@ -76,6 +76,12 @@ def unresize_boxes(
     return np.clip(back, [sx0, sy0, sx0, sy0], [sx1, sy1, sx1, sy1]).astype(np.float32)
 
 
+def visible(boxes: np.ndarray) -> np.ndarray:
+    """Which boxes keep an area (one found in the letterbox padding clips to a line)."""
+    b = np.asarray(boxes).reshape(-1, 4)
+    return (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
+
+
 def flip_boxes(boxes: np.ndarray, width: int, height: int, op: str) -> np.ndarray:
     """``hflip`` or ``vflip`` of an image ``width`` × ``height``."""
     b = np.asarray(boxes, np.float32).reshape(-1, 4)

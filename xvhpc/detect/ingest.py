@@ -13,7 +13,7 @@ import json
 import h5py
 import numpy as np
 
-from ..data.decode import decode
+from ..data.decode import decode, for_boxes
 from ..data.shards import Record, ShardWriter
 from ..data.transforms import resize
 from ..steps.ingest import Job, augmented_copies, decoded, original_record
@@ -21,7 +21,7 @@ from .boxes import augment_boxes, resize_boxes
 
 
 def _frames(path, opts, name: str = "") -> list[np.ndarray]:
-    return decode(path, dataclasses.replace(opts, expand_gray=False), name=name)
+    return decode(path, for_boxes(opts), name=name)
 
 
 def _with_boxes(record: Record, boxes: np.ndarray, labels: np.ndarray) -> Record:

@@ -3,7 +3,6 @@ pixels (serve's ``/v1/predict``, the ``predict`` batch job, evaluate)."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 from collections import Counter
@@ -12,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.decode import BadImage, decode
+from ..data.decode import BadImage, decode, for_boxes
 from ..data.transforms import resize
 from ..models.bundle import Bundle
 from ..util import write_json_atomic, write_text_atomic
-from .boxes import unresize_boxes
+from .boxes import unresize_boxes, visible
 from .dataset import detector_input
 from .metrics import Found
 from .train import found as as_found
@@ -47,13 +46,16 @@ def detect_image(
     """Decode exactly as ingest does, detect on each model-sized image (tiles), and map the
     boxes back onto the original; most confident first."""
     opts = bundle.decode_options
-    frame = decode(source, dataclasses.replace(opts, expand_gray=False), name=name)[0]
+    frame = decode(source, for_boxes(opts), name=name)[0]
     height, width = frame.shape[:2]
     tiles = resize(frame, opts.size, opts.resize, opts.tile_grid)
     out: list[dict] = []
     for t, f in enumerate(detect(bundle, torch.from_numpy(np.stack(tiles)))):
         back = unresize_boxes(f.boxes, width, height, opts.size, opts.resize, opts.tile_grid, t)
-        out += boxes_json(Found(back, f.scores, f.labels), bundle.classes, threshold)
+        keep = visible(back)
+        out += boxes_json(
+            Found(back[keep], f.scores[keep], f.labels[keep]), bundle.classes, threshold
+        )
     return sorted(out, key=lambda d: -d["confidence"])
 
 

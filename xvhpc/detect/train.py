@@ -26,15 +26,20 @@ def detection_loss(
 
 
 def found(outputs: list[dict[str, torch.Tensor]]) -> list[Found]:
-    """A detector's outputs (eval mode) as class indices (model label - 1)."""
-    return [
-        Found(
-            o["boxes"].float().cpu().numpy(),
-            o["scores"].float().cpu().numpy(),
-            o["labels"].cpu().numpy() - 1,
+    """A detector's outputs (eval mode) as class indices (model label - 1). Label 0 is the
+    background: FCOS and RetinaNet can still output it (their top-k runs over every label),
+    so those detections are dropped rather than read as class -1 (the last class)."""
+    out = []
+    for o in outputs:
+        real = (o["labels"] > 0).cpu().numpy()
+        out.append(
+            Found(
+                o["boxes"].float().cpu().numpy()[real],
+                o["scores"].float().cpu().numpy()[real],
+                o["labels"].cpu().numpy()[real] - 1,
+            )
         )
-        for o in outputs
-    ]
+    return out
 
 
 def _frozen_norms(model: nn.Module) -> None:

@@ -55,6 +55,9 @@ def check_task(loaded: LoadedSpec) -> list[Problem]:
         "train.balanced_sampling": t.balanced_sampling,
         "train.class_weights": t.class_weights != "none",
         "train.label_smoothing": t.label_smoothing > 0,
+        "data.split.folds": spec.data.split.folds is not None,
+        "data.split.select": bool(spec.data.split.select),
+        "train.final_fit": t.final_fit,
     }
     for key, used in unsupported.items():
         if used:

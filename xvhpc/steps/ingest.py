@@ -192,7 +192,7 @@ def original_entry(record: Record, classes: list[str]) -> dict:
     return {
         "split": record.split,
         "fold": record.fold,
-        "label": classes[record.label],
+        "label": classes[record.label] if record.label >= 0 else NO_BOXES,
         "dhash": record.dhash,
         "hash": record.hash,
         "source": record.source,
