@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -555,3 +556,128 @@ def test_predict_lines_write_boxes_and_skips(detect_run: Path, shapes: Path, tmp
     assert (done, skipped) == (2, 1) and [r["path"] for r in rows] == [i["rel"] for i in items]
     assert "skipped" in rows[1] and "boxes" not in rows[1]
     assert all(b["confidence"] >= 0.3 for r in (rows[0], rows[2]) for b in r["boxes"])
+
+
+# ----------------------------------------------------------------- catalog: malformed COCO / CSV
+
+
+def _catalog_images(root: Path) -> None:
+    for name in ("a.png", "b.png", "c.png"):
+        Image.fromarray(np.zeros((40, 60, 3), np.uint8)).save(root / name)
+
+
+def _coco_doc() -> dict:
+    return {
+        "images": [
+            {"id": i, "file_name": f"{n}.png", "width": 60, "height": 40}
+            for i, n in ((1, "a"), (2, "b"), (3, "c"))
+        ],
+        "categories": [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 2, 10, 10]},
+            {"id": 2, "image_id": 2, "category_id": 2, "bbox": [5, 5, 10, 10]},
+        ],
+    }
+
+
+def _coco_catalog(root: Path, change) -> object:
+    from xvhpc.detect.catalog import build_detection_catalog
+    from xvhpc.spec.schema import DataSpec
+
+    doc = _coco_doc()
+    change(doc)
+    (root / "x.json").write_text(json.dumps(doc))
+    return build_detection_catalog(root / "x.json", DataSpec(source=str(root / "x.json")))
+
+
+@pytest.mark.parametrize(
+    "where, change, message",
+    [  # review items 3, 4, 7, 8, 10: each a CatalogError naming the entry and key
+        ("ids", lambda d: d["images"][1].update(id=1), "images: id 1 listed twice"),
+        ("alias", lambda d: d["images"][1].update(file_name="./a.png"), "images[1].file_name"),
+        ("width", lambda d: d["images"][0].update(width="60"), "images[0].width: expected a"),
+        ("null", lambda d: d["images"][0].update(height=None), "images[0].height: expected"),
+        ("id", lambda d: d["images"][0].update(id=[1]), "images[0].id: expected an integer"),
+        (
+            "cat",
+            lambda d: d["annotations"][0].update(category_id=[1]),
+            "annotations[0].category_id",
+        ),
+        ("list", lambda d: d["annotations"].append([1, 2]), "annotations[2]: expected an object"),
+        ("crowd", lambda d: d["annotations"][0].update(iscrowd="0"), "annotations[0].iscrowd"),
+        ("catid", lambda d: d["categories"].append({"id": 1, "name": "cow"}), "id 1 listed twice"),
+        ("name", lambda d: d["categories"].append({"id": 3, "name": "cat"}), "name cat listed"),
+        ("null name", lambda d: d["categories"][0].update(name=None), "categories[0].name"),
+    ],
+)
+def test_coco_catalog_refuses_malformed_entries_by_name(tmp_path, where, change, message):
+    from xvhpc.data.catalog import CatalogError
+
+    _catalog_images(tmp_path)
+    with pytest.raises(CatalogError, match=re.escape(message)) as err:
+        _coco_catalog(tmp_path, change)
+    assert str(tmp_path / "x.json") in str(err.value)
+
+
+def test_coco_catalog_skips_dangling_bad_bbox_and_nul_names_with_reasons(tmp_path) -> None:
+    """Items 3, 7, 10: mixed str/int category ids sort; bad bboxes and NUL names are skipped."""
+
+    def change(d: dict) -> None:
+        d["categories"].append({"id": "3", "name": "owl"})
+        d["annotations"] += [
+            {"id": 7, "image_id": 99, "category_id": 1, "bbox": [1, 1, 5, 5]},
+            {"id": 8, "image_id": 3, "category_id": 1, "bbox": "1234"},
+            {"id": 9, "image_id": 3, "category_id": 2, "bbox": [1, 1, 10**400, 5]},
+            {"id": 10, "image_id": 3, "category_id": "3", "bbox": [1, 1, 5, 5], "iscrowd": 0},
+        ]
+        d["images"].append({"id": 4, "file_name": "a\x00.png"})
+
+    _catalog_images(tmp_path)
+    catalog = _coco_catalog(tmp_path, change)
+    assert catalog.classes == ["cat", "dog", "owl"]
+    assert {s.rel: s.boxes for s in catalog.samples}["c.png"] == ((1.0, 1.0, 6.0, 6.0, 2),)
+    assert [s["reason"] for s in catalog.skipped] == [
+        "annotation for image_id 99, which no image has (COCO annotation id 7)",
+        "invalid path: embedded null byte (COCO image id 4)",
+    ]
+    assert [d["reason"].split(" (")[0] for d in catalog.ignored] == [
+        "box skipped: bbox is not 4 numbers [x, y, width, height]: '1234'",
+        "box skipped: not a finite number",
+    ]
+
+
+def test_csv_catalog_merges_aliases_decodes_cp1252_and_skips_group_conflicts(tmp_path) -> None:
+    """Items 4, 10, 11, 15 on the CSV form; the NUL-name fix holds for classification too."""
+    from xvhpc.data.catalog import CatalogError, build_catalog
+    from xvhpc.detect.catalog import build_detection_catalog
+    from xvhpc.spec.schema import DataSpec
+
+    _catalog_images(tmp_path)
+    rows = ["path,label,x0,y0,x1,y1,g", "a.png,café,1,1,10,10,p1", "./a.png,dog,2,2,9,9,p1"]
+    rows += [
+        "b.png,dog,1,1,10,10,p1",
+        "b.png,dog,1,1,10,10,p2",
+        "c.png,dog,1,1,5,5,",
+        "a\x00.png,dog,1,1,2,2,",
+    ]
+    (tmp_path / "x.csv").write_bytes("\n".join(rows).encode("cp1252"))
+    spec = DataSpec(source="x", csv={"group_column": "g"})
+    catalog = build_detection_catalog(tmp_path / "x.csv", spec)
+    assert catalog.classes == ["café", "dog"]
+    assert [(s.rel, s.boxes, s.group) for s in catalog.samples] == [
+        ("a.png", ((1.0, 1.0, 10.0, 10.0, 0), (2.0, 2.0, 9.0, 9.0, 1)), "p1"),
+        ("c.png", ((1.0, 1.0, 5.0, 5.0, 1),), None),
+    ]
+    assert any("boxes merged: ./a.png, a.png" in n for n in catalog.notes)
+    assert [s["reason"] for s in catalog.skipped] == [
+        "invalid path: embedded null byte (CSV line 7)",
+        "rows give different g values (p1 on line 4, p2 on line 5)",
+    ]
+    mapped = DataSpec(source="x", csv={"label_map": {"dog": " "}})
+    with pytest.raises(CatalogError, match="line 3: data.csv.label_map maps 'dog' to ' '"):
+        build_detection_catalog(tmp_path / "x.csv", mapped)
+    (tmp_path / "y.csv").write_text("path,label\na.png,cat\nb\x00.png,dog\nc.png,dog\n")
+    classified = build_catalog(tmp_path / "y.csv", DataSpec(source="x"))
+    assert [s["reason"] for s in classified.skipped] == [
+        "invalid path: embedded null byte (CSV line 3)"
+    ]

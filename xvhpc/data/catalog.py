@@ -238,6 +238,16 @@ def _from_folders(
     return samples, walk.skipped, walk.ignored
 
 
+def read_csv_text(csv_path: Path) -> str:
+    """The CSV's text: UTF-8 (with or without BOM), else latin-1, so a spreadsheet exported
+    on Windows (cp1252) keeps its accents instead of replacement characters."""
+    raw = csv_path.read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
 def _from_csv(
     csv_path: Path, spec: DataSpec, notes: list[str]
 ) -> tuple[list[Sample], list[dict[str, str]], int]:
@@ -246,12 +256,7 @@ def _from_csv(
     listed: list[tuple[int, Sample]] = []  # (CSV line, sample)
     skipped: list[dict[str, str]] = []
     unlabelled = 0
-    raw = csv_path.read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:  # spreadsheets exported on Windows: cp1252/latin-1
-        text = raw.decode("latin-1")
-    with io.StringIO(text, newline="") as fh:
+    with io.StringIO(read_csv_text(csv_path), newline="") as fh:
         reader = csv.DictReader(fh)
         columns = reader.fieldnames or []
         needed = (
@@ -322,6 +327,8 @@ def _unusable(file: Path) -> str | None:
         return "file not found"
     except OSError as exc:
         return f"unreadable: {exc.strerror or exc}"
+    except ValueError as exc:  # a name with a NUL byte, which no file system holds
+        return f"invalid path: {exc}"
     if not stat.S_ISREG(info.st_mode):
         return f"not a regular file ({file_kind(info.st_mode)})"
     return None

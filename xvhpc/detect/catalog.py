@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 from PIL import Image
@@ -23,6 +24,7 @@ from ..data.catalog import (
     display_name,
     plan_copies,
     read_coco,
+    read_csv_text,
     split_samples,
 )
 from ..spec.schema import DataSpec
@@ -41,7 +43,9 @@ def _image_size(file: Path) -> tuple[int, int] | None:
         return None
 
 
-def check_box(xyxy: list[float], size: tuple[int, int] | None) -> tuple[list[float], str | None]:
+def check_box(
+    xyxy: list[float], size: tuple[float, float] | None
+) -> tuple[list[float], str | None]:
     """The box clipped to the image, or why it is unusable."""
     x0, y0, x1, y1 = xyxy
     if not all(v == v and abs(v) != float("inf") for v in xyxy):
@@ -51,7 +55,7 @@ def check_box(xyxy: list[float], size: tuple[int, int] | None) -> tuple[list[flo
     if size is not None:
         width, height = size
         if x1 <= 0 or y1 <= 0 or x0 >= width or y0 >= height:
-            return xyxy, f"outside the image ({width}x{height})"
+            return xyxy, f"outside the image ({width:g}x{height:g})"
         x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
     return [x0, y0, x1, y1], None
 
@@ -64,47 +68,176 @@ def _sample(
     return Sample(str(file.resolve()), display_name(rel), label, group, boxes=tuple(boxes))
 
 
-def from_coco(json_path: Path, spec: DataSpec) -> tuple[list[str], list[Sample], list, list]:
+def _id(value: object) -> bool:
+    """COCO ids are integers or strings (not booleans, lists or numbers with a fraction)."""
+    return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
+
+
+def _number(value: object) -> float | None:
+    """A JSON number as a float (10**400 as infinity), None for anything else (strings, booleans)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        return float(value)
+    except OverflowError:  # an integer past float range: as unusable as infinity
+        return float("inf") if value > 0 else float("-inf")
+
+
+def _entries(json_path: Path, doc: dict, key: str) -> list[tuple[str, dict]]:
+    """The objects of ``doc[key]`` with their ``key[i]`` names, refusing anything else."""
+    listed = [(f"{key}[{i}]", entry) for i, entry in enumerate(doc[key])]
+    for where, entry in listed:
+        if not isinstance(entry, dict):
+            raise CatalogError(f"{json_path}: {where}: expected an object, got {entry!r:.60}")
+    return listed
+
+
+def _field(
+    json_path: Path, where: str, entry: dict, key: str, ok: Callable[[object], bool], expected: str
+) -> object:
+    """``entry[key]`` when ``ok`` accepts it, else a CatalogError naming file, entry and key."""
+    if key not in entry:
+        raise CatalogError(f"{json_path}: {where}.{key}: missing ({expected})")
+    if not ok(entry[key]):
+        raise CatalogError(
+            f"{json_path}: {where}.{key}: expected {expected}, got {entry[key]!r:.60}"
+        )
+    return entry[key]
+
+
+def _name(value: object) -> bool:
+    return isinstance(value, str) and bool(value.strip())
+
+
+def _repeated(values: list) -> list:
+    return sorted({str(v) for v, n in Counter(values).items() if n > 1})
+
+
+def _coco_categories(json_path: Path, doc: dict) -> tuple[list[str], dict[object, int]]:
+    """Class names in id order and each category id's class index; a repeated id or name
+    would relabel boxes silently, so both are refused."""
+    cats = []
+    for where, c in _entries(json_path, doc, "categories"):
+        cid = _field(json_path, where, c, "id", _id, "an integer or string id")
+        name = _field(json_path, where, c, "name", _name, "a non-empty string")
+        cats.append((cid, display_name(str(name).strip())))
+    for what, values in (("id", [c for c, _ in cats]), ("name", [n for _, n in cats])):
+        if twice := _repeated(values):
+            raise CatalogError(f"{json_path}: categories: {what} {', '.join(twice)} listed twice")
+    cats.sort(key=lambda c: (isinstance(c[0], str), c[0]))
+    return [n for _, n in cats], {cid: i for i, (cid, _) in enumerate(cats)}
+
+
+def _coco_size(json_path: Path, where: str, image: dict) -> tuple[float, float] | None:
+    """The image's declared width and height (positive numbers), None where not given."""
+    sizes: list[float] = []
+    for key in ("width", "height"):
+        if key in image:
+            sizes.append(
+                _number(
+                    _field(
+                        json_path,
+                        where,
+                        image,
+                        key,
+                        lambda v: (n := _number(v)) is not None and 0 < n < float("inf"),
+                        "a positive number",
+                    )
+                )
+                or 0.0
+            )
+    return (sizes[0], sizes[1]) if len(sizes) == 2 else None
+
+
+def _coco_images(json_path: Path, doc: dict) -> list[tuple[str, object, str, dict]]:
+    """(where, id, file_name, image) per image; a repeated id would hand one image's boxes
+    to another, so it is refused."""
+    images = []
+    for where, im in _entries(json_path, doc, "images"):
+        image_id = _field(json_path, where, im, "id", _id, "an integer or string id")
+        rel = _field(json_path, where, im, "file_name", _name, "a non-empty string")
+        images.append((where, image_id, str(rel), im))
+    if twice := _repeated([image_id for _, image_id, _, _ in images]):
+        raise CatalogError(f"{json_path}: images: id {', '.join(twice)} listed twice")
+    return images
+
+
+def _coco_annotations(
+    json_path: Path, doc: dict, image_ids: set[object]
+) -> tuple[dict[object, list[tuple[str, dict]]], list[dict[str, str]]]:
+    """Annotations by image id, and those whose image_id names no image (listed as skipped)."""
+    per_image: dict[object, list[tuple[str, dict]]] = defaultdict(list)
+    dangling = []
+    for where, ann in _entries(json_path, doc, "annotations"):
+        image_id = _field(json_path, where, ann, "image_id", _id, "an integer or string id")
+        _field(json_path, where, ann, "category_id", _id, "an integer or string id")
+        if "iscrowd" in ann:
+            _field(json_path, where, ann, "iscrowd", lambda v: v in (0, 1), "0 or 1")
+        if image_id in image_ids:
+            per_image[image_id].append((where, ann))
+        else:
+            dangling.append(
+                {
+                    "path": f"<{where}>",
+                    "reason": f"annotation for image_id {image_id!r}, which no image has "
+                    f"(COCO annotation id {ann.get('id')})",
+                }
+            )
+    return per_image, dangling
+
+
+def _coco_box(
+    ann: dict, size: tuple[float, float] | None, index: dict
+) -> tuple[list[float], str | None]:
+    """The annotation's box as x0,y0,x1,y1, or why it is dropped."""
+    if ann["category_id"] not in index:
+        return [], f"unknown category_id {ann['category_id']}"
+    if ann.get("iscrowd") in (1, True):
+        return [], "crowd region (iscrowd: 1)"
+    bbox = ann.get("bbox")
+    listed = bbox if isinstance(bbox, (list, tuple)) else []
+    values = [n for n in map(_number, listed) if n is not None]
+    if len(values) != 4 or len(listed) != 4:
+        return [], f"bbox is not 4 numbers [x, y, width, height]: {bbox!r:.60}"
+    x, y, w, h = values
+    return check_box([x, y, x + w, y + h], size)
+
+
+def from_coco(
+    json_path: Path, spec: DataSpec, notes: list[str]
+) -> tuple[list[str], list[Sample], list, list]:
     """Classes (category names by id), samples with boxes, skipped files, dropped boxes."""
     doc = read_coco(json_path)
-    try:
-        cats = sorted((c["id"], display_name(str(c["name"]))) for c in doc["categories"])
-        classes = [name for _, name in cats]
-        index = {cid: i for i, (cid, _) in enumerate(cats)}
-        per_image: dict[object, list[dict]] = defaultdict(list)
-        for ann in doc["annotations"]:
-            per_image[ann["image_id"]].append(ann)
-        images = [(im["id"], str(im["file_name"]), im) for im in doc["images"]]
-    except (KeyError, TypeError) as exc:
-        raise CatalogError(f"{json_path}: COCO entry without the field {exc}") from None
+    classes, index = _coco_categories(json_path, doc)
+    images = _coco_images(json_path, doc)
+    per_image, skipped = _coco_annotations(json_path, doc, {i for _, i, _, _ in images})
     base = json_path.parent / spec.coco.image_dir
-    samples, skipped, dropped = [], [], []
-    for image_id, rel, image in images:
+    samples, dropped = [], []
+    seen: dict[Path, str] = {}
+    for where, image_id, rel, image in images:
+        size = _coco_size(json_path, where, image)
         if why := _unusable(base / rel):
             skipped.append(
                 {"path": display_name(rel), "reason": f"{why} (COCO image id {image_id})"}
             )
             continue
-        size = (image["width"], image["height"]) if "width" in image and "height" in image else None
+        file = (base / rel).resolve()
+        if file in seen:
+            raise CatalogError(
+                f"{json_path}: {where}.file_name: {display_name(rel)!r} is the file of "
+                f"{seen[file]} too; list each image once with all its annotations"
+            )
+        seen[file] = where
         boxes: list[Box] = []
-        for ann in per_image.get(image_id, []):
-            where = f"COCO annotation id {ann.get('id')}"
-            reason = None
-            if ann.get("category_id") not in index:
-                reason = f"unknown category_id {ann.get('category_id')}"
-            elif ann.get("iscrowd"):
-                reason = "crowd region (iscrowd: 1)"
-            else:
-                try:
-                    x, y, w, h = (float(v) for v in ann["bbox"])
-                except (KeyError, TypeError, ValueError):
-                    x = y = w = h = 0.0
-                    reason = "no bbox [x, y, width, height]"
-                xyxy, why = check_box([x, y, x + w, y + h], size)
-                reason = reason or why
+        for ann_where, ann in per_image.get(image_id, []):
+            xyxy, reason = _coco_box(ann, size, index)
             if reason:
                 dropped.append(
-                    {"path": display_name(rel), "reason": f"box skipped: {reason} ({where})"}
+                    {
+                        "path": display_name(rel),
+                        "reason": f"box skipped: {reason} (COCO annotation id "
+                        f"{ann.get('id')}, {ann_where})",
+                    }
                 )
                 continue
             x0, y0, x1, y1 = xyxy
@@ -116,8 +249,7 @@ def from_coco(json_path: Path, spec: DataSpec) -> tuple[list[str], list[Sample],
 
 
 def _csv_rows(csv_path: Path, spec: DataSpec) -> list[tuple[int, dict[str, str]]]:
-    text = csv_path.read_bytes().decode("utf-8-sig", errors="replace")
-    reader = csv.DictReader(io.StringIO(text, newline=""))
+    reader = csv.DictReader(io.StringIO(read_csv_text(csv_path), newline=""))
     columns = reader.fieldnames or []
     cfg = spec.csv
     needed = [cfg.path_column, cfg.label_column, *BOX_COLUMNS] + (
@@ -132,40 +264,91 @@ def _csv_rows(csv_path: Path, spec: DataSpec) -> list[tuple[int, dict[str, str]]
     return list(enumerate(reader, start=2))
 
 
-def from_csv(csv_path: Path, spec: DataSpec) -> tuple[list[str], list[Sample], list, list]:
-    """Rows ``path,label,x0,y0,x1,y1`` (a box each; an empty label: an image without boxes)."""
-    cfg = spec.csv
-    rows = _csv_rows(csv_path, spec)
-    classes = sorted(
-        {
-            display_name(
-                cfg.label_map.get(r[cfg.label_column].strip(), r[cfg.label_column].strip())
-            )
-            for _, r in rows
-            if (r.get(cfg.label_column) or "").strip()
-        }
-    )
-    index = {c: i for i, c in enumerate(classes)}
-    by_file: dict[str, list[tuple[int, dict[str, str]]]] = defaultdict(list)
+def _csv_label(csv_path: Path, line: int, row: dict[str, str], spec: DataSpec) -> str:
+    """The row's class after data.csv.label_map ('' for an image's row without a box)."""
+    raw = (row.get(spec.csv.label_column) or "").strip()
+    if not raw:
+        return ""
+    mapped = spec.csv.label_map.get(raw, raw)
+    if not isinstance(mapped, str) or not mapped.strip():
+        raise CatalogError(
+            f"{csv_path}: line {line}: data.csv.label_map maps {raw!r} to {mapped!r}; "
+            "a class needs a non-empty name"
+        )
+    return display_name(mapped.strip())
+
+
+def _csv_files(
+    csv_path: Path, rows: list[tuple[int, dict[str, str]]], spec: DataSpec, notes: list[str]
+) -> tuple[list[tuple[Path, str, list[tuple[int, dict[str, str]]]]], list[dict[str, str]]]:
+    """Rows grouped per file on disk (``a.png`` and ``./a.png`` are one image, its boxes
+    merged and noted), and the files that cannot be read."""
+    by_name: dict[str, list[tuple[int, dict[str, str]]]] = defaultdict(list)
     for line, row in rows:
-        by_file[(row.get(cfg.path_column) or "").strip()].append((line, row))
-    samples, skipped, dropped = [], [], []
-    for rel, listed in sorted(by_file.items()):
-        file = csv_path.parent / rel
-        why = "no path" if not rel else _unusable(file)
+        by_name[(row.get(spec.csv.path_column) or "").strip()].append((line, row))
+    skipped = []
+    by_file: dict[Path, list[tuple[str, list[tuple[int, dict[str, str]]]]]] = defaultdict(list)
+    for rel, listed in sorted(by_name.items()):
+        why = "no path" if not rel else _unusable(csv_path.parent / rel)
         if why:
-            skipped.append(
-                {
-                    "path": display_name(rel) or "<empty>",
-                    "reason": f"{why} (CSV line {listed[0][0]})",
-                }
-            )
+            shown = display_name(rel) or "<empty>"
+            skipped.append({"path": shown, "reason": f"{why} (CSV line {listed[0][0]})"})
+            continue
+        by_file[(csv_path.parent / rel).resolve()].append((rel, listed))
+    merged = [
+        ", ".join(display_name(rel) for rel, _ in names)
+        for names in by_file.values()
+        if len(names) > 1
+    ]
+    if merged:
+        notes.append(
+            f"{len(merged)} file(s) listed under several names in the CSV, boxes merged: "
+            f"{'; '.join(merged[:5])}{' …' if len(merged) > 5 else ''}"
+        )
+    files = [
+        (
+            file,
+            min((rel for rel, _ in names), key=lambda r: (len(r), r)),
+            sorted(r for _, listed in names for r in listed),
+        )
+        for file, names in by_file.items()
+    ]
+    return files, skipped
+
+
+def _csv_group(
+    listed: list[tuple[int, dict[str, str]]], column: str | None
+) -> tuple[str | None, str | None]:
+    """The image's group, or why its rows disagree on it (rows without one do not count)."""
+    if not column:
+        return None, None
+    found = {(row.get(column) or "").strip(): line for line, row in listed}
+    found.pop("", None)
+    if len(found) > 1:
+        shown = ", ".join(f"{display_name(g)} on line {n}" for g, n in sorted(found.items()))
+        return None, f"rows give different {column} values ({shown})"
+    return next(iter(found), None), None
+
+
+def from_csv(
+    csv_path: Path, spec: DataSpec, notes: list[str]
+) -> tuple[list[str], list[Sample], list, list]:
+    """Rows ``path,label,x0,y0,x1,y1`` (a box each; an empty label: an image without boxes)."""
+    rows = _csv_rows(csv_path, spec)
+    labels = {line: _csv_label(csv_path, line, row, spec) for line, row in rows}
+    classes = sorted({label for label in labels.values() if label})
+    index = {c: i for i, c in enumerate(classes)}
+    files, skipped = _csv_files(csv_path, rows, spec, notes)
+    samples, dropped = [], []
+    for file, rel, listed in files:
+        group, conflict = _csv_group(listed, spec.csv.group_column)
+        if conflict:
+            skipped.append({"path": display_name(rel), "reason": conflict})
             continue
         size = _image_size(file)
         boxes: list[Box] = []
         for line, row in listed:
-            label = (row.get(cfg.label_column) or "").strip()
-            if not label:
+            if not labels[line]:
                 continue  # the image's row without a box: a negative
             try:
                 xyxy, reason = check_box([float(row[c]) for c in BOX_COLUMNS], size)
@@ -180,10 +363,7 @@ def from_csv(csv_path: Path, spec: DataSpec) -> tuple[list[str], list[Sample], l
                 )
                 continue
             x0, y0, x1, y1 = xyxy
-            boxes.append((x0, y0, x1, y1, index[display_name(cfg.label_map.get(label, label))]))
-        group = (
-            (listed[0][1].get(cfg.group_column) or "").strip() or None if cfg.group_column else None
-        )
+            boxes.append((x0, y0, x1, y1, index[labels[line]]))
         samples.append(_sample(file, rel, boxes, group, classes))
     return classes, samples, skipped, dropped
 
@@ -199,7 +379,8 @@ def build_detection_catalog(source: str | Path, spec: DataSpec) -> Catalog:
         else ("csv" if source.suffix.lower() == ".csv" else "coco")
     )
     read = from_csv if kind == "csv" else from_coco
-    classes, samples, skipped, dropped = read(source, spec)
+    notes: list[str] = []
+    classes, samples, skipped, dropped = read(source, spec, notes)
     samples.sort(key=lambda s: s.rel)
     if not classes or not any(s.boxes for s in samples):
         raise CatalogError(f"{source}: no usable box (task: detect needs at least one)")
@@ -210,7 +391,8 @@ def build_detection_catalog(source: str | Path, spec: DataSpec) -> Catalog:
         )
     samples = split_samples(samples, spec.split.validation, spec.split.seed, spec.split.stratify)
     samples = plan_copies(samples, spec)
-    notes = [
-        f"{sum(len(s.boxes or ()) for s in samples)} boxes, {sum(not s.boxes for s in samples)} images without a box"
-    ]
+    notes.insert(
+        0,
+        f"{sum(len(s.boxes or ()) for s in samples)} boxes, {sum(not s.boxes for s in samples)} images without a box",
+    )
     return Catalog(classes, samples, skipped, notes, ignored=dropped)
