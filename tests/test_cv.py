@@ -599,3 +599,14 @@ def test_evaluating_one_fold_keeps_its_rule_out_of_the_published_model(cv_run: P
     finally:
         shutil.rmtree(published)
         (bundle / "decision.json").unlink()
+
+
+def test_popcount_without_numpy_2(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Open-CE's torch 2.0.1 environments hold numpy 1.x, which has no np.bitwise_count."""
+    from xvhpc.data.folds import popcount
+
+    values = np.random.default_rng(0).integers(0, 2**63, size=(5, 7), dtype=np.uint64)
+    expected = [[bin(int(v)).count("1") for v in row] for row in values]
+    assert popcount(values).tolist() == expected
+    monkeypatch.delattr(np, "bitwise_count", raising=False)
+    assert popcount(values).tolist() == expected

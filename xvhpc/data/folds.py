@@ -125,11 +125,23 @@ def near_duplicates(entries: list[dict], limit: int = 100) -> dict:
     }
 
 
+_BYTE_BITS = np.array([bin(i).count("1") for i in range(256)], np.uint8)
+
+
+def popcount(values: np.ndarray) -> np.ndarray:
+    """Set bits of each uint64: ``np.bitwise_count`` where numpy has it (2.0+), else a byte
+    table (Open-CE's torch 2.0.1 environments hold numpy 1.x)."""
+    if hasattr(np, "bitwise_count"):
+        return np.bitwise_count(values)
+    as_bytes = np.ascontiguousarray(values, np.uint64).view(np.uint8)
+    return _BYTE_BITS[as_bytes].reshape(*values.shape, 8).sum(-1, dtype=np.uint8)
+
+
 def _close_pairs(codes: np.ndarray, parts: np.ndarray, chunk: int = 1024) -> list:
     found = []
     for start in range(0, len(codes), chunk):
         block = codes[start : start + chunk]
-        dist = np.bitwise_count(block[:, None] ^ codes[None, :])
+        dist = popcount(block[:, None] ^ codes[None, :])
         rows, cols = np.nonzero(dist <= NEAR_DISTANCE)
         for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
             i = start + r
