@@ -118,52 +118,51 @@ def test_min_visible_keeps_mostly_inside_boxes():
 # ----------------------------------------------------------------- spec
 
 
-def test_detect_spec_errors_name_line_key_and_choices(tmp_path: Path) -> None:
-    """A classifier under task: detect, a typo, a non-exact rotation and pretrained imagenet:
-    all reported at once with their lines; a detector under task: classify too."""
+def spec_errors(tmp_path: Path, text: str) -> str:
+    """The SpecError message of a spec.yaml holding ``text`` (it must be refused)."""
     from xvhpc.spec import SpecError, load_spec
 
     path = tmp_path / "spec.yaml"
-    path.write_text(
+    path.write_text(text)
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    return str(info.value)
+
+
+def test_detect_spec_errors_name_line_key_and_choices(tmp_path: Path) -> None:
+    """A classifier under task: detect, a typo, a non-exact rotation and pretrained imagenet:
+    all reported at once with their lines; a detector under task: classify too."""
+    text = spec_errors(
+        tmp_path,
         "name: d\n"
         "task: detect\n"
         "data:\n"
         "  source: a.json\n"
         "  augment: {cell: {copies: 1, rotate: [45]}}\n"
         "model: {arch: resnet18}\n"
-        "train: {balanced_sampling: true}\n"
+        "train: {balanced_sampling: true}\n",
     )
-    with pytest.raises(SpecError) as info:
-        load_spec(path)
-    text = str(info.value)
     assert "spec.yaml:6: model.arch: 'resnet18' is a classifier" in text
     assert "fcos_tiny" in text and "fasterrcnn_resnet50_fpn_v2" in text
     assert "spec.yaml:6: model.pretrained: 'imagenet'" in text
     assert "spec.yaml:5: data.augment.cell.rotate: [45]" in text
     assert "spec.yaml:7: train.balanced_sampling: not supported with task: detect" in text
-    path.write_text("name: d\ntask: detect\ndata: {source: a.json}\nmodel: {arch: fcos_tiyn}\n")
-    with pytest.raises(SpecError) as info:
-        load_spec(path)
-    assert "did you mean fcos_tiny?" in str(info.value)
-    path.write_text("name: d\ndata: {source: a.json}\nmodel: {arch: fcos_tiny}\n")
-    with pytest.raises(SpecError) as info:
-        load_spec(path)
-    assert "model.arch: fcos_tiny is a detection model; set task: detect" in str(info.value)
+    typo = "name: d\ntask: detect\ndata: {source: a.json}\nmodel: {arch: fcos_tiyn}\n"
+    assert "did you mean fcos_tiny?" in spec_errors(tmp_path, typo)
+    classify = "name: d\ndata: {source: a.json}\nmodel: {arch: fcos_tiny}\n"
+    assert "model.arch: fcos_tiny is a detection model; set task: detect" in spec_errors(
+        tmp_path, classify
+    )
 
 
 def test_cross_validation_with_detection_is_refused_at_its_lines(tmp_path: Path) -> None:
     """The detection catalog does not assign folds or a select split: refused, not ignored."""
-    from xvhpc.spec import SpecError, load_spec
-
-    path = tmp_path / "spec.yaml"
-    path.write_text(
+    text = spec_errors(
+        tmp_path,
         "name: d\ntask: detect\n"
         "data:\n  source: a.json\n  split: {folds: 3, select: 0.2}\n"
-        "model: {arch: fcos_tiny, pretrained: none}\n"
+        "model: {arch: fcos_tiny, pretrained: none}\n",
     )
-    with pytest.raises(SpecError) as info:
-        load_spec(path)
-    text = str(info.value)
     assert "spec.yaml:5: data.split.folds: not supported with task: detect" in text
     assert "spec.yaml:5: data.split.select: not supported with task: detect" in text
 

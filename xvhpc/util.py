@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -132,3 +133,18 @@ def safe_label(text: str, limit: int = 48) -> str:
     """A scheduler-safe label (job names): letters, digits, ``_.-`` only."""
     cleaned = re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_.-") or "job"
     return cleaned[:limit]
+
+
+_FILE_KINDS = (
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def file_kind(mode: int) -> str:
+    """'a FIFO', 'a character device' … for a mode that is not a regular file (reading a FIFO
+    or a device would block or never end: catalog and decode name it and skip the file)."""
+    return next((name for test, name in _FILE_KINDS if test(mode)), "not a regular file")

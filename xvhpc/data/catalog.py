@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..spec.schema import DataSpec
+from ..util import file_kind
 
 
 class CatalogError(Exception):
@@ -52,13 +53,6 @@ class Catalog:
 _HIDDEN = (".", "_")
 _VAL_NAMES = ("val", "validation", "valid")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_KINDS = (
-    (stat.S_ISFIFO, "a FIFO"),
-    (stat.S_ISSOCK, "a socket"),
-    (stat.S_ISCHR, "a character device"),
-    (stat.S_ISBLK, "a block device"),
-    (stat.S_ISDIR, "a folder"),
-)
 
 
 def display_name(text: str) -> str:
@@ -70,11 +64,6 @@ def display_name(text: str) -> str:
     except UnicodeEncodeError:  # a lone surrogate that no file system produced (JSON, CSV)
         shown = text.encode("utf-8", "backslashreplace").decode("utf-8")
     return _CONTROL.sub(lambda m: repr(m.group())[1:-1], shown)
-
-
-def file_kind(mode: int) -> str:
-    """'a FIFO', 'a character device' … for a mode that is not a regular file."""
-    return next((name for test, name in _KINDS if test(mode)), "not a regular file")
 
 
 def _inside(path: str, root: Path) -> bool:

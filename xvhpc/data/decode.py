@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from ..util import file_kind
 from .png import fast_decode as fast_png
 
 Image.MAX_IMAGE_PIXELS = None  # xvhpc checks the pixel count itself, from the header
@@ -76,15 +77,6 @@ def sniff(head: bytes) -> str | None:
     return None
 
 
-_KINDS = (
-    (stat.S_ISDIR, "is a directory"),
-    (stat.S_ISFIFO, "not a regular file (a FIFO)"),
-    (stat.S_ISSOCK, "not a regular file (a socket)"),
-    (stat.S_ISCHR, "not a regular file (a character device)"),
-    (stat.S_ISBLK, "not a regular file (a block device)"),
-)
-
-
 def max_file_bytes(max_pixels: int) -> int:
     """The largest file worth reading for ``max_pixels``: 8 bytes a pixel (16-bit RGBA,
     uncompressed) and 64 MiB of headers; a larger file is refused before it is read."""
@@ -94,7 +86,10 @@ def max_file_bytes(max_pixels: int) -> int:
 def _not_regular(mode: int) -> str | None:
     if stat.S_ISREG(mode):
         return None
-    return next((why for test, why in _KINDS if test(mode)), "not a regular file")
+    if stat.S_ISDIR(mode):
+        return "is a directory"
+    kind = file_kind(mode)
+    return "not a regular file" if kind == "not a regular file" else f"not a regular file ({kind})"
 
 
 def _read(source: str | os.PathLike[str] | bytes, limit: int | None = None) -> bytes:
