@@ -3,12 +3,15 @@
 # development and CI: one host, lim + res + sbatchd + mbatchd, no systemd. Idempotent.
 #
 #   scripts/openlava.sh [start]   install build deps if needed, build once, configure, start, wait
+#   scripts/openlava.sh source    find and verify the source tarball (sha256), print its path; builds nothing
 #   scripts/openlava.sh status    daemons, lsid, bhosts, bqueues
 #   scripts/openlava.sh stop      kill our jobs, then our daemons (by the pids of our own binaries)
 #   scripts/openlava.sh clean     stop, remove the command wrappers and delete all state
 #
-# The OpenLava source is not part of xvhpc: give the tarball with XVHPC_OPENLAVA_TARBALL
-# (default: ../shared/reference/openlava/openlava-4.0dev4-*.tar.gz beside the repository).
+# The OpenLava source (GPL-2.0, not linked into xvhpc) is in third_party/openlava/ with its
+# licence and SHA256SUMS; XVHPC_OPENLAVA_TARBALL names another copy of the same tarball. Either is
+# checked against third_party/openlava/SHA256SUMS before use (XVHPC_OPENLAVA_SHA256 accepts a
+# different tarball by its own checksum).
 # Build deps (apt, installed when missing): gcc make autoconf automake libtool bison flex
 # tcl-dev libncurses-dev libtirpc-dev procps. Runs as root.
 #
@@ -25,7 +28,8 @@ ROOT=${XVHPC_OPENLAVA_ROOT:-/tmp/xvhpc-openlava}
 PORT=${XVHPC_OPENLAVA_PORT:-14322}
 SLOTS=${XVHPC_OPENLAVA_SLOTS:-8}
 BINDIR=${XVHPC_OPENLAVA_BINDIR:-/usr/local/bin}
-TARBALL=${XVHPC_OPENLAVA_TARBALL:-}
+TARBALL=${XVHPC_OPENLAVA_TARBALL:-$REPO/third_party/openlava/openlava-4.0dev4-69891d86.tar.gz}
+SUMS=$REPO/third_party/openlava/SHA256SUMS
 CLUSTER=xvhpc
 ADMIN=lsfadmin
 PREFIX=$ROOT/install
@@ -37,6 +41,16 @@ WRAPPER_MARK="# xvhpc scripts/openlava.sh wrapper"
 export DEBIAN_FRONTEND=noninteractive
 
 say() { echo "[openlava.sh] $*"; }
+
+# the source tarball, found and its sha256 checked (a truncated or swapped file is never built)
+verified_source() {
+  [[ -f $TARBALL ]] || { say "no OpenLava source tarball at $TARBALL (set XVHPC_OPENLAVA_TARBALL)"; return 1; }
+  local want got
+  want=${XVHPC_OPENLAVA_SHA256:-$(awk -v f="$(basename "$TARBALL")" '$2 == f {print $1}' "$SUMS" 2>/dev/null)}
+  [[ -n $want ]] || { say "no sha256 for $(basename "$TARBALL") in $SUMS (set XVHPC_OPENLAVA_SHA256)"; return 1; }
+  got=$(sha256sum "$TARBALL" | awk '{print $1}')
+  [[ $got == "$want" ]] || { say "sha256 mismatch for $TARBALL: $got, expected $want"; return 1; }
+}
 
 # pids (and names) of processes running one of *our* daemon binaries: matched on
 # /proc/PID/exe against the install prefix, so nothing else on the machine is touched
@@ -94,13 +108,14 @@ remove_wrappers() {
 
 case ${1:-start} in
   start) ;;
+  source) verified_source && echo "$TARBALL"; exit ;;
   stop) stop_all; exit 0 ;;
   clean) stop_all; remove_wrappers; rm -rf "$ROOT"; exit 0 ;;
   status)
     our_daemons
     for c in lsid bhosts bqueues; do lsf "$c" 2>&1 || true; done
     exit 0 ;;
-  *) echo "usage: $0 [start|status|stop|clean]" >&2; exit 2 ;;
+  *) echo "usage: $0 [start|source|status|stop|clean]" >&2; exit 2 ;;
 esac
 
 # 1. build (once per tarball and bind mode): the daemons bind 127.0.0.1 when this host's name
@@ -111,12 +126,9 @@ if ! getent hosts "$HOST" >/dev/null; then  # LIM looks the host up by name
 fi
 loopback=0
 getent hosts "$HOST" | grep -q '^127\.' && loopback=1
-if [[ -z $TARBALL ]]; then
-  for f in "$REPO"/../shared/reference/openlava/openlava-4.0dev4-*.tar.gz; do [[ -f $f ]] && TARBALL=$f; done
-fi
-stamp="tarball=$(basename "${TARBALL:-none}") loopback=$loopback"
+stamp="tarball=$(basename "$TARBALL") loopback=$loopback"
 if [[ ! -x $PREFIX/sbin/mbatchd || "$(cat "$ROOT/build.stamp" 2>/dev/null)" != "$stamp" ]]; then
-  [[ -f $TARBALL ]] || { say "no OpenLava source tarball (set XVHPC_OPENLAVA_TARBALL)"; exit 1; }
+  verified_source || exit 1
   need=()
   for p in gcc make autoconf automake libtool bison flex tcl-dev libncurses-dev libtirpc-dev procps; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")

@@ -10,14 +10,18 @@ ALLOWED = {
     ".ci",
     ".git",
     ".gitignore",
+    "CHANGELOG.md",
     "README.md",
     "benchmarks",
+    "docs",
     "envs",
     "jobs",
+    "mkdocs.yml",
     "pyproject.toml",
     "scripts",
     "site_configs",
     "tests",
+    "third_party",
     "xvhpc",
 }
 
