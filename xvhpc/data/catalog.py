@@ -292,7 +292,7 @@ def _from_csv(
                         }
                     )
                     continue
-            why = _unusable(file)
+            why = _unusable(file, base, spec.follow_links)
             if why:
                 skipped.append({"path": rel, "reason": f"{why} (CSV line {row_number})"})
                 continue
@@ -307,9 +307,30 @@ def _from_csv(
     return samples, skipped + more_skipped, unlabelled
 
 
-def _unusable(file: Path) -> str | None:
-    """Why a listed file cannot be read ("file not found", "not a regular file (a FIFO)"), or
-    None for a regular file (links resolved)."""
+def outside(file: Path, root: Path, follow_links: bool) -> str | None:
+    """Why a file a manifest lists is not read because it lies outside ``root`` (the CSV's or
+    COCO image folder): ``../``, an absolute path or a link that resolves out of it. Manifests
+    are untrusted, so only ``data.follow_links: true`` reads such files. Resolving touches
+    only the names (lstat, readlink): the file itself is never opened."""
+    if follow_links:
+        return None
+    try:
+        real, top = os.path.realpath(file), os.path.realpath(root)
+    except (OSError, ValueError) as exc:  # a NUL byte in the name
+        return f"invalid path: {exc}"
+    if real == top or real.startswith(top.rstrip(os.sep) + os.sep):
+        return None
+    return (
+        f"outside the image folder {display_name(top)} (resolves to {display_name(real)}): "
+        "not read (data.follow_links: true reads it)"
+    )
+
+
+def _unusable(file: Path, root: Path | None = None, follow_links: bool = True) -> str | None:
+    """Why a listed file cannot be read ("file not found", "not a regular file (a FIFO)",
+    outside ``root``), or None for a regular file (links resolved)."""
+    if root is not None and (why := outside(file, root, follow_links)):
+        return why
     try:
         info = os.stat(file)
     except FileNotFoundError:
@@ -415,7 +436,7 @@ def _from_coco(
         elif not found:
             unlabelled += 1
             continue
-        elif why := _unusable(base / rel):
+        elif why := _unusable(base / rel, base, spec.follow_links):
             reason = f"{why} (COCO image id {image_id})"
         if reason:
             skipped.append({"path": display_name(rel), "reason": reason})

@@ -216,7 +216,7 @@ def from_coco(
     seen: dict[Path, str] = {}
     for where, image_id, rel, image in images:
         size = _coco_size(json_path, where, image)
-        if why := _unusable(base / rel):
+        if why := _unusable(base / rel, base, spec.follow_links):
             skipped.append(
                 {"path": display_name(rel), "reason": f"{why} (COCO image id {image_id})"}
             )
@@ -289,7 +289,11 @@ def _csv_files(
     skipped = []
     by_file: dict[Path, list[tuple[str, list[tuple[int, dict[str, str]]]]]] = defaultdict(list)
     for rel, listed in sorted(by_name.items()):
-        why = "no path" if not rel else _unusable(csv_path.parent / rel)
+        why = (
+            "no path"
+            if not rel
+            else _unusable(csv_path.parent / rel, csv_path.parent, spec.follow_links)
+        )
         if why:
             shown = display_name(rel) or "<empty>"
             skipped.append({"path": shown, "reason": f"{why} (CSV line {listed[0][0]})"})

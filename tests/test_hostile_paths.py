@@ -1,0 +1,146 @@
+"""Hostile input, second pass (issue 23): paths a manifest lists stay inside the image folder
+(finding 2), and nothing is written through a link or a FIFO at a lock path (finding 3).
+
+Real files, real catalogs, real locks; no mocks, no timed assertions (pytest-timeout only
+turns a hang into a failure)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from xvhpc.data.catalog import build_catalog
+from xvhpc.detect.catalog import build_detection_catalog
+from xvhpc.lock import hold, waiting
+from xvhpc.spec.schema import DataSpec
+from xvhpc.util import UserError
+
+from .test_hostile import gradient, png_bytes
+
+
+def _outside_files(tmp_path: Path) -> tuple[Path, Path]:
+    """An image folder ``set/`` and a folder ``outside/`` beside it holding two images, one
+    linked from inside the set."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.png").write_bytes(png_bytes(gradient()))
+    (outside / "secret2.png").write_bytes(png_bytes(np.roll(gradient(), 5)))
+    root = tmp_path / "set"
+    (root / "images").mkdir(parents=True)
+    for i in range(4):
+        (root / "images" / f"in{i}.png").write_bytes(png_bytes(np.roll(gradient(), i * 3)))
+    os.symlink(outside / "secret2.png", root / "images" / "link_out.png")
+    return root, outside
+
+
+ESCAPES = [
+    "../outside/secret.png",
+    "ABS",
+    "../../../../../../../etc/passwd",
+    "/proc/self/environ",
+    "images/link_out.png",
+]
+
+
+def _escaping(names: list[str], outside: Path) -> list[str]:
+    return [str(outside / "secret.png") if n == "ABS" else n for n in names]
+
+
+def _reasons(cat) -> dict[str, str]:
+    return {s["path"]: s["reason"] for s in [*cat.skipped, *cat.ignored]}
+
+
+@pytest.mark.timeout(30)
+def test_classification_csv_paths_outside_the_folder_are_skipped(tmp_path: Path) -> None:
+    root, outside = _outside_files(tmp_path)
+    rows = [f"images/in{i}.png,{'ab'[i % 2]}" for i in range(4)]
+    escaping = _escaping(
+        ["../outside/secret.png", "ABS", "/etc/hostname", "/proc/self/environ"], outside
+    )
+    rows += [f"{p},a" for p in escaping] + ["images/link_out.png,b"]
+    (root / "labels.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
+    cat = build_catalog(root / "labels.csv", DataSpec(source=str(root / "labels.csv")))
+    read = {Path(s.path).name for s in cat.samples}
+    assert read == {f"in{i}.png" for i in range(4)}
+    why = _reasons(cat)
+    for name in [*escaping, "images/link_out.png"]:
+        assert "outside the image folder" in why[name], (name, why)
+        assert "data.follow_links: true" in why[name]
+    followed = build_catalog(
+        root / "labels.csv", DataSpec(source=str(root / "labels.csv"), follow_links=True)
+    )
+    assert {"secret.png", "secret2.png"} <= {Path(s.path).name for s in followed.samples}
+
+
+@pytest.mark.timeout(30)
+def test_coco_paths_outside_the_folder_are_skipped(tmp_path: Path) -> None:
+    """Classification and detection read the same COCO file: neither reads outside it."""
+    root, outside = _outside_files(tmp_path)
+    names = [f"images/in{i}.png" for i in range(4)] + _escaping(ESCAPES, outside)
+    images = [{"id": i, "file_name": n, "width": 40, "height": 30} for i, n in enumerate(names)]
+    anns = [
+        {"id": i, "image_id": i, "category_id": i % 2, "bbox": [2, 2, 10, 10]}
+        for i in range(len(names))
+    ]
+    doc = {"images": images, "annotations": anns, "categories": [{"id": 0, "name": "a"}]}
+    doc["categories"].append({"id": 1, "name": "b"})
+    (root / "annotations.json").write_text(json.dumps(doc))
+    spec = DataSpec(source=str(root / "annotations.json"))
+    for cat in (
+        build_catalog(root / "annotations.json", spec),
+        build_detection_catalog(root / "annotations.json", spec),
+    ):
+        assert {Path(s.path).name for s in cat.samples} == {f"in{i}.png" for i in range(4)}
+        why = _reasons(cat)
+        for name in _escaping(ESCAPES, outside):
+            assert "outside the image folder" in why[name], (name, why)
+
+
+@pytest.mark.timeout(30)
+def test_detection_csv_path_outside_the_folder_is_skipped(tmp_path: Path) -> None:
+    root, _outside = _outside_files(tmp_path)
+    rows = [f"images/in{i}.png,red,5,5,20,20" for i in range(4)]
+    rows += ["../outside/private.png,red,5,5,30,30", "images/link_out.png,red,5,5,20,20"]
+    (root / "boxes.csv").write_text("path,label,x0,y0,x1,y1\n" + "\n".join(rows) + "\n")
+    (tmp_path / "outside" / "private.png").write_bytes(png_bytes(gradient()))
+    cat = build_detection_catalog(root / "boxes.csv", DataSpec(source=str(root / "boxes.csv")))
+    assert {Path(s.path).name for s in cat.samples} == {f"in{i}.png" for i in range(4)}
+    why = _reasons(cat)
+    assert "outside the image folder" in why["../outside/private.png"]
+    assert "outside the image folder" in why["images/link_out.png"]
+
+
+# ---------------------------------------------------------------------------------------------
+# finding 3: no file is clobbered through a link at a lock path; a FIFO there is an error
+
+
+@pytest.mark.timeout(30)
+def test_symlinked_lock_file_does_not_clobber_its_target(tmp_path: Path) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("line1 precious data\nline2\n")
+    locks = tmp_path / "run" / "locks"
+    locks.mkdir(parents=True)
+    os.symlink(victim, locks / "run.lock")
+    for enter in (
+        lambda: hold(locks / "run.lock", "xvhpc compile"),
+        lambda: waiting(locks / "run.lock"),
+    ):
+        with pytest.raises(UserError, match="symbolic link"):
+            with enter():
+                pass
+    assert victim.read_text() == "line1 precious data\nline2\n"
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("shared", [False, True])
+def test_fifo_at_the_lock_path_is_a_clear_error(tmp_path: Path, shared: bool) -> None:
+    locks = tmp_path / "run" / "locks"
+    locks.mkdir(parents=True)
+    os.mkfifo(locks / "run.lock")
+    with pytest.raises(UserError, match=r"not a regular file \(a FIFO\)"):
+        with hold(locks / "run.lock", "xvhpc ingest", shared=shared):
+            pass
