@@ -37,13 +37,14 @@ import json
 import os
 import secrets
 import socket
+import stat
 import sys
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from .rundir import BUSY_EXIT, Layout
-from .util import UserError
+from .util import UserError, file_kind
 
 TOKEN_ENV = "XVHPC_LOCK_TOKEN"
 _RECORD = 512  # bytes: the holder record is written in place, padded, never truncated
@@ -80,11 +81,52 @@ def launch_rank(env: Mapping[str, str] | None = None) -> int:
     return 0
 
 
-def _describe(path: Path) -> str:
+def _open_lock(path: Path, flags: int) -> int:
+    """Open a lock file without following a link and without blocking on a FIFO: a member of
+    the group could otherwise point ``run.lock`` at a file of the owner's, which xvhpc would
+    overwrite with its record. A link, FIFO, device or folder there is a clear error."""
+    nofollow = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
     try:
-        record = json.loads(path.read_bytes().decode("utf-8", "replace").strip() or "{}")
-    except (OSError, ValueError):
-        record = {}
+        fd = os.open(path, flags | nofollow | getattr(os, "O_CLOEXEC", 0), 0o666)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP or path.is_symlink():
+            raise UserError(
+                f"{path} is a symbolic link; a lock file must be a regular file (xvhpc never "
+                "writes through a link): remove it and rerun"
+            ) from None
+        if exc.errno in (errno.ENXIO, errno.EISDIR) or (path.exists() and not path.is_file()):
+            raise UserError(f"{path} is not a regular file; remove it and rerun") from None
+        raise
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise UserError(
+            f"{path} is not a regular file ({file_kind(info.st_mode)}); a lock file must be "
+            "one: remove it and rerun"
+        )
+    return fd
+
+
+def _record(path: Path) -> object:
+    """The holder record in a lock file (at most one record's bytes, links not followed)."""
+    try:
+        fd = _open_lock(path, os.O_RDONLY)
+    except (OSError, UserError):
+        return {}
+    try:
+        raw = os.pread(fd, _RECORD * 2, 0)
+    except OSError:
+        return {}
+    finally:
+        os.close(fd)
+    try:
+        return json.loads(raw.decode("utf-8", "replace").strip() or "{}")
+    except ValueError:
+        return {}
+
+
+def _describe(path: Path) -> str:
+    record = _record(path)
     if not isinstance(record, dict) or "pid" not in record:
         return "another process (its record is unreadable)"
     return (
@@ -100,10 +142,7 @@ def _inherited(path: Path, env: Mapping[str, str]) -> bool:
     token = env.get(TOKEN_ENV)
     if not token:
         return False
-    try:
-        record = json.loads(path.read_bytes().decode("utf-8", "replace").strip() or "{}")
-    except (OSError, ValueError):
-        return False
+    record = _record(path)
     return isinstance(record, dict) and record.get("token") == token
 
 
@@ -128,14 +167,13 @@ def hold(
             _held[key] = (fd, _held[key][1] - 1)
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    cloexec = getattr(os, "O_CLOEXEC", 0)
     writable = True
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | cloexec, 0o666)
+        fd = _open_lock(path, os.O_RDWR | os.O_CREAT)
     except PermissionError:
         if not shared:  # an exclusive lock needs a writable file (and so does the step)
             raise
-        fd = os.open(path, os.O_RDONLY | cloexec)  # another member's file: reading is enough
+        fd = _open_lock(path, os.O_RDONLY)  # another member's file: reading is enough
         writable = False
     locked = True
     try:
@@ -229,7 +267,7 @@ def waiting(path: Path) -> Iterator[None]:
     """Hold ``path`` exclusively for a short one-time setup that concurrent tasks would race on,
     waiting for it instead of refusing (unlocked where the filesystem has no locks)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+    fd = _open_lock(path, os.O_RDWR | os.O_CREAT)
     try:
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX)
