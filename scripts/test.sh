@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The test suite: lint, types, then pytest (real Slurm tests need `bash scripts/slurm.sh` first).
+# The test suite: lint, types, the docs build, then pytest (real Slurm tests need `bash scripts/slurm.sh` first).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 .venv/bin/ruff check xvhpc tests benchmarks scripts
 .venv/bin/ruff format --check xvhpc tests benchmarks scripts
 .venv/bin/mypy xvhpc  # the whole package; the login side strictly (pyproject.toml)
+# the documentation site (reference pages generated from the code by scripts/gen_docs.py)
+NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet
 exec .venv/bin/python -m pytest -ra --durations=15 "$@"
