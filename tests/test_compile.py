@@ -296,6 +296,7 @@ def _site_variant(tmp_path: Path, base: str, **changes) -> Path:
 
     data = yaml.safe_load((ROOT / "site_configs" / f"{base}.yaml").read_text())
     data.update(changes)
+    data = {k: v for k, v in data.items() if v is not None}  # None: the key left out
     path = tmp_path / f"{base}-variant.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
@@ -319,10 +320,26 @@ def test_every_launcher_renders_its_command(tmp_path: Path) -> None:
         in torchrun
     )
     srun = rendered(job, "x86-v100")["scripts/train.sbatch"]
+    assert "#SBATCH --gpus-per-node=4\n" in srun  # GPUs per node, never per task (N1)
     assert (
-        "srun --nodes=2 --ntasks-per-node=4 --ntasks=8 --cpus-per-task=10 --kill-on-bad-exit=1 --gpus-per-task=1 "
+        'srun --nodes=2 --ntasks-per-node=4 --ntasks=8 --cpus-per-task=10 --kill-on-bad-exit=1 "$XVHPC_PY"'
         in srun
     )
+    bound = rendered_site(
+        job,
+        _site_variant(
+            tmp_path, "x86-v100", binding={"gpu": "closest", "cpu": "cores", "threads_per_core": 1}
+        ),
+    )["scripts/train.sbatch"]
+    assert "--gpu-bind=closest --cpu-bind=cores --threads-per-core=1 " in bound
+    default_jsrun = rendered_site(job, _site_variant(tmp_path, "summit", jsrun_mode=None))
+    assert "jsrun -n2 -r1 -a4 -g4 " in default_jsrun["scripts/train.lsf"]  # all GPUs per set
+
+
+def test_a_bad_binding_names_the_valid_choices(tmp_path: Path) -> None:
+    site = _site_variant(tmp_path, "x86-v100", binding={"gpu": "everywhere"})
+    with pytest.raises(SpecError, match=r"binding\.gpu.*must be none, closest"):
+        load_site(str(site))
 
 
 def rendered_site(job: Path, site_file: Path) -> dict[str, str]:

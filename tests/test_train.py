@@ -17,7 +17,6 @@ import torch
 from xvhpc.data.dataset import RankBatches
 from xvhpc.models.weights import cached_file
 from xvhpc.models.zoo import build_model
-from xvhpc.runtime.distributed import check_one_rank_per_gpu
 from xvhpc.runtime.environments import EnvironmentError_, detect_environment
 from xvhpc.runtime.task import detect_task
 from xvhpc.spec.schema import ARCHITECTURES, ModelSpec
@@ -139,21 +138,6 @@ def test_missing_torchrun_variable_names_it_and_hints() -> None:
         EnvironmentError_, match="MASTER_PORT is not set. HINT: launch with `torchrun"
     ):
         detect_environment(env)
-
-
-def test_more_ranks_than_gpus_on_a_node_is_a_clear_error_on_every_rank() -> None:
-    """NCCL would fail only after the rendezvous ("Duplicate GPU detected"): each rank checks."""
-    for local_rank in ("0", "1"):
-        info = detect_environment({**TORCHRUN, "LOCAL_RANK": local_rank})
-        with pytest.raises(EnvironmentError_, match=r"2 ranks on this node but 1 GPU\(s\)") as e:
-            check_one_rank_per_gpu(info, 1, {**TORCHRUN, "CUDA_VISIBLE_DEVICES": "0"})
-        assert "HINT: set resources.processes_per_node" in str(e.value)
-    jsrun = {"OMPI_COMM_WORLD_LOCAL_SIZE": "6"}
-    check_one_rank_per_gpu(detect_environment(TORCHRUN), 6, jsrun)  # Summit: 6 ranks, 6 GPUs
-    with pytest.raises(EnvironmentError_, match="6 ranks on this node but 4 GPU"):
-        check_one_rank_per_gpu(detect_environment(TORCHRUN), 4, jsrun)
-    single = detect_environment({})
-    check_one_rank_per_gpu(single, 1, {"LOCAL_WORLD_SIZE": "4"})  # not distributed: no check
 
 
 def test_array_index_slurm_counts_from_zero() -> None:

@@ -18,9 +18,16 @@ class SrunLauncher(Launcher):
             f"--cpus-per-task={step.cpus_per_task * site.node.smt}",
             "--kill-on-bad-exit=1",
         ]
-        if step.gpus_per_node:
-            # one GPU per task, bound by Slurm: no task lands on GPU 0 by accident
-            head.append("--gpus-per-task=1")
+        # GPUs come from the job's per-node request (--gpus-per-node or --gres), never per task:
+        # --gpus-per-task implies --gpu-bind=per_task, a cgroup per task that blocks CUDA IPC
+        # between a node's ranks; each rank picks its GPU from what it sees (runtime/placement.py)
+        bind = site.binding
+        if step.gpus_per_node and bind.gpu:
+            head.append(f"--gpu-bind={bind.gpu}")
+        if bind.cpu:
+            head.append(f"--cpu-bind={bind.cpu}")
+        if bind.threads_per_core:
+            head.append(f"--threads-per-core={bind.threads_per_core}")
         if site.srun_mpi:
             head.append(f"--mpi={site.srun_mpi}")
         return [*head, *argv]

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import datetime
 import os
-from collections.abc import Mapping
+import socket
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
 from .environments import DistInfo, EnvironmentError_, detect_environment
-
-# what launchers say of the ranks on this node (torchrun, Open MPI / Spectrum MPI under jsrun, srun)
-LOCAL_SIZE_VARIABLES = ("LOCAL_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_SIZE", "SLURM_NTASKS_PER_NODE")
+from .placement import Placement, duplicate_gpus, place
 
 
 @dataclass
@@ -21,6 +19,7 @@ class Context:
     info: DistInfo
     device: torch.device
     backend: str
+    placement: Placement | None = None
 
     @property
     def rank(self) -> int:
@@ -36,13 +35,16 @@ class Context:
 
 
 def setup(backend: str = "ddp", timeout_s: int = 600) -> Context:
-    """Detect the environment, pick the device by local rank, and join the process group."""
+    """Detect the environment, pick the GPU from what this rank sees, join the process group,
+    and check that no two ranks share a GPU."""
     info = detect_environment()
     if backend == "horovod":
         return _setup_horovod(info)
-    if torch.cuda.is_available():
-        check_one_rank_per_gpu(info, torch.cuda.device_count(), os.environ)
-        device = torch.device("cuda", info.local_rank)
+    placement = place(
+        info.local_rank, torch.cuda.device_count() if torch.cuda.is_available() else 0
+    )
+    if placement.index is not None:
+        device = torch.device("cuda", placement.index)
         torch.cuda.set_device(device)
         pg_backend = "nccl"
     else:
@@ -56,21 +58,34 @@ def setup(backend: str = "ddp", timeout_s: int = 600) -> Context:
             world_size=info.world_size,
             timeout=datetime.timedelta(seconds=timeout_s),
         )
-    return Context(info, device, pg_backend)
+        check_distinct_gpus(info, device, placement)
+    return Context(info, device, pg_backend, placement)
 
 
-def check_one_rank_per_gpu(info: DistInfo, gpus: int, env: Mapping[str, str]) -> None:
-    """NCCL refuses two ranks on one GPU ("Duplicate GPU detected") only after every rank
-    joined, so every rank checks first, from what its launcher says of the node."""
-    sizes = [env[name] for name in LOCAL_SIZE_VARIABLES if env.get(name, "").isdigit()]
-    local = int(sizes[0]) if sizes else info.local_rank + 1
-    if info.distributed and local > gpus:
-        visible = env.get("CUDA_VISIBLE_DEVICES", "(unset)")
+def gpu_id(device: torch.device, placement: Placement) -> str | None:
+    """A GPU's identity across ranks of a node: its UUID where torch tells it (torch >= 2.1),
+    else the CUDA_VISIBLE_DEVICES entry it came from."""
+    if device.type != "cuda":
+        return None
+    uuid = getattr(torch.cuda.get_device_properties(device), "uuid", None)
+    return str(uuid) if uuid is not None else placement.gpu
+
+
+def check_distinct_gpus(info: DistInfo, device: torch.device, placement: Placement) -> None:
+    """Every rank's (host, GPU) over a gloo group, before NCCL's first collective: two ranks on
+    one GPU stop every rank with one clear error instead of "Duplicate GPU detected" later."""
+    group = dist.new_group(backend="gloo")
+    mine = (info.rank, socket.gethostname(), gpu_id(device, placement))
+    everyone: list[tuple[int, str, str | None] | None] = [None] * info.world_size
+    dist.all_gather_object(everyone, mine, group=group)
+    dist.destroy_process_group(group)
+    shared = duplicate_gpus(r for r in everyone if r is not None)
+    if shared:
         raise EnvironmentError_(
-            f"rank {info.rank}: {local} ranks on this node but {gpus} GPU(s) visible "
-            f"(CUDA_VISIBLE_DEVICES={visible}); NCCL cannot put two ranks on one GPU. "
-            "HINT: set resources.processes_per_node (or gpus_per_node) to at most the GPUs "
-            "of a node"
+            f"rank {info.rank}: two ranks would share one GPU: {'; '.join(shared)} "
+            f"(this rank: {placement.describe()}). HINT: set resources.processes_per_node (or "
+            "gpus_per_node) to at most the GPUs of a node, and request GPUs per node "
+            "(--gpus-per-node), not per task"
         )
 
 
@@ -87,12 +102,16 @@ def _setup_horovod(info: DistInfo) -> Context:
     info = DistInfo(
         "horovod", hvd.rank(), hvd.local_rank(), hvd.size(), info.master_addr, info.master_port
     )
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    placement = place(
+        hvd.local_rank(), count, {**os.environ, "LOCAL_WORLD_SIZE": str(hvd.local_size())}
+    )
     device = (
-        torch.device("cuda", hvd.local_rank()) if torch.cuda.is_available() else torch.device("cpu")
+        torch.device("cpu") if placement.index is None else torch.device("cuda", placement.index)
     )
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    return Context(info, device, "horovod")
+    return Context(info, device, "horovod", placement)
 
 
 def teardown(ctx: Context) -> None:

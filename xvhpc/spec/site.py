@@ -151,6 +151,32 @@ class RequeuePolicy(Strict):
     seconds_before: int = Field(120, ge=10)
 
 
+GpuBind = Annotated[
+    str,
+    _checker(
+        r"(verbose,)?(none|closest|single:[0-9]+|per_task:[0-9]+|map_gpu:[0-9,]+|mask_gpu:[0-9a-fx,]+)",
+        "must be none, closest, single:N, per_task:N, map_gpu:LIST or mask_gpu:LIST",
+    ),
+]
+CpuBind = Annotated[
+    str,
+    _checker(
+        r"(verbose,)?(none|cores|threads|sockets|ldoms|rank|map_cpu:[0-9,]+|mask_cpu:[0-9a-fx,]+)",
+        "must be none, cores, threads, sockets, ldoms, rank, map_cpu:LIST or mask_cpu:LIST",
+    ),
+]
+
+
+class Binding(Strict):
+    """How srun binds a rank's GPUs and CPUs (srun(1) ``--gpu-bind``, ``--cpu-bind``,
+    ``--threads-per-core``). Unset: Slurm's defaults, and every rank sees all of the job's GPUs
+    on its node (CUDA IPC/NVLink between ranks). ``closest`` suits Frontier-style nodes."""
+
+    gpu: GpuBind | None = None
+    cpu: CpuBind | None = None
+    threads_per_core: int | None = Field(None, ge=1, le=8)
+
+
 class SiteConfig(Strict):
     name: Name
     description: OneLine = ""
@@ -165,7 +191,9 @@ class SiteConfig(Strict):
     default_account: Name | None = None
     gpu_request: Literal["gpus_per_node", "gres"] = "gpus_per_node"
     alloc_flags: AllocFlags | None = None  # LSF -alloc_flags
-    jsrun_mode: Literal["rank_per_gpu", "all_gpus_per_rank"] = "rank_per_gpu"
+    # all GPUs of a node in one resource set: CUDA IPC/NVLink between its ranks (OLCF's advice)
+    jsrun_mode: Literal["rank_per_gpu", "all_gpus_per_rank"] = "all_gpus_per_rank"
+    binding: Binding = Field(default_factory=Binding)
     srun_mpi: Name | None = None  # e.g. pmix
     node_local: NodeLocal | None = None
     env: Environment = Field(default_factory=Environment)

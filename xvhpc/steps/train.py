@@ -557,7 +557,8 @@ def train(
 def rank_hardware(ctx: Context) -> dict[str, str]:
     """Where this rank ran (provenance): its host, device and GPU model."""
     gpu = torch.cuda.get_device_name(ctx.device) if ctx.device.type == "cuda" else "none"
-    return {"host": socket.gethostname(), "device": str(ctx.device), "gpu": gpu}
+    where = ctx.placement.describe() if ctx.placement else str(ctx.device)
+    return {"host": socket.gethostname(), "device": str(ctx.device), "gpu": gpu, "placement": where}
 
 
 def write_rank_summary(
@@ -643,11 +644,12 @@ def main(args: argparse.Namespace) -> int:
     ctx = setup(spec.train.backend)
     log = setup_logging(ctx.rank)
     log.info(
-        "rank %d/%d (%s) on %s, backend %s, torch %s, autocast %s",
+        "rank %d/%d (%s) on %s, %s, backend %s, torch %s, autocast %s",
         ctx.rank,
         ctx.world_size,
         ctx.info.environment,
-        ctx.device,
+        socket.gethostname(),
+        ctx.placement.describe() if ctx.placement else ctx.device,
         ctx.backend,
         torch.__version__,
         compat.amp_dtype(spec.train.amp, ctx.device.type) or "off",
