@@ -75,6 +75,7 @@ def check_distinct_gpus(info: DistInfo, device: torch.device, placement: Placeme
     """Every rank's (host, GPU) over a gloo group, before NCCL's first collective: two ranks on
     one GPU stop every rank with one clear error instead of "Duplicate GPU detected" later."""
     group = dist.new_group(backend="gloo")
+    assert isinstance(group, dist.ProcessGroup)  # every rank is a member
     mine = (info.rank, socket.gethostname(), gpu_id(device, placement))
     everyone: list[tuple[int, str, str | None] | None] = [None] * info.world_size
     dist.all_gather_object(everyone, mine, group=group)
