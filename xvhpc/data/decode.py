@@ -10,6 +10,7 @@ import io
 import os
 import stat
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -27,11 +28,39 @@ class BadImage(Exception):
     """An input that cannot become a training image; ``str()`` is the reason."""
 
 
+DEFAULT_DECODE_BYTES = 4 << 30  # ingest and predict; serve sets a lower one (serve/app.py)
+_BLOCK = 1 << 18  # pixels converted at a time: float64 rescales never span the whole image
+_PIL_BYTES = {"1": 1, "L": 1, "P": 1, "LA": 2, "PA": 2, "RGB": 3, "YCbCr": 3, "RGBA": 4}
+_PIL_BYTES |= {"CMYK": 4, "I;16": 2, "I;16B": 2, "I;16L": 2, "I": 4, "F": 4}
+
+
+def decode_cost(pixels: int, stored: int, wide: bool, channels: int, raw: int = 0) -> int:
+    """Bytes a decode holds at its peak: the decoder's buffer and numpy's copy of it
+    (2 × ``stored`` bytes a pixel), a float32 plane when the values are wider than 8 bits
+    (to_uint8 converts block by block into it), the uint8 result and its ``channels`` copy,
+    plus ``raw`` bytes the format holds besides (DICOM pixel data, inflated), plus the
+    float64 temporaries of one block (a DICOM rescale makes several)."""
+    blocks = _BLOCK * 64 if wide else 0
+    return pixels * (2 * stored + (4 if wide else 0) + 1 + channels) + raw + blocks
+
+
+def check_budget(cost: int, shown: str, opts: DecodeOptions) -> None:
+    """Refuse, from the header alone, a decode that would hold more than the byte budget:
+    a < 1 MB upload can otherwise take several GB (issue 23, finding 1)."""
+    if cost > opts.max_decode_bytes:
+        raise BadImage(
+            f"memory guard: decoding {shown} needs about {cost:,} bytes > the decode budget "
+            f"{opts.max_decode_bytes:,} bytes (data.max_decode_bytes; serve allows less)"
+        )
+
+
 @dataclass(frozen=True)
 class DecodeOptions:
     size: int = 224  # the side the image will be resized to (reduced decode aims at it)
     channels: int = 3
     max_pixels: int = 200_000_000
+    # bytes one decode may hold at its peak (pixels × the widest intermediate), from the header
+    max_decode_bytes: int = DEFAULT_DECODE_BYTES
     dicom_frames: str = "first"  # or "all"
     resize: str = "squash"  # how the frame will be resized: decides how far a JPEG may be reduced
     tile_grid: int = 2
@@ -126,18 +155,52 @@ def _read(source: str | os.PathLike[str] | bytes, limit: int | None = None) -> b
     return data
 
 
-def to_uint8(array: np.ndarray, robust: bool = True) -> np.ndarray:
-    """Scale any numeric array to uint8 (percentile 0.5–99.5 when ``robust``)."""
-    if array.dtype == np.uint8:
+Transform = Callable[[np.ndarray], np.ndarray]
+
+
+def _as_float32(array: np.ndarray, transform: Transform | None) -> np.ndarray:
+    """``transform(array)`` as float32, converted ``_BLOCK`` pixels at a time, so a float64
+    rescale (DICOM's modality LUT) never exists for the whole image at once."""
+    values = np.empty(array.shape, dtype=np.float32)
+    step = max(1, _BLOCK // max(1, array[:1].size))
+    for start in range(0, len(array), step):
+        block = array[start : start + step]
+        values[start : start + step] = block if transform is None else transform(block)
+    return values
+
+
+def to_uint8(
+    array: np.ndarray, robust: bool = True, transform: Transform | None = None
+) -> np.ndarray:
+    """Scale any numeric array (after an elementwise ``transform``) to uint8 (percentile
+    0.5–99.5 when ``robust``). The same values as one whole-array float32 conversion, in one
+    float32 plane: a large image's percentiles partition that plane in place, and the values
+    are then converted again block by block."""
+    if array.dtype == np.uint8 and transform is None:
         return array
-    values = array.astype(np.float32)
+    if transform is not None and transform(array[:1]).dtype == np.uint8:
+        return transform(array)  # 8-bit values left as they are (as without a transform)
+    values = _as_float32(array, transform)
+    small = values.size <= 4 * _BLOCK
     if robust:
-        low, high = np.percentile(values, [0.5, 99.5])
+        low, high = np.percentile(values, [0.5, 99.5], overwrite_input=not small)
+        if not small:
+            del values  # partitioned: free it before the result is allocated
     else:
         low, high = float(values.min()), float(values.max())
     if high <= low:
         high = low + 1.0
-    return np.clip((values - low) * (255.0 / (high - low)), 0, 255).astype(np.uint8)
+    if small:
+        return np.clip((values - low) * (255.0 / (high - low)), 0, 255).astype(np.uint8)
+    out = np.empty(array.shape, dtype=np.uint8)
+    step = max(1, _BLOCK // max(1, array[:1].size))
+    for start in range(0, len(array), step):
+        if robust:  # the plane was partitioned: convert this block again
+            block = _as_float32(array[start : start + step], transform)
+        else:
+            block = values[start : start + step]
+        out[start : start + step] = np.clip((block - low) * (255.0 / (high - low)), 0, 255)
+    return out
 
 
 def _gray_as_rgb(array: np.ndarray) -> bool:
@@ -171,11 +234,16 @@ def to_channels(array: np.ndarray, channels: int, expand_gray: bool = True) -> n
     return np.ascontiguousarray(array)
 
 
+def _pil_budget(image: Image.Image, opts: DecodeOptions) -> None:
+    """The byte budget for the image PIL will decode (its size after a JPEG draft)."""
+    width, height = image.size
+    stored = _PIL_BYTES.get(image.mode, 4)
+    wide = image.mode.startswith("I") or image.mode == "F"
+    cost = decode_cost(width * height, stored, wide, opts.channels)
+    check_budget(cost, f"{width}x{height} {image.mode}", opts)
+
+
 def _decode_pil(data: bytes, kind: str, opts: DecodeOptions) -> list[np.ndarray]:
-    if kind == "png":  # libspng where it gives PIL's pixels exactly (data/png.py), else PIL
-        pixels = fast_png(data, opts.max_pixels)
-        if pixels is not None:
-            return [to_channels(pixels, opts.channels, opts.expand_gray)]
     try:
         image = Image.open(io.BytesIO(data))
         width, height = image.size
@@ -187,6 +255,11 @@ def _decode_pil(data: bytes, kind: str, opts: DecodeOptions) -> list[np.ndarray]
         if kind == "jpeg" and not opts.stored_pixels:
             # reduced-scale DCT decode: never a full-size decode to make a small image
             image.draft("L" if opts.channels == 1 else "RGB", opts.draft_box(width, height))
+        _pil_budget(image, opts)
+        if kind == "png":  # libspng where it gives PIL's pixels exactly (data/png.py)
+            pixels = fast_png(data, opts.max_pixels)
+            if pixels is not None:
+                return [to_channels(pixels, opts.channels, opts.expand_gray)]
         image.load()
         if not opts.stored_pixels:
             ImageOps.exif_transpose(image, in_place=True)  # no full-size copy when upright
@@ -199,13 +272,17 @@ def _decode_pil(data: bytes, kind: str, opts: DecodeOptions) -> list[np.ndarray]
         raise BadImage(f"corrupt {kind.upper()}: {text or type(exc).__name__}") from None
     mode = image.mode
     if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        array = to_uint8(np.asarray(image), robust=False)
+        wide = np.asarray(image)
+        image.close()  # numpy holds its own copy: free PIL's before the float plane
+        array = to_uint8(wide, robust=False)
+        del wide
     elif mode in ("L", "RGB"):
         array = np.asarray(image)
     elif mode in ("LA", "RGBA", "P", "PA", "CMYK", "YCbCr", "1"):
         array = np.asarray(image.convert("L" if mode in ("LA", "1") else "RGB"))
     else:
         array = np.asarray(image.convert("RGB"))
+    image.close()
     return [to_channels(array, opts.channels, opts.expand_gray)]
 
 
@@ -268,7 +345,17 @@ def _dicom_guard(
                 else ""
             )
         )
-    return frames, frames * rows * cols * samples * max(1, (bits + 7) // 8)
+    needed = frames * rows * cols * samples * max(1, (bits + 7) // 8)
+    stored = samples * max(1, (bits + 7) // 8)
+    # the file's pixel bytes (or the inflated stream), pydicom's copy of them and its read
+    # buffer, then per decoded frame the pixel array, the float32 plane and the uint8 result
+    cost = decode_cost(pixels, stored, True, opts.channels, raw=3 * needed)
+    check_budget(cost, f"DICOM {shown_size(decoded, rows, cols)}", opts)
+    return frames, needed
+
+
+def shown_size(frames: int, rows: int, cols: int) -> str:
+    return f"{frames} frames of {cols}x{rows}" if frames > 1 else f"{cols}x{rows}"
 
 
 def _check_deflated(data: bytes, body: int, opts: DecodeOptions) -> None:
@@ -361,14 +448,19 @@ def _decode_dicom(data: bytes, opts: DecodeOptions, force: bool) -> list[np.ndar
         frames = frames[:1]
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
     out = []
+
+    def rescale(block: np.ndarray) -> np.ndarray:
+        """Modality then VOI LUT: elementwise, so to_uint8 applies it block by block."""
+        values = apply_modality_lut(block, ds)
+        try:
+            values = apply_voi_lut(values, ds, prefer_lut=True)
+        except Exception:  # a broken VOI LUT must not lose the image
+            pass
+        return np.asarray(values)
+
     for frame in frames:
         if samples == 1:
-            values = apply_modality_lut(frame, ds)
-            try:
-                values = apply_voi_lut(values, ds, prefer_lut=True)
-            except Exception:  # a broken VOI LUT must not lose the image
-                pass
-            image = to_uint8(np.asarray(values), robust=True)
+            image = to_uint8(frame, robust=True, transform=rescale)
             if photometric == "MONOCHROME1":
                 image = 255 - image
         else:

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..spec.schema import DataSpec
 from .catalog import Catalog
-from .decode import DecodeOptions
+from .decode import DEFAULT_DECODE_BYTES, DecodeOptions
 from .folds import near_duplicates, part_of, split_settings
 from .shards import shard_complete
 
@@ -25,6 +25,7 @@ PREPROCESSING_KEYS = (
     "tile_grid",
     "max_image_pixels",
     "dicom_frames",
+    "max_decode_bytes",
 )
 
 
@@ -42,6 +43,8 @@ def decode_options(pre: dict[str, Any]) -> DecodeOptions:
         dicom_frames=pre["dicom_frames"],
         resize=pre["resize"],
         tile_grid=int(pre["tile_grid"]),
+        # bundles from before issue 23 lack it: the default budget
+        max_decode_bytes=int(pre.get("max_decode_bytes", DEFAULT_DECODE_BYTES)),
     )
 
 

@@ -90,12 +90,26 @@ def overlay_parts(bundle: Bundle, data: bytes, name: str, cam: np.ndarray):
     return image, cam
 
 
+SERVE_DECODE_MB = 1024  # per request: a node serves several at once (threads, --workers)
+
+
+def serve_budget(bundle: Bundle, max_decode_mb: float) -> None:
+    """Lower the bundle's decode byte budget to the server's: ingest may spend 4 GiB on one
+    image, but a server decodes several uploads at once and a < 1 MB PNG can ask for GBs."""
+    pre = bundle.meta.get("preprocessing")
+    if pre is not None:
+        budget = int(max_decode_mb * (1 << 20))
+        pre["max_decode_bytes"] = min(int(pre.get("max_decode_bytes", budget)), budget)
+
+
 def create_app(
     bundle: Bundle,
     max_upload_mb: float = 32.0,
     decision: dict | None = None,
     batcher: MicroBatcher | None = None,
+    max_decode_mb: float = SERVE_DECODE_MB,
 ) -> FastAPI:
+    serve_budget(bundle, max_decode_mb)
     meta = bundle.meta
     spec_hash = hashlib.sha256(json.dumps(meta["spec"], sort_keys=True).encode()).hexdigest()[:16]
     info = ModelInfo(

@@ -124,6 +124,7 @@ class DataSpec(Strict):
     augment: dict[str, AugmentSpec] = Field(default_factory=dict)
     max_bad_fraction: float = Field(0.05, ge=0, le=1)
     max_image_pixels: int = Field(200_000_000, ge=1)
+    max_decode_bytes: int = Field(4 << 30, ge=1 << 20)  # peak bytes of one decode (serve: less)
     follow_links: bool = False  # read links (folders) and manifest paths leading out of the data
     dicom_frames: Literal["first", "all"] = "first"
     stage: Literal["shared", "node_local"] = "shared"  # node_local: train copies shards per node
