@@ -8,6 +8,7 @@ import csv
 import html
 import io
 import json
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +33,11 @@ CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
 th{background:#f2f2f2}td:first-child,th:first-child{text-align:left}img{max-width:100%}
 .grid{display:flex;flex-wrap:wrap;gap:12px}.card{width:230px;font-size:13px}pre{background:#f7f7f7;padding:1em;overflow:auto}
-.warn{background:#fff3cd;border:1px solid #e0b100;padding:.5em 1em;margin:.5em 0}.note{color:#555;font-size:13px}"""
+.warn{background:#fff3cd;border:1px solid #e0b100;padding:.5em 1em;margin:.5em 0}.note{color:#555;font-size:13px}
+.summary{border:2px solid #4a6fa5;border-radius:6px;padding:.6em 1.2em;margin:1em 0;background:#f6f9fd}
+.summary table{border:none}.summary td{border:none;padding:2px 10px 2px 0;text-align:left;vertical-align:top}
+.summary td:first-child{font-weight:600;white-space:nowrap}.headline{font-size:1.15em}"""
+SUMMARY_MARK = "<!-- xvhpc: summary -->"
 
 
 def _png(fig: Figure) -> str:
@@ -480,7 +485,8 @@ def stage_figures(run: RunDir, manifest: dict) -> str:
     for p in range(len(run.plan["points"])):
         found = _train_rates(run.root, p)
         if found:
-            rate, wait = f"{found[0]:.1f} images/s per rank (GPU)", f"data wait {found[1]:.1%}"
+            kind = "CPU" if ran_on(run, p)[0].startswith("CPU") else "GPU"
+            rate, wait = f"{found[0]:.1f} images/s per rank ({kind})", f"data wait {found[1]:.1%}"
             rows.append([f"train, point {p}", wait, rate])
         done = read_json(Layout(run.root).eval_dir(p) / "metrics.json", {}) or {}
         if isinstance(done.get("seconds"), int | float):
@@ -496,6 +502,130 @@ def stage_figures(run: RunDir, manifest: dict) -> str:
     return "<h2>Where the time goes</h2>" + _table(["stage", "time", "rate"], rows) + note
 
 
+def ran_on(run: RunDir, point: int) -> tuple[str, str]:
+    """(device, autocast) as training of ``point`` really ran, from what its ranks recorded
+    about themselves, never from the spec: ``amp: true`` on a CPU runs without autocast, and a
+    report that said otherwise (or "GPU" for a CPU rank) misled the reader about the numbers."""
+    from ..runtime.compat import amp_dtype
+    from ..stats.provenance import training_ranks
+
+    ranks = training_ranks(Layout(run.root).train_dir(point))
+    if not ranks:
+        return "not recorded", "not recorded"
+    kinds = sorted({str(r.get("device", "cpu")).split(":")[0] for r in ranks})
+    gpus = sorted({str(r["gpu"]) for r in ranks if r.get("gpu") not in (None, "none")})
+    count = f"{len(ranks)} rank{'s' if len(ranks) != 1 else ''}"
+    device = f"GPU: {', '.join(gpus)} ({count})" if gpus else f"{'/'.join(kinds).upper()} ({count})"
+    dtype = amp_dtype(run.point(point).train.amp, kinds[0])
+    if dtype is None:
+        return device, "no autocast (float32)"
+    name = str(dtype).removeprefix("torch.")
+    return device, f"autocast {name}" + (" with loss scaling" if name == "float16" else "")
+
+
+def leak_note(manifest: dict) -> str:
+    """Identical or near-duplicate images across the split, as a warning when there are any
+    (so the summary counts them); a clean dataset gets one plain line."""
+    leaks = manifest.get("leaks", {})
+    near = (leaks.get("near_duplicates") or {}).get("pairs", 0)
+    if not near and not leaks.get("identical_images_in_train_and_val"):
+        return "<p>No identical or near-duplicate images across the split.</p>"
+    return f"<div class='warn'>⚠ Possible leaks: {near_duplicates_note(manifest)}</div>"
+
+
+WARN_DIV = re.compile(r"""<div class=(["'])warn\1>""")
+
+
+def number_warnings(page: str) -> tuple[str, list[tuple[str, str]]]:
+    """Give every warning box on the page an anchor; return the page and (anchor, first line
+    of text) per warning, so the summary counts them all and links to each, wherever a
+    section put it."""
+    found: list[tuple[str, str]] = []
+
+    def anchor(match: re.Match[str]) -> str:
+        ident = f"warning-{len(found) + 1}"
+        rest = page[match.end() : match.end() + 600]
+        text = html.unescape(re.sub(r"<[^>]+>", " ", rest.split("</div>", 1)[0]))
+        found.append((ident, " ".join(text.replace("⚠", "").split())[:160]))
+        return f'<div class="warn" id="{ident}">'
+
+    return WARN_DIV.sub(anchor, page), found
+
+
+def _headline(metrics: dict, task: str) -> str:
+    """The published model's figures, each with its 95 % interval."""
+    names = LEADERBOARD[task]
+    figures = [f"{label} <b>{_ci(metrics[k])}</b>" for k, label in names.items() if k in metrics]
+    if not figures:
+        return "not evaluated yet"
+    where = metrics.get("data", "validation split")
+    count = metrics.get("samples")
+    return ", ".join(figures) + (f" on {count} images ({html.escape(str(where))})" if count else "")
+
+
+def _data_line(manifest: dict, metrics: dict) -> str:
+    """Images, patients and classes, as the manifest and the evaluation counted them."""
+    if not manifest:
+        return "no manifest yet"
+    before = manifest["counts_before_augmentation"]
+    train, val = sum(before["train"].values()), sum(before["val"].values())
+    unit = metrics.get("bootstrap", {}).get("unit", "image")
+    groups = metrics.get("groups")
+    patients = (
+        f"{groups} patients/groups scored"
+        if groups and unit != "image"
+        else "no patient ids (each image counted as its own patient)"
+    )
+    classes = ", ".join(html.escape(c) for c in manifest["classes"])
+    return (
+        f"{manifest['inputs']} files: {train} training and {val} validation images "
+        f"(before augmentation), {len(manifest['skipped'])} skipped; {patients}; "
+        f"{len(manifest['classes'])} classes: {classes}"
+    )
+
+
+def _decision(metrics: dict, spec: Any) -> str:
+    """The rule the deployed model (serve, export) applies, with the operating point's own
+    figures when one was fitted."""
+    default = "most probable class" if spec.task == "classify" else "the detector's scored boxes"
+    rule = html.escape(metrics.get("decision_rule", default))
+    op = metrics.get("operating_point") or {}
+    if op.get("threshold") is not None:
+        rule += (
+            f"; sensitivity {_ci(op['sensitivity'])}, specificity {_ci(op['specificity'])} "
+            "on the images it was chosen on"
+        )
+    if spec.deploy.threshold:
+        rule += f"; serve answers 'uncertain' below confidence {spec.deploy.threshold}"
+    return rule
+
+
+def summary_section(
+    run: RunDir, manifest: dict, best: int, metrics: dict, warnings: list[tuple[str, str]]
+) -> str:
+    """The first screen: what was trained on what, how good it is (with intervals), what is
+    deployed, where it ran, and how many warnings the page holds (each linked)."""
+    spec = run.spec
+    task = "classification" if spec.task == "classify" else "object detection"
+    device, autocast = ran_on(run, best)
+    if warnings:
+        links = "".join(f"<li><a href='#{a}'>{html.escape(text)}</a></li>" for a, text in warnings)
+        warned = f"<b>{len(warnings)}</b> on this page:<ul style='margin:.2em 0'>{links}</ul>"
+    else:
+        warned = "none"
+    rows = [
+        ("Task", f"{task}, {html.escape(spec.model.arch)} (published: point {best})"),
+        ("Data", _data_line(manifest, metrics)),
+        ("Headline", f"<span class='headline'>{_headline(metrics, spec.task)}</span>"),
+        ("", "<span class='note'>in brackets: 95 % bootstrap intervals</span>"),
+        ("Deployed rule", _decision(metrics, spec)),
+        ("Trained on", f"{html.escape(device)}, {html.escape(autocast)}"),
+        ("Warnings", warned),
+    ]
+    body = "".join(f"<tr><td>{k}</td><td>{v}</td></tr>" for k, v in rows)
+    return f"<div class='summary' id='summary'><h2>Summary</h2><table>{body}</table></div>"
+
+
 def build_report(run: RunDir) -> str:
     import matplotlib
 
@@ -508,6 +638,7 @@ def build_report(run: RunDir) -> str:
     parts.append(
         f"<h1>{html.escape(spec.name)}</h1><p>site {html.escape(run.plan['site'])}, spec hash {html.escape(run.plan['spec_hash'])}</p>"
     )
+    parts.append(SUMMARY_MARK)
     t = spec.train
     parts.append("<h2>Model and hyperparameters</h2>")
     parts.append(
@@ -523,7 +654,8 @@ def build_report(run: RunDir) -> str:
                 ["momentum", t.momentum],
                 ["optimizer", t.optimizer],
                 ["schedule", t.schedule],
-                ["amp", t.amp],
+                ["amp (spec)", t.amp],
+                ["amp (as run)", ran_on(run, best_point(run))[1]],
                 ["image_size", spec.data.image_size],
             ],
         )
@@ -543,8 +675,8 @@ def build_report(run: RunDir) -> str:
         )
         parts.append(
             f"<p>{manifest['inputs']} files found; {len(manifest['skipped'])} skipped; {manifest['leaks']['identical_images_in_train_and_val']} identical image(s) on both sides of the split.</p>"
-            + near_duplicates_note(manifest)
         )
+        parts.append(leak_note(manifest))
         if manifest["skipped"]:
             parts.append(
                 _table(
@@ -612,13 +744,18 @@ def build_report(run: RunDir) -> str:
     parts.append(
         "<h2>Spec</h2><pre>" + html.escape((run.root / "spec.yaml").read_text()) + "</pre>"
     )
-    # lets a headless browser (and the test suite) tell that every embedded image decoded
+    # lets a headless browser (and the test suite) tell that every embedded image decoded and
+    # where the summary ends (it must fit the first screen)
     parts.append(
         "<script>window.addEventListener('load',()=>{const i=[...document.images];"
         "document.body.dataset.images=i.length;document.body.dataset.imagesLoaded="
-        "i.filter(x=>x.complete&&x.naturalWidth>0).length;});</script></body></html>"
+        "i.filter(x=>x.complete&&x.naturalWidth>0).length;const s=document.getElementById("
+        "'summary');if(s){document.body.dataset.summaryBottom=Math.ceil("
+        "s.getBoundingClientRect().bottom+window.scrollY);}});</script></body></html>"
     )
-    return "\n".join(parts)
+    page, warnings = number_warnings("\n".join(parts))
+    summary = summary_section(run, manifest, best, best_metrics, warnings)
+    return page.replace(SUMMARY_MARK, summary, 1)
 
 
 def main(args: argparse.Namespace) -> int:
