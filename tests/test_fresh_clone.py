@@ -71,8 +71,8 @@ def test_a_damaged_openlava_tarball_is_refused(clone: Path, tmp_path: Path) -> N
 
 
 def test_the_suite_collects_in_the_clone_without_the_data(clone: Path) -> None:
-    """``pytest --collect-only`` in the clone: no collection error, the same test count as
-    here, and the X-ray tests skipped with their one-line reason when run."""
+    """``pytest --collect-only`` in the clone: the real X-ray tests listed
+    (no collection error), and the X-ray tests skipped with their one-line reason when run."""
     run = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider"]
     collected = subprocess.run(
         [*run, "--collect-only", "-q"],
@@ -96,3 +96,52 @@ def test_the_suite_collects_in_the_clone_without_the_data(clone: Path) -> None:
     assert skipped.returncode == 0, skipped.stdout[-3000:]
     assert "needs the real chest X-rays" in skipped.stdout
     assert " passed" not in skipped.stdout and " failed" not in skipped.stdout
+
+
+def test_a_wheel_built_from_the_clone_names_its_commit(clone: Path, tmp_path: Path) -> None:
+    """``pip wheel .`` (not editable): the installed package runs from outside any checkout
+    and ``--version`` names the commit it was built from (baked in by setup.py)."""
+    head = subprocess.run(
+        ["git", "-C", str(clone), "rev-parse", "--short=12", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    pip = [sys.executable, "-m", "pip", "-q", "--disable-pip-version-check"]
+    subprocess.run(
+        [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "dist"), "."],
+        cwd=clone,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    (wheel,) = (tmp_path / "dist").glob("xvhpc-*.whl")
+    target = tmp_path / "site"
+    subprocess.run(
+        [*pip, "install", "--no-deps", "--target", str(target), str(wheel)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    run = [sys.executable, "-m", "xvhpc"]
+    where = subprocess.run(
+        [sys.executable, "-c", "import xvhpc; print(xvhpc.__file__)"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert where.stdout.startswith(str(target)), where.stdout + where.stderr
+    version = subprocess.run(
+        [*run, "--version"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert version.stdout.strip() == f"xvhpc 0.1.0 (commit {head})", version
+    ok = subprocess.run(
+        [*run, "validate", str(clone / "jobs" / "demo.yaml")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert ok.returncode == 0, ok.stdout + ok.stderr

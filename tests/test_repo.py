@@ -19,6 +19,7 @@ ALLOWED = {
     "mkdocs.yml",
     "pyproject.toml",
     "scripts",
+    "setup.py",
     "site_configs",
     "tests",
     "third_party",

@@ -291,11 +291,22 @@ def cmd_predict_chunk(args: argparse.Namespace) -> int:
     return main(args)
 
 
+class _Version(argparse.Action):
+    """``--version``: the version and git commit, looked up only when asked (every other
+    command builds this parser too and must not wait for git)."""
+
+    def __init__(self, option_strings: list[str], dest: str, help: str | None = None) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        from . import version_text
+
+        parser.exit(message=f"{parser.prog} {version_text()}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xvhpc", description=__doc__)
-    parser.add_argument(
-        "--version", action="version", version=f"%(prog)s {__import__('xvhpc').__version__}"
-    )
+    parser.add_argument("--version", action=_Version, help="the version and git commit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, func, help: str) -> argparse.ArgumentParser:
