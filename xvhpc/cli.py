@@ -301,7 +301,8 @@ class _Version(argparse.Action):
     def __call__(self, parser, namespace, values, option_string=None) -> None:
         from . import version_text
 
-        parser.exit(message=f"{parser.prog} {version_text()}\n")
+        print(f"{parser.prog} {version_text()}")  # stdout, as argparse's own version action
+        parser.exit()
 
 
 def build_parser() -> argparse.ArgumentParser:
