@@ -21,6 +21,7 @@ from ..data.decode import BadImage, decode
 from ..models.bundle import Bundle, load_bundle, overlay_png
 from ..stats.decision import DecisionError, decide, describe, read_decision
 from .batching import MicroBatcher, forward
+from .limits import FORM_SLACK, UploadCap, keep_uploads_in_memory
 
 
 class Prediction(BaseModel):
@@ -128,6 +129,8 @@ def create_app(
         description=f"{meta['arch']} {'detector' if meta['spec'].get('task') == 'detect' else 'classifier'}: {', '.join(bundle.classes)}",
     )
     limit = int(max_upload_mb * 1024 * 1024)
+    app.add_middleware(UploadCap, limit=limit + FORM_SLACK, shown=f"{max_upload_mb:g} MB")
+    keep_uploads_in_memory(limit + FORM_SLACK)
 
     @app.get("/healthz")
     def healthz() -> dict:
