@@ -86,8 +86,12 @@ def test_sweeps_array_on_slurm_packed_on_summit() -> None:
     summit = rendered(ROOT / "jobs" / "covid_sweep.yaml", "summit")["scripts/train.lsf"]
     assert "#BSUB -nnodes 4" in summit
     assert summit.count("jsrun ") == 1
-    assert 'xvhpc_waves "$first" "$last" 4' in summit
-    assert 'wait "$p"' in summit
+    assert 'xvhpc_pool "$first" "$last" 4' in summit
+    assert "wait -n" in summit  # a slot pool: a freed slot starts the next point (N8)
+    submit = rendered(ROOT / "jobs" / "covid_sweep.yaml", "summit")["scripts/submit.sh"]
+    assert 'bsub -w "ended(${job_train})" < scripts/evaluate.lsf' in submit  # N10
+    slurm_submit = rendered(ROOT / "jobs" / "covid_sweep.yaml", "x86-v100")["scripts/submit.sh"]
+    assert "--dependency=afterany:${job_train}" in slurm_submit
 
 
 def _all_scripts() -> list[tuple[str, str, str, str]]:

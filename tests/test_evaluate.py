@@ -552,3 +552,25 @@ def test_validation_records_get_their_patient_from_the_catalog() -> None:
     groups, unit = split_groups(run, paths, logging.getLogger("test"))
     assert unit == "group"
     assert groups == ["COVID-00018", "COVID-00039c", "image:images/not-listed.jpg"]
+
+
+def test_a_failed_sweep_point_is_listed_and_the_others_are_ranked(
+    tmp_path: Path, demo_data: Path
+) -> None:
+    """Evaluate runs after every point ended (afterany/ended(), issue 22 N10): a point with no
+    model is listed with its cause and the finished one still makes the leaderboard and the
+    published model; evaluate succeeds so that the report follows."""
+    sweep = {"method": "grid", "parameters": {"train.learning_rate": [0.01, 0.02]}}
+    spec = tiny_spec(tmp_path / "spec.yaml", demo_data, sweep=sweep, train={"max_iterations": 4})
+    run = tmp_path / "run"
+    xv("compile", str(spec), "--out", str(run), cwd=tmp_path)
+    xv("ingest", "--run-dir", str(run), "--shard", "all", "--merge")
+    xv("train", "--run-dir", str(run), "--point", "0")  # point 1 never ran (its job failed)
+    proc = xv("evaluate", "--run-dir", str(run), "--all")
+    assert "point 1 not scored: training never started" in proc.stderr
+    board = json.loads((run / "eval" / "leaderboard.json").read_text())
+    assert [r["point"] for r in board["rows"]] == [0]
+    assert [(f["point"], f["cause"].split(" (")[0]) for f in board["failed"]] == [
+        (1, "training never started")
+    ]
+    assert (run / "model" / "meta.json").exists()

@@ -29,6 +29,18 @@ printf '%s\\n' "$(printf '%q ' "$@")|port=${MASTER_PORT:-}" >> "$FAKE_STATE/jsru
 case "${FAKE_MODE:-ok}" in
   ok) exit 0 ;;
   checkpoint) exit 75 ;;
+  marker_137)  # checkpointed, wrote the marker; the launcher then killed the ranks (srun: 137)
+    run_dir=$(sed -n 's/.*--run-dir \\([^ ]*\\).*/\\1/p' <<<"$*")
+    point=$(sed -n 's/.*--point \\([0-9]*\\).*/\\1/p' <<<"$*")
+    echo "{}" > "$run_dir/train/requeue-$point"
+    exit 137 ;;
+  by_point)  # point 0 is slow, point FAKE_FAIL fails, the others end at once
+    point=$(sed -n 's/.*--point \\([0-9]*\\).*/\\1/p' <<<"$*")
+    echo "start $point" >> "$FAKE_STATE/events.log"
+    [ "$point" -eq 0 ] && sleep 3
+    echo "end $point" >> "$FAKE_STATE/events.log"
+    [ "$point" -eq "${FAKE_FAIL:--1}" ] && exit 3
+    exit 0 ;;
   wait_signal)  # a training point: runs until USR1, then checkpoints and exits 75
     trap 'echo "usr1 $$" >> "$FAKE_STATE/signals.log"; exit 75' USR1
     echo started >> "$FAKE_STATE/started.log"
@@ -220,6 +232,41 @@ def test_packed_points_get_own_rendezvous_and_signals_reach_all(tmp_path: Path) 
     assert (tmp_path / "state/brequeue.log").read_text().split() == ["12345[2]"]
     for point in points:
         assert (run / f"train/requeues-{point}").read_text().strip() == "1"
+
+
+def test_a_checkpoint_requeues_even_when_the_launcher_returns_137(tmp_path: Path) -> None:
+    """srun --kill-on-bad-exit (and jsrun) may turn the ranks' exit into 137: the marker rank 0
+    writes after the checkpoint decides (issue 22 N4), for a plain job and for packed points."""
+    run = tmp_path / "run"
+    _compile(_spec(tmp_path), run)
+    env = {**_stand_ins(tmp_path), "LSB_JOBINDEX": "0", "FAKE_MODE": "marker_137"}
+    proc = subprocess.run(["bash", str(run / "scripts/train.lsf")], env=env, capture_output=True)
+    assert proc.returncode == 75, proc.stderr
+    assert (tmp_path / "state/brequeue.log").read_text().split() == ["12345"]
+    assert not (run / "train/requeue-0").exists(), "the marker is consumed"
+    packed = tmp_path / "packed"
+    _compile(_sweep_spec(tmp_path, 4, 4, "01:00:00"), packed)
+    proc = subprocess.run(["bash", str(packed / "scripts/train.lsf")], env=env, capture_output=True)
+    assert proc.returncode == 75, proc.stderr
+    assert (tmp_path / "state/brequeue.log").read_text().split() == ["12345", "12345"]
+
+
+def test_a_freed_slot_starts_the_next_point_and_a_failed_point_stops_no_other(
+    tmp_path: Path,
+) -> None:
+    """Packed points run from a slot pool (N8): while point 0 is still running, points 1..5 go
+    through the other slot; point 2 fails and points 3..5 still run (N10); the job fails at the
+    end, with the failed point named."""
+    run = tmp_path / "run"
+    plan, _ = _compile(_sweep_spec(tmp_path, 6, 2, "00:10:00"), run)
+    assert next(s for s in plan.steps if s.name == "train").pack_jobs == 1  # type: ignore[attr-defined]
+    env = {**_stand_ins(tmp_path), "LSB_JOBINDEX": "0", "FAKE_MODE": "by_point", "FAKE_FAIL": "2"}
+    proc = subprocess.run(["bash", str(run / "scripts/train.lsf")], env=env, capture_output=True)
+    events = (tmp_path / "state/events.log").read_text().split("\n")
+    assert proc.returncode == 1, proc.stderr
+    assert b"point 2 failed (exit 3)" in proc.stderr
+    assert {f"end {p}" for p in range(6)} <= set(events), events
+    assert events.index("start 5") < events.index("end 0"), events
 
 
 def test_debug_queue_forbids_chaining_so_the_pipeline_is_one_allocation(tmp_path: Path) -> None:

@@ -196,7 +196,7 @@ def test_study_compiles_to_trials_slots_array_and_packed_summit(tmp_path: Path) 
     packed = next(s for s in summit.steps if s.name == "train")
     assert packed.packed and packed.array == 8 and packed.per_wave == 4
     lsf = render_plan(summit, load_site("summit"))["scripts/train.lsf"]
-    assert 'xvhpc_waves "$first" "$last" 4' in lsf
+    assert 'xvhpc_pool "$first" "$last" 4' in lsf
     assert 'train --run-dir "$RUN_DIR" --point "$XVHPC_INDEX"' in lsf
 
 
@@ -217,7 +217,7 @@ def test_a_large_study_on_summit_packs_trials_within_the_eligible_job_cap(tmp_pa
     lsf = render_plan(summit, load_site("summit"))["scripts/train.lsf"]
     assert '#BSUB -J "tiny-train[1-8]%4"' in lsf
     assert "#BSUB -nnodes 8" in lsf
-    assert 'xvhpc_waves "$first" "$last" 8' in lsf
+    assert 'xvhpc_pool "$first" "$last" 8' in lsf
     assert 'train --run-dir "$RUN_DIR" --point "$XVHPC_INDEX"' in lsf
     assert "learning_rate" not in lsf
 

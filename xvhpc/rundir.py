@@ -11,6 +11,8 @@ training rank imports it.
       manifest.json  shards/<name>.h5 (+ .json)      ingest output
       train/<point>/ checkpoint.pt progress.json metrics.jsonl model/ ranks/rank-<r>.json
       train/requeues-<point>                         requeue counter (written by the job script)
+      train/requeue-<point>                          "checkpointed, requeue me" (rank 0, after the
+                                                     checkpoint; the job script reads and removes it)
       eval/<point>/metrics.json  eval/leaderboard.json
       model/                                         the published model bundle
       report.html  export/
@@ -25,6 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REQUEUE_EXIT = 75  # EX_TEMPFAIL: the step checkpointed and asks to be requeued
+# set by cluster job scripts: ranks then exit 0 after a requeue checkpoint and the script reads
+# the marker, because a launcher may not pass 75 through (srun --kill-on-bad-exit: 137)
+REQUEUE_MARKER_ENV = "XVHPC_REQUEUE_MARKER"
 WORKER_LOST_EXIT = 4  # ingest: a worker process was killed (complete shards kept)
 BUSY_EXIT = 5  # another xvhpc process holds a lock this step needs (xvhpc/lock.py)
 
@@ -58,6 +63,11 @@ BUNDLE_WEIGHTS = "weights.pt"
 def requeue_counter_shell(index_var: str = "XVHPC_INDEX") -> str:
     """The requeue counter's path as the job script spells it (``$RUN_DIR`` is the run dir)."""
     return f'"$RUN_DIR/{TRAIN}/requeues-${{{index_var}}}"'
+
+
+def requeue_marker_shell(index_var: str = "XVHPC_INDEX") -> str:
+    """The requeue marker's path as the job script spells it."""
+    return f'"$RUN_DIR/{TRAIN}/requeue-${{{index_var}}}"'
 
 
 @dataclass(frozen=True)
@@ -148,6 +158,9 @@ class Layout:
 
     def requeue_counter(self, point: int) -> Path:
         return self.root / TRAIN / f"requeues-{point}"
+
+    def requeue_marker(self, point: int) -> Path:
+        return self.root / TRAIN / f"requeue-{point}"
 
     def eval_dir(self, point: int) -> Path:
         return self.root / EVAL / str(point)

@@ -29,6 +29,9 @@ class Step:
     args: tuple[str, ...]  # xvhpc sub-command and flags; "{index}" marks the array/point index
     walltime: str  # per run of the command (per sweep point when packed)
     after: tuple[str, ...] = ()
+    # True: starts once its predecessors ended, however (Slurm afterany, LSF ended()); evaluate
+    # after a sweep scores the points that finished and lists the failed ones (issue 22 N10)
+    after_ended: bool = False
     array: int = 0  # > 0: run once per index 0..array-1
     max_concurrent: int | None = None  # array slot limit; packed: points per wave
     packed: bool = False  # the array runs as concurrent launcher steps in one allocation
@@ -248,6 +251,7 @@ def build_plan(loaded: LoadedSpec, site: SiteConfig, run_dir: str) -> Plan:
             ("evaluate", "--all"),
             "00:30:00",
             after=("train",),
+            after_ended=train.array > 1,
             gpus_per_node=min(train.gpus_per_node, 1),
             cpus_per_task=min(site.node.cores, 8),
         )

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .. import __version__, rundir
 from ..launchers import LAUNCHERS, Shell, render_tokens
-from ..rundir import requeue_counter_shell
+from ..rundir import REQUEUE_MARKER_ENV, requeue_counter_shell, requeue_marker_shell
 from ..schedulers import REQUEUE_EXIT, get_scheduler
 from ..spec import SiteConfig
 from ..util import write_json_atomic, write_text_atomic
@@ -44,47 +44,73 @@ def step_argv(step: Step, plan: Plan) -> list[str]:
     ]
 
 
-_PACKED_WAVES = r"""xvhpc_waves() {  # run points [$1, $2), $3 at a time; forward signals; 75: requeue me
-  local first=$1 last=$2 width=$3 point=$1 slot p rc requeue=0 fail=0 stop=0
+_PACKED_POOL = r"""xvhpc_start() {  # start point $point on slot $1 (its own rendezvous port) in the background
+  XVHPC_INDEX=$point
+  export MASTER_PORT=$((base_port + 1 + $1))
+  rm -f "$RUN_DIR/TRAIN/requeue-${point}"
+  xvhpc_point &
+  slot_of[$!]=$1
+  point_of[$!]=$point
+  point=$((point + 1))
+}
+xvhpc_pool() {  # points [$1, $2) on $3 slots: a freed slot starts the next point at once
+  local first=$1 last=$2 width=$3 point=$1 slot pid p rc requeue=0 fail=0 stop=0
   local base_port=${MASTER_PORT:-29500}
-  local -a pids=()
-  trap 'stop=1; for p in "${pids[@]}"; do kill -s USR1 "$p" 2>/dev/null || true; done' USR1 USR2
-  trap 'stop=1; for p in "${pids[@]}"; do kill -s TERM "$p" 2>/dev/null || true; done' TERM
-  while [ "$point" -lt "$last" ] && [ "$stop" -eq 0 ]; do
-    pids=()
-    for ((slot = 0; slot < width && point < last; slot++, point++)); do
-      XVHPC_INDEX=$point
-      export MASTER_PORT=$((base_port + 1 + slot))  # each concurrent point its own rendezvous
-      xvhpc_point &
-      pids+=("$!")
-    done
-    for p in "${pids[@]}"; do
-      while :; do
-        wait "$p" && rc=0 || rc=$?
-        kill -0 "$p" 2>/dev/null || break
-      done
-      if [ "$rc" -eq REQUEUE_EXIT ]; then requeue=1; elif [ "$rc" -ne 0 ]; then fail=1; fi
+  local -A slot_of=() point_of=()
+  trap 'stop=1; for pid in "${!slot_of[@]}"; do kill -s USR1 "$pid" 2>/dev/null || true; done' USR1 USR2
+  trap 'stop=1; for pid in "${!slot_of[@]}"; do kill -s TERM "$pid" 2>/dev/null || true; done' TERM
+  for ((slot = 0; slot < width && point < last; slot++)); do xvhpc_start "$slot"; done
+  while [ "${#slot_of[@]}" -gt 0 ]; do
+    wait -n || true  # any point ended, or a signal came
+    for pid in "${!slot_of[@]}"; do
+      kill -0 "$pid" 2>/dev/null && continue
+      wait "$pid" && rc=0 || rc=$?
+      slot=${slot_of[$pid]}
+      p=${point_of[$pid]}
+      unset "slot_of[$pid]" "point_of[$pid]"
+      if [ -e "$RUN_DIR/TRAIN/requeue-${p}" ] || [ "$rc" -eq REQUEUE_EXIT ]; then
+        rm -f "$RUN_DIR/TRAIN/requeue-${p}"
+        requeue=1
+      elif [ "$rc" -ne 0 ]; then
+        echo "xvhpc: point ${p} failed (exit ${rc}); the other points go on" >&2
+        fail=1
+      fi
+      if [ "$stop" -eq 0 ] && [ "$point" -lt "$last" ]; then xvhpc_start "$slot"; fi
     done
   done
   trap - USR1 USR2 TERM
-  [ "$fail" -eq 0 ] || return 1
   if [ "$requeue" -eq 1 ] || [ "$point" -lt "$last" ]; then return REQUEUE_EXIT; fi
+  [ "$fail" -eq 0 ] || return 1
   return 0
-}""".replace("REQUEUE_EXIT", str(REQUEUE_EXIT))
+}""".replace("REQUEUE_EXIT", str(REQUEUE_EXIT)).replace("TRAIN", rundir.TRAIN)
 
 
 def _requeue_block(
-    site: SiteConfig, plan: Plan, run: str, counter: str, then: tuple[str, ...] = ()
+    site: SiteConfig,
+    plan: Plan,
+    run: str,
+    index_var: str = "XVHPC_INDEX",
+    then: tuple[str, ...] = (),
+    packed: bool = False,
 ) -> list[str]:
-    """Run ``run`` into ``$rc``; on exit 75 (checkpointed) requeue the job, at most
-    ``train.max_requeues`` times, counting in ``counter``."""
+    """Run ``run`` into ``$rc``; when it checkpointed (rank 0's marker, or exit 75) requeue the
+    job, at most ``train.max_requeues`` times, counting in point ``$index_var``'s counter. The
+    marker decides, not the exit code: srun --kill-on-bad-exit turns 75 into 137 (issue 22 N4);
+    a packed pool reads each point's marker itself."""
     scheduler = get_scheduler(site.scheduler)
     spec_max = plan.max_requeues
+    marker = requeue_marker_shell(index_var)
     return [
         "rc=0",
+        *([f"rm -f {marker}"] if not packed else []),
         f"{run} || rc=$?",
+        *(
+            [f"if [ -e {marker} ]; then rc={REQUEUE_EXIT}; rm -f {marker}; fi"]
+            if not packed
+            else []
+        ),
         f'if [ "$rc" -eq {REQUEUE_EXIT} ]; then  # checkpointed on a walltime/preemption signal',
-        f"  count_file={counter}",
+        f"  count_file={requeue_counter_shell(index_var)}",
         '  count=$(cat "$count_file" 2>/dev/null || echo 0)',
         f'  if [ "$count" -lt {spec_max} ]; then',
         '    echo $((count + 1)) > "$count_file"',
@@ -108,25 +134,24 @@ def _command(step: Step, site: SiteConfig, plan: Plan) -> str:
 
 
 def _packed(step: Step, site: SiteConfig, plan: Plan) -> list[str]:
-    """Sweep points as waves of concurrent launcher steps; leaves the outcome in ``$rc``."""
+    """Sweep points from a pool of concurrent launcher steps; leaves the outcome in ``$rc``."""
     per_job = step.per_wave * step.waves
-    run = f'xvhpc_waves "$first" "$last" {step.per_wave}'
+    run = f'xvhpc_pool "$first" "$last" {step.per_wave}'
     lines = [
         f"# {step.array} sweep points packed: {step.per_wave} at a time on {step.nodes} node(s)"
-        f" each, {step.waves} wave(s) per job, {step.pack_jobs} job(s)",
+        f" each, {per_job} per job, {step.pack_jobs} job(s)",
         f"xvhpc_point() {{ exec {_command(step, site, plan)}; }}",
-        _PACKED_WAVES,
+        _PACKED_POOL,
         f"first=$(( ${{XVHPC_INDEX:-0}} * {per_job} ))",
         f"last=$(( first + {per_job} < {step.array} ? first + {per_job} : {step.array} ))",
     ]
     if not step.requeue:
         return [*lines, "rc=0", f"{run} || rc=$?"]
-    counter = requeue_counter_shell("first")
     share = (  # every point of this job shows the count in `xvhpc status`
         "for ((i = first + 1; i < last; i++)); do "
-        f"cp -f {counter} {requeue_counter_shell('i')}; done",
+        f"cp -f {requeue_counter_shell('first')} {requeue_counter_shell('i')}; done",
     )
-    return [*lines, *_requeue_block(site, plan, run, counter, share)]
+    return [*lines, *_requeue_block(site, plan, run, "first", share, packed=True)]
 
 
 def _plain(step: Step, site: SiteConfig, plan: Plan, native_arrays: bool) -> list[str]:
@@ -139,10 +164,18 @@ def _plain(step: Step, site: SiteConfig, plan: Plan, native_arrays: bool) -> lis
         head = [f"for XVHPC_INDEX in $(seq 0 {step.array - 1}); do"]
         if not step.requeue:
             return [*head, f"  {command}", "done"]
-        block = _requeue_block(site, plan, f"xvhpc_run {command}", requeue_counter_shell())
-        return [*head, *block, '  [ "$rc" -eq 0 ] || break', "done"]
+        block = _requeue_block(site, plan, f"xvhpc_run {command}")
+        return [
+            "failed_points=0",
+            *head,
+            *(f"  {line}" for line in block),
+            f'  [ "$rc" -ne {REQUEUE_EXIT} ] || break  # requeued: the rest run after it',
+            '  [ "$rc" -eq 0 ] || { failed_points=$rc; echo "xvhpc: point $XVHPC_INDEX failed (exit $rc); the other points go on" >&2; }',
+            "done",
+            f'[ "$rc" -eq {REQUEUE_EXIT} ] || rc=$failed_points',
+        ]
     if step.requeue:
-        return _requeue_block(site, plan, f"xvhpc_run {command}", requeue_counter_shell())
+        return _requeue_block(site, plan, f"xvhpc_run {command}")
     return [command]
 
 
@@ -173,17 +206,25 @@ def body(step: Step, plan: Plan, site: SiteConfig) -> list[str]:
     native = get_scheduler(site.scheduler).native_arrays
     steps = step.stages or (step,)
     requeue = any(s.requeue for s in steps)
-    lines = [_RUN_WITH_SIGNALS] if requeue else []
+    lines = [f"export {REQUEUE_MARKER_ENV}=1", _RUN_WITH_SIGNALS] if requeue else []
     if step.stages:
         lines.append(f"# single allocation: {' -> '.join(s.name for s in steps)}")
-    for s in steps:
+    for s, following in zip(steps, [*steps[1:], None], strict=True):
         if step.stages:
             lines += [f"# -- {s.name}", "XVHPC_INDEX=0"]
         if s.stage_data and plan.stage_dir:
             lines += _stage(s, site, plan)
         lines += _plain(s, site, plan, native and not step.stages)
-        if s.requeue or (s.packed and s.array):
+        if following is not None and following.after_ended:  # score the points that finished
+            lines += [
+                f'[ "$rc" -ne {REQUEUE_EXIT} ] || exit "$rc"',
+                f'[ "$rc" -eq 0 ] || {{ failed=$rc; echo "xvhpc: {s.name} failed in part (exit $rc);'
+                f' {following.name} goes on with what finished" >&2; }}',
+            ]
+        elif s.requeue or (s.packed and s.array):
             lines.append('[ "$rc" -eq 0 ] || exit "$rc"')
+    if any(s.after_ended for s in steps[1:]):
+        lines.append('exit "${failed:-0}"')
     return lines
 
 
@@ -224,7 +265,8 @@ def submit_script(plan: Plan, site: SiteConfig) -> str:
     for step in plan.steps:
         var = f"job_{step.name}"
         script = f"{rundir.SCRIPTS}/{step.name}{scheduler.suffix}"
-        lines += scheduler.submit_shell(var, script, [f"job_{a}" for a in step.after])
+        after = [f"job_{a}" for a in step.after]
+        lines += scheduler.submit_shell(var, script, after, step.after_ended)
         if not scheduler.runs_here:
             lines.append(f'echo "{step.name}: ${{{var}}}"')
     return "\n".join(lines) + "\n"

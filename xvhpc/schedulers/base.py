@@ -62,11 +62,16 @@ class Scheduler:
         """Shell that requeues the running job (empty: cannot)."""
         return ""
 
-    def submit_argv(self, script: str, after: list[str]) -> tuple[list[str], bool]:
-        """argv that submits ``script`` after job ids ``after``; True when the script goes on stdin."""
+    def submit_argv(
+        self, script: str, after: list[str], ended: bool = False
+    ) -> tuple[list[str], bool]:
+        """argv that submits ``script`` after job ids ``after`` (succeeded; ``ended``: ended in
+        any state); True when the script goes on stdin."""
         raise NotImplementedError
 
-    def submit_shell(self, var: str, script: str, after_vars: list[str]) -> list[str]:
+    def submit_shell(
+        self, var: str, script: str, after_vars: list[str], ended: bool = False
+    ) -> list[str]:
         """Lines of the hand-run ``submit.sh`` that submit ``script`` and set ``$var`` to its id."""
         raise NotImplementedError
 

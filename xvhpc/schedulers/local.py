@@ -17,10 +17,14 @@ class LocalScheduler(Scheduler):
     def directives(self, step: Step, plan: Plan, site: SiteConfig) -> list[str]:
         return [f"# xvhpc local step {step.name}: runs on this machine, no scheduler"]
 
-    def submit_argv(self, script: str, after: list[str]) -> tuple[list[str], bool]:
+    def submit_argv(
+        self, script: str, after: list[str], ended: bool = False
+    ) -> tuple[list[str], bool]:
         return ["bash", script], False
 
-    def submit_shell(self, var: str, script: str, after_vars: list[str]) -> list[str]:
+    def submit_shell(
+        self, var: str, script: str, after_vars: list[str], ended: bool = False
+    ) -> list[str]:
         return [shell_join(["bash", script])]
 
     def parse_job_id(self, stdout: str) -> str:

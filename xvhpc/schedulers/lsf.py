@@ -45,6 +45,16 @@ REQUEUE = (
 )
 
 
+def lsf_dependency(after: list[str], ended: bool, immediate: bool) -> list[str]:
+    """``-w "done(A) && done(B)"`` (or ``ended()``: any end state). ``-ti`` (CSM and real LSF)
+    ends a job whose ``done()`` can never hold at once, instead of leaving it pending."""
+    if not after:
+        return []
+    test = "ended" if ended else "done"
+    argv = ["-w", " && ".join(f"{test}({j})" for j in after)]
+    return [*argv, "-ti"] if immediate and not ended else argv
+
+
 def bsub_walltime(seconds: int) -> str:
     """``-W`` takes [HH:]MM; round up to whole minutes."""
     minutes = math.ceil(seconds / 60)
@@ -124,14 +134,15 @@ class LsfScheduler(Scheduler):
     def requeue_command(self) -> str:
         return REQUEUE
 
-    def submit_argv(self, script: str, after: list[str]) -> tuple[list[str], bool]:
-        argv = ["bsub"]
-        if after:
-            argv += ["-w", " && ".join(f"done({j})" for j in after), "-ti"]
-        return argv, True
+    def submit_argv(
+        self, script: str, after: list[str], ended: bool = False
+    ) -> tuple[list[str], bool]:
+        return ["bsub", *lsf_dependency(after, ended, immediate=True)], True
 
-    def submit_shell(self, var: str, script: str, after_vars: list[str]) -> list[str]:
-        argv, _ = self.submit_argv(script, [f"${{{v}}}" for v in after_vars])
+    def submit_shell(
+        self, var: str, script: str, after_vars: list[str], ended: bool = False
+    ) -> list[str]:
+        argv, _ = self.submit_argv(script, [f"${{{v}}}" for v in after_vars], ended)
         return [
             f"{var}=$({shell_join(argv)} < {shell_join([script])}"
             " | sed -n 's/^Job <\\([0-9]*\\)>.*/\\1/p')"

@@ -24,7 +24,7 @@ from ..plan.model import Step
 from ..spec import SiteConfig
 from .base import FINAL_BAD, SCHEDULERS
 from .commands import CommandRunner, SchedulerCommandError
-from .lsf import STATES, LsfScheduler, job_key
+from .lsf import STATES, LsfScheduler, job_key, lsf_dependency
 
 NOT_FOUND = re.compile(r"Job <(\d+(?:\[\d+\])?)> is not found")
 ROW_ID = re.compile(r"^(\d+)(?:\[(\d+)\])?$")
@@ -51,11 +51,10 @@ class LsfClassicScheduler(LsfScheduler):
         """Rerunnable only: the warning is LSF's SIGUSR2 at the run limit (no ``-wa``/``-wt``)."""
         return ["#BSUB -r"]
 
-    def submit_argv(self, script: str, after: list[str]) -> tuple[list[str], bool]:
-        argv = ["bsub"]
-        if after:
-            argv += ["-w", " && ".join(f"done({j})" for j in after)]
-        return argv, True
+    def submit_argv(
+        self, script: str, after: list[str], ended: bool = False
+    ) -> tuple[list[str], bool]:
+        return ["bsub", *lsf_dependency(after, ended, immediate=False)], True
 
     # -- parsing and queries ------------------------------------------------------------------
     def query_states(self, job_ids: list[str], runner: CommandRunner) -> dict[str, str]:

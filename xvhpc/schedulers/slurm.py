@@ -75,14 +75,19 @@ class SlurmScheduler(Scheduler):
     def requeue_command(self) -> str:
         return 'scontrol requeue "${SLURM_ARRAY_JOB_ID:-$SLURM_JOB_ID}${SLURM_ARRAY_TASK_ID:+_$SLURM_ARRAY_TASK_ID}"'
 
-    def submit_argv(self, script: str, after: list[str]) -> tuple[list[str], bool]:
+    def submit_argv(
+        self, script: str, after: list[str], ended: bool = False
+    ) -> tuple[list[str], bool]:
         argv = ["sbatch", "--parsable"]
         if after:
-            argv += ["--kill-on-invalid-dep=yes", "--dependency=afterok:" + ":".join(after)]
+            kind = "afterany" if ended else "afterok"
+            argv += ["--kill-on-invalid-dep=yes", f"--dependency={kind}:" + ":".join(after)]
         return [*argv, script], False
 
-    def submit_shell(self, var: str, script: str, after_vars: list[str]) -> list[str]:
-        argv, _ = self.submit_argv(script, [f"${{{v}}}" for v in after_vars])
+    def submit_shell(
+        self, var: str, script: str, after_vars: list[str], ended: bool = False
+    ) -> list[str]:
+        argv, _ = self.submit_argv(script, [f"${{{v}}}" for v in after_vars], ended)
         return [f"{var}=$({shell_join(argv)})", f'{var}="${{{var}%%;*}}"']
 
     def parse_job_id(self, stdout: str) -> str:

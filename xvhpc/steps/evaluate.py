@@ -311,7 +311,29 @@ def _show(entry: dict) -> str:
     return f"{entry['value']:.3f} [95% CI {entry['ci_low']:.3f}–{entry['ci_high']:.3f}]"
 
 
-def leaderboard(run: RunDir, results: dict[int, dict]) -> list[dict]:
+def failed_points(run: RunDir, points: list[int], results: dict[int, dict]) -> list[dict]:
+    """The points evaluate could not score, each with why (from its progress record): a sweep
+    whose point failed still ranks the others (issue 22 N10)."""
+    layout = Layout(run.root)
+    failed = []
+    for p in points:
+        if p in results:
+            continue
+        progress = read_json(layout.progress(p), {}) or {}
+        if not progress:
+            cause = "training never started (see the train job's log)"
+        else:
+            cause = (
+                f"training ended {progress.get('state', 'unfinished')} at iteration "
+                f"{progress.get('iteration', '?')} with no model (see logs/train-*)"
+            )
+        failed.append({"point": p, "params": run.plan["points"][p], "cause": cause})
+    return failed
+
+
+def leaderboard(
+    run: RunDir, results: dict[int, dict], failed: list[dict] | None = None
+) -> list[dict]:
     """Sweep points ranked by evaluate.rank_by (best first); the best one becomes RUN_DIR/model.
 
     Rows hold plain point estimates (what `xvhpc status` prints) and their intervals in ``ci``."""
@@ -333,7 +355,9 @@ def leaderboard(run: RunDir, results: dict[int, dict]) -> list[dict]:
     if crossval.pooling(run.spec):  # one row per sweep point, not one per fold
         rows = [r for r in rows if r["point"] in results]
     rows.sort(key=lambda r: (-(r[key] if r[key] is not None else -1), r["point"]))
-    write_json_atomic(Layout(run.root).leaderboard, {"rank_by": key, "rows": rows})
+    write_json_atomic(
+        Layout(run.root).leaderboard, {"rank_by": key, "rows": rows, "failed": failed or []}
+    )
     if rows:
         publish_model(run, rows[0]["point"])
     return rows
@@ -403,8 +427,11 @@ def main(args: argparse.Namespace) -> int:
     if not results:
         print("xvhpc: error: no trained model to evaluate", file=sys.stderr)
         return 1
+    failed = failed_points(run, points, results)
+    for f in failed:
+        log.warning("point %d not scored: %s", f["point"], f["cause"])
     if args.all and not args.data:
-        rows = leaderboard(run, ranked)
+        rows = leaderboard(run, ranked, failed)
         for r in rows:
             log.info(
                 "leaderboard: point %d %s %s=%.3f",
@@ -415,4 +442,5 @@ def main(args: argparse.Namespace) -> int:
             )
     if not args.data and (args.all or not crossval.pooling(run.spec)):
         sync_published_decision(run, [*results, *ranked], log)
-    return 0 if len(results) == len(points) else 1
+    # --all: the points that finished are ranked, the failed ones listed; the report goes on
+    return 0 if args.all or not failed else 1

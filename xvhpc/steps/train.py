@@ -43,7 +43,7 @@ from ..models.bundle import publish_model, save_bundle
 from ..models.safeload import UnloadableFile
 from ..models.weights import MissingWeights
 from ..models.zoo import build_model
-from ..rundir import REQUEUE_EXIT, Layout
+from ..rundir import REQUEUE_EXIT, REQUEUE_MARKER_ENV, Layout
 from ..runtime import compat, stopsignals
 from ..runtime.checkpoint import load_checkpoint, restore_rng, save_checkpoint
 from ..runtime.distributed import Context, all_reduce_sum, any_rank, setup, teardown
@@ -448,6 +448,8 @@ def checkpoint_or_requeue(
             progress,
             {**(read_json(progress) or {}), "state": "checkpointed", "iteration": pos.iteration},
         )
+        # written last: the job script requeues on it whatever exit code the launcher returns
+        write_json_atomic(job.layout.requeue_marker(job.point), {"iteration": pos.iteration})
     return REQUEUE_EXIT
 
 
@@ -660,7 +662,10 @@ def main(args: argparse.Namespace) -> int:
         if tracker.finished:
             log.info("slot %d: trial already finished; nothing to train", args.point)
             return 0
-        return train(run, args.point, tracker.spec, ctx, log, args.max_iterations, tracker)
+        code = train(run, args.point, tracker.spec, ctx, log, args.max_iterations, tracker)
+        if code == REQUEUE_EXIT and os.environ.get(REQUEUE_MARKER_ENV) == "1":
+            return 0  # the marker says it; a 75 could make the launcher kill ranks still saving
+        return code
     except (MissingWeights, TrainError, UnloadableFile) as exc:
         print(f"xvhpc: error: {exc}", file=sys.stderr)
         return 2

@@ -90,7 +90,7 @@ def submit_plan(
     for step in plan.steps:
         script = f"{SCRIPTS}/{step.name}{scheduler.suffix}"
         after = [ids.get(a, f"<{a}>") for a in step.after]
-        argv, stdin = scheduler.submit_argv(script, after)
+        argv, stdin = scheduler.submit_argv(script, after, step.after_ended)
         shown = shlex.join(argv) + (f" < {script}" if stdin else "")
         if dry_run:
             print(shown)

@@ -11,7 +11,7 @@ echo "merge: ${job_merge}"
 job_train=$(sbatch --parsable --kill-on-invalid-dep=yes "--dependency=afterok:${job_merge}" scripts/train.sbatch)
 job_train="${job_train%%;*}"
 echo "train: ${job_train}"
-job_evaluate=$(sbatch --parsable --kill-on-invalid-dep=yes "--dependency=afterok:${job_train}" scripts/evaluate.sbatch)
+job_evaluate=$(sbatch --parsable --kill-on-invalid-dep=yes "--dependency=afterany:${job_train}" scripts/evaluate.sbatch)
 job_evaluate="${job_evaluate%%;*}"
 echo "evaluate: ${job_evaluate}"
 job_report=$(sbatch --parsable --kill-on-invalid-dep=yes "--dependency=afterok:${job_evaluate}" scripts/report.sbatch)
