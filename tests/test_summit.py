@@ -47,6 +47,23 @@ case "${FAKE_MODE:-ok}" in
     while :; do sleep 0.1; done ;;
 esac
 """
+# Stand-in bsub/bjobs (LSF 10.1 output forms): ids from 1001; every job DONE except those in
+# FAKE_PURGED, which bjobs no longer knows (exit 255, "Job <ID> is not found", CLEAN_PERIOD).
+FAKE_BSUB = """#!/bin/bash
+n=$(cat "$FAKE_STATE/next" 2>/dev/null || echo 1001)
+echo $((n + 1)) > "$FAKE_STATE/next"
+echo "Job <$n> is submitted to queue <batch>."
+"""
+FAKE_BJOBS = """#!/bin/bash
+recs=(); gone=0
+for a in "$@"; do
+  [[ $a =~ ^[0-9]+$ ]] || continue
+  if [[ " ${FAKE_PURGED:-} " == *" $a "* ]]; then echo "Job <$a> is not found" >&2; gone=1; continue; fi
+  recs+=("{\\"JOBID\\":\\"$a\\",\\"JOBINDEX\\":\\"0\\",\\"STAT\\":\\"DONE\\",\\"EXIT_CODE\\":\\"\\"}")
+done
+echo "{\\"RECORDS\\":[$(IFS=,; echo "${recs[*]}")]}"
+exit $((gone ? 255 : 0))
+"""
 FAKE_RECORD = """#!/bin/bash
 printf '%s\\n' "$*" >> "$FAKE_STATE/$(basename "$0").log"
 """
@@ -59,6 +76,8 @@ def _stand_ins(tmp_path: Path) -> dict[str, str]:
     fakes = {
         "jsrun": FAKE_JSRUN,
         "brequeue": FAKE_RECORD,
+        "bsub": FAKE_BSUB,
+        "bjobs": FAKE_BJOBS,
         "module": FAKE_RECORD,
         "conda": FAKE_RECORD,
     }
@@ -267,6 +286,46 @@ def test_a_freed_slot_starts_the_next_point_and_a_failed_point_stops_no_other(
     assert b"point 2 failed (exit 3)" in proc.stderr
     assert {f"end {p}" for p in range(6)} <= set(events), events
     assert events.index("start 5") < events.index("end 0"), events
+
+
+def test_the_sites_python_wins_over_the_submitting_one(tmp_path: Path) -> None:
+    """A torch-free login venv that submits must not become the compute nodes' Python (N14)."""
+    run = tmp_path / "run"
+    _, files = _compile(_spec(tmp_path), run)
+    assert "XVHPC_PY=/ccs/proj/abc123/xvhpc-opence/bin/python\n" in files["scripts/train.lsf"]
+    assert "XVHPC_PYTHON" not in files["scripts/train.lsf"]
+    _, slurm = _compile(_spec(tmp_path), tmp_path / "r2", site="x86-v100")  # no env.python
+    assert 'XVHPC_PY="${XVHPC_PYTHON:-python3}"' in slurm["scripts/train.sbatch"]
+
+
+def test_evaluate_and_report_walltimes_come_from_the_spec(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    spec = _spec(tmp_path, evaluate_walltime="01:30:00", report_walltime="00:20:00")
+    _, files = _compile(spec, run)
+    assert "#BSUB -W 1:30" in files["scripts/evaluate.lsf"]  # N11: not a fixed 30 min
+    assert "#BSUB -W 0:20" in files["scripts/report.lsf"]
+
+
+def test_status_of_a_finished_packed_sweep_and_of_purged_jobs(tmp_path: Path) -> None:
+    """A packed sweep is one plain LSF job: all DONE is COMPLETED, not CANCELLED (N3). A job
+    LSF purged after CLEAN_PERIOD is PURGED: status works, and a resubmit is not refused (N15)."""
+    run = tmp_path / "run"
+    spec = _sweep_spec(tmp_path, 4, 4, "01:00:00")
+    env = _stand_ins(tmp_path)
+    xv("submit", str(spec), "--site", "summit", "--out", str(run), env=env)
+    states = json.loads(xv("status", str(run), "--json", env=env).stdout)
+    assert {n: s["state"] for n, s in states.items()} == dict.fromkeys(
+        ("ingest", "train", "evaluate", "report"), "COMPLETED"
+    )
+    purged = {**env, "FAKE_PURGED": "1001 1002"}  # ingest and train forgotten
+    states = json.loads(xv("status", str(run), "--json", env=purged).stdout)
+    assert [states[n]["state"] for n in ("ingest", "train", "evaluate")] == [
+        "PURGED",
+        "PURGED",
+        "COMPLETED",
+    ]
+    again = xv("submit", str(spec), "--site", "summit", "--out", str(run), env=purged)
+    assert "submitted 4 jobs" in again.stdout
 
 
 def test_debug_queue_forbids_chaining_so_the_pipeline_is_one_allocation(tmp_path: Path) -> None:

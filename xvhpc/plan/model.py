@@ -249,14 +249,16 @@ def build_plan(loaded: LoadedSpec, site: SiteConfig, run_dir: str) -> Plan:
         Step(
             "evaluate",
             ("evaluate", "--all"),
-            "00:30:00",
+            spec.resources.evaluate_walltime,
             after=("train",),
             after_ended=train.array > 1,
             gpus_per_node=min(train.gpus_per_node, 1),
             cpus_per_task=min(site.node.cores, 8),
         )
     )
-    plan.steps.append(Step("report", ("report",), "00:15:00", after=("evaluate",)))
+    plan.steps.append(
+        Step("report", ("report",), spec.resources.report_walltime, after=("evaluate",))
+    )
     single = res.single_allocation
     if single is None:
         single = queue is not None and not queue.chaining

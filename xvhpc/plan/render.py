@@ -245,7 +245,10 @@ def render_step(step: Step, plan: Plan, site: SiteConfig) -> str:
     if setup:  # Lmod and `conda activate` read unset variables (conda#8186)
         lines += ["set +u", *setup, "set -u"]
     lines += [f"export {k}={shlex.quote(v)}" for k, v in sorted(env.variables.items())]
-    lines.append(f'XVHPC_PY="${{XVHPC_PYTHON:-{env.python}}}"')
+    if "python" in env.model_fields_set:  # the site's environment wins over the submitter's (N14)
+        lines.append(f"XVHPC_PY={shlex.quote(env.python)}")
+    else:  # the Python that submitted (xvhpc submit exports it), else the site's default
+        lines.append(f'XVHPC_PY="${{XVHPC_PYTHON:-{env.python}}}"')
     if "{index}" in step.args:
         lines.append("XVHPC_INDEX=0")
     lines += scheduler.prologue(step, site)

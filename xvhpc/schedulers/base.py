@@ -17,10 +17,20 @@ from ..rundir import REQUEUE_EXIT
 from ..spec import SiteConfig
 from .commands import CommandRunner
 
-__all__ = ["FINAL_BAD", "FINAL_OK", "REQUEUE_EXIT", "SCHEDULERS", "Scheduler", "shell_join"]
+__all__ = [
+    "FINAL_BAD",
+    "FINAL_OK",
+    "PURGED",
+    "REQUEUE_EXIT",
+    "SCHEDULERS",
+    "Scheduler",
+    "shell_join",
+]
 
 # Normalised job states every scheduler maps its own onto (Slurm's names).
 FINAL_OK = frozenset({"COMPLETED"})
+# ended long ago and forgotten by the scheduler (LSF CLEAN_PERIOD): final, its outcome unknown
+PURGED = "PURGED"
 FINAL_BAD = frozenset(
     {
         "FAILED",

@@ -11,11 +11,16 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from ..plan.model import Plan, Step
 from ..spec import SiteConfig
-from .base import SCHEDULERS, Scheduler, shell_join
-from .commands import CommandRunner
+from .base import PURGED, SCHEDULERS, Scheduler, shell_join
+from .commands import CommandRunner, SchedulerCommandError
+
+Parsed = TypeVar("Parsed", bound=dict[str, Any])
+NOT_FOUND = re.compile(r"Job <(\d+(?:\[\d+\])?)> is not found")
 
 STATES = {
     "PEND": "PENDING",
@@ -155,15 +160,35 @@ class LsfScheduler(Scheduler):
             raise ValueError(f"bsub printed no job id: {stdout!r}")
         return match.group(1)
 
-    def query_states(self, job_ids: list[str], runner: CommandRunner) -> dict[str, str]:
-        """One ``bjobs -o ... -json`` call; ``jobindex`` tells array elements apart."""
-        out = runner.run(["bjobs", "-a", "-o", "jobid jobindex stat exit_code", "-json", *job_ids])
+    def _bjobs(
+        self,
+        options: list[str],
+        job_ids: list[str],
+        runner: CommandRunner,
+        parse: Callable[[str], Parsed],
+    ) -> tuple[Parsed, set[str]]:
+        """Parsed ``bjobs OPTIONS IDS`` and the ids LSF no longer knows. bjobs exits 255 when an
+        id is unknown (purged after CLEAN_PERIOD): those are set apart and the rest asked again
+        (issue 22 N15: a purged job must not break status or count as live)."""
         try:
-            records = json.loads(out).get("RECORDS", [])
-        except (json.JSONDecodeError, AttributeError) as exc:
-            raise ValueError(f"bjobs printed no JSON: {out[:200]!r}") from exc
-        states = {}
-        for record in records:
+            return parse(runner.run(["bjobs", *options, *job_ids])), set()
+        except SchedulerCommandError as exc:
+            gone = set(NOT_FOUND.findall(str(exc)))
+            rest = [j for j in job_ids if j not in gone]
+            if not gone or rest == job_ids:
+                raise
+            return (parse(runner.run(["bjobs", *options, *rest])) if rest else parse("")), gone
+
+    def query_states(self, job_ids: list[str], runner: CommandRunner) -> dict[str, str]:
+        """One ``bjobs -o ... -json`` call; ``jobindex`` tells array elements apart; a purged
+        job (an error record or exit 255 "is not found") is PURGED, not unknown."""
+        options = ["-a", "-o", "jobid jobindex stat exit_code", "-json"]
+        records, gone = self._bjobs(options, job_ids, runner, parse_bjobs_json)
+        states = dict.fromkeys(gone, PURGED)
+        for record in records["RECORDS"]:
+            if "is not found" in str(record.get("ERROR", "")):
+                states.update(dict.fromkeys(NOT_FOUND.findall(record["ERROR"]), PURGED))
+                continue
             job = str(record.get("JOBID", ""))
             index = record.get("JOBINDEX")
             if "[" in job:  # some versions spell elements 123[2] in JOBID itself
@@ -189,3 +214,15 @@ class LsfScheduler(Scheduler):
                 if r.get("JOB_DESCRIPTION") == tag
             }
         )
+
+
+def parse_bjobs_json(out: str) -> dict[str, Any]:
+    """``bjobs -json`` output as ``{"RECORDS": [...]}`` (nothing asked: no records)."""
+    if not out.strip():
+        return {"RECORDS": []}
+    try:
+        data = json.loads(out)
+        records = data.get("RECORDS", [])
+    except (json.JSONDecodeError, AttributeError) as exc:
+        raise ValueError(f"bjobs printed no JSON: {out[:200]!r}") from exc
+    return {"RECORDS": [r for r in records if isinstance(r, dict)]}

@@ -17,16 +17,13 @@ from the CSM dialect, and why:
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from typing import Any
 
 from ..plan.model import Step
 from ..spec import SiteConfig
-from .base import FINAL_BAD, SCHEDULERS
+from .base import FINAL_BAD, PURGED, SCHEDULERS
 from .commands import CommandRunner, SchedulerCommandError
 from .lsf import STATES, LsfScheduler, job_key, lsf_dependency
 
-NOT_FOUND = re.compile(r"Job <(\d+(?:\[\d+\])?)> is not found")
 ROW_ID = re.compile(r"^(\d+)(?:\[(\d+)\])?$")
 NAME_INDEX = re.compile(r"\[(\d+)\]$")
 NEVER_SATISFIED = "never satisfied"  # "Dependency condition invalid or never satisfied"
@@ -62,8 +59,9 @@ class LsfClassicScheduler(LsfScheduler):
 
         A pending job is never satisfied when LSF says so, or when it waits on ``done()`` of a job
         that failed or is itself never satisfied (LSF reports only the first link of a chain)."""
-        rows = self._bjobs(["-a", "-w"], job_ids, runner, parse_bjobs)
+        rows, gone = self._bjobs(["-a", "-w"], job_ids, runner, parse_bjobs)
         states = {key: STATES.get(stat, stat or "UNKNOWN") for key, (stat, _) in rows.items()}
+        states.update(dict.fromkeys(gone, PURGED))
         pending = sorted({key.split("_")[0] for key, s in states.items() if s == "PENDING"})
         if not pending:
             return states
@@ -71,7 +69,7 @@ class LsfClassicScheduler(LsfScheduler):
             key: (condition, reasons)
             for key, (stat, condition, reasons) in self._bjobs(
                 ["-l"], pending, runner, parse_bjobs_long
-            ).items()
+            )[0].items()
             if stat == "PEND" and states.get(key) == "PENDING"
         }
         changed = True
@@ -84,24 +82,6 @@ class LsfClassicScheduler(LsfScheduler):
                     states[key] = "DEPENDENCY_NEVER_SATISFIED"
                     changed = True
         return states
-
-    def _bjobs(
-        self,
-        options: list[str],
-        job_ids: list[str],
-        runner: CommandRunner,
-        parse: Callable[[str], dict[str, Any]],
-    ) -> dict[str, Any]:
-        """Parsed ``bjobs OPTIONS IDS``. bjobs exits 255 when an id is unknown (purged after
-        CLEAN_PERIOD); those ids are dropped (their state is then UNKNOWN) and the rest asked again."""
-        try:
-            return parse(runner.run(["bjobs", *options, *job_ids]))
-        except SchedulerCommandError as exc:
-            gone = set(NOT_FOUND.findall(str(exc)))
-            rest = [j for j in job_ids if j not in gone]
-            if not gone or rest == job_ids:
-                raise
-            return parse(runner.run(["bjobs", *options, *rest])) if rest else {}
 
     def find_jobs(self, tag: str, runner: CommandRunner) -> list[str]:
         """Unfinished jobs of this user whose ``-Jd`` description is ``tag`` (from ``bjobs -l``)."""

@@ -244,6 +244,9 @@ class ResourcesSpec(Strict):
     cpus_per_task: int | None = Field(None, ge=1, le=1024)
     walltime: str = "01:00:00"
     ingest_walltime: str = "00:30:00"
+    # evaluate scores every point (and every fold) on its held-out data; report draws the page
+    evaluate_walltime: str = "00:30:00"
+    report_walltime: str = "00:15:00"
     queue: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$")
     account: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$")
     # one job runs ingest → train → evaluate → report (one queue wait); None: the queue decides
@@ -251,7 +254,7 @@ class ResourcesSpec(Strict):
     # mail at job start/end (LSF -B -N; Slurm --mail-type)
     notify: Literal["none", "email"] = "none"
 
-    @field_validator("walltime", "ingest_walltime")
+    @field_validator("walltime", "ingest_walltime", "evaluate_walltime", "report_walltime")
     @classmethod
     def _walltime(cls, value: str) -> str:
         parse_walltime(value)

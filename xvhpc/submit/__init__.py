@@ -17,7 +17,7 @@ from ..schedulers import Scheduler, get_scheduler
 from ..schedulers.commands import CommandRunner, SchedulerCommandError, TransientCommandError
 from ..spec import SiteConfig
 from ..util import format_hms, read_json, write_json_atomic
-from .state import FINAL_BAD, FINAL_OK, step_state
+from .state import FINAL_BAD, FINAL_OK, PURGED, step_state
 
 
 def _job_env() -> dict[str, str]:
@@ -48,7 +48,7 @@ def query_states(
 
 
 def _live(states: dict[str, tuple[str, dict[str, str]]]) -> list[str]:
-    return [n for n, (st, _) in states.items() if st not in FINAL_OK | FINAL_BAD]
+    return [n for n, (st, _) in states.items() if st not in FINAL_OK | FINAL_BAD | {PURGED}]
 
 
 def submit_plan(
@@ -110,7 +110,12 @@ def submit_plan(
             write_json_atomic(root / JOBS, jobs)
             return 1
         ids[step.name] = job_id
-        jobs["steps"][step.name] = {"job_id": job_id, "array": step.array, "command": shown}
+        # elements the scheduler holds: a packed sweep is one plain job, not its points (N3)
+        jobs["steps"][step.name] = {
+            "job_id": job_id,
+            "array": step.scheduler_array,
+            "command": shown,
+        }
         write_json_atomic(root / JOBS, jobs)
         print(f"{step.name:9s} {job_id}")
     if not dry_run:
@@ -241,11 +246,13 @@ def print_status(root: Path, as_json: bool = False, runner: CommandRunner | None
             )
         print_study(root)
         board = read_json(Layout(root).leaderboard)
-        if board:
+        if board and board.get("rows"):
             best = board["rows"][0]
             print(
                 f"best point {best['point']} {best['params']}: {board['rank_by']} {best[board['rank_by']]:.3f}"
             )
+        for f in (board or {}).get("failed", []):
+            print(f"failed point {f['point']} {f['params']}: {f['cause']}")
     failed = [n for n, e in report.items() if e["state"] in FINAL_BAD]
     return 1 if failed else 0
 

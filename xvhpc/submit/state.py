@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ..schedulers.base import FINAL_BAD, FINAL_OK
+from ..schedulers.base import FINAL_BAD, FINAL_OK, PURGED
 
-__all__ = ["FINAL_BAD", "FINAL_OK", "step_state"]
+__all__ = ["FINAL_BAD", "FINAL_OK", "PURGED", "step_state"]
 
 LIVE = ("RUNNING", "COMPLETING", "REQUEUED", "PENDING", "SUSPENDED", "CONFIGURING")
 
@@ -23,4 +23,6 @@ def step_state(job_id: str, states: dict[str, str]) -> tuple[str, dict[str, str]
             return "RUNNING" if live == "COMPLETING" else live, tasks
     if values <= FINAL_OK:
         return "COMPLETED", tasks
+    if values <= FINAL_OK | {PURGED}:  # the scheduler forgot some: ended, not live
+        return ("COMPLETED" if values & FINAL_OK else PURGED), tasks
     return sorted(values)[0], tasks
