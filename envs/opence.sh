@@ -60,14 +60,21 @@ for name in ("torch", "torchvision", "numpy"):
 PY
 mapfile -t from_pip < <(missing pydantic='pydantic>=2.6' submitit='submitit>=1.5' \
   pydicom='pydicom>=3.0' PIL='pillow>=10' tqdm='tqdm>=4.66' fastapi='fastapi>=0.110' \
-  uvicorn='uvicorn>=0.29' multipart='python-multipart>=0.0.9' ttach=ttach)
+  uvicorn='uvicorn>=0.29' multipart='python-multipart>=0.0.9' ttach=ttach optuna='optuna>=3.5')
 if ((${#from_pip[@]})); then
   "$py" -m pip install --constraint "$pins" "${from_pip[@]}"
 fi
 "$py" -m pip install --no-deps 'grad-cam>=1.5' "$here"
+# mpi4py built against the site's MPI (Spectrum MPI on Summit), never a wheel: jsrun steps share
+# rank 0's address and split ingest through it (OLCF, "Installing mpi4py and h5py")
+if [[ -n $(missing mpi4py=mpi4py) ]]; then
+  MPICC="mpicc -shared" "$py" -m pip install --no-cache-dir --no-binary=mpi4py mpi4py
+fi
 
 "$py" - <<'PY'
+import optuna  # noqa: F401  (sweeps with method: tpe ask it on the compute node)
 import torch
+from mpi4py import MPI  # noqa: F401  (jsrun steps need it: xvhpc/runtime/task.py)
 
 import xvhpc.serve.app  # noqa: F401  (every compute-side module imports)
 import xvhpc.steps.evaluate  # noqa: F401

@@ -257,7 +257,7 @@ def _standin_env(tmp_path: Path) -> dict[str, str]:
         "BASH_ENV": str(tmp_path / "standins.sh"),
         "XV_LOG": str(tmp_path / "calls.log"),
         "XV_PYTHON": sys.executable,
-        "XV_MISSING": "h5py ttach",
+        "XV_MISSING": "h5py ttach mpi4py",
     }
 
 
@@ -286,6 +286,8 @@ def test_summit_recipe_clones_adds_and_prints_the_env(tmp_path: Path) -> None:
     assert f"conda install --yes --prefix {prefix} --freeze-installed h5py" in calls
     assert f"pip install --constraint {prefix}/xvhpc-pins.txt ttach" in calls
     assert f"pip install --no-deps grad-cam>=1.5 {ROOT}" in calls
+    # mpi4py from source against the site's MPI, as OLCF documents (issue 22 N2)
+    assert "pip install --no-cache-dir --no-binary=mpi4py mpi4py" in calls
     pins = (prefix / "xvhpc-pins.txt").read_text()
     assert f"torch=={version('torch')}\n" in pins and f"numpy=={version('numpy')}\n" in pins
     block = yaml.safe_load(proc.stdout[proc.stdout.index("env:") :])["env"]

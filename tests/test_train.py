@@ -502,3 +502,29 @@ def test_bundle_preprocessing_is_the_manifests(ingested: Path) -> None:
         assert meta["preprocessing"] == manifest
     assert manifest["max_image_pixels"] == 200_000_000
     assert manifest["dicom_frames"] == "first"
+
+
+def test_jsrun_without_a_working_mpi4py_stops_with_a_clear_error() -> None:
+    """Summit needs mpi4py and says so (issue 22 N2): without it 8 ingest ranks would each
+    believe they are rank 0 of 1, and packed points would wait on node 1 for 600 s."""
+    jsrun = {"JSM_NAMESPACE_SIZE": "8", "JSM_NAMESPACE_RANK": "3", "JSM_NAMESPACE_LOCAL_RANK": "3"}
+    code = (
+        "import sys, json; from xvhpc.runtime.task import detect_task\n"
+        "from xvhpc.runtime.environments import detect_environment\n"
+        "if sys.argv[1] == 'absent': sys.modules['mpi4py'] = None\n"
+        "for f in (detect_task, detect_environment):\n"
+        "    try: f(json.loads(sys.argv[2])); print('no error')\n"
+        "    except Exception as e: print(type(e).__name__, e)\n"
+    )
+    for case, said in (("absent", "mpi4py does not import"), ("singleton", "mpi4py sees 1 rank")):
+        out = subprocess.run(
+            [sys.executable, "-c", code, case, json.dumps(jsrun)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        ).stdout.splitlines()
+        assert len(out) == 2, out
+        for line in out:
+            assert line.startswith("EnvironmentError_ ") and "HINT:" in line, line
+            assert said in line or "mpi4py" in line, line
+        assert said in out[0], out

@@ -53,11 +53,18 @@ def _int(env: Mapping[str, str], name: str, who: str, hint: str) -> int:
         ) from None
 
 
-def _mpi_rank0_address(port_hint: int) -> tuple[str, int]:
-    """Rank 0's IP address and a port, broadcast with mpi4py."""
+def _mpi_rank0_address(port_hint: int, expected_size: int | None = None) -> tuple[str, int]:
+    """Rank 0's IP address and a port, broadcast with mpi4py (whose world must be the
+    launcher's: an mpi4py of another MPI gives each rank a world of its own)."""
     from mpi4py import MPI
 
     comm = MPI.COMM_WORLD
+    if expected_size is not None and comm.Get_size() != expected_size:
+        raise EnvironmentError_(
+            f"mpi4py sees {comm.Get_size()} rank(s) but the launcher started {expected_size}. "
+            'HINT: build mpi4py against the launcher\'s MPI (MPICC="mpicc -shared" pip install '
+            "--no-binary=mpi4py mpi4py)"
+        )
     payload = None
     if comm.Get_rank() == 0:
         host = socket.gethostname()
@@ -133,12 +140,18 @@ class JsrunEnvironment(ClusterEnvironment):
         local = int(env.get("JSM_NAMESPACE_LOCAL_RANK", env.get("OMPI_COMM_WORLD_LOCAL_RANK", "0")))
         port = int(env.get("MASTER_PORT", "29500"))
         addr = env.get("MASTER_ADDR", "")
-        if not addr:
-            try:  # rank 0's own address: right even for sweep points packed into one allocation
-                addr, port = _mpi_rank0_address(port)
+        if not addr and size > 1:
+            # rank 0's own address: right even for sweep points packed into one allocation (the
+            # rank file's first host is not: every packed point would wait on node 1)
+            try:
+                addr, port = _mpi_rank0_address(port, size)
             except ImportError:
-                addr = self.first_compute_host(env)
-        return DistInfo(self.name, rank, local, size, addr, port)
+                raise EnvironmentError_(
+                    "jsrun: mpi4py does not import, so rank 0's address cannot be shared. HINT: "
+                    'install mpi4py against the site\'s MPI (MPICC="mpicc -shared" pip install '
+                    "--no-binary=mpi4py mpi4py; envs/opence.sh does), or export MASTER_ADDR"
+                ) from None
+        return DistInfo(self.name, rank, local, size, addr or "127.0.0.1", port)
 
 
 class OpenMPIEnvironment(ClusterEnvironment):

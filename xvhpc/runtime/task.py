@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .environments import EnvironmentError_
+
 MPI_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "JSM_NAMESPACE_SIZE")
 
 
@@ -38,7 +40,11 @@ def array_index(env: Mapping[str, str]) -> int | None:
 
 
 def allocated_cpus(env: Mapping[str, str]) -> int:
-    """CPUs this task may use: the scheduler's grant, else the affinity mask (not the whole node)."""
+    """CPUs this task may use: the scheduler's grant, else the affinity mask (not the whole node).
+    A jsrun rank's grant is its resource set, which only the affinity mask tells (LSF's
+    LSB_DJOB_NUMPROC counts the whole job)."""
+    if "JSM_NAMESPACE_RANK" in env and hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
     for key in ("SLURM_CPUS_PER_TASK", "LSB_DJOB_NUMPROC"):
         if env.get(key, "").isdigit():
             return int(env[key])
@@ -46,15 +52,38 @@ def allocated_cpus(env: Mapping[str, str]) -> int:
 
 
 def mpi_world(env: Mapping[str, str]) -> tuple[int, int, Any]:
-    """(rank, size, comm) under an MPI launcher with mpi4py, else (0, 1, None)."""
+    """(rank, size, comm) under an MPI launcher with mpi4py, else (0, 1, None). Under jsrun
+    mpi4py is required and must see the launcher's world: without it every rank would believe
+    it is rank 0 of 1 and do all the work (issue 22 N2)."""
     if not any(k in env for k in MPI_VARIABLES):
         return 0, 1, None
     try:
         from mpi4py import MPI
     except ImportError:
+        if "JSM_NAMESPACE_SIZE" in env:
+            raise mpi4py_needed("mpi4py does not import") from None
         return 0, 1, None
     comm = MPI.COMM_WORLD
+    check_mpi_size(env, comm.Get_size())
     return comm.Get_rank(), comm.Get_size(), comm
+
+
+def mpi4py_needed(what: str) -> EnvironmentError_:
+    return EnvironmentError_(
+        f"jsrun: {what}, so the ranks cannot tell each other apart. HINT: install mpi4py "
+        'against the site\'s MPI (MPICC="mpicc -shared" pip install --no-binary=mpi4py mpi4py; '
+        "envs/opence.sh does) in the env.python environment"
+    )
+
+
+def check_mpi_size(env: Mapping[str, str], size: int) -> None:
+    """An mpi4py built against another MPI starts a world of 1 under jsrun: a clear error."""
+    launcher = env.get("JSM_NAMESPACE_SIZE", "")
+    if launcher.isdigit() and int(launcher) != size:
+        raise mpi4py_needed(
+            f"mpi4py sees {size} rank(s) but JSM_NAMESPACE_SIZE={launcher} (built against "
+            "another MPI than the launcher's?)"
+        )
 
 
 def detect_task(env: Mapping[str, str] | None = None) -> Task:

@@ -26,7 +26,7 @@ from ..data.catalog import Catalog, CatalogError, Sample, build_catalog
 from ..data.decode import BadImage, DecodeOptions
 from ..data.folds import dhash, split_settings
 from ..data.manifest import build_manifest, decode_options, preprocessing, shard_infos
-from ..data.pool import count_one, counting_pool, poll, sample_mapper
+from ..data.pool import count_one, counting_pool, mp_context, poll, sample_mapper
 from ..data.shards import (
     Record,
     ShardStats,
@@ -290,6 +290,15 @@ def merge(run: RunDir, catalog: Catalog, shards: int, log) -> int:
     return 0
 
 
+def rank_workers(workers: int, task: Task) -> int:
+    """Worker processes of one ingest rank. Under MPI, only where workers start without fork
+    (forkserver/spawn: a forked MPI process is unsafe): then each rank uses the cores of its
+    resource set, not one of them (issue 22 N9: Summit ranks own 7-10 cores each)."""
+    if task.mpi_size == 1:
+        return workers
+    return workers if mp_context().get_start_method() != "fork" else 1
+
+
 def _write_shards(args, run: RunDir, catalog: Catalog, workers: int, task: Task, log) -> int | None:
     """The shards this call writes: all (shared among MPI ranks), one, or none (--merge).
 
@@ -297,7 +306,7 @@ def _write_shards(args, run: RunDir, catalog: Catalog, workers: int, task: Task,
     shards = run.spec.data.shards
     if args.shard == "all":
         mine = list(range(task.mpi_rank, shards, task.mpi_size))  # MPI ranks share the shards
-        ingest_shards(run, catalog, mine, shards, workers if task.mpi_size == 1 else 1, log)
+        ingest_shards(run, catalog, mine, shards, rank_workers(workers, task), log)
         if task.comm is not None:
             task.comm.Barrier()
         return 0 if task.mpi_rank != 0 else None
