@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import hashlib
 import io
 import json
 import logging
@@ -24,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..data.catalog import display_name
 from ..data.decode import BadImage, decode
 from ..models.bundle import Bundle, load_bundle, overlay_png
 from ..plan.predict import CHUNKS, PredictError, PredictJob, job_key
@@ -103,9 +105,24 @@ def _heatmap(bundle: Bundle, item: dict[str, str], x: torch.Tensor, label: int, 
     cam = bundle.heatmap(x, label)
     opts = dataclasses.replace(bundle.decode_options, size=1024, channels=3, resize="letterbox")
     png = overlay_png(decode(item["path"], opts, name=item["rel"])[0], cam)
-    target = out / "heatmaps" / (item["rel"].replace("/", "__") + ".png")
-    with atomic_path(target) as tmp:
+    with atomic_path(out / "heatmaps" / heatmap_name(item["rel"])) as tmp:
         tmp.write_bytes(png)
+
+
+_NAME_BYTES = 120  # of the flattened path kept in a hashed heatmap name (limit: 255 a name)
+
+
+def heatmap_name(rel: str) -> str:
+    """The heatmap file of input ``rel``: the path flattened (``a/b.jpg`` → ``a__b.jpg.png``)
+    where that is unambiguous and short; else a bounded prefix and a hash of the path, so
+    ``a/b.jpg`` and ``a__b.jpg`` never share a file and a deep path never overflows a name."""
+    shown = display_name(rel)
+    flat = shown.replace("/", "__")
+    if "_" not in shown and len(flat.encode()) <= _NAME_BYTES:
+        return flat + ".png"
+    digest = hashlib.sha256(rel.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    prefix = flat.encode()[:_NAME_BYTES].decode("utf-8", "ignore")
+    return f"{prefix}.{digest}.png"
 
 
 def run_chunk(out: Path, index: int, log: logging.Logger) -> int:
@@ -116,8 +133,11 @@ def run_chunk(out: Path, index: int, log: logging.Logger) -> int:
     detector = is_detector(job.model)
     target = chunk_file(out, index, job_key(out), ".jsonl" if detector else ".csv")
     if target.is_file():
-        log.info("chunk %d: already done (%s), skipping", index, target)
-        return 0
+        why = chunk_problem(target, job.chunk(index), _classes(job), detector)
+        if why is None:
+            log.info("chunk %d: already done (%s), skipping", index, target)
+            return 0
+        log.warning("chunk %d: %s is damaged (%s): predicting it again", index, target, why)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     bundle = load_bundle(job.model, device)
     if detector:
@@ -136,15 +156,14 @@ def run_chunk(out: Path, index: int, log: logging.Logger) -> int:
     done = skipped = 0
     for batch in _batches(bundle, job.chunk(index), job.batch_size):
         for (item, x, reason), probs in zip(batch, predict_batch(bundle, batch), strict=True):
+            shown = display_name(item["rel"])  # a non-UTF-8 name as ingest shows it
             if probs is None or x is None:
-                writer.writerow([item["rel"], *[""] * len(bundle.classes), "", reason])
+                writer.writerow([shown, *[""] * len(bundle.classes), "", reason])
                 skipped += 1
                 continue
             scaled, label = decide(probs, bundle.classes, rule)
             decision = int(label[0])
-            writer.writerow(
-                [item["rel"], *(f"{p:.6f}" for p in scaled[0]), bundle.classes[decision], ""]
-            )
+            writer.writerow([shown, *(f"{p:.6f}" for p in scaled[0]), bundle.classes[decision], ""])
             if job.heatmaps:
                 _heatmap(bundle, item, x, decision, out)
             done += 1
@@ -165,17 +184,30 @@ def merge(out: Path, log: logging.Logger) -> int:
             f"{len(missing)} chunk(s) not finished ({', '.join(map(str, missing[:10]))}); "
             "rerun the same `xvhpc predict` command to complete them"
         )
+    classes = _classes(job)
+    damaged = {
+        i: why
+        for i, f in enumerate(files)
+        if (why := chunk_problem(f, job.chunk(i), classes, detector)) is not None
+    }
+    if damaged:
+        for i in damaged:
+            files[i].unlink(missing_ok=True)  # the rerun predicts it again
+        shown = "; ".join(f"chunk {i}: {why}" for i, why in list(damaged.items())[:5])
+        raise PredictError(
+            f"{len(damaged)} chunk file(s) damaged, removed and not merged ({shown}); rerun the "
+            "same `xvhpc predict` command to predict them again"
+        )
     if detector:
         from ..detect.predict import merge_lines
 
         return merge_lines(out, files, job, log)
-    classes = json.loads((Path(job.model) / "meta.json").read_text())["classes"]
     rows: list[list[str]] = []
     for file in files:
         with file.open(newline="") as fh:
             rows.extend(list(csv.reader(fh))[1:])
     blanks = [""] * (len(classes) + 1)
-    rows += [[s["path"], *blanks, s["reason"]] for s in job.skipped]
+    rows += [[display_name(s["path"]), *blanks, s["reason"]] for s in job.skipped]
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(header(classes))
@@ -188,6 +220,44 @@ def merge(out: Path, log: logging.Logger) -> int:
     )
     print(json.dumps(summary, indent=2, sort_keys=True))
     return 0
+
+
+def _classes(job: PredictJob) -> list[str]:
+    return list(json.loads((Path(job.model) / "meta.json").read_text())["classes"])
+
+
+def chunk_problem(
+    file: Path, items: list[dict[str, str]], classes: list[str], detector: bool
+) -> str | None:
+    """Why a chunk file is not the complete result of its inputs (cut short, edited, of
+    other inputs), or None. A chunk that exists was written atomically, so this catches a
+    file damaged afterwards: merging it would lose or invent rows silently."""
+    want = [display_name(item["rel"]) for item in items]
+    try:
+        text = file.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        return f"unreadable: {exc}"
+    if detector:
+        try:
+            paths = [json.loads(line)["path"] for line in text.splitlines()]
+        except (ValueError, KeyError, TypeError) as exc:
+            return f"not JSON lines of {{path, boxes}}: {exc}"
+        want = [item["rel"] for item in items]
+    else:
+        try:
+            rows = list(csv.reader(io.StringIO(text, newline="")))
+        except csv.Error as exc:
+            return f"not CSV: {exc}"
+        if not rows or rows[0] != header(classes):
+            return "its header is not the model's columns"
+        if bad := [n for n, r in enumerate(rows[1:], start=2) if len(r) != len(rows[0])]:
+            return f"line {bad[0]} has the wrong number of columns"
+        paths = [r[0] for r in rows[1:]]
+    if len(paths) != len(want):
+        return f"{len(paths)} rows for {len(want)} inputs"
+    if paths != want:
+        return "its rows are not this chunk's inputs"
+    return None
 
 
 def summarize(rows: list[list[str]], job: PredictJob) -> dict:

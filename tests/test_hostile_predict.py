@@ -1,0 +1,91 @@
+"""Hostile inputs to ``xvhpc predict``, second pass (issue 23, findings 6, 8, 9, 10): a
+non-UTF-8 name, a deep path and two paths that flatten alike are all predicted, each with
+its own heatmap; a damaged chunk is never merged. Real bundle, real files, the real chunk
+and merge steps."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from xvhpc.plan.predict import PredictError, PredictJob
+from xvhpc.steps.predict import PREDICTIONS, chunk_file, merge, run_chunk
+
+from .test_hostile import bundle_dir, gradient, png_bytes  # noqa: F401
+
+LOG = logging.getLogger("test")
+
+
+def _job(out: Path, model: Path, source: Path, rels: list[str], chunk_size: int) -> PredictJob:
+    """Freeze a predict job over real files under ``source`` as ``xvhpc predict`` does."""
+    inputs = [{"path": os.fsdecode(os.path.join(source, r)), "rel": r} for r in rels]
+    job = PredictJob(str(model), str(source), inputs, [], chunk_size, 4, True)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "predict.json").write_text(json.dumps({**job.__dict__, "key": "k"}))
+    return job
+
+
+def _images(source: Path, hostile: bool = True) -> list[str]:
+    deep = "/".join(f"dir{i}" for i in range(45))
+    rels = ["a/b.png", "a__b.png", "caf\udce9.png", f"deep/{deep}/x.png", "plain.png"]
+    rels = rels if hostile else ["a.png", "b.png", "c/d.png", "e.png"]
+    for i, rel in enumerate(rels):
+        path = os.fsencode(source) + b"/" + os.fsencode(rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as fh:
+            fh.write(png_bytes(np.roll(gradient(48, 48), i * 5)))
+    return sorted(rels)
+
+
+@pytest.mark.timeout(300)
+def test_odd_names_deep_paths_and_lookalike_paths_are_all_predicted(
+    bundle_dir: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    source, out = tmp_path / "PD", tmp_path / "OUT"
+    rels = _images(source)
+    _job(out, bundle_dir, source, rels, chunk_size=len(rels))
+    assert run_chunk(out, 0, LOG) == 0
+    assert merge(out, LOG) == 0
+    text = (out / PREDICTIONS).read_text()
+    assert "caf\\xe9.png" in text  # escaped as ingest shows it
+    maps = sorted(p.name for p in (out / "heatmaps").iterdir())
+    assert len(maps) == len(rels)  # one each: a/b.png and a__b.png no longer share one
+    assert all(len(name.encode()) <= 255 for name in maps)
+    assert "plain.png.png" in maps
+
+
+def test_heatmap_names_are_unique_and_bounded() -> None:
+    from xvhpc.steps.predict import heatmap_name
+
+    names = ["a/b.jpg", "a__b.jpg", "a_/b", "a/_b", "x/" * 200 + "y.jpg", "caf\udce9.jpg"]
+    made = [heatmap_name(n) for n in names]
+    assert len(set(made)) == len(made)
+    assert all(len(m.encode()) <= 160 for m in made)
+
+
+@pytest.mark.timeout(300)
+def test_a_damaged_chunk_is_not_merged_and_is_predicted_again(
+    bundle_dir: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    source, out = tmp_path / "PD", tmp_path / "OUT"
+    rels = _images(source, hostile=False)
+    _job(out, bundle_dir, source, rels, chunk_size=len(rels))
+    run_chunk(out, 0, LOG)
+    chunk = chunk_file(out, 0, "k")
+    whole = chunk.read_bytes()
+    chunk.write_bytes(whole[: len(whole) // 2])  # cut in half, as a full disk or an editor
+    with pytest.raises(PredictError, match="damaged"):
+        merge(out, LOG)
+    assert not (out / PREDICTIONS).exists() and not chunk.exists()
+    chunk.write_bytes(whole[: len(whole) // 2])
+    assert run_chunk(out, 0, LOG) == 0  # the rerun predicts it again instead of skipping it
+    assert merge(out, LOG) == 0
+    rows = (out / PREDICTIONS).read_text().splitlines()
+    assert len(rows) == 1 + len(rels)
