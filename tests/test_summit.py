@@ -452,3 +452,53 @@ def test_summit_ingest_ranks_use_the_cores_of_their_resource_set(monkeypatch) ->
     assert rank_workers(7, Task(None, 7)) == 7
     jsrun = {"JSM_NAMESPACE_RANK": "3", "LSB_DJOB_NUMPROC": "84"}
     assert allocated_cpus(jsrun) == len(os.sched_getaffinity(0))
+
+
+def test_the_centres_caps_are_file_line_errors(tmp_path: Path) -> None:
+    """N5: Slurm MaxArraySize (x86-v100: 1001), Summit's 100 queued jobs per user in batch and
+    the killable queue's 91 nodes are refused at compile, naming the key, its line and the
+    limit, instead of a rejection after part of the chain was queued."""
+    from xvhpc.spec import SpecError
+
+    def problems(spec: Path, site: str) -> str:
+        loaded, site_cfg = load_spec(spec), load_site(site)
+        found = check_against_site(loaded, site_cfg)
+        if found:
+            return "\n".join(map(str, found))
+        try:
+            build_plan(loaded, site_cfg, str(tmp_path / "run"))
+        except SpecError as exc:
+            return str(exc)
+        return ""
+
+    big = _sweep_spec(tmp_path, 1000, 4, "00:30:00")
+    data = yaml.safe_load(big.read_text())
+    data["sweep"]["parameters"]["train.batch_size"] = [16, 32]  # 2000 points
+    big.write_text(yaml.safe_dump(data))
+    slurm_big = tmp_path / "slurm.yaml"
+    data["resources"]["gpus_per_node"] = 4
+    slurm_big.write_text(yaml.safe_dump(data))
+    said = problems(slurm_big, "x86-v100")
+    assert "sweep: job 'train' would be an array of 2000 elements" in said
+    assert "allows 1001 (site key sweep.max_array_size" in said and "slurm.yaml:" in said
+    said = problems(big, "summit")  # packed: 2000 points, 4 at a time, 1 h bins
+    assert "queue 'batch' takes at most 100 per user" in said and "resources.queue" in said
+    killable = _spec(tmp_path, queue="killable", nodes=200, walltime="12:00:00")
+    assert "queue 'killable' takes 1-91 nodes" in problems(killable, "summit")
+    fine = _sweep_spec(tmp_path, 12, 4, "01:00:00")
+    assert problems(fine, "summit") == ""
+
+
+def test_predict_chunks_within_the_array_size() -> None:
+    """A predict array over more chunks than MAX_JOB_ARRAY_SIZE says which --chunk-size fits."""
+    import pytest
+
+    from xvhpc.plan.predict import PredictError, PredictJob, check_array_cap
+
+    inputs = [{"path": f"/d/{i}.png", "rel": f"{i}.png"} for i in range(2500)]
+    job = PredictJob("/m", "/d", inputs, [], 2, 64, False)  # 1250 chunks
+    with pytest.raises(
+        PredictError, match=r"1250 array elements, but summit allows 1000.*--chunk-size 3"
+    ):
+        check_array_cap(job, load_site("summit"))
+    check_array_cap(PredictJob("/m", "/d", inputs, [], 3, 64, False), load_site("summit"))

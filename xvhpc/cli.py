@@ -259,7 +259,7 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """Batch prediction: list the inputs, compile chunks + merge for the site, submit (or run)."""
-    from .plan.predict import PredictError, build_predict_plan, prepare_job
+    from .plan.predict import PredictError, build_predict_plan, check_array_cap, prepare_job
     from .plan.render import write_plan
     from .spec import SpecError, load_site
     from .submit import submit_plan
@@ -270,6 +270,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         job, meta = prepare_job(
             args.run_dir, args.data, out, args.chunk_size, args.batch_size, args.heatmaps
         )
+        check_array_cap(job, site)
     except SpecError as exc:
         print(exc, file=sys.stderr)
         return 1

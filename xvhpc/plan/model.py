@@ -266,6 +266,7 @@ def build_plan(loaded: LoadedSpec, site: SiteConfig, run_dir: str) -> Plan:
         plan.steps = [single_allocation(plan.steps)]
     if queue is not None:
         _check_fits(plan, loaded, queue, str(queue_name))
+    _check_caps(plan, loaded, site, queue, str(queue_name))
     return plan
 
 
@@ -345,6 +346,44 @@ def _check_fits(plan: Plan, loaded: LoadedSpec, queue: Queue, name: str) -> None
                     "walltimes, or use a queue that allows chaining",
                 )
             )
+    if problems:
+        raise SpecError(problems)
+
+
+# the spec key that decides a step's array size, named in the error
+ARRAY_KEYS = {"ingest": "data.shards", "train": "sweep"}
+
+
+def _check_caps(
+    plan: Plan, loaded: LoadedSpec, site: SiteConfig, queue: Queue | None, name: str
+) -> None:
+    """A job array within the site's array size (Slurm MaxArraySize, LSF MAX_JOB_ARRAY_SIZE)
+    and the whole plan within the queue's per-user queued-job cap: the scheduler would reject
+    them at submit time, after part of the chain was queued (issue 22 N5)."""
+    if site.local:
+        return
+    problems = []
+    cap = site.sweep.max_array_size
+    for s in plan.steps:
+        if s.scheduler_array > cap:
+            problems.append(
+                loaded.problem(
+                    ARRAY_KEYS.get(s.name, "sweep"),
+                    f"job {s.name!r} would be an array of {s.scheduler_array} elements, but "
+                    f"{site.name} allows {cap} (site key sweep.max_array_size: Slurm "
+                    "MaxArraySize, LSF MAX_JOB_ARRAY_SIZE): use fewer points or shards",
+                )
+            )
+    jobs = sum(max(1, s.scheduler_array) for s in plan.steps)
+    if queue is not None and queue.max_queued_jobs and jobs > queue.max_queued_jobs:
+        problems.append(
+            loaded.problem(
+                "resources.queue",
+                f"the plan queues {jobs} jobs (array elements counted), but queue {name!r} "
+                f"takes at most {queue.max_queued_jobs} per user: use fewer points, "
+                "sweep.max_concurrent, or another queue",
+            )
+        )
     if problems:
         raise SpecError(problems)
 

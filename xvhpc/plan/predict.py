@@ -232,6 +232,18 @@ def prepare_job(
     return job, meta
 
 
+def check_array_cap(job: PredictJob, site: SiteConfig) -> None:
+    """One array element per chunk: more chunks than the site's array size would be rejected by
+    the scheduler (Slurm MaxArraySize, LSF MAX_JOB_ARRAY_SIZE, default 1000)."""
+    cap = site.sweep.max_array_size
+    if not site.local and job.chunks > cap:
+        raise PredictError(
+            f"{len(job.inputs)} inputs in chunks of {job.chunk_size} make {job.chunks} array "
+            f"elements, but {site.name} allows {cap} (site key sweep.max_array_size). HINT: "
+            f"--chunk-size {math.ceil(len(job.inputs) / cap)} or more"
+        )
+
+
 def build_predict_plan(
     job: PredictJob, meta: dict[str, Any], site: SiteConfig, out: Path, walltime: str
 ) -> Plan:

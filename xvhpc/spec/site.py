@@ -99,6 +99,9 @@ class Queue(Strict):
     min_nodes: int = Field(1, ge=1)
     bins: list[WalltimeBin] = Field(default_factory=list)  # walltime limit by job size
     max_running_jobs: int | None = Field(None, ge=1)  # per user (Summit debug: 1)
+    # jobs a user may have queued at once, array elements counted (Summit batch: 100); more
+    # are rejected at submit time, so compile refuses a plan that needs more
+    max_queued_jobs: int | None = Field(None, ge=1)
     chaining: bool = True  # False: dependent jobs are not allowed (Summit debug)
     description: OneLine = ""
 
@@ -143,6 +146,7 @@ class NodeLocal(Strict):
 class SweepPolicy(Strict):
     mode: Literal["array", "packed"] = "array"
     max_eligible_jobs: int | None = Field(None, ge=1)
+    # elements of one job array (Slurm MaxArraySize; LSF MAX_JOB_ARRAY_SIZE, default 1000)
     max_array_size: int = Field(1001, ge=1)
 
 
