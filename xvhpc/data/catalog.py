@@ -240,6 +240,17 @@ def read_csv_text(csv_path: Path) -> str:
 def _from_csv(
     csv_path: Path, spec: DataSpec, notes: list[str]
 ) -> tuple[list[Sample], list[dict[str, str]], int]:
+    """Samples of a classification CSV; a malformed CSV (a field over the csv module's
+    128 KiB limit, a NUL) is one error naming the file and line, not a traceback."""
+    try:
+        return _read_csv(csv_path, spec, notes)
+    except csv.Error as exc:
+        raise CatalogError(f"{csv_path}: not a usable CSV: {exc}") from None
+
+
+def _read_csv(
+    csv_path: Path, spec: DataSpec, notes: list[str]
+) -> tuple[list[Sample], list[dict[str, str]], int]:
     cfg = spec.csv
     base = csv_path.parent
     listed: list[tuple[int, Sample]] = []  # (CSV line, sample)
@@ -393,6 +404,8 @@ def read_coco(json_path: Path) -> dict:
         doc = json.loads(json_path.read_bytes())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CatalogError(f"{json_path}: not valid JSON: {exc}") from None
+    except RecursionError:  # [[[[… nested deeper than the parser's stack
+        raise CatalogError(f"{json_path}: JSON nested too deeply to be COCO") from None
     if not isinstance(doc, dict) or not all(
         isinstance(doc.get(k), list) for k in ("images", "annotations", "categories")
     ):

@@ -261,7 +261,12 @@ def _csv_rows(csv_path: Path, spec: DataSpec) -> list[tuple[int, dict[str, str]]
             f"{csv_path}: column(s) {', '.join(missing)} not found (columns: "
             f"{', '.join(columns)}); detection CSV: path,label,x0,y0,x1,y1 (one row per box)"
         )
-    return list(enumerate(reader, start=2))
+    try:
+        return list(enumerate(reader, start=2))
+    except csv.Error as exc:  # a field over 128 KiB: one error, not a traceback
+        raise CatalogError(
+            f"{csv_path}: not a usable CSV near line {reader.line_num}: {exc}"
+        ) from None
 
 
 def _csv_label(csv_path: Path, line: int, row: dict[str, str], spec: DataSpec) -> str:
