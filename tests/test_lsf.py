@@ -151,7 +151,7 @@ def test_classic_directives_no_csm_options_and_gpu_only_when_asked(
         str(tmp_path / "gpu"),
     )
     scripts = tmp_path / "gpu" / "scripts"
-    assert '#BSUB -gpu "num=2"' in (scripts / "train.lsf").read_text()
+    assert '#BSUB -gpu "num=2:j_exclusive=yes"' in (scripts / "train.lsf").read_text()  # N13
     assert (
         "#BSUB -gpu"
         not in (scripts / "ingest.lsf").read_text() + (scripts / "report.lsf").read_text()

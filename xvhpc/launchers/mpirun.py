@@ -2,7 +2,9 @@
 
 from ..plan.model import Step
 from ..spec import SiteConfig
-from .base import LAUNCHERS, Launcher
+from .base import LAUNCHERS, Launcher, Shell
+
+HOSTFILE = Shell('${LSB_DJOB_HOSTFILE:+--hostfile "$LSB_DJOB_HOSTFILE"}')
 
 
 @LAUNCHERS.register("mpirun")
@@ -18,8 +20,11 @@ class MpirunLauncher(Launcher):
             f"ppr:{step.tasks_per_node}:node",
             "--bind-to",
             "none",
+            # LSF's host list where the job has one (an Open MPI without LSF support would put
+            # every rank on the first host); Slurm allocations are read by Open MPI itself
+            HOSTFILE,
             *argv,
         ]
 
     def per_node_command(self, step: Step, site: SiteConfig, argv: list[str]) -> list[str]:
-        return ["mpirun", "-np", str(step.nodes), "--map-by", "ppr:1:node", *argv]
+        return ["mpirun", "-np", str(step.nodes), "--map-by", "ppr:1:node", HOSTFILE, *argv]

@@ -41,7 +41,9 @@ class LsfClassicScheduler(LsfScheduler):
             f'#BSUB -R "span[ptile={per_host}]"',
         ]
         if step.gpus_per_node:
-            lines.append(f'#BSUB -gpu "num={step.gpus_per_node}"')
+            # LSF's default is num=1:mode=shared:j_exclusive=no: "the GPU can be used by other
+            # jobs" (IBM, Example GPU job submissions); a training job owns its GPUs
+            lines.append(f'#BSUB -gpu "num={step.gpus_per_node}:j_exclusive=yes"')
         return lines
 
     def warning_directives(self, site: SiteConfig) -> list[str]:
