@@ -134,14 +134,19 @@ def test_points_times_folds_compile_to_an_array_and_a_packed_step(
 
 
 def grouped_csv(tmp_path: Path, demo_data: Path) -> Path:
-    """The demo images as a CSV with patients of two images each (same class)."""
-    files = sorted(p for p in demo_data.rglob("*") if p.is_file() and p.parent != demo_data)
+    """The demo images as a CSV with patients of two images each (same class). The images are
+    copied beside the CSV: a manifest reads nothing outside its own folder (data.follow_links)."""
+    images = tmp_path / "images"
+    shutil.copytree(demo_data, images, dirs_exist_ok=True)
+    files = sorted(p for p in images.rglob("*") if p.is_file() and p.parent != images)
     path = tmp_path / "data.csv"
     with path.open("w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["path", "label", "patient"])
         for i, f in enumerate(files):
-            writer.writerow([str(f), f.parent.name, f"{f.parent.name}-{i // 2}"])
+            writer.writerow(
+                [str(f.relative_to(tmp_path)), f.parent.name, f"{f.parent.name}-{i // 2}"]
+            )
     return path
 
 
