@@ -33,6 +33,7 @@ def rendered(job: Path, site_name: str) -> dict[str, str]:
     if problems:
         return {"ERRORS.txt": str(SpecError(problems)).replace(str(ROOT) + "/", "") + "\n"}
     plan = build_plan(loaded, site, f"/scratch/runs/{job.stem}")
+    plan.data_source = f"/scratch/data/{job.stem}"  # the same in every checkout (container mounts)
     return {k: v for k, v in render_plan(plan, site).items() if k.startswith("scripts/")}
 
 

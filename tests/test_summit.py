@@ -356,9 +356,11 @@ def test_single_allocation_on_slurm(tmp_path: Path) -> None:
 def test_notify_by_email(tmp_path: Path) -> None:
     run = tmp_path / "run"
     _, lsf = _compile(_spec(tmp_path, notify="email"), run)
-    assert "#BSUB -B" in lsf["scripts/train.lsf"] and "#BSUB -N" in lsf["scripts/train.lsf"]
+    assert "#BSUB -Ne\n" in lsf["scripts/train.lsf"] and "#BSUB -B" not in lsf["scripts/train.lsf"]
+    assert "#BSUB -N\n" in lsf["scripts/report.lsf"]  # one mail at the end, not one per job
     _, slurm = _compile(_spec(tmp_path, notify="email"), tmp_path / "r2", site="x86-v100")
-    assert "#SBATCH --mail-type=END,FAIL" in slurm["scripts/train.sbatch"]
+    assert "#SBATCH --mail-type=FAIL\n" in slurm["scripts/train.sbatch"]
+    assert "#SBATCH --mail-type=END,FAIL\n" in slurm["scripts/report.sbatch"]
 
 
 def test_power9_slurm_counts_smt_threads(tmp_path: Path) -> None:

@@ -180,10 +180,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     with exclusive_run(out):  # the steps it starts share this hold (XVHPC_LOCK_TOKEN)
         try:
-            plan, site = _compile(args.spec, "local", args.out)
+            plan, site = _compile(args.spec, args.site, args.out)
         except SpecError as exc:
             print(exc, file=sys.stderr)
             return 1
+        if not site.local:
+            return _fail(
+                f"site {site.name!r} has a scheduler ({site.scheduler}): xvhpc run is for sites "
+                f"that run here. HINT: xvhpc submit {args.spec} --site {site.name} --out {args.out}"
+            )
         return run_local(plan, site)
 
 
@@ -345,6 +350,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("run", cmd_run, "run the whole pipeline here on the embedded local site")
     p.add_argument("spec")
     p.add_argument("--out", required=True)
+    p.add_argument(
+        "--site",
+        default="local",
+        help="a site that runs here (scheduler: local), e.g. one with env.container",
+    )
 
     p = add("ingest", cmd_ingest, "(job step) images → HDF5 shards")
     p.add_argument("--run-dir", required=True)

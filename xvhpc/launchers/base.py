@@ -25,6 +25,8 @@ class Launcher:
     name: ClassVar[str]
     needs: ClassVar[tuple[str, ...]] = ()
     mpi_ingest: ClassVar[bool] = False  # True: ingest runs as one job of MPI ranks, not an array
+    # True: the launcher spawns the ranks itself (torchrun's agent), so a container wraps it
+    spawns_ranks: ClassVar[bool] = False
 
     def command(self, step: Step, site: SiteConfig, argv: list[str]) -> list[str]:
         """The launch line of a distributed step (every rank runs ``argv``)."""

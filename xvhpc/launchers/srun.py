@@ -30,6 +30,7 @@ class SrunLauncher(Launcher):
             head.append(f"--threads-per-core={bind.threads_per_core}")
         if site.srun_mpi:
             head.append(f"--mpi={site.srun_mpi}")
+
         return [*head, *argv]
 
     def per_node_command(self, step: Step, site: SiteConfig, argv: list[str]) -> list[str]:

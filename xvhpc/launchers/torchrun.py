@@ -7,6 +7,8 @@ from .base import LAUNCHERS, Launcher, Shell
 
 @LAUNCHERS.register("torchrun")
 class TorchrunLauncher(Launcher):
+    spawns_ranks = True
+
     def command(self, step: Step, site: SiteConfig, argv: list[str]) -> list[str]:
         python, _m, _module, *rest = argv  # argv is [python, -m, xvhpc, ...]
         head = [python, "-m", "torch.distributed.run", f"--nproc-per-node={step.tasks_per_node}"]

@@ -104,6 +104,8 @@ class Plan:
     max_requeues: int = 3
     data_source: str = ""
     notify: bool = False
+    qos: str | None = None
+    reservation: str | None = None
     stage_dir: str | None = None  # node-local shard copies ($VARS expanded on each node)
     steps: list[Step] = field(default_factory=list)
 
@@ -118,7 +120,8 @@ class Plan:
         total = 0.0
         for s in self.steps:
             jobs = s.pack_jobs if s.packed else max(1, s.array)
-            total += jobs * s.allocation_nodes * s.job_seconds / 3600
+            runs = 1 + self.max_requeues if s.requeue else 1  # every requeue runs again (N16)
+            total += jobs * runs * s.allocation_nodes * s.job_seconds / 3600
         return round(total, 2)
 
     def to_json(self) -> dict[str, Any]:
@@ -239,6 +242,8 @@ def build_plan(loaded: LoadedSpec, site: SiteConfig, run_dir: str) -> Plan:
         max_requeues=spec.train.max_requeues,
         data_source=str(Path(spec.data.source).expanduser().resolve()),
         notify=res.notify == "email",
+        qos=res.qos or site.job.qos,
+        reservation=res.reservation or site.job.reservation,
     )
     if spec.data.stage == "node_local" and site.node_local and not site.local:
         plan.stage_dir = f"{site.node_local.path.rstrip('/')}/{plan.token}"

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .. import __version__, rundir
 from ..launchers import LAUNCHERS, Shell, render_tokens
+from ..launchers.container import contain, with_pyxis
 from ..rundir import REQUEUE_MARKER_ENV, requeue_counter_shell, requeue_marker_shell
 from ..schedulers import REQUEUE_EXIT, get_scheduler
 from ..spec import SiteConfig
@@ -125,12 +126,16 @@ def _requeue_block(
 
 
 def _command(step: Step, site: SiteConfig, plan: Plan) -> str:
-    """The launch line: the site's launcher for distributed steps, its one-process form else."""
+    """The launch line: the site's launcher for distributed steps, its one-process form else;
+    inside the site's container where it has one (around the launcher that spawns its ranks)."""
     launcher = LAUNCHERS.get(site.launcher)()
     argv = step_argv(step, plan)
-    if step.distributed:
-        return render_tokens(launcher.command(step, site, argv))
-    return render_tokens(launcher.single_command(step, site, argv))
+    if not step.distributed:
+        return render_tokens(launcher.single_command(step, site, contain(site, step, plan, argv)))
+    if launcher.spawns_ranks:
+        return render_tokens(contain(site, step, plan, launcher.command(step, site, argv)))
+    line = launcher.command(step, site, contain(site, step, plan, argv))
+    return render_tokens(with_pyxis(site, plan, line))
 
 
 def _packed(step: Step, site: SiteConfig, plan: Plan) -> list[str]:
@@ -191,6 +196,7 @@ def _stage(step: Step, site: SiteConfig, plan: Plan) -> list[str]:
         "--to",
         Shell('"$XVHPC_STAGE_DIR"'),
     ]
+    argv = contain(site, step, plan, argv)
     command = render_tokens(LAUNCHERS.get(site.launcher)().per_node_command(step, site, argv))
     return [
         f"export XVHPC_STAGE_DIR={shlex.quote(plan.stage_dir or '')}  # expanded on each node",

@@ -113,8 +113,12 @@ class LsfScheduler(Scheduler):
             d.append(f"#BSUB -P {plan.account}")
         if plan.queue:
             d.append(f"#BSUB -q {plan.queue}")
-        if plan.notify:
-            d += ["#BSUB -B", "#BSUB -N"]
+        if plan.reservation:
+            d.append(f"#BSUB -U {plan.reservation}")
+        if site.job.exclusive and step.gpus_per_node:
+            d.append("#BSUB -x")
+        if plan.notify:  # one mail when the pipeline ends; others only when a job fails (N16)
+            d.append("#BSUB -N" if step is plan.steps[-1] else "#BSUB -Ne")
         if step.requeue:
             d += self.warning_directives(site)
         d += [f"#BSUB {x}" for x in site.extra_directives]

@@ -13,6 +13,26 @@ def normalise(state: str) -> str:
     return state.split()[0].rstrip("+") if state else "UNKNOWN"
 
 
+def job_options(step: Step, plan: Plan, site: SiteConfig) -> dict[str, str]:
+    """Partition, account, QoS, constraint, reservation, memory, exclusivity: the steps that
+    use no GPU go to the site's CPU partition/constraint where it has one (N16)."""
+    job = site.job
+    cpu_step = not step.gpus_per_node and not step.stages
+    queue = job.cpu_queue if cpu_step and job.cpu_queue else plan.queue
+    constraint = job.cpu_constraint if cpu_step and job.cpu_constraint else job.constraint
+    d = {
+        "--partition": queue,
+        "--account": plan.account,
+        "--qos": plan.qos,
+        "--constraint": constraint,
+        "--reservation": plan.reservation,
+        "--exclusive": "" if job.exclusive and not cpu_step else None,
+    }
+    if job.mem_per_gpu_gb and step.gpus_per_node:
+        d["--mem-per-gpu"] = f"{job.mem_per_gpu_gb}G"
+    return {k: v for k, v in d.items() if v is not None}
+
+
 @SCHEDULERS.register("slurm")
 class SlurmScheduler(Scheduler):
     suffix = ".sbatch"
@@ -39,19 +59,14 @@ class SlurmScheduler(Scheduler):
                 d["--gres"] = f"gpu:{step.gpus_per_node}"
             else:
                 d["--gpus-per-node"] = str(step.gpus_per_node)
-        queue = plan.queue
-        account = plan.account
-        if queue:
-            d["--partition"] = queue
-        if account:
-            d["--account"] = account
+        d.update(job_options(step, plan, site))
         if step.scheduler_array:
             slots = step.max_concurrent if not step.packed else site.sweep.max_eligible_jobs
             limit = f"%{slots}" if slots else ""
             d["--array"] = f"0-{step.scheduler_array - 1}{limit}"
-        if plan.notify:
-            d["--mail-type"] = "END,FAIL"
-        lines = [f"#SBATCH {k}={v}" for k, v in d.items()]
+        if plan.notify:  # one mail when the pipeline ends; others only when a job fails (N16)
+            d["--mail-type"] = "END,FAIL" if step is plan.steps[-1] else "FAIL"
+        lines = [f"#SBATCH {k}={v}" if v else f"#SBATCH {k}" for k, v in d.items()]
         if step.requeue:
             lines.append(f"#SBATCH --signal=B:{site.requeue.signal}@{site.requeue.seconds_before}")
             lines.append("#SBATCH --requeue")

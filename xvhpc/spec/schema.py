@@ -249,6 +249,10 @@ class ResourcesSpec(Strict):
     report_walltime: str = "00:15:00"
     queue: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$")
     account: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$")
+    # Slurm --qos (Perlmutter: regular, debug, preempt) and a reservation (Slurm --reservation,
+    # LSF -U); unset: the site's
+    qos: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$")
+    reservation: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$")
     # one job runs ingest → train → evaluate → report (one queue wait); None: the queue decides
     single_allocation: bool | None = None
     # mail at job start/end (LSF -B -N; Slurm --mail-type)

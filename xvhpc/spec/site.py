@@ -119,7 +119,30 @@ class Queue(Strict):
         return parse_walltime(self.max_walltime)
 
 
+ImageRef = Annotated[
+    str,
+    _checker(
+        r"[A-Za-z0-9_.:/@+#-]+",
+        "must be an image path or reference (letters, digits and _ . : / @ + # -)",
+    ),
+]
+AbsPath = Annotated[
+    str, _checker(r"/[A-Za-z0-9_.+/-]*", "must be an absolute path (letters, digits, _ . + / -)")
+]
+
+
+class Container(Strict):
+    """Every step runs in this image (NGC images are the norm on GPU clusters). The run
+    directory, the data source and ``binds`` are mounted at their own paths; ``env.python`` is
+    the Python inside the image. pyxis needs the srun launcher."""
+
+    runtime: Literal["apptainer", "singularity", "charliecloud", "podman-hpc", "pyxis"]
+    image: ImageRef  # a .sif file, a Charliecloud image directory, or a registry reference
+    binds: list[AbsPath] = Field(default_factory=list)
+
+
 class Environment(Strict):
+    container: Container | None = None
     modules: list[ModuleName] = Field(default_factory=list)
     # raw shell lines, written verbatim (the site admin's, by design); one line per entry
     setup: list[OneLine] = Field(default_factory=list)
@@ -181,6 +204,20 @@ class Binding(Strict):
     threads_per_core: int | None = Field(None, ge=1, le=8)
 
 
+class JobOptions(Strict):
+    """What a centre's jobs need besides a queue and an account (sbatch(1), bsub). Perlmutter
+    shape: no partition, ``constraint: gpu``, ``qos: regular``; the CPU steps (ingest, merge,
+    report) on ``cpu_queue``/``cpu_constraint`` instead of idle GPU nodes."""
+
+    qos: Name | None = None  # Slurm --qos (a spec's resources.qos wins)
+    constraint: AllocFlags | None = None  # Slurm --constraint (node features)
+    reservation: Name | None = None  # Slurm --reservation, LSF -U (a spec's wins)
+    exclusive: bool = False  # whole nodes: Slurm --exclusive, LSF -x
+    mem_per_gpu_gb: int | None = Field(None, ge=1)  # Slurm --mem-per-gpu (GPU steps)
+    cpu_queue: Name | None = None  # partition/queue of the steps that use no GPU
+    cpu_constraint: AllocFlags | None = None  # their --constraint (Perlmutter: cpu)
+
+
 class SiteConfig(Strict):
     name: Name
     description: OneLine = ""
@@ -198,6 +235,7 @@ class SiteConfig(Strict):
     # all GPUs of a node in one resource set: CUDA IPC/NVLink between its ranks (OLCF's advice)
     jsrun_mode: Literal["rank_per_gpu", "all_gpus_per_rank"] = "all_gpus_per_rank"
     binding: Binding = Field(default_factory=Binding)
+    job: JobOptions = Field(default_factory=JobOptions)
     srun_mpi: Name | None = None  # e.g. pmix
     node_local: NodeLocal | None = None
     env: Environment = Field(default_factory=Environment)
@@ -220,6 +258,13 @@ class SiteConfig(Strict):
                 {"expected": ", ".join(repr(n) for n in names)},
             )
         return value
+
+    @model_validator(mode="after")
+    def _pyxis_needs_srun(self) -> SiteConfig:
+        box = self.env.container
+        if box is not None and box.runtime == "pyxis" and self.launcher != "srun":
+            raise ValueError("env.container.runtime pyxis is an srun plugin: launcher must be srun")
+        return self
 
     @property
     def local(self) -> bool:
