@@ -167,3 +167,33 @@ def test_walltime_signal_and_scontrol_requeue_resume(
     assert iterations == list(range(1, 401)), "lost or repeated iterations across requeues"
     # both interruptions exited 75 after a checkpoint, so the script counted two requeues
     assert "requeued 2x" in xv("status", str(run)).stdout
+
+
+def test_submit_test_only_asks_slurm_and_queues_nothing(
+    slurm_up, tmp_path: Path, demo_data: Path
+) -> None:
+    """`xvhpc submit --test-only` runs `sbatch --test-only` on every script: a GRES request the
+    cluster cannot meet (8 GPUs a node; CI's nodes have 4) is refused before anything is queued."""
+    import yaml
+
+    spec = tiny_spec(tmp_path / "spec.yaml", demo_data)
+    ok = xv(
+        "submit", str(spec), "--site", "local-slurm", "--out", str(tmp_path / "ok"), "--test-only"
+    )
+    assert ok.stdout.count(" ok: sbatch: Job ") == 5, ok.stdout
+    site = yaml.safe_load(
+        (Path(__file__).parents[1] / "site_configs" / "local-slurm.yaml").read_text()
+    )
+    site["name"] = "eight-gpus"
+    site["node"]["gpus"] = 8
+    site_file = tmp_path / "eight-gpus.yaml"
+    site_file.write_text(yaml.safe_dump(site))
+    greedy = tiny_spec(tmp_path / "greedy.yaml", demo_data, resources={"gpus_per_node": 8})
+    before = subprocess.run(["squeue", "-h"], capture_output=True, text=True).stdout
+    bad = xv("submit", str(greedy), "--site", str(site_file), "--out", str(tmp_path / "bad"),
+             "--test-only", check=False)  # fmt: skip
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert "train     REFUSED: sbatch --test-only failed" in bad.stderr
+    assert "ingest    ok:" in bad.stdout  # the CPU steps fit
+    assert subprocess.run(["squeue", "-h"], capture_output=True, text=True).stdout == before
+    assert not (tmp_path / "bad" / "jobs.json").exists()

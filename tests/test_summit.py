@@ -504,3 +504,12 @@ def test_predict_chunks_within_the_array_size() -> None:
     ):
         check_array_cap(job, load_site("summit"))
     check_array_cap(PredictJob("/m", "/d", inputs, [], 3, 64, False), load_site("summit"))
+
+
+def test_submit_test_only_on_lsf_says_it_is_not_available(tmp_path: Path) -> None:
+    proc = xv(
+        "submit", str(_spec(tmp_path)), "--site", "summit", "--out", str(tmp_path / "run"),
+        "--test-only", check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "lsf has no scheduler-side dry run" in proc.stderr and "HINT:" in proc.stderr

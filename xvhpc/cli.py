@@ -150,6 +150,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
     except SpecError as exc:
         print(exc, file=sys.stderr)
         return 1
+    if args.test_only:
+        from .submit import test_plan
+
+        return test_plan(plan, site)
     return submit_plan(plan, site, dry_run=args.dry_run, force=args.force)
 
 
@@ -338,6 +342,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="print the submit commands, submit nothing"
     )
     p.add_argument("--force", action="store_true", help="submit even if jobs of this run are live")
+    p.add_argument(
+        "--test-only",
+        action="store_true",
+        help="ask the scheduler to check each job script (account, partition, GRES; Slurm's "
+        "sbatch --test-only); nothing is queued",
+    )
     p = add("status", cmd_status, "state of each step, with training progress")
     p.add_argument("run_dir")
     p.add_argument("--json", action="store_true")

@@ -85,6 +85,10 @@ class Scheduler:
         """Lines of the hand-run ``submit.sh`` that submit ``script`` and set ``$var`` to its id."""
         raise NotImplementedError
 
+    def test_argv(self, script: str) -> list[str] | None:
+        """argv that has the scheduler check ``script`` without queueing it (None: it cannot)."""
+        return None
+
     # -- parsing and queries --------------------------------------------------------------
     def parse_job_id(self, stdout: str) -> str:
         """The job id in what the submit command printed (ValueError when there is none)."""

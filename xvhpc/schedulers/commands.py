@@ -42,8 +42,10 @@ class CommandRunner:
         env: dict[str, str] | None = None,
         cwd: str | None = None,
         retries: int | None = None,
+        with_stderr: bool = False,
     ) -> str:
-        """Run ``argv``; retry transient scheduler failures with backoff; return stdout."""
+        """Run ``argv``; retry transient scheduler failures with backoff; return stdout (and
+        stderr after it: ``sbatch --test-only`` answers there)."""
         retries = self.retries if retries is None else retries
         for attempt in range(retries + 1):
             wait = self._last + self.min_interval_s - time.monotonic()
@@ -69,7 +71,7 @@ class CommandRunner:
                 ) from None
             else:
                 if done.returncode == 0:
-                    return done.stdout
+                    return done.stdout + (done.stderr if with_stderr else "")
                 message = (done.stderr or done.stdout).strip()
                 if not any(t in message.lower() for t in TRANSIENT):
                     raise SchedulerCommandError(

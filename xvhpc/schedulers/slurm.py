@@ -99,6 +99,12 @@ class SlurmScheduler(Scheduler):
             argv += ["--kill-on-invalid-dep=yes", f"--dependency={kind}:" + ":".join(after)]
         return [*argv, script], False
 
+    def test_argv(self, script: str) -> list[str] | None:
+        """sbatch(1) --test-only: "validate the batch script and return an estimate of when a
+        job would be scheduled to run … No job is actually submitted" (dependencies left out:
+        the jobs they name do not exist yet)."""
+        return ["sbatch", "--test-only", script]
+
     def submit_shell(
         self, var: str, script: str, after_vars: list[str], ended: bool = False
     ) -> list[str]:

@@ -123,6 +123,33 @@ def submit_plan(
     return 0
 
 
+def test_plan(plan: Plan, site: SiteConfig, runner: CommandRunner | None = None) -> int:
+    """Have the scheduler check every job script (account, partition, QoS, GRES, limits) before
+    a chain of jobs is queued; print what it says of each. Nothing is submitted."""
+    scheduler = get_scheduler(site.scheduler)
+    root = Path(plan.run_dir)
+    runner = runner or CommandRunner(retries=1)
+    bad = 0
+    for step in plan.steps:
+        script = f"{SCRIPTS}/{step.name}{scheduler.suffix}"
+        argv = scheduler.test_argv(script)
+        if argv is None:
+            print(
+                f"xvhpc: {site.scheduler} has no scheduler-side dry run (bsub has no test "
+                "mode); validate and compile checked the spec against the site's limits. "
+                "HINT: xvhpc submit --dry-run prints the bsub commands",
+                file=sys.stderr,
+            )
+            return 2
+        try:
+            said = runner.run(argv, cwd=str(root), with_stderr=True)
+            print(f"{step.name:9s} ok: {said.strip().splitlines()[-1] if said.strip() else ''}")
+        except SchedulerCommandError as exc:
+            bad += 1
+            print(f"{step.name:9s} REFUSED: {exc}", file=sys.stderr)
+    return 1 if bad else 0
+
+
 def _submit_once(
     scheduler: Scheduler,
     argv: list[str],
