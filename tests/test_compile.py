@@ -351,3 +351,21 @@ def rendered_site(job: Path, site_file: Path) -> dict[str, str]:
     loaded, site = load_spec(job), load_site(str(site_file))
     plan = build_plan(loaded, site, "/scratch/runs/x")
     return render_plan(plan, site)
+
+
+def test_rendezvous_ports_stay_below_the_ephemeral_range() -> None:
+    """One formula (xvhpc/ports.py) in every script and environment; with every packed slot
+    added it stays below Linux's ephemeral ports (32768+), where a node's own outgoing
+    connections could already hold it (issue 22 N16)."""
+    from xvhpc import ports
+    from xvhpc.runtime.environments import detect_environment
+
+    assert max(ports.master_port(j) for j in range(100_000)) + 1 + ports.SLOTS < 32768
+    slurm = rendered(ROOT / "jobs" / "covid_xray.yaml", "x86-v100")["scripts/train.sbatch"]
+    assert f"export MASTER_PORT={ports.master_port_shell('SLURM_JOB_ID')}\n" in slurm
+    summit = rendered(ROOT / "jobs" / "covid_sweep.yaml", "summit")["scripts/train.lsf"]
+    assert f"local base_port=${{MASTER_PORT:-{ports.BASE}}}" in summit
+    env = {"SLURM_PROCID": "0", "SLURM_STEP_ID": "0", "SLURM_NTASKS": "1", "SLURM_LOCALID": "0"}
+    assert detect_environment({**env, "SLURM_JOB_ID": "123456"}).master_port == ports.master_port(
+        123456
+    )

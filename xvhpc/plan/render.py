@@ -6,7 +6,7 @@ import json
 import shlex
 from pathlib import Path
 
-from .. import __version__, rundir
+from .. import __version__, ports, rundir
 from ..launchers import LAUNCHERS, Shell, render_tokens
 from ..launchers.container import contain, with_pyxis
 from ..rundir import REQUEUE_MARKER_ENV, requeue_counter_shell, requeue_marker_shell
@@ -45,7 +45,8 @@ def step_argv(step: Step, plan: Plan) -> list[str]:
     ]
 
 
-_PACKED_POOL = r"""xvhpc_start() {  # start point $point on slot $1 (its own rendezvous port) in the background
+_PACKED_POOL = (
+    r"""xvhpc_start() {  # start point $point on slot $1 (its own rendezvous port) in the background
   XVHPC_INDEX=$point
   export MASTER_PORT=$((base_port + 1 + $1))
   rm -f "$RUN_DIR/TRAIN/requeue-${point}"
@@ -56,7 +57,7 @@ _PACKED_POOL = r"""xvhpc_start() {  # start point $point on slot $1 (its own ren
 }
 xvhpc_pool() {  # points [$1, $2) on $3 slots: a freed slot starts the next point at once
   local first=$1 last=$2 width=$3 point=$1 slot pid p rc requeue=0 fail=0 stop=0
-  local base_port=${MASTER_PORT:-29500}
+  local base_port=${MASTER_PORT:-BASE_PORT}
   local -A slot_of=() point_of=()
   trap 'stop=1; for pid in "${!slot_of[@]}"; do kill -s USR1 "$pid" 2>/dev/null || true; done' USR1 USR2
   trap 'stop=1; for pid in "${!slot_of[@]}"; do kill -s TERM "$pid" 2>/dev/null || true; done' TERM
@@ -83,7 +84,10 @@ xvhpc_pool() {  # points [$1, $2) on $3 slots: a freed slot starts the next poin
   if [ "$requeue" -eq 1 ] || [ "$point" -lt "$last" ]; then return REQUEUE_EXIT; fi
   [ "$fail" -eq 0 ] || return 1
   return 0
-}""".replace("REQUEUE_EXIT", str(REQUEUE_EXIT)).replace("TRAIN", rundir.TRAIN)
+}""".replace("REQUEUE_EXIT", str(REQUEUE_EXIT))
+    .replace("TRAIN", rundir.TRAIN)
+    .replace("BASE_PORT", str(ports.BASE))
+)
 
 
 def _requeue_block(

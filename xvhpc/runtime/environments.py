@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
+from ..ports import master_port
 from ..util import UserError
 
 
@@ -138,7 +139,7 @@ class JsrunEnvironment(ClusterEnvironment):
         i = lambda k: _int(env, k, self.name, self.hint)  # noqa: E731
         rank, size = i("JSM_NAMESPACE_RANK"), i("JSM_NAMESPACE_SIZE")
         local = int(env.get("JSM_NAMESPACE_LOCAL_RANK", env.get("OMPI_COMM_WORLD_LOCAL_RANK", "0")))
-        port = int(env.get("MASTER_PORT", "29500"))
+        port = int(env.get("MASTER_PORT") or master_port(int(env.get("LSB_JOBID", "0") or 0)))
         addr = env.get("MASTER_ADDR", "")
         if not addr and size > 1:
             # rank 0's own address: right even for sweep points packed into one allocation (the
@@ -171,9 +172,8 @@ class OpenMPIEnvironment(ClusterEnvironment):
             i("OMPI_COMM_WORLD_LOCAL_RANK"),
             i("OMPI_COMM_WORLD_SIZE"),
         )
-        port = (
-            int(env.get("MASTER_PORT", "0") or 0)
-            or 29500 + int(env.get("SLURM_JOB_ID", "0") or 0) % 1000
+        port = int(env.get("MASTER_PORT", "0") or 0) or master_port(
+            int(env.get("SLURM_JOB_ID", "0") or 0)
         )
         addr = env.get("MASTER_ADDR", "")
         if not addr and size > 1:
@@ -203,7 +203,7 @@ class SlurmEnvironment(ClusterEnvironment):
             if size > 1
             else env.get("MASTER_ADDR", "127.0.0.1")
         )
-        port = int(env.get("MASTER_PORT") or 15000 + int(env.get("SLURM_JOB_ID", "0")) % 20000)
+        port = int(env.get("MASTER_PORT") or master_port(int(env.get("SLURM_JOB_ID", "0") or 0)))
         return DistInfo(self.name, i("SLURM_PROCID"), i("SLURM_LOCALID"), size, addr, port)
 
 

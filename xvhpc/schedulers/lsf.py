@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from ..plan.model import Plan, Step
+from ..ports import master_port_shell
 from ..spec import SiteConfig
 from .base import PURGED, SCHEDULERS, Scheduler, shell_join
 from .commands import CommandRunner, SchedulerCommandError
@@ -136,7 +137,7 @@ class LsfScheduler(Scheduler):
         if step.distributed or step.stages:
             lines += [
                 "# rank 0's host comes from mpi4py or LSB_DJOB_RANKFILE (launch node dropped)",
-                "export MASTER_PORT=$((15000 + ${LSB_JOBID:-0} % 20000))",
+                f"export MASTER_PORT={master_port_shell('${LSB_JOBID:-0}')}",
             ]
         return lines
 

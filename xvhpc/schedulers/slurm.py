@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..plan.model import Plan, Step
+from ..ports import master_port_shell
 from ..spec import SiteConfig
 from .base import SCHEDULERS, Scheduler, shell_join
 from .commands import CommandRunner
@@ -83,7 +84,7 @@ class SlurmScheduler(Scheduler):
                 'first_node=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
                 "MASTER_ADDR=$(scontrol show node \"$first_node\" | sed -n 's/.*NodeAddr=\\([^ ]*\\).*/\\1/p')",
                 'export MASTER_ADDR="${MASTER_ADDR:-$first_node}"',
-                "export MASTER_PORT=$((15000 + SLURM_JOB_ID % 20000))",
+                f"export MASTER_PORT={master_port_shell('SLURM_JOB_ID')}",
             ]
         return lines
 
