@@ -513,3 +513,13 @@ def test_submit_test_only_on_lsf_says_it_is_not_available(tmp_path: Path) -> Non
     )  # fmt: skip
     assert proc.returncode == 2
     assert "lsf has no scheduler-side dry run" in proc.stderr and "HINT:" in proc.stderr
+
+
+def test_a_partial_summit_node_is_a_warning(tmp_path: Path) -> None:
+    """Summit gives and charges whole nodes: 4 of 6 GPUs validates, with a warning (N16)."""
+    four = xv("validate", str(_spec(tmp_path, gpus_per_node=4)), "--site", "summit")
+    assert "resources.gpus_per_node is 4 of the 6 GPUs" in four.stderr and "2 GPU(s)" in four.stderr
+    six = xv("validate", str(_spec(tmp_path, gpus_per_node=6)), "--site", "summit")
+    assert "warning" not in six.stderr
+    slurm = xv("validate", str(_spec(tmp_path, gpus_per_node=2)), "--site", "x86-v100")
+    assert "warning" not in slurm.stderr  # Slurm shares a node's rest with other jobs

@@ -60,7 +60,7 @@ def _ingest_locks(args: argparse.Namespace) -> list[tuple[str, bool]] | None:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from .runtime.compat import site_torch_warning
-    from .spec import SpecError, check_against_site, load_site, load_spec
+    from .spec import SpecError, check_against_site, load_site, load_spec, site_advice
 
     try:
         loaded = load_spec(args.spec)
@@ -74,8 +74,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
         return 1
     print(f"{args.spec}: OK" + (f" for site {args.site}" if args.site else ""))
     warning = site and site_torch_warning(site.name, site.env.torch)
-    if warning:
-        print(f"xvhpc: warning: {warning}", file=sys.stderr)
+    for said in ([warning] if warning else []) + (site_advice(loaded, site) if site else []):
+        print(f"xvhpc: warning: {said}", file=sys.stderr)
     return 0
 
 
@@ -105,13 +105,15 @@ def cmd_sites(args: argparse.Namespace) -> int:
 def _compile(spec_path: str, site_name: str, out: str):
     from .plan import build_plan
     from .plan.render import write_plan
-    from .spec import SpecError, check_against_site, load_site, load_spec
+    from .spec import SpecError, check_against_site, load_site, load_spec, site_advice
 
     loaded = load_spec(spec_path)
     site = load_site(site_name)
     problems = check_against_site(loaded, site)
     if problems:
         raise SpecError(problems)
+    for said in site_advice(loaded, site):
+        print(f"xvhpc: warning: {said}", file=sys.stderr)
     run_dir = str(Path(out).resolve())
     plan = build_plan(loaded, site, run_dir)
     from .lock import exclusive_run

@@ -58,6 +58,7 @@ class Scheduler:
     needs: ClassVar[tuple[str, ...]] = ()
     native_arrays: ClassVar[bool] = True
     runs_here: ClassVar[bool] = False  # True: xvhpc runs the scripts itself (no queue, no job ids)
+    whole_nodes: ClassVar[bool] = False  # True: jobs are given and charged whole nodes (CSM)
 
     # -- rendering (pure) -------------------------------------------------------------------
     def directives(self, step: Step, plan: Plan, site: SiteConfig) -> list[str]:

@@ -77,6 +77,7 @@ def job_key(job_id: str, index: str | int | None) -> str:
 class LsfScheduler(Scheduler):
     suffix = ".lsf"
     needs = ("bsub", "bjobs", "bkill")
+    whole_nodes = True  # CSM's -nnodes: a job holds (and is charged) every core and GPU
 
     # -- rendering ------------------------------------------------------------------------------
     def job_name(self, step: Step, plan: Plan, site: SiteConfig) -> str:

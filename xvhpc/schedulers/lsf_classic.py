@@ -32,6 +32,8 @@ CONTINUATION = " " * 21  # bjobs -l wraps its lines at 80 columns, continuing at
 
 @SCHEDULERS.register("lsf-classic")
 class LsfClassicScheduler(LsfScheduler):
+    whole_nodes = False  # slots (-n) and span[ptile]: a job holds what it asks for
+
     # -- rendering ------------------------------------------------------------------------------
     def size_directives(self, step: Step, site: SiteConfig) -> list[str]:
         """Slots = tasks × cores per task; ``ptile`` keeps each node's share on one host."""

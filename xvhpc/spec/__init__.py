@@ -7,6 +7,7 @@ from .load import (
     load_site,
     load_spec,
     point_spec,
+    site_advice,
     spec_hash,
     sweep_points,
 )
@@ -25,6 +26,7 @@ __all__ = [
     "load_site",
     "load_spec",
     "point_spec",
+    "site_advice",
     "spec_hash",
     "sweep_points",
 ]

@@ -440,6 +440,21 @@ def check_against_site(loaded: LoadedSpec, site: SiteConfig) -> list[Problem]:
     return problems
 
 
+def site_advice(loaded: LoadedSpec, site: SiteConfig) -> list[str]:
+    """What is allowed but probably a mistake on this site: GPUs paid for and left idle."""
+    from ..schedulers import get_scheduler  # late: the schedulers import this package
+
+    res, node = loaded.spec.resources, site.node
+    whole = get_scheduler(site.scheduler).whole_nodes or site.job.exclusive
+    if whole and 0 < res.gpus_per_node < node.gpus:
+        return [
+            f"{loaded.file}: resources.gpus_per_node is {res.gpus_per_node} of the "
+            f"{node.gpus} GPUs of a {site.name} node: {site.name} gives (and charges) whole "
+            f"nodes, so {node.gpus - res.gpus_per_node} GPU(s) per node sit idle"
+        ]
+    return []
+
+
 def spec_hash(spec: ExperimentSpec) -> str:
     """A short stable hash of a validated spec."""
     text = json.dumps(spec.model_dump(mode="json", by_alias=True), sort_keys=True)
