@@ -41,6 +41,10 @@ case "${FAKE_MODE:-ok}" in
     echo "end $point" >> "$FAKE_STATE/events.log"
     [ "$point" -eq "${FAKE_FAIL:--1}" ] && exit 3
     exit 0 ;;
+  train_waits)  # training waits for USR1 (then checkpoints, exits 75); other steps end at once
+    [[ " $* " == *" train "* ]] || exit 0
+    trap 'echo "usr1 $$" >> "$FAKE_STATE/signals.log"; exit 75' USR1
+    while :; do sleep 0.1; done ;;
   wait_signal)  # a training point: runs until USR1, then checkpoints and exits 75
     trap 'echo "usr1 $$" >> "$FAKE_STATE/signals.log"; exit 75' USR1
     echo started >> "$FAKE_STATE/started.log"
@@ -523,3 +527,42 @@ def test_a_partial_summit_node_is_a_warning(tmp_path: Path) -> None:
     assert "warning" not in six.stderr
     slurm = xv("validate", str(_spec(tmp_path, gpus_per_node=2)), "--site", "x86-v100")
     assert "warning" not in slurm.stderr  # Slurm shares a node's rest with other jobs
+
+
+def test_single_allocation_stops_training_at_its_share_and_survives_late_signals(
+    tmp_path: Path,
+) -> None:
+    """N12: one job runs ingest, train, evaluate, report under one walltime. Training is sent
+    USR1 at the end of its share (it checkpoints and the job requeues), so evaluate and report
+    keep theirs; a walltime signal outside training does not kill the batch shell."""
+    run = tmp_path / "run"
+    plan, files = _compile(_spec(tmp_path, queue="debug", walltime="00:30:00"), run)
+    script = files["scripts/pipeline.lsf"]
+    stages = plan.steps[0].stages  # type: ignore[attr-defined]
+    ends = sum(s.job_seconds for s in stages[:2])  # ingest's and train's shares
+    assert f"xvhpc_deadline {ends}" in script
+    env = {**_stand_ins(tmp_path), "LSB_JOBINDEX": "0", "FAKE_MODE": "train_waits"}
+    started = time.monotonic()
+    proc = subprocess.run(  # as if the job had run up to 2 s before training's share ends
+        ["bash", "-c", f'SECONDS={ends - 2}; . "$0"', str(run / "scripts/pipeline.lsf")],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 75, proc.stderr
+    assert time.monotonic() - started < 60
+    assert (tmp_path / "state/signals.log").read_text().count("usr1") == 1
+    assert (tmp_path / "state/brequeue.log").read_text().split() == ["12345"]
+    late = subprocess.Popen(
+        ["bash", "-c", "xvhpc_between() { :; }; " + _between_only(script)],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    time.sleep(0.5)
+    late.send_signal(signal.SIGUSR1)
+    _, err = late.communicate(timeout=30)
+    assert late.returncode == 0 and "walltime warning outside training" in err
+
+
+def _between_only(script: str) -> str:
+    """The script's between-stages trap, then a short wait standing in for evaluate."""
+    start = script.index("xvhpc_between() {")
+    end = script.index("\nxvhpc_between\n", start) + len("\nxvhpc_between\n")
+    return script[start:end] + "sleep 2 & wait $! || true; sleep 0.2\n"

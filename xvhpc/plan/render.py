@@ -31,6 +31,23 @@ _RUN_WITH_SIGNALS = r"""xvhpc_run() {  # run "$@" in the background; forward wal
 }"""
 
 
+# A single allocation runs several stages under one walltime (issue 22 N12): between and after
+# the requeue-able stages a walltime signal must not kill the batch shell (default action of
+# USR1), and the requeue-able stage is stopped (checkpoint, requeue) at the end of its own share,
+# SECONDS after the job started, so that evaluate and report keep theirs.
+_BETWEEN_STAGES = r"""xvhpc_between() {  # outside training: note a walltime signal, do not die of it
+  trap 'echo "xvhpc: walltime warning outside training; finishing this stage" >&2' USR1 USR2
+  [ -z "${xvhpc_timer:-}" ] || kill "$xvhpc_timer" 2>/dev/null || true
+}
+xvhpc_deadline() {  # USR1 to this script $1 seconds after it started: the stage checkpoints
+  local left=$(( $1 - SECONDS ))
+  [ "$left" -gt 0 ] || left=1
+  ( sleep "$left" && kill -s USR1 $$ ) &
+  xvhpc_timer=$!
+}
+xvhpc_between"""
+
+
 def step_argv(step: Step, plan: Plan) -> list[str]:
     """The per-rank command: python -m xvhpc STEP --run-dir "$RUN_DIR" ... ."""
     args = [INDEX if a == "{index}" else a for a in step.args]
@@ -217,14 +234,24 @@ def body(step: Step, plan: Plan, site: SiteConfig) -> list[str]:
     steps = step.stages or (step,)
     requeue = any(s.requeue for s in steps)
     lines = [f"export {REQUEUE_MARKER_ENV}=1", _RUN_WITH_SIGNALS] if requeue else []
+    shared = bool(step.stages) and requeue  # one walltime, several stages
     if step.stages:
         lines.append(f"# single allocation: {' -> '.join(s.name for s in steps)}")
+    if shared:
+        lines.append(_BETWEEN_STAGES)
+    ends = 0
     for s, following in zip(steps, [*steps[1:], None], strict=True):
+        ends += s.job_seconds
         if step.stages:
             lines += [f"# -- {s.name}", "XVHPC_INDEX=0"]
         if s.stage_data and plan.stage_dir:
             lines += _stage(s, site, plan)
+        deadline = shared and s.requeue and following is not None
+        if deadline:  # its share ends here: the stages after it keep theirs (N12)
+            lines.append(f"xvhpc_deadline {ends}")
         lines += _plain(s, site, plan, native and not step.stages)
+        if deadline:
+            lines.append("xvhpc_between")
         if following is not None and following.after_ended:  # score the points that finished
             lines += [
                 f'[ "$rc" -ne {REQUEUE_EXIT} ] || exit "$rc"',
