@@ -566,3 +566,16 @@ def _between_only(script: str) -> str:
     start = script.index("xvhpc_between() {")
     end = script.index("\nxvhpc_between\n", start) + len("\nxvhpc_between\n")
     return script[start:end] + "sleep 2 & wait $! || true; sleep 0.2\n"
+
+
+def test_a_packed_sweep_stages_shards_on_every_node_it_uses(tmp_path: Path) -> None:
+    """N7: 4 points packed on 4 nodes copy the shards to all 4 nodes, not to node 1 only."""
+    data = yaml.safe_load(_sweep_spec(tmp_path, 4, 4, "01:00:00").read_text())
+    data["data"]["stage"] = "node_local"
+    spec = tmp_path / "staged.yaml"
+    spec.write_text(yaml.safe_dump(data))
+    _, files = _compile(spec, tmp_path / "run")
+    train = files["scripts/train.lsf"]
+    assert "#BSUB -nnodes 4" in train
+    assert "jsrun -n4 -r1 -a1 -c1 -g0 --smpiargs=-disable_gpu_hooks " in train
+    assert " stage --run-dir " in train

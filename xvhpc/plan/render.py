@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shlex
+from dataclasses import replace
 from pathlib import Path
 
 from .. import __version__, ports, rundir
@@ -218,7 +219,8 @@ def _stage(step: Step, site: SiteConfig, plan: Plan) -> list[str]:
         Shell('"$XVHPC_STAGE_DIR"'),
     ]
     argv = contain(site, step, plan, argv)
-    command = render_tokens(LAUNCHERS.get(site.launcher)().per_node_command(step, site, argv))
+    every = replace(step, nodes=step.allocation_nodes)  # packed points: every node they use (N7)
+    command = render_tokens(LAUNCHERS.get(site.launcher)().per_node_command(every, site, argv))
     return [
         f"export XVHPC_STAGE_DIR={shlex.quote(plan.stage_dir or '')}  # expanded on each node",
         f"if ! {command}; then",
