@@ -141,7 +141,10 @@ def test_cluster_sites_compile_on_the_login_side_without_torch(
     assert "#SBATCH --array=0-3" in (outs["x86-v100"] / "scripts" / "predict.sbatch").read_text()
     assert "--dependency=afterok:<predict>" in proc.stdout
     lsf = (outs["summit"] / "scripts" / "predict.lsf").read_text()
-    assert "[1-4]" in lsf and "predict-chunk --run-dir" in lsf
+    # Summit: the 4 chunks on the 6 GPUs of one node, one rank each (N6), not 4 jobs of 1 GPU
+    assert "#BSUB -nnodes 1" in lsf and "[1-" not in lsf
+    assert "jsrun -n1 -r1 -a6 -g6 -c42 -bpacked:7 " in lsf
+    assert '--chunk "$XVHPC_INDEX" --per-job 6' in lsf
     assert "bsub -w 'done(<predict>)'" in proc.stdout
 
 
@@ -239,3 +242,21 @@ def test_slurm_array_matches_local_and_resumes_a_cancelled_task(
     assert (out / "predictions.csv").read_bytes() == (local_run / "predictions.csv").read_bytes()
     logs = xv("logs", str(out), "predict").stdout
     assert logs.count("already done") == 3
+
+
+def test_one_rank_per_gpu_predicts_its_own_chunk(
+    trained_run: Path, images: Path, tmp_path: Path
+) -> None:
+    """Element E of a whole-node predict array holds chunks E*G .. E*G+G-1: each rank (as jsrun
+    numbers it) predicts its own, and a rank past the last chunk has nothing to do."""
+    out = tmp_path / "out"
+    predict(trained_run, images, out, "--site", "summit", "--dry-run", "--chunk-size", "2")
+    chunks = json.loads((out / "predict.json").read_text())
+    total = -(-len(chunks["inputs"]) // 2)
+    per_job = 3
+    for rank in range(per_job):
+        env = {"JSM_NAMESPACE_RANK": str(rank), "JSM_NAMESPACE_LOCAL_RANK": str(rank)}
+        xv("predict-chunk", "--run-dir", str(out), "--chunk", "1", "--per-job", str(per_job),
+           env=env)  # fmt: skip
+    done = sorted(int(p.name.split("-")[1]) for p in (out / "chunks").glob("chunk-*"))
+    assert done == [c for c in range(per_job, 2 * per_job) if c < total]

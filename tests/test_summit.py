@@ -496,7 +496,8 @@ def test_the_centres_caps_are_file_line_errors(tmp_path: Path) -> None:
 
 
 def test_predict_chunks_within_the_array_size() -> None:
-    """A predict array over more chunks than MAX_JOB_ARRAY_SIZE says which --chunk-size fits."""
+    """A predict array over more chunks than the array size allows says which --chunk-size
+    fits; on Summit an element holds one chunk per GPU (6), so 6 x 1000 chunks fit."""
     import pytest
 
     from xvhpc.plan.predict import PredictError, PredictJob, check_array_cap
@@ -504,10 +505,14 @@ def test_predict_chunks_within_the_array_size() -> None:
     inputs = [{"path": f"/d/{i}.png", "rel": f"{i}.png"} for i in range(2500)]
     job = PredictJob("/m", "/d", inputs, [], 2, 64, False)  # 1250 chunks
     with pytest.raises(
-        PredictError, match=r"1250 array elements, but summit allows 1000.*--chunk-size 3"
+        PredictError, match=r"1250 chunks, but x86-v100 allows 1001.*--chunk-size 3"
     ):
-        check_array_cap(job, load_site("summit"))
-    check_array_cap(PredictJob("/m", "/d", inputs, [], 3, 64, False), load_site("summit"))
+        check_array_cap(job, load_site("x86-v100"))
+    check_array_cap(PredictJob("/m", "/d", inputs, [], 3, 64, False), load_site("x86-v100"))
+    check_array_cap(job, load_site("summit"))  # 209 elements of 6 chunks
+    many = PredictJob("/m", "/d", inputs * 3, [], 1, 64, False)  # 7500 chunks
+    with pytest.raises(PredictError, match=r"summit allows 6000 \(1000 array elements"):
+        check_array_cap(many, load_site("summit"))
 
 
 def test_submit_test_only_on_lsf_says_it_is_not_available(tmp_path: Path) -> None:

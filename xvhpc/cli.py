@@ -439,6 +439,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("predict-chunk", cmd_predict_chunk, "(job step) predict one chunk, or --merge")
     p.add_argument("--run-dir", required=True)
     p.add_argument("--chunk", type=int, default=None)
+    p.add_argument(
+        "--per-job",
+        type=int,
+        default=1,
+        help="chunks per array element, one per rank (whole-node sites: one per GPU)",
+    )
     p.add_argument("--merge", action="store_true")
     p = add(
         "demo-data", cmd_demo_data, "generate a synthetic X-ray-like dataset (JPEG, PNG, DICOM)"

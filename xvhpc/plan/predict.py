@@ -232,14 +232,24 @@ def prepare_job(
     return job, meta
 
 
+def chunks_per_element(site: SiteConfig) -> int:
+    """Chunks one array element predicts: one per GPU of a node where a job holds whole nodes
+    (Summit: 6, one rank each; issue 22 N6), else one."""
+    from ..schedulers import get_scheduler  # late: the schedulers import plan.model
+
+    whole = get_scheduler(site.scheduler).whole_nodes and not site.local
+    return site.node.gpus if whole and site.node.gpus else 1
+
+
 def check_array_cap(job: PredictJob, site: SiteConfig) -> None:
     """One array element per chunk: more chunks than the site's array size would be rejected by
     the scheduler (Slurm MaxArraySize, LSF MAX_JOB_ARRAY_SIZE, default 1000)."""
-    cap = site.sweep.max_array_size
+    cap = site.sweep.max_array_size * chunks_per_element(site)
     if not site.local and job.chunks > cap:
         raise PredictError(
-            f"{len(job.inputs)} inputs in chunks of {job.chunk_size} make {job.chunks} array "
-            f"elements, but {site.name} allows {cap} (site key sweep.max_array_size). HINT: "
+            f"{len(job.inputs)} inputs in chunks of {job.chunk_size} make {job.chunks} chunks, "
+            f"but {site.name} allows {cap} ({site.sweep.max_array_size} array elements "
+            f"(site key sweep.max_array_size) of {chunks_per_element(site)}). HINT: "
             f"--chunk-size {math.ceil(len(job.inputs) / cap)} or more"
         )
 
@@ -253,6 +263,7 @@ def build_predict_plan(
     name = f"{spec.get('name', 'model')}-predict"
     gpus = 1 if site.node.gpus else 0
     cpus = min(8, max(1, site.node.cores // max(site.node.gpus, 1)))
+    per_job = chunks_per_element(site)
     plan = Plan(
         name=name,
         job_label=safe_label(name, 32),
@@ -265,15 +276,31 @@ def build_predict_plan(
         account=resources.get("account") or site.default_account,
         data_source=job.source,
     )
-    plan.steps.append(
-        Step(
-            "predict",
-            ("predict-chunk", "--chunk", "{index}"),
-            walltime,
-            array=job.chunks,
-            gpus_per_node=gpus,
-            cpus_per_task=site.node.cores if site.local else cpus,
+    if per_job > 1:
+        elements = math.ceil(job.chunks / per_job)
+        plan.steps.append(
+            Step(
+                "predict",
+                ("predict-chunk", "--chunk", "{index}", "--per-job", str(per_job)),
+                walltime,
+                array=elements if elements > 1 else 0,
+                max_concurrent=site.sweep.max_eligible_jobs,
+                tasks_per_node=per_job,
+                gpus_per_node=per_job,
+                cpus_per_task=max(1, site.node.cores // per_job),
+                distributed=True,  # one rank per GPU, each its own chunk (no process group)
+            )
         )
-    )
+    else:
+        plan.steps.append(
+            Step(
+                "predict",
+                ("predict-chunk", "--chunk", "{index}"),
+                walltime,
+                array=job.chunks,
+                gpus_per_node=gpus,
+                cpus_per_task=site.node.cores if site.local else cpus,
+            )
+        )
     plan.steps.append(Step("merge", ("predict-chunk", "--merge"), "00:15:00", after=("predict",)))
     return plan

@@ -86,6 +86,25 @@ def check_mpi_size(env: Mapping[str, str], size: int) -> None:
         )
 
 
+# (rank, local rank) variables of each launcher, in the environments' detection order
+RANK_VARIABLES = (
+    ("RANK", "LOCAL_RANK"),
+    ("JSM_NAMESPACE_RANK", "JSM_NAMESPACE_LOCAL_RANK"),
+    ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_LOCAL_RANK"),
+    ("SLURM_PROCID", "SLURM_LOCALID"),
+)
+
+
+def launcher_rank(env: Mapping[str, str]) -> tuple[int, int]:
+    """(rank, local rank) as the launcher numbers this process, (0, 0) outside one: for ranks
+    that work alone (one predict chunk per GPU) and need no rendezvous address."""
+    for rank, local in RANK_VARIABLES:
+        if env.get(rank, "").isdigit():
+            value = env.get(local, "0")
+            return int(env[rank]), int(value) if value.isdigit() else 0
+    return 0, 0
+
+
 def detect_task(env: Mapping[str, str] | None = None) -> Task:
     """This task's array index, CPU grant and MPI rank (``env`` defaults to os.environ)."""
     env = os.environ if env is None else env

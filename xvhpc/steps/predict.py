@@ -16,6 +16,7 @@ import hashlib
 import io
 import json
 import logging
+import os
 import re
 import sys
 from collections import Counter
@@ -29,6 +30,8 @@ from ..data.catalog import display_name
 from ..data.decode import BadImage, decode
 from ..models.bundle import Bundle, load_bundle, overlay_png
 from ..plan.predict import CHUNKS, PredictError, PredictJob, job_key
+from ..runtime.placement import place
+from ..runtime.task import launcher_rank
 from ..serve.batching import forward
 from ..stats.decision import DecisionError, decide, read_decision
 from ..util import atomic_path, write_json_atomic, write_text_atomic
@@ -125,9 +128,23 @@ def heatmap_name(rel: str) -> str:
     return f"{prefix}.{digest}.png"
 
 
-def run_chunk(out: Path, index: int, log: logging.Logger) -> int:
-    """Predict chunk ``index`` unless its CSV already exists."""
+def rank_chunk(index: int, per_job: int) -> tuple[int, str]:
+    """The chunk this rank predicts and its device: element ``index`` of the array holds
+    ``per_job`` chunks, one per rank, each rank on the GPU it sees (runtime/placement.py)."""
+    rank, local = launcher_rank(os.environ) if per_job > 1 else (0, 0)
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    gpu = place(local, count).index
+    return index * per_job + rank, "cpu" if gpu is None else f"cuda:{gpu}"
+
+
+def run_chunk(out: Path, index: int, log: logging.Logger, per_job: int = 1) -> int:
+    """Predict chunk ``index`` (of element ``index`` with ``per_job`` > 1: this rank's) unless
+    its CSV already exists."""
     job = PredictJob.read(out)
+    index, device = rank_chunk(index, per_job)
+    if per_job > 1 and index >= job.chunks:
+        log.info("rank of chunk %d: the last element has fewer chunks; nothing to do", index)
+        return 0
     if not 0 <= index < job.chunks:
         raise PredictError(f"chunk {index} out of range (this job has {job.chunks})")
     detector = is_detector(job.model)
@@ -138,7 +155,6 @@ def run_chunk(out: Path, index: int, log: logging.Logger) -> int:
             log.info("chunk %d: already done (%s), skipping", index, target)
             return 0
         log.warning("chunk %d: %s is damaged (%s): predicting it again", index, target, why)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
     bundle = load_bundle(job.model, device)
     if detector:
         from ..detect.predict import predict_lines
@@ -284,7 +300,7 @@ def main(args: argparse.Namespace) -> int:
             return merge(out, log)
         if args.chunk is None:
             raise PredictError("give --chunk INDEX or --merge")
-        return run_chunk(out, args.chunk, log)
+        return run_chunk(out, args.chunk, log, args.per_job)
     except (PredictError, DecisionError, FileNotFoundError) as exc:
         print(f"xvhpc: error: {exc}", file=sys.stderr)
         return 2
