@@ -584,3 +584,26 @@ def test_a_packed_sweep_stages_shards_on_every_node_it_uses(tmp_path: Path) -> N
     assert "#BSUB -nnodes 4" in train
     assert "jsrun -n4 -r1 -a1 -c1 -g0 --smpiargs=-disable_gpu_hooks " in train
     assert " stage --run-dir " in train
+
+
+def test_single_allocation_holds_the_nodes_training_needs(tmp_path: Path) -> None:
+    """N9: 64 shards in a 2-node debug pipeline ingest on those 2 nodes (12 ranks sharing the
+    shards), not on 11 nodes that training then leaves idle."""
+    data = yaml.safe_load(_spec(tmp_path, queue="debug", walltime="00:30:00").read_text())
+    data["data"]["shards"] = 64
+    spec = tmp_path / "shards.yaml"
+    spec.write_text(yaml.safe_dump(data))
+    _, files = _compile(spec, tmp_path / "run")
+    script = files["scripts/pipeline.lsf"]
+    assert "#BSUB -nnodes 2" in script
+    assert "jsrun -n12 -r6 -a1 -g0 " in script  # ingest: 6 ranks on each of the 2 nodes
+
+
+def test_horovod_gets_an_mpi_launch(tmp_path: Path) -> None:
+    """N16: Horovod is an MPI program: srun wires its ranks with PMIx."""
+    data = yaml.safe_load(_spec(tmp_path).read_text())
+    data["train"]["backend"] = "horovod"
+    spec = tmp_path / "hvd.yaml"
+    spec.write_text(yaml.safe_dump(data))
+    _, files = _compile(spec, tmp_path / "run", site="x86-v100")
+    assert "--kill-on-bad-exit=1 --mpi=pmix " in files["scripts/train.sbatch"]

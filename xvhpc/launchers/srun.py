@@ -28,8 +28,8 @@ class SrunLauncher(Launcher):
             head.append(f"--cpu-bind={bind.cpu}")
         if bind.threads_per_core:
             head.append(f"--threads-per-core={bind.threads_per_core}")
-        if site.srun_mpi:
-            head.append(f"--mpi={site.srun_mpi}")
+        if site.srun_mpi or step.mpi:  # Horovod is an MPI program: PMIx wires its ranks
+            head.append(f"--mpi={site.srun_mpi or 'pmix'}")
 
         return [*head, *argv]
 

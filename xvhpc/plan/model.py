@@ -43,6 +43,7 @@ class Step:
     distributed: bool = False  # launched through the site's launcher
     requeue: bool = False
     stage_data: bool = False  # copy the shards to node-local storage first (one task per node)
+    mpi: bool = False  # the ranks are an MPI job (Horovod): srun --mpi=pmix where none is set
     stages: tuple[Step, ...] = ()  # single allocation: these steps run one after another
 
     @property
@@ -333,6 +334,7 @@ def train_step(
         cpus_per_task=res.cpus_per_task or max(1, site.node.cores // max(tasks, 1)),
         distributed=True,
         requeue=not local,
+        mpi=spec.train.backend == "horovod",
     )
 
 
@@ -405,6 +407,14 @@ def single_allocation(steps: list[Step]) -> Step:
             s = replace(s, waves=math.ceil(s.array / s.per_wave))
         stages.append(replace(s, after=()))
     train = next(s for s in stages if s.name == "train")
+    # ingest's MPI ranks share the shards round robin: on the nodes training holds, never more
+    # (64 shards must not make the whole job 11 nodes when training uses 2; issue 22 N9)
+    stages = [
+        replace(s, nodes=min(s.nodes, train.allocation_nodes))
+        if s.name == "ingest" and s.distributed
+        else s
+        for s in stages
+    ]
     return Step(
         "pipeline",
         ("pipeline",),

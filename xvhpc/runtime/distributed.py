@@ -100,6 +100,12 @@ def _setup_horovod(info: DistInfo) -> Context:
             "HINT: use backend: ddp (the default), or build Horovod against this torch (see README)"
         ) from None
     hvd.init()
+    if info.world_size > 1 and hvd.size() != info.world_size:
+        raise EnvironmentError_(
+            f"horovod sees {hvd.size()} rank(s) but the launcher ({info.environment}) started "
+            f"{info.world_size}: its MPI is not the launcher's. HINT: srun --mpi=pmix (xvhpc "
+            "adds it for backend: horovod), or build Horovod against the site's MPI"
+        )
     info = DistInfo(
         "horovod", hvd.rank(), hvd.local_rank(), hvd.size(), info.master_addr, info.master_port
     )
