@@ -156,6 +156,24 @@ def test_classic_directives_no_csm_options_and_gpu_only_when_asked(
         "#BSUB -gpu"
         not in (scripts / "ingest.lsf").read_text() + (scripts / "report.lsf").read_text()
     )
+    # an IBM LSF site: -ti on dependent jobs, -wa/-wt before the run limit (N13)
+    site |= {
+        "name": "ibm-lsf",
+        "lsf": {"terminate_invalid_dependency": True, "warning_action": True},
+    }
+    (tmp_path / "ibm-lsf.yaml").write_text(yaml.safe_dump(site))
+    xv(
+        "compile",
+        str(spec),
+        "--site",
+        str(tmp_path / "ibm-lsf.yaml"),
+        "--out",
+        str(tmp_path / "ibm"),
+    )
+    ibm = tmp_path / "ibm" / "scripts"
+    assert "#BSUB -ti" in (ibm / "evaluate.lsf").read_text()
+    assert "#BSUB -ti" not in (ibm / "ingest.lsf").read_text()  # no dependency: nothing to end
+    assert "#BSUB -wa USR1" in (ibm / "train.lsf").read_text()
 
 
 def test_pipeline_on_openlava(openlava_up, tmp_path: Path, run: Path, demo_data: Path) -> None:

@@ -113,8 +113,10 @@ class LsfScheduler(Scheduler):
         ]
         if plan.account:
             d.append(f"#BSUB -P {plan.account}")
-        if plan.queue:
-            d.append(f"#BSUB -q {plan.queue}")
+        cpu_step = not step.gpus_per_node and not step.stages and site.job.cpu_queue
+        queue = site.job.cpu_queue if cpu_step else plan.queue
+        if queue:
+            d.append(f"#BSUB -q {queue}")
         if plan.reservation:
             d.append(f"#BSUB -U {plan.reservation}")
         if site.job.exclusive and step.gpus_per_node:

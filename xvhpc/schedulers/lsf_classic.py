@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 
-from ..plan.model import Step
+from ..plan.model import Plan, Step
 from ..spec import SiteConfig
 from .base import FINAL_BAD, PURGED, SCHEDULERS
 from .commands import CommandRunner, SchedulerCommandError
@@ -49,13 +49,23 @@ class LsfClassicScheduler(LsfScheduler):
         return lines
 
     def warning_directives(self, site: SiteConfig) -> list[str]:
-        """Rerunnable only: the warning is LSF's SIGUSR2 at the run limit (no ``-wa``/``-wt``)."""
+        """Rerunnable; the warning is LSF's SIGUSR2 at the run limit, or ``-wa``/``-wt`` where
+        the site's LSF is IBM's (``lsf.warning_action``)."""
+        if site.lsf.warning_action:
+            return super().warning_directives(site)
         return ["#BSUB -r"]
 
     def submit_argv(
         self, script: str, after: list[str], ended: bool = False
     ) -> tuple[list[str], bool]:
         return ["bsub", *lsf_dependency(after, ended, immediate=False)], True
+
+    def directives(self, step: Step, plan: Plan, site: SiteConfig) -> list[str]:
+        """As LSF's, plus ``-ti`` in the script where the site's LSF has it (OpenLava does not)."""
+        lines = super().directives(step, plan, site)
+        if site.lsf.terminate_invalid_dependency and step.after and not step.after_ended:
+            lines = sorted([*lines, "#BSUB -ti"])
+        return lines
 
     # -- parsing and queries ------------------------------------------------------------------
     def query_states(self, job_ids: list[str], runner: CommandRunner) -> dict[str, str]:

@@ -204,6 +204,14 @@ class Binding(Strict):
     threads_per_core: int | None = Field(None, ge=1, le=8)
 
 
+class LsfOptions(Strict):
+    """Classic-LSF features a real IBM LSF has and OpenLava lacks (it misreads ``-wa USR1`` as
+    ``-w a``): off by default, on for a site whose LSF is IBM's (issue 22 N13)."""
+
+    terminate_invalid_dependency: bool = False  # bsub -ti: end a job whose done() cannot hold
+    warning_action: bool = False  # bsub -wa SIGNAL -wt MIN: requeue.seconds_before is honoured
+
+
 class JobOptions(Strict):
     """What a centre's jobs need besides a queue and an account (sbatch(1), bsub). Perlmutter
     shape: no partition, ``constraint: gpu``, ``qos: regular``; the CPU steps (ingest, merge,
@@ -236,6 +244,7 @@ class SiteConfig(Strict):
     jsrun_mode: Literal["rank_per_gpu", "all_gpus_per_rank"] = "all_gpus_per_rank"
     binding: Binding = Field(default_factory=Binding)
     job: JobOptions = Field(default_factory=JobOptions)
+    lsf: LsfOptions = Field(default_factory=LsfOptions)
     srun_mpi: Name | None = None  # e.g. pmix
     node_local: NodeLocal | None = None
     env: Environment = Field(default_factory=Environment)
