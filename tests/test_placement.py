@@ -128,6 +128,17 @@ def test_jsrun_layouts(layout: str, env_of_rank) -> None:
 # -- real launchers ----------------------------------------------------------------------------
 
 
+def in_allocation(job: list[str], srun_line: list[str]) -> list[dict]:
+    """Run ``srun_line`` in a real 2-node x 2-task allocation that asks ``job``; each rank's
+    view, checked: every rank on a GPU it sees, no two of a node on one."""
+    cmd = ["salloc", "--nodes=2", "--ntasks-per-node=2", "--cpus-per-task=1", *job, *srun_line]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    ranks = ranks_of(proc.stdout)
+    assert_one_gpu_each(ranks, 4)
+    return ranks
+
+
 SLURM_LAYOUTS = {
     # what the job asks for            what srun adds
     "gpus-per-node (xvhpc)": (["--gpus-per-node=2"], []),
@@ -145,23 +156,8 @@ SLURM_LAYOUTS = {
 def test_every_slurm_layout_gives_each_rank_its_own_visible_gpu(slurm_up, layout: str) -> None:
     """Two nodes x two ranks under a real srun: each rank uses a GPU it sees, none shared."""
     job, extra = SLURM_LAYOUTS[layout]
-    cmd = [
-        "salloc",
-        "--nodes=2",
-        "--ntasks-per-node=2",
-        "--cpus-per-task=1",
-        *job,
-        "srun",
-        "--nodes=2",
-        "--ntasks-per-node=2",
-        "--cpus-per-task=1",
-        *extra,
-        *probe_argv(4),
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    ranks = ranks_of(proc.stdout)
-    assert_one_gpu_each(ranks, 4)
+    srun = ["srun", "--nodes=2", "--ntasks-per-node=2", "--cpus-per-task=1", *extra]
+    ranks = in_allocation(job, [*srun, *probe_argv(4)])
     if "(xvhpc)" in layout:  # the layouts xvhpc asks for: every rank sees the node's GPUs (IPC)
         assert all(r["visible"] == ["0", "1"] for r in ranks), ranks
 
@@ -183,18 +179,7 @@ def test_the_rendered_srun_line_keeps_the_nodes_gpus_together(slurm_up) -> None:
     line = LAUNCHERS.get("srun")().command(step, site, probe_argv(4))
     assert not any(t.startswith("--gpus-per-task") for t in line), render_tokens(line)
     line = [t if not t.startswith("--cpus-per-task") else "--cpus-per-task=1" for t in line]
-    cmd = [
-        "salloc",
-        "--nodes=2",
-        "--ntasks-per-node=2",
-        "--cpus-per-task=1",
-        "--gpus-per-node=2",
-        *line,
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    ranks = ranks_of(proc.stdout)
-    assert_one_gpu_each(ranks, 4)
+    ranks = in_allocation(["--gpus-per-node=2"], line)
     assert [(r["host"], r["gpu"]) for r in ranks] == [
         ("n1", "0"),
         ("n1", "1"),
