@@ -89,3 +89,59 @@ def test_a_damaged_chunk_is_not_merged_and_is_predicted_again(
     assert merge(out, LOG) == 0
     rows = (out / PREDICTIONS).read_text().splitlines()
     assert len(rows) == 1 + len(rels)
+
+
+def test_predict_listing_reads_nothing_outside_the_manifests_folder(tmp_path: Path) -> None:
+    """Finding 2 for predict: `../`, absolute paths and links out of the CSV's (or COCO's image)
+    folder are listed as skipped with the reason, unless data.follow_links: true."""
+    import json as _json
+    import os as _os
+
+    from xvhpc.plan.predict import list_inputs
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "ok.png").write_bytes(b"x")
+    _os.symlink("/etc/passwd", folder / "link.png")
+    listing = folder / "list.csv"
+    listing.write_text("path\nok.png\n" + "../" * 20 + "etc/passwd\n/proc/self/environ\nlink.png\n")
+    found, skipped = list_inputs(listing, {})
+    assert [f["rel"] for f in found] == ["ok.png"]
+    assert len(skipped) == 3 and all("outside the image folder" in s["reason"] for s in skipped)
+    found, _ = list_inputs(listing, {"follow_links": True})
+    assert len(found) == 4  # /etc/passwd (twice) and environ: listed, decoding decides later
+    coco = folder / "coco.json"
+    images = [
+        {"id": 1, "file_name": "../ok.png"},
+        {"id": 2, "file_name": "/etc/passwd"},
+        {"id": 3, "file_name": "in.png"},
+    ]
+    coco.write_text(_json.dumps({"images": images}))
+    (folder / "images").mkdir()
+    (folder / "images" / "in.png").write_bytes(b"x")
+    found, skipped = list_inputs(coco, {})
+    assert [f["rel"] for f in found] == ["in.png"]
+    assert {s["path"] for s in skipped} == {"../ok.png", "/etc/passwd"}
+
+
+def test_predict_data_that_is_a_fifo_or_hostile_json_is_a_clear_error(tmp_path: Path) -> None:
+    """Findings 7 and 11 for predict: a FIFO as --data is refused at once (reading it would
+    block forever); nested JSON and a CSV field over 128 KiB are one error naming the file."""
+    import os as _os
+
+    import pytest as _pytest
+
+    from xvhpc.plan.predict import PredictError, list_inputs
+
+    fifo = tmp_path / "inputs.csv"
+    _os.mkfifo(fifo)
+    with _pytest.raises(PredictError, match=r"not a regular file \(a FIFO\)"):
+        list_inputs(fifo, {})
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    with _pytest.raises(PredictError, match="nested too deeply"):
+        list_inputs(deep, {})
+    wide = tmp_path / "wide.csv"
+    wide.write_text("path\n" + "x" * 200_000 + "\n")
+    with _pytest.raises(PredictError, match="not a usable CSV"):
+        list_inputs(wide, {})

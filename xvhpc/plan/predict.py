@@ -24,8 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..data.catalog import outside, read_csv_text
 from ..spec import SiteConfig
-from ..util import read_json, safe_label, write_json_atomic
+from ..util import file_kind, read_json, safe_label, write_json_atomic
 from .model import Plan, Step
 
 CONFIG = "predict.json"
@@ -92,14 +93,6 @@ def model_dir(run_dir: str | Path) -> Path:
     return found
 
 
-def _read_csv_text(path: Path) -> str:
-    raw = path.read_bytes()
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError:  # spreadsheets exported on Windows, as ingest reads them
-        return raw.decode("latin-1")
-
-
 def _problem(path: Path) -> str | None:
     """Why ``path`` (links resolved) is not a regular file to read, or None."""
     try:
@@ -130,8 +123,25 @@ def _from_folder(root: Path) -> tuple[list[dict[str, str]], list[dict[str, str]]
     return found, skipped
 
 
-def _from_csv(path: Path, column: str) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
-    reader = csv.DictReader(io.StringIO(_read_csv_text(path), newline=""))
+def _listed(file: Path, root: Path, follow_links: bool) -> str | None:
+    """Why a file a manifest lists is not read: outside the manifest's folder (``../``, an
+    absolute path, a link out; unless data.follow_links), or not a regular file."""
+    return outside(file, root, follow_links) or _problem(file)
+
+
+def _from_csv(
+    path: Path, column: str, follow_links: bool
+) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    try:
+        return _read_csv(path, column, follow_links)
+    except csv.Error as exc:  # a field over the csv module's 128 KiB limit, a NUL byte
+        raise PredictError(f"{path}: not a usable CSV: {exc}") from None
+
+
+def _read_csv(
+    path: Path, column: str, follow_links: bool
+) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    reader = csv.DictReader(io.StringIO(read_csv_text(path), newline=""))
     if column not in (reader.fieldnames or []):
         raise PredictError(
             f"{path}: column {column!r} not found (columns: {', '.join(reader.fieldnames or [])})"
@@ -140,7 +150,7 @@ def _from_csv(path: Path, column: str) -> tuple[list[dict[str, str]], list[dict[
     for line, row in enumerate(reader, start=2):
         rel = (row.get(column) or "").strip()
         file = path.parent / rel
-        why = _problem(file) if rel else "no path"
+        why = _listed(file, path.parent, follow_links) if rel else "no path"
         if why is None:
             found.append({"path": str(file.resolve()), "rel": rel})
         else:
@@ -148,18 +158,22 @@ def _from_csv(path: Path, column: str) -> tuple[list[dict[str, str]], list[dict[
     return found, skipped
 
 
-def _from_coco(path: Path, image_dir: str) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+def _from_coco(
+    path: Path, image_dir: str, follow_links: bool
+) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
     try:
         images = json.loads(path.read_bytes())["images"]
         entries = [(im["id"], str(im["file_name"])) for im in images]
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise PredictError(f"{path}: not valid JSON: {exc}") from None
+    except RecursionError:  # [[[[… nested deeper than the parser's stack
+        raise PredictError(f"{path}: JSON nested too deeply to be COCO") from None
     except (KeyError, TypeError) as exc:
         raise PredictError(f"{path}: not COCO JSON (an image list entry lacks {exc})") from None
     base = path.parent / image_dir
     found, skipped = [], []
     for image_id, rel in entries:
-        why = _problem(base / rel)
+        why = _listed(base / rel, base, follow_links)
         if why is None:
             found.append({"path": str((base / rel).resolve()), "rel": rel})
         else:
@@ -175,13 +189,18 @@ def list_inputs(
     source = Path(source).resolve()
     if not source.exists():
         raise PredictError(f"--data {source} does not exist")
+    if not source.is_dir() and (why := _problem(source)):  # a FIFO would block the read
+        raise PredictError(f"--data {source}: {why} ({file_kind(source.stat().st_mode)})")
     kind = {".csv": "csv", ".json": "coco"}.get(source.suffix.lower(), "folders")
     if data.get("format", "auto") not in ("auto", None):
         kind = data["format"]
+    follow = bool(data.get("follow_links", False))
     if kind == "csv":
-        found, skipped = _from_csv(source, (data.get("csv") or {}).get("path_column", "path"))
+        column = (data.get("csv") or {}).get("path_column", "path")
+        found, skipped = _from_csv(source, column, follow)
     elif kind == "coco":
-        found, skipped = _from_coco(source, (data.get("coco") or {}).get("image_dir", "images"))
+        image_dir = (data.get("coco") or {}).get("image_dir", "images")
+        found, skipped = _from_coco(source, image_dir, follow)
     elif source.is_dir():
         found, skipped = _from_folder(source)
     else:
