@@ -574,3 +574,14 @@ def test_a_failed_sweep_point_is_listed_and_the_others_are_ranked(
         (1, "training never started")
     ]
     assert (run / "model" / "meta.json").exists()
+    # a point that stopped half-way (requeue limit, walltime) has a bundle from its best
+    # validation so far: it is listed, never ranked or published
+    shutil.copytree(run / "train" / "0" / "model", run / "train" / "1" / "model")
+    progress = {"state": "checkpointed", "iteration": 2, "max_iterations": 4}
+    (run / "train" / "1" / "progress.json").write_text(json.dumps(progress))
+    proc = xv("evaluate", "--run-dir", str(run), "--all")
+    board = json.loads((run / "eval" / "leaderboard.json").read_text())
+    scored = [r["point"] for r in board["rows"] if r["accuracy"] is not None]
+    assert scored == [0] and board["rows"][-1]["state"] == "checkpointed"  # listed, no figures
+    assert [f["point"] for f in board["failed"]] == [1]
+    assert "did not finish (checkpointed at iteration 2 of 4)" in board["failed"][0]["cause"]

@@ -218,3 +218,26 @@ def test_torchrun_ranks_take_their_local_rank(tmp_path: Path) -> None:
     ranks = ranks_of(proc.stdout)
     assert_one_gpu_each(ranks, 2)
     assert [r["gpu"] for r in ranks] == ["0", "1"]
+
+
+def test_gpu_identity_never_reports_a_false_duplicate() -> None:
+    """On torch 2.0 (no UUID) jsrun rank_per_gpu numbers every rank's one GPU 0: those ranks
+    are left out of the duplicate check instead of all 'sharing' GPU 0; a rank that sees the
+    whole node is named by its CUDA_VISIBLE_DEVICES entry; a UUID wins where torch has one."""
+    from xvhpc.runtime.placement import gpu_identity
+
+    own = [
+        place(r, 1, {"CUDA_VISIBLE_DEVICES": "0", "OMPI_COMM_WORLD_LOCAL_SIZE": "6"})
+        for r in range(6)
+    ]
+    assert [gpu_identity(None, p) for p in own] == [None] * 6
+    assert duplicate_gpus((r, "h1", gpu_identity(None, p)) for r, p in enumerate(own)) == []
+    node = [
+        place(r, 4, {"CUDA_VISIBLE_DEVICES": "0,1,2,3", "LOCAL_WORLD_SIZE": "4"}) for r in range(4)
+    ]
+    assert [gpu_identity(None, p) for p in node] == ["0", "1", "2", "3"]
+    assert gpu_identity("GPU-1234", own[3]) == "GPU-1234"
+    shared = [place(0, 2, {"CUDA_VISIBLE_DEVICES": "0,1", "LOCAL_WORLD_SIZE": "1"})] * 2
+    assert duplicate_gpus((r, "h1", gpu_identity(None, p)) for r, p in enumerate(shared)) == [
+        "ranks 0, 1 all use GPU 0 on h1"
+    ]

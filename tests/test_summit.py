@@ -607,3 +607,23 @@ def test_horovod_gets_an_mpi_launch(tmp_path: Path) -> None:
     spec.write_text(yaml.safe_dump(data))
     _, files = _compile(spec, tmp_path / "run", site="x86-v100")
     assert "--kill-on-bad-exit=1 --mpi=pmix " in files["scripts/train.sbatch"]
+
+
+def test_predict_jobs_within_the_queue(tmp_path: Path) -> None:
+    """Predict is held to the queue as compile holds a pipeline: Summit's 100 queued jobs per
+    user (array elements counted) and its walltime bins."""
+    import pytest
+
+    from xvhpc.plan.predict import PredictError, PredictJob, build_predict_plan, check_queue
+
+    site = load_site("summit")
+    inputs = [{"path": f"/d/{i}.png", "rel": f"{i}.png"} for i in range(6000)]
+    many = PredictJob("/m", "/d", inputs, [], 10, 64, False)  # 600 chunks: 100 elements + merge
+    plan = build_predict_plan(many, {}, site, tmp_path, "01:00:00")
+    with pytest.raises(PredictError, match=r"101 jobs .* at most 100 per user.*--chunk-size"):
+        check_queue(plan, site)
+    fewer = PredictJob("/m", "/d", inputs, [], 100, 64, False)  # 60 chunks: 10 elements
+    check_queue(build_predict_plan(fewer, {}, site, tmp_path, "01:00:00"), site)
+    long = build_predict_plan(fewer, {}, site, tmp_path, "03:00:00")  # 1 node: the 2 h bin
+    with pytest.raises(PredictError, match=r"allows 02:00:00"):
+        check_queue(long, site)

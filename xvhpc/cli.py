@@ -270,7 +270,13 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """Batch prediction: list the inputs, compile chunks + merge for the site, submit (or run)."""
-    from .plan.predict import PredictError, build_predict_plan, check_array_cap, prepare_job
+    from .plan.predict import (
+        PredictError,
+        build_predict_plan,
+        check_array_cap,
+        check_queue,
+        prepare_job,
+    )
     from .plan.render import write_plan
     from .spec import SpecError, load_site
     from .submit import submit_plan
@@ -282,12 +288,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
             args.run_dir, args.data, out, args.chunk_size, args.batch_size, args.heatmaps
         )
         check_array_cap(job, site)
+        plan = build_predict_plan(job, meta, site, out, args.walltime)
+        check_queue(plan, site)
     except SpecError as exc:
         print(exc, file=sys.stderr)
         return 1
     except PredictError as exc:
         return _fail(str(exc))
-    plan = build_predict_plan(job, meta, site, out, args.walltime)
     write_plan(plan, site, json.dumps(meta.get("spec") or {}, indent=2) + "\n")
     print(f"{len(job.inputs)} file(s) in {job.chunks} chunk(s) of at most {job.chunk_size}")
     code = submit_plan(plan, site, dry_run=args.dry_run, force=args.force)

@@ -26,7 +26,7 @@ from typing import Any
 
 from ..data.catalog import outside, read_csv_text
 from ..spec import SiteConfig
-from ..util import file_kind, read_json, safe_label, write_json_atomic
+from ..util import file_kind, format_hms, read_json, safe_label, write_json_atomic
 from .model import Plan, Step
 
 CONFIG = "predict.json"
@@ -270,6 +270,28 @@ def check_array_cap(job: PredictJob, site: SiteConfig) -> None:
             f"but {site.name} allows {cap} ({site.sweep.max_array_size} array elements "
             f"(site key sweep.max_array_size) of {chunks_per_element(site)}). HINT: "
             f"--chunk-size {math.ceil(len(job.inputs) / cap)} or more"
+        )
+
+
+def check_queue(plan: Plan, site: SiteConfig) -> None:
+    """The predict jobs within the queue's limits: walltime for their size (Summit's bins) and
+    the per-user queued-job cap (array elements counted), as compile checks a pipeline."""
+    queue = site.queues.get(plan.queue) if plan.queue else None
+    if queue is None or site.local:
+        return
+    for s in plan.steps:
+        limit = queue.walltime_limit(s.allocation_nodes)
+        if s.job_seconds > limit:
+            raise PredictError(
+                f"job {s.name!r} asks {format_hms(s.job_seconds)} on {s.allocation_nodes} "
+                f"node(s), but queue {plan.queue!r} allows {format_hms(limit)}. HINT: a "
+                "shorter --walltime with a smaller --chunk-size"
+            )
+    jobs = sum(max(1, s.scheduler_array) for s in plan.steps)
+    if queue.max_queued_jobs and jobs > queue.max_queued_jobs:
+        raise PredictError(
+            f"{jobs} jobs (array elements counted), but queue {plan.queue!r} takes at most "
+            f"{queue.max_queued_jobs} per user. HINT: a larger --chunk-size"
         )
 
 

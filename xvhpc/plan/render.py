@@ -23,6 +23,7 @@ _RUN_WITH_SIGNALS = r"""xvhpc_run() {  # run "$@" in the background; forward wal
   local pid=$! rc=0
   trap 'kill -s USR1 "$pid" 2>/dev/null || true' USR1 USR2
   trap 'kill -s TERM "$pid" 2>/dev/null || true' TERM
+  [ "${xvhpc_late:-0}" -eq 0 ] || kill -s USR1 "$pid" 2>/dev/null || true  # it came before
   while :; do
     wait "$pid" && rc=0 || rc=$?
     kill -0 "$pid" 2>/dev/null || break
@@ -36,14 +37,14 @@ _RUN_WITH_SIGNALS = r"""xvhpc_run() {  # run "$@" in the background; forward wal
 # the requeue-able stages a walltime signal must not kill the batch shell (default action of
 # USR1), and the requeue-able stage is stopped (checkpoint, requeue) at the end of its own share,
 # SECONDS after the job started, so that evaluate and report keep theirs.
-_BETWEEN_STAGES = r"""xvhpc_between() {  # outside training: note a walltime signal, do not die of it
-  trap 'echo "xvhpc: walltime warning outside training; finishing this stage" >&2' USR1 USR2
+_BETWEEN_STAGES = r"""xvhpc_between() {  # outside training: note a walltime signal (training then stops at once)
+  trap 'xvhpc_late=1; echo "xvhpc: walltime warning outside training; finishing this stage" >&2' USR1 USR2
   [ -z "${xvhpc_timer:-}" ] || kill "$xvhpc_timer" 2>/dev/null || true
 }
 xvhpc_deadline() {  # USR1 to this script $1 seconds after it started: the stage checkpoints
   local left=$(( $1 - SECONDS ))
   [ "$left" -gt 0 ] || left=1
-  ( sleep "$left" && kill -s USR1 $$ ) &
+  ( trap 'kill "$s" 2>/dev/null; exit 0' TERM; sleep "$left" & s=$!; wait "$s" && kill -s USR1 $$ ) &
   xvhpc_timer=$!
 }
 xvhpc_between"""
@@ -74,12 +75,13 @@ _PACKED_POOL = (
   point=$((point + 1))
 }
 xvhpc_pool() {  # points [$1, $2) on $3 slots: a freed slot starts the next point at once
-  local first=$1 last=$2 width=$3 point=$1 slot pid p rc requeue=0 fail=0 stop=0
+  local first=$1 last=$2 width=$3 point=$1 slot pid p q rc requeue=0 fail=0 stop=0
   local base_port=${MASTER_PORT:-BASE_PORT}
   local -A slot_of=() point_of=()
-  trap 'stop=1; for pid in "${!slot_of[@]}"; do kill -s USR1 "$pid" 2>/dev/null || true; done' USR1 USR2
-  trap 'stop=1; for pid in "${!slot_of[@]}"; do kill -s TERM "$pid" 2>/dev/null || true; done' TERM
+  trap 'stop=1; for q in "${!slot_of[@]}"; do kill -s USR1 "$q" 2>/dev/null || true; done' USR1 USR2
+  trap 'stop=1; for q in "${!slot_of[@]}"; do kill -s TERM "$q" 2>/dev/null || true; done' TERM
   for ((slot = 0; slot < width && point < last; slot++)); do xvhpc_start "$slot"; done
+  if [ "${xvhpc_late:-0}" -eq 1 ]; then kill -s USR1 "${!slot_of[@]}" 2>/dev/null || true; stop=1; fi
   while [ "${#slot_of[@]}" -gt 0 ]; do
     wait -n || true  # any point ended, or a signal came
     for pid in "${!slot_of[@]}"; do

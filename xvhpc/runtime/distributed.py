@@ -11,7 +11,7 @@ import torch
 import torch.distributed as dist
 
 from .environments import DistInfo, EnvironmentError_, detect_environment
-from .placement import Placement, duplicate_gpus, place
+from .placement import Placement, duplicate_gpus, gpu_identity, place
 
 
 @dataclass
@@ -63,12 +63,11 @@ def setup(backend: str = "ddp", timeout_s: int = 600) -> Context:
 
 
 def gpu_id(device: torch.device, placement: Placement) -> str | None:
-    """A GPU's identity across ranks of a node: its UUID where torch tells it (torch >= 2.1),
-    else the CUDA_VISIBLE_DEVICES entry it came from."""
+    """A GPU's identity across ranks of a node (``placement.gpu_identity``)."""
     if device.type != "cuda":
         return None
     uuid = getattr(torch.cuda.get_device_properties(device), "uuid", None)
-    return str(uuid) if uuid is not None else placement.gpu
+    return gpu_identity(str(uuid) if uuid is not None else None, placement)
 
 
 def check_distinct_gpus(info: DistInfo, device: torch.device, placement: Placement) -> None:

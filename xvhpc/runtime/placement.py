@@ -107,6 +107,18 @@ def cpu_ranges(cpus: Iterable[int]) -> str:
     return ",".join(f"{g[0]}-{g[-1]}" if len(g) > 1 else str(g[0]) for g in groups)
 
 
+def gpu_identity(uuid: str | None, placement: Placement) -> str | None:
+    """What names a rank's GPU across the node's ranks: its UUID where torch gives one (2.4+);
+    else its CUDA_VISIBLE_DEVICES entry when the rank sees several (node-wide numbering); else
+    nothing to compare (jsrun numbers each resource set's one GPU 0: every rank would seem to
+    share GPU 0 on torch 2.0), and that rank is left out of the duplicate check."""
+    if placement.index is None:
+        return None
+    if uuid:
+        return uuid
+    return placement.gpu if len(placement.visible) > 1 else None
+
+
 def duplicate_gpus(ranks: Iterable[tuple[int, str, str | None]]) -> list[str]:
     """Ranks that share one GPU, from every rank's ``(rank, host, gpu id)``: one line per shared
     GPU (NCCL would stop later with "Duplicate GPU detected", or two ranks would share memory)."""

@@ -322,6 +322,12 @@ def failed_points(run: RunDir, points: list[int], results: dict[int, dict]) -> l
         progress = read_json(layout.progress(p), {}) or {}
         if not progress:
             cause = "training never started (see the train job's log)"
+        elif progress.get("state") in UNFINISHED:
+            cause = (
+                f"training did not finish ({progress['state']} at iteration "
+                f"{progress.get('iteration', '?')} of {progress.get('max_iterations', '?')}): "
+                "not ranked (see logs/train-*)"
+            )
         else:
             cause = (
                 f"training ended {progress.get('state', 'unfinished')} at iteration "
@@ -358,7 +364,7 @@ def leaderboard(
     write_json_atomic(
         Layout(run.root).leaderboard, {"rank_by": key, "rows": rows, "failed": failed or []}
     )
-    if rows:
+    if rows and rows[0][key] is not None:  # a row without figures (unscored) is never published
         publish_model(run, rows[0]["point"])
     return rows
 
@@ -397,11 +403,29 @@ def pooled_or_points(
     return crossval.pool(run, results, found, options, log)
 
 
+# a point's training that ended in one of these did not finish: its bundle (written at each
+# better validation) is a half-trained model, never ranked or published (issue 22 N10)
+UNFINISHED = ("running", "checkpointed")
+
+
+def unfinished(run: RunDir, point: int) -> str | None:
+    """The progress state of a point whose training did not finish, else None."""
+    state = (read_json(Layout(run.root).progress(point), {}) or {}).get("state")
+    return state if state in UNFINISHED else None
+
+
 def candidates(run: RunDir) -> list[int]:
-    """What evaluate --all scores: every point but the pruned and the final fits (no held-out
-    data scores a final fit; its sweep point's pooled out-of-fold figures stand for it)."""
+    """What evaluate --all scores: every point but the pruned, the unfinished and the final
+    fits (no held-out data scores a final fit; its sweep point's pooled out-of-fold figures
+    stand for it). The unfinished are listed as failed by ``failed_points``."""
     every = range(len(run.plan["points"]))
-    return [p for p in every if not pruned(run.root, p) and not is_final_fit(run.plan["points"], p)]
+    return [
+        p
+        for p in every
+        if not pruned(run.root, p)
+        and not is_final_fit(run.plan["points"], p)
+        and not unfinished(run, p)
+    ]
 
 
 def main(args: argparse.Namespace) -> int:
@@ -427,7 +451,8 @@ def main(args: argparse.Namespace) -> int:
     if not results:
         print("xvhpc: error: no trained model to evaluate", file=sys.stderr)
         return 1
-    failed = failed_points(run, points, results)
+    everyone = [p for p in range(len(run.plan["points"])) if unfinished(run, p)] if args.all else []
+    failed = failed_points(run, sorted({*points, *everyone}), results)
     for f in failed:
         log.warning("point %d not scored: %s", f["point"], f["cause"])
     if args.all and not args.data:
