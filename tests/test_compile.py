@@ -369,3 +369,18 @@ def test_rendezvous_ports_stay_below_the_ephemeral_range() -> None:
     assert detect_environment({**env, "SLURM_JOB_ID": "123456"}).master_port == ports.master_port(
         123456
     )
+
+
+def test_cpu_steps_leave_the_gpu_partition_with_their_own_account(tmp_path: Path) -> None:
+    """N16 and a Perlmutter-style split of CPU and GPU hours: steps without GPUs go to the
+    site's CPU partition/constraint, account and QoS; training keeps the GPU ones."""
+    job = {"constraint": "gpu", "qos": "regular", "cpu_constraint": "cpu", "cpu_account": "m1234",
+           "cpu_qos": "shared", "cpu_queue": "cpu"}  # fmt: skip
+    files = rendered_site(
+        ROOT / "jobs" / "covid_xray.yaml", _site_variant(tmp_path, "x86-v100", job=job)
+    )
+    ingest, train = files["scripts/ingest.sbatch"], files["scripts/train.sbatch"]
+    for line in ("--account=m1234", "--constraint=cpu", "--qos=shared", "--partition=cpu"):
+        assert f"#SBATCH {line}\n" in ingest and f"#SBATCH {line}\n" not in train
+    for line in ("--account=ABC123", "--constraint=gpu", "--qos=regular", "--partition=gpu"):
+        assert f"#SBATCH {line}\n" in train

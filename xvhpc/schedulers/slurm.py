@@ -23,8 +23,8 @@ def job_options(step: Step, plan: Plan, site: SiteConfig) -> dict[str, str]:
     constraint = job.cpu_constraint if cpu_step and job.cpu_constraint else job.constraint
     d = {
         "--partition": queue,
-        "--account": plan.account,
-        "--qos": plan.qos,
+        "--account": job.cpu_account if cpu_step and job.cpu_account else plan.account,
+        "--qos": job.cpu_qos if cpu_step and job.cpu_qos else plan.qos,
         "--constraint": constraint,
         "--reservation": plan.reservation,
         "--exclusive": "" if job.exclusive and not cpu_step else None,

@@ -224,6 +224,8 @@ class JobOptions(Strict):
     mem_per_gpu_gb: int | None = Field(None, ge=1)  # Slurm --mem-per-gpu (GPU steps)
     cpu_queue: Name | None = None  # partition/queue of the steps that use no GPU
     cpu_constraint: AllocFlags | None = None  # their --constraint (Perlmutter: cpu)
+    cpu_account: Name | None = None  # their account where CPU hours are a pool of their own
+    cpu_qos: Name | None = None  # their --qos (Perlmutter: shared, a part of a node)
 
 
 class SiteConfig(Strict):
