@@ -50,7 +50,10 @@ def test_one_row_batch_is_not_run_alone(bundle) -> None:
     assert np.array_equal(together, alone)
 
 
-def test_batcher_shares_forward_passes_and_keeps_every_bit(bundle) -> None:
+def test_batcher_shares_forward_passes_and_keeps_the_answers(bundle) -> None:
+    """Batched answers equal one-at-a-time answers to float32 rounding and in every decision:
+    CPU kernels (oneDNN) may pick another path for another batch size, so bit-identity held on
+    one machine and not on the next (1e-6 apart here; issue 22 session)."""
     inputs = [
         torch.rand(1, 3, bundle.size, bundle.size, generator=torch.Generator().manual_seed(i))
         for i in range(16)
@@ -63,7 +66,8 @@ def test_batcher_shares_forward_passes_and_keeps_every_bit(bundle) -> None:
     assert batcher.requests == 16
     assert batcher.batches < 16
     for e, g in zip(expected, got, strict=True):
-        assert np.array_equal(e, g)
+        assert np.allclose(e, g, rtol=0, atol=1e-5), (e, g)
+        assert np.argmax(e) == np.argmax(g)
 
 
 def test_batcher_error_reaches_every_waiting_request(bundle) -> None:
