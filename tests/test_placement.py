@@ -41,19 +41,22 @@ rank = next(int(os.environ[k]) for k in ("RANK", "OMPI_COMM_WORLD_RANK", "SLURM_
 local = next(int(os.environ[k]) for k in ("LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID") if k in os.environ)
 p = place(local, count)
 host = os.environ.get("SLURMD_NODENAME") or os.uname().nodename
-print(json.dumps({"rank": rank, "host": host, "local": local, "visible": list(p.visible),
-                  "index": p.index, "gpu": p.gpu}), flush=True)
+view = {"rank": rank, "host": host, "local": local, "visible": list(p.visible),
+        "index": p.index, "gpu": p.gpu}
+with open(os.path.join(sys.argv[3], f"rank-{rank}.json"), "w") as fh:  # launchers mix stdout
+    json.dump(view, fh)
 """
 
 
-def probe_argv(node_gpus: int) -> list[str]:
-    return [sys.executable, "-c", PROBE, str(ROOT), str(node_gpus)]
+def probe_argv(node_gpus: int, out: Path) -> list[str]:
+    """Each rank writes its view to OUT/rank-<r>.json (a launcher may interleave stdout)."""
+    out.mkdir(parents=True, exist_ok=True)
+    return [sys.executable, "-c", PROBE, str(ROOT), str(node_gpus), str(out)]
 
 
-def ranks_of(stdout: str) -> list[dict]:
+def ranks_of(out: Path) -> list[dict]:
     return sorted(
-        (json.loads(line) for line in stdout.splitlines() if line.startswith("{")),
-        key=lambda r: r["rank"],
+        (json.loads(f.read_text()) for f in out.glob("rank-*.json")), key=lambda r: r["rank"]
     )
 
 
@@ -128,13 +131,14 @@ def test_jsrun_layouts(layout: str, env_of_rank) -> None:
 # -- real launchers ----------------------------------------------------------------------------
 
 
-def in_allocation(job: list[str], srun_line: list[str]) -> list[dict]:
-    """Run ``srun_line`` in a real 2-node x 2-task allocation that asks ``job``; each rank's
-    view, checked: every rank on a GPU it sees, no two of a node on one."""
+def in_allocation(job: list[str], srun_line: list[str], out: Path) -> list[dict]:
+    """Run ``srun_line`` (its probe writing to ``out``) in a real 2-node x 2-task allocation
+    that asks ``job``; each rank's view, checked: every rank on a GPU it sees, no two of a node
+    on one."""
     cmd = ["salloc", "--nodes=2", "--ntasks-per-node=2", "--cpus-per-task=1", *job, *srun_line]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    ranks = ranks_of(proc.stdout)
+    ranks = ranks_of(out)
     assert_one_gpu_each(ranks, 4)
     return ranks
 
@@ -153,17 +157,19 @@ SLURM_LAYOUTS = {
 
 @pytest.mark.slurm
 @pytest.mark.parametrize("layout", list(SLURM_LAYOUTS))
-def test_every_slurm_layout_gives_each_rank_its_own_visible_gpu(slurm_up, layout: str) -> None:
+def test_every_slurm_layout_gives_each_rank_its_own_visible_gpu(
+    slurm_up, layout: str, tmp_path: Path
+) -> None:
     """Two nodes x two ranks under a real srun: each rank uses a GPU it sees, none shared."""
     job, extra = SLURM_LAYOUTS[layout]
     srun = ["srun", "--nodes=2", "--ntasks-per-node=2", "--cpus-per-task=1", *extra]
-    ranks = in_allocation(job, [*srun, *probe_argv(4)])
+    ranks = in_allocation(job, [*srun, *probe_argv(4, tmp_path)], tmp_path)
     if "(xvhpc)" in layout:  # the layouts xvhpc asks for: every rank sees the node's GPUs (IPC)
         assert all(r["visible"] == ["0", "1"] for r in ranks), ranks
 
 
 @pytest.mark.slurm
-def test_the_rendered_srun_line_keeps_the_nodes_gpus_together(slurm_up) -> None:
+def test_the_rendered_srun_line_keeps_the_nodes_gpus_together(slurm_up, tmp_path: Path) -> None:
     """x86-v100's own launch line (no --gpus-per-task) inside a --gpus-per-node job."""
     step = Step(
         "train",
@@ -176,10 +182,10 @@ def test_the_rendered_srun_line_keeps_the_nodes_gpus_together(slurm_up) -> None:
         distributed=True,
     )
     site = load_site(str(ROOT / "site_configs" / "x86-v100.yaml"))
-    line = LAUNCHERS.get("srun")().command(step, site, probe_argv(4))
+    line = LAUNCHERS.get("srun")().command(step, site, probe_argv(4, tmp_path))
     assert not any(t.startswith("--gpus-per-task") for t in line), render_tokens(line)
     line = [t if not t.startswith("--cpus-per-task") else "--cpus-per-task=1" for t in line]
-    ranks = in_allocation(["--gpus-per-node=2"], line)
+    ranks = in_allocation(["--gpus-per-node=2"], line, tmp_path)
     assert [(r["host"], r["gpu"]) for r in ranks] == [
         ("n1", "0"),
         ("n1", "1"),
@@ -188,13 +194,13 @@ def test_the_rendered_srun_line_keeps_the_nodes_gpus_together(slurm_up) -> None:
     ]
 
 
-def test_mpirun_ranks_take_their_local_rank() -> None:
+def test_mpirun_ranks_take_their_local_rank(tmp_path: Path) -> None:
     require("mpirun", "placement under a real Open MPI")
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "4,5,6,7"}
-    cmd = ["mpirun", "--allow-run-as-root", "--oversubscribe", "-np", "4", *probe_argv(4)]
+    cmd = ["mpirun", "--allow-run-as-root", "--oversubscribe", "-np", "4", *probe_argv(4, tmp_path)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr
-    ranks = ranks_of(proc.stdout)
+    ranks = ranks_of(tmp_path)
     assert_one_gpu_each(ranks, 4)
     assert [r["gpu"] for r in ranks] == ["4", "5", "6", "7"]
 
@@ -212,10 +218,11 @@ def test_torchrun_ranks_take_their_local_rank(tmp_path: Path) -> None:
         str(script),
         str(ROOT),
         "2",
+        str(tmp_path),
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env)
     assert proc.returncode == 0, proc.stderr
-    ranks = ranks_of(proc.stdout)
+    ranks = ranks_of(tmp_path)
     assert_one_gpu_each(ranks, 2)
     assert [r["gpu"] for r in ranks] == ["0", "1"]
 
