@@ -36,6 +36,11 @@ class BuildPyWithCommit(build_py):
         target = Path(self.build_lib) / "xvhpc" / "_commit.txt"
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(commit + "\n")
+        # the shipped site configs travel inside the package (xvhpc sites from a wheel)
+        sites = target.parent / "site_configs"
+        sites.mkdir(exist_ok=True)
+        for config in sorted((HERE / "site_configs").glob("*.yaml")):
+            (sites / config.name).write_bytes(config.read_bytes())
 
 
 setup(cmdclass={"build_py": BuildPyWithCommit})

@@ -145,3 +145,7 @@ def test_a_wheel_built_from_the_clone_names_its_commit(clone: Path, tmp_path: Pa
         text=True,
     )
     assert ok.returncode == 0, ok.stdout + ok.stderr
+    sites = subprocess.run(
+        [*run, "sites"], cwd=tmp_path, env=env, capture_output=True, text=True
+    ).stdout
+    assert {"summit", "perlmutter", "x86-v100"} <= {line.split()[0] for line in sites.splitlines()}

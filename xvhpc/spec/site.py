@@ -306,7 +306,8 @@ def site_dirs() -> list[Path]:
     """Where site configs are looked up, in order."""
     dirs = [Path(p) for p in os.environ.get("XVHPC_SITE_PATH", "").split(os.pathsep) if p]
     dirs.append(Path.cwd() / "site_configs")
-    dirs.append(Path(__file__).resolve().parents[2] / "site_configs")
+    dirs.append(Path(__file__).resolve().parents[2] / "site_configs")  # a checkout
+    dirs.append(Path(__file__).resolve().parents[1] / "site_configs")  # a wheel (setup.py)
     seen: list[Path] = []
     for d in dirs:
         if d.is_dir() and d.resolve() not in [s.resolve() for s in seen]:
