@@ -248,3 +248,49 @@ def test_gpu_identity_never_reports_a_false_duplicate() -> None:
     assert duplicate_gpus((r, "h1", gpu_identity(None, p)) for r, p in enumerate(shared)) == [
         "ranks 0, 1 all use GPU 0 on h1"
     ]
+
+
+def _check_on_two_ranks(gpus: list[str]) -> list[str]:
+    """check_distinct_gpus on two ranks (threads) sharing a real TCPStore, as after a real
+    rendezvous; what each rank raised ("" for nothing)."""
+    import socket as _socket
+    import threading
+    from datetime import timedelta
+
+    import torch.distributed as dist
+
+    from xvhpc.runtime.distributed import check_distinct_gpus
+    from xvhpc.runtime.environments import DistInfo
+
+    with _socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    wait = timedelta(seconds=30)
+    stores = [dist.TCPStore("127.0.0.1", port, 2, True, wait, wait_for_workers=False)]
+    stores.append(dist.TCPStore("127.0.0.1", port, 2, False, wait))
+    said = ["", ""]
+
+    def rank(r: int) -> None:
+        info = DistInfo("torchrun", r, r, 2, "127.0.0.1", port)
+        placement = place(0, 1, {"CUDA_VISIBLE_DEVICES": gpus[r]})
+        try:
+            check_distinct_gpus(stores[r], info, gpus[r], placement)
+        except Exception as exc:  # noqa: BLE001  (what the rank would print)
+            said[r] = str(exc)
+
+    threads = [threading.Thread(target=rank, args=(r,)) for r in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return said
+
+
+def test_two_ranks_on_one_gpu_stop_every_rank_with_one_clear_error() -> None:
+    """The check goes through the rendezvous store (no collective, no new group): both ranks
+    learn of the shared GPU and stop with an error that names them and hints the fix."""
+    said = _check_on_two_ranks(["GPU-aaa", "GPU-aaa"])
+    for r, text in enumerate(said):
+        assert f"rank {r}: two ranks would share one GPU: ranks 0, 1 all use GPU GPU-aaa" in text
+        assert "HINT:" in text
+    assert _check_on_two_ranks(["GPU-aaa", "GPU-bbb"]) == ["", ""]
