@@ -30,3 +30,102 @@ def test_csv_field_over_128_kib_is_a_clear_error(tmp_path: Path, detect: bool) -
     build = build_detection_catalog if detect else build_catalog
     with pytest.raises(CatalogError, match=r"big\.csv: not a usable CSV.*field larger"):
         build(big, DataSpec(source=str(big)))
+
+
+def test_damaged_heartbeats_are_no_traceback(tmp_path: Path) -> None:
+    """Finding 11: a heartbeat file that is [], null, text, or has a bad or missing pid, on a
+    RUNNING trial: `status` treats it as no heartbeat (orphaned after the grace), no traceback."""
+    import json
+    import socket
+
+    import optuna
+
+    from xvhpc.sweeps.heartbeat import heartbeat_path, orphaned
+
+    study = optuna.create_study()
+    study.ask()
+    trial = study.trials[0]
+    path = heartbeat_path(tmp_path, trial.number)
+    path.parent.mkdir(parents=True)
+    host = socket.gethostname()
+    for text in ("[]", "null", "not json", json.dumps({"host": host, "pid": "abc"}),
+                 json.dumps({"host": host})):  # fmt: skip
+        path.write_text(text)
+        assert orphaned(tmp_path, trial) == ""  # started just now: within the grace
+        late = trial.datetime_start.timestamp() + 10_000
+        assert "no heartbeat" in orphaned(tmp_path, trial, now=late)
+
+
+def test_a_damaged_or_emptied_study_journal_is_one_clear_error(tmp_path: Path) -> None:
+    """Finding 11: a garbage line or random bytes in study.journal, or an emptied journal while
+    slots have run trials, is a StudyError naming the journal (status shows it as a warning)."""
+    import os
+
+    import optuna
+
+    from xvhpc.rundir import Layout
+    from xvhpc.sweeps.study import STUDY_NAME, StudyError, existing_study, storage
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name=STUDY_NAME, storage=storage(tmp_path))
+    study.tell(study.ask(), 0.5)
+    journal = Layout(tmp_path).study_journal
+    good = journal.read_bytes()
+    assert existing_study(tmp_path) is not None
+    lines = good.splitlines(keepends=True)
+    journal.write_bytes(lines[0] + b"{garbage\n" + b"".join(lines[1:]))
+    with pytest.raises(StudyError, match=r"study.journal: the study journal is damaged"):
+        existing_study(tmp_path)
+    journal.write_bytes(os.urandom(2048))
+    with pytest.raises(StudyError, match="damaged"):
+        existing_study(tmp_path)
+    journal.write_bytes(b"")
+    (tmp_path / "train" / "0").mkdir(parents=True)
+    (tmp_path / "train" / "0" / "trial.json").write_text('{"trial": 0}')
+    with pytest.raises(StudyError, match="the study journal is empty"):
+        existing_study(tmp_path)
+
+
+def test_triton_export_of_a_detector_is_refused_before_anything_is_written(
+    tmp_path: Path,
+) -> None:
+    import json
+
+    from xvhpc.serve.triton import export_triton
+    from xvhpc.util import UserError
+
+    model = tmp_path / "run" / "model"
+    model.mkdir(parents=True)
+    (model / "meta.json").write_text(json.dumps({"spec": {"name": "boxes", "task": "detect"}}))
+    with pytest.raises(UserError, match="Triton export is for classifiers.*--format onnx"):
+        export_triton(tmp_path / "run", tmp_path / "TR")
+    assert not (tmp_path / "TR").exists()
+
+
+def test_disk_full_during_a_checkpoint_is_one_line_and_leaves_nothing(tmp_path: Path) -> None:
+    """Finding 11: a checkpoint written to a full filesystem (a real 8 MB tmpfs) is an
+    OSError(ENOSPC) naming the file, which the CLI prints as one line; no temp file is left."""
+    import errno
+    import subprocess
+
+    import torch
+
+    from tests.conftest import IN_CI
+    from xvhpc.runtime.checkpoint import save_checkpoint
+
+    small = tmp_path / "small"
+    small.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(small)],
+                             capture_output=True, text=True)  # fmt: skip
+    if mounted.returncode != 0:
+        message = f"cannot mount a small tmpfs here ({mounted.stderr.strip()})"
+        pytest.fail(message) if IN_CI else pytest.skip(message)
+    try:
+        with pytest.raises(OSError) as info:
+            save_checkpoint(small / "checkpoint.pt", {"model": {"w": torch.zeros(4_000_000)}})
+        assert info.value.errno == errno.ENOSPC and info.value.filename == str(
+            small / "checkpoint.pt"
+        )
+        assert list(small.iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(small)], check=False)

@@ -9,7 +9,10 @@ lacks a key, is an ``UnloadableFile`` naming it; nothing in it is ever executed.
 
 from __future__ import annotations
 
+import errno
+import os
 import random
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -58,10 +61,24 @@ def restore_rng(state: dict[str, Any]) -> None:
         random.setstate((py_state["version"], internal, py_state["gauss"]))
 
 
+# less free space than this after a failed write: the disk was full (a checkpoint is ≥ MBs)
+WRITE_MARGIN = 64 * 2**20
+
+
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write ``state`` (plus the random states) atomically: a kill leaves the old file whole."""
-    with atomic_path(path) as tmp:
-        torch.save({**state, **rng_state()}, tmp)
+    """Write ``state`` (plus the random states) atomically: a kill leaves the old file whole.
+    A failed write (torch.save says ``unexpected pos`` or ``iostream error`` when the disk is
+    full) is an OSError naming the file, so the step prints one line and a rerun resumes from
+    the checkpoint before it."""
+    try:
+        with atomic_path(path) as tmp:
+            torch.save({**state, **rng_state()}, tmp)
+    except RuntimeError as exc:
+        full = shutil.disk_usage(path.parent).free < WRITE_MARGIN
+        code = errno.ENOSPC if full else errno.EIO
+        raise OSError(
+            code, f"{os.strerror(code)} ({' '.join(str(exc).split())[:200]})", str(path)
+        ) from None
 
 
 def load_checkpoint(path: Path, map_location: Any) -> dict[str, Any]:

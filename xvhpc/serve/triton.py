@@ -21,7 +21,14 @@ import torch
 from ..models.bundle import Bundle, load_bundle
 from ..runtime.compat import onnx_export_kwargs
 from ..stats.decision import read_decision
-from ..util import atomic_path, safe_label, write_json_atomic, write_text_atomic
+from ..util import (
+    UserError,
+    atomic_path,
+    read_json,
+    safe_label,
+    write_json_atomic,
+    write_text_atomic,
+)
 
 INPUT = "image"
 OUTPUT = "probabilities"
@@ -108,6 +115,12 @@ def export_triton(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """Write the model repository; returns ``DIR/<name>``."""
     run = Path(run_dir)
     model_dir = run / "model" if (run / "model").is_dir() else run
+    task = (read_json(model_dir / "meta.json", {}) or {}).get("spec", {}).get("task", "classify")
+    if task != "classify":
+        raise UserError(  # before anything is loaded or made: no empty TR/<name>/1/ left behind
+            f"{model_dir}: Triton export is for classifiers (this model is a {task} model). "
+            f"HINT: xvhpc export {run_dir} --format onnx (or torchscript) exports it"
+        )
     bundle = load_bundle(model_dir)
     decision = read_decision(model_dir, bundle.classes)
     name = safe_label(bundle.meta["spec"].get("name", "model"), 64)

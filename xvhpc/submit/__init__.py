@@ -231,7 +231,13 @@ def print_study(root: Path) -> None:
     layout = Layout(root)
     if not layout.study_journal.exists() or not layout.spec.exists():
         return
-    line = status_line(root, load_spec(layout.spec).spec)
+    from ..util import UserError
+
+    try:
+        line = status_line(root, load_spec(layout.spec).spec)
+    except UserError as exc:  # a damaged journal: say so, and still show the jobs
+        print(f"xvhpc: warning: {exc}", file=sys.stderr)
+        return
     if line:
         print(f"{'study':9s} {line}")
 

@@ -95,14 +95,16 @@ def orphaned(root: Path, trial: Any, now: float | None = None) -> str:
         beat = json.loads(path.read_text())
         age = now - path.stat().st_mtime
     except (OSError, ValueError):
+        beat, age = None, 0.0
+    if not isinstance(beat, dict):  # missing, unreadable or damaged ([], null, text): no beat
         started = trial.datetime_start.timestamp() if trial.datetime_start else now
         if now - started > grace:
             return f"no heartbeat since it started {now - started:.0f} s ago"
         return ""
-    if beat.get("host") == socket.gethostname() and not _alive(
-        int(beat["pid"]), beat.get("process_start")
-    ):
-        return f"its process {beat['pid']} on {beat['host']} is gone"
+    pid = beat.get("pid")
+    if isinstance(pid, int) and beat.get("host") == socket.gethostname():
+        if not _alive(pid, beat.get("process_start")):
+            return f"its process {pid} on {beat['host']} is gone"
     if age > grace:
         return f"no heartbeat from {beat.get('host')} for {age:.0f} s"
     return ""

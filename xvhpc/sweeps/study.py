@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..rundir import Layout
+from ..rundir import TRAIN, TRIAL, Layout
 from ..spec.schema import ExperimentSpec, RangeSpec, SweepSpec
+from ..util import UserError
 from .heartbeat import orphaned
 
 if TYPE_CHECKING:
@@ -169,10 +170,28 @@ def existing_study(root: Path) -> optuna.Study | None:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    journal = Layout(root).study_journal
+    bound = any((journal.parent.parent / TRAIN).glob(f"*/{TRIAL}"))
+    if journal.stat().st_size == 0 and bound:  # slots ran trials the journal does not hold
+        raise StudyError(
+            f"{journal}: the study journal is empty, yet it is created with the study: trials "
+            "already run are not recorded in it. HINT: restore it from a copy; to start a new "
+            "study, move it aside (every slot then trains again)"
+        )
     try:
         return optuna.load_study(study_name=STUDY_NAME, storage=storage(root))
     except KeyError:  # the journal exists but no slot created the study yet
         return None
+    except (ValueError, UnicodeDecodeError) as exc:  # a garbage line, random bytes
+        raise StudyError(
+            f"{journal}: the study journal is damaged ({' '.join(str(exc).split())[:120]}). "
+            "HINT: restore it from a copy; to start a new study, move it aside (every slot "
+            "then trains again)"
+        ) from None
+
+
+class StudyError(UserError):
+    """The study's journal cannot be read: one line naming it, never a traceback."""
 
 
 @dataclass(frozen=True)
