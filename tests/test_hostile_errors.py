@@ -129,3 +129,28 @@ def test_disk_full_during_a_checkpoint_is_one_line_and_leaves_nothing(tmp_path: 
         assert list(small.iterdir()) == []
     finally:
         subprocess.run(["umount", str(small)], check=False)
+
+
+def test_logs_xvhpc_appends_to_are_never_written_through_a_link(tmp_path: Path) -> None:
+    """Finding 3, the appended files: a link planted at a point's metrics log (or at a local
+    step's log) is refused with one line; the file it points at is not touched."""
+    import os
+
+    from xvhpc.steps.train import append_metrics
+    from xvhpc.util import UserError, open_append
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me\n")
+    planted = tmp_path / "metrics.jsonl"
+    os.symlink(victim, planted)
+    with pytest.raises(UserError, match="is a symbolic link; a log xvhpc appends to must be"):
+        append_metrics(planted, {"iteration": 1})
+    fifo = tmp_path / "train-local.out"
+    os.mkfifo(fifo)
+    with pytest.raises(UserError, match="not a regular file"):
+        open_append(fifo, binary=True)
+    assert victim.read_text() == "keep me\n"
+    fine = tmp_path / "ok.jsonl"
+    append_metrics(fine, {"iteration": 1})
+    append_metrics(fine, {"iteration": 2})
+    assert fine.read_text().count("\n") == 2

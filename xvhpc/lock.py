@@ -37,14 +37,13 @@ import json
 import os
 import secrets
 import socket
-import stat
 import sys
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from .rundir import BUSY_EXIT, Layout
-from .util import UserError, file_kind
+from .util import UserError, open_regular
 
 TOKEN_ENV = "XVHPC_LOCK_TOKEN"
 _RECORD = 512  # bytes: the holder record is written in place, padded, never truncated
@@ -85,26 +84,7 @@ def _open_lock(path: Path, flags: int) -> int:
     """Open a lock file without following a link and without blocking on a FIFO: a member of
     the group could otherwise point ``run.lock`` at a file of the owner's, which xvhpc would
     overwrite with its record. A link, FIFO, device or folder there is a clear error."""
-    nofollow = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
-    try:
-        fd = os.open(path, flags | nofollow | getattr(os, "O_CLOEXEC", 0), 0o666)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP or path.is_symlink():
-            raise UserError(
-                f"{path} is a symbolic link; a lock file must be a regular file (xvhpc never "
-                "writes through a link): remove it and rerun"
-            ) from None
-        if exc.errno in (errno.ENXIO, errno.EISDIR) or (path.exists() and not path.is_file()):
-            raise UserError(f"{path} is not a regular file; remove it and rerun") from None
-        raise
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode):
-        os.close(fd)
-        raise UserError(
-            f"{path} is not a regular file ({file_kind(info.st_mode)}); a lock file must be "
-            "one: remove it and rerun"
-        )
-    return fd
+    return open_regular(path, flags, "a lock file")
 
 
 def _record(path: Path) -> object:

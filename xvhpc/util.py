@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -11,7 +12,7 @@ import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 
 class UserError(Exception):
@@ -148,3 +149,36 @@ def file_kind(mode: int) -> str:
     """'a FIFO', 'a character device' … for a mode that is not a regular file (reading a FIFO
     or a device would block or never end: catalog and decode name it and skip the file)."""
     return next((name for test, name in _FILE_KINDS if test(mode)), "not a regular file")
+
+
+def open_regular(path: Path, flags: int, what: str = "a file xvhpc writes") -> int:
+    """``os.open`` that never follows a link at ``path`` and never blocks on a FIFO there, and
+    returns only a regular file: a member of a shared run directory could otherwise point one
+    of its files at a file of the owner's, which xvhpc would write. Else a ``UserError``."""
+    nofollow = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags | nofollow | getattr(os, "O_CLOEXEC", 0), 0o666)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP or path.is_symlink():
+            raise UserError(
+                f"{path} is a symbolic link; {what} must be a regular file (xvhpc never "
+                "writes through a link): remove it and rerun"
+            ) from None
+        if exc.errno in (errno.ENXIO, errno.EISDIR) or (path.exists() and not path.is_file()):
+            raise UserError(f"{path} is not a regular file; remove it and rerun") from None
+        raise
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise UserError(
+            f"{path} is not a regular file ({file_kind(info.st_mode)}); {what} must be one: "
+            "remove it and rerun"
+        )
+    return fd
+
+
+def open_append(path: Path, binary: bool = False) -> IO[Any]:
+    """A log opened for appending (created if missing) through ``open_regular``."""
+    fd = open_regular(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, "a log xvhpc appends to")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "ab" if binary else "a")

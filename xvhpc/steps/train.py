@@ -49,7 +49,7 @@ from ..runtime.checkpoint import load_checkpoint, restore_rng, save_checkpoint
 from ..runtime.distributed import Context, all_reduce_sum, any_rank, setup, teardown
 from ..spec import ExperimentSpec
 from ..sweeps.tracker import PointTracker
-from ..util import read_json, write_json_atomic, write_text_atomic
+from ..util import open_append, read_json, write_json_atomic, write_text_atomic
 from .common import RunDir, setup_logging, want_bar
 
 STOP_SIGNALS = stopsignals.STOP_SIGNALS
@@ -137,7 +137,7 @@ def evaluate(
 
 
 def append_metrics(path: Path, record: dict) -> None:
-    with path.open("a") as fh:
+    with open_append(path) as fh:  # never through a link planted at its path
         fh.write(json.dumps(record, sort_keys=True) + "\n")
 
 

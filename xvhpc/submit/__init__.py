@@ -16,7 +16,7 @@ from ..rundir import JOBS, SCRIPTS, Layout
 from ..schedulers import Scheduler, get_scheduler
 from ..schedulers.commands import CommandRunner, SchedulerCommandError, TransientCommandError
 from ..spec import SiteConfig
-from ..util import format_hms, read_json, write_json_atomic
+from ..util import format_hms, open_append, read_json, write_json_atomic
 from .state import FINAL_BAD, FINAL_OK, PURGED, step_state
 
 
@@ -348,7 +348,7 @@ def run_local(plan: Plan, site: SiteConfig) -> int:
         print(f"== {step.name}", flush=True)
         log = Layout(root).local_log(step.name)
         started = time.monotonic()
-        with log.open("ab") as fh:
+        with open_append(log, binary=True) as fh:  # never through a link planted there
             proc = subprocess.Popen(
                 ["bash", str(Layout(root).script(step.name, ".sh"))],
                 cwd=root,
