@@ -154,3 +154,26 @@ def test_logs_xvhpc_appends_to_are_never_written_through_a_link(tmp_path: Path) 
     append_metrics(fine, {"iteration": 1})
     append_metrics(fine, {"iteration": 2})
     assert fine.read_text().count("\n") == 2
+
+
+def test_validate_says_what_compile_refuses_and_a_thin_select_warns(tmp_path: Path) -> None:
+    """Minor findings: a study with folds fails `validate` (not only `compile`), naming
+    data.split.folds at its line; select: 0.999 warns with the counts each fold trains on."""
+    from xvhpc.data.catalog import build_catalog
+    from xvhpc.data.synth import make_dataset
+    from xvhpc.spec import SpecError, load_spec
+
+    spec = tmp_path / "s.yaml"
+    spec.write_text(
+        "name: t\ndata: {source: /nowhere, split: {folds: 3}}\nmodel: {arch: resnet18}\n"
+        "sweep: {method: tpe, trials: 4, parameters: "
+        "{train.learning_rate: {low: 0.001, high: 0.1, log: true}}}\n"
+    )
+    with pytest.raises(SpecError, match=r"s.yaml:2: data.split.folds: cross-validation needs"):
+        load_spec(spec)
+    source = make_dataset(tmp_path / "data", per_class=6, size=32, seed=1)
+    thin = DataSpec(source=str(source), split={"folds": 3, "select": 0.9, "seed": 1})
+    notes = build_catalog(source, thin).notes
+    assert any(n.startswith("warning: data.split.select 0.9 leaves fold") for n in notes), notes
+    fine = DataSpec(source=str(source), split={"folds": 3, "seed": 1})
+    assert not [n for n in build_catalog(source, fine).notes if n.startswith("warning:")]

@@ -522,7 +522,7 @@ def plan_copies(samples: list[Sample], spec: DataSpec) -> list[Sample]:
 
 def build_catalog(source: str | Path, spec: DataSpec) -> Catalog:
     """List, split and plan a data source. Deterministic for the same files and spec."""
-    from .folds import assign_folds, carve_select  # late: folds builds on this module
+    from .folds import assign_folds, carve_select, thin_training  # late: folds builds on this
 
     source = Path(source)
     notes: list[str] = []
@@ -568,5 +568,7 @@ def build_catalog(source: str | Path, spec: DataSpec) -> Catalog:
             samples, spec.split.validation, spec.split.seed, spec.split.stratify
         )
     samples = carve_select(samples, spec.split)
+    if thin := thin_training(samples, spec.split):
+        notes.append(f"warning: {thin}")
     samples = plan_copies(samples, spec)
     return Catalog(classes, samples, skipped, notes, unlabelled=unlabelled, ignored=ignored)

@@ -85,6 +85,36 @@ def carve_select(samples: list[Sample], split: SplitSpec) -> list[Sample]:
     return out
 
 
+# fewer training originals than this per class in a fold (or the train split) is worth a word
+FEW_PER_CLASS = 5
+
+
+def thin_training(samples: list[Sample], split: SplitSpec) -> str | None:
+    """A warning when the select split (or the folds) leave a model only a handful of images
+    to train on: ``select: 0.999`` silently trained each fold on 1-3 images (issue 23)."""
+    if not split.select:
+        return None
+    folds = range(split.folds) if split.folds else [None]
+    worst: tuple[int, Counter[str], int | None] | None = None
+    for k in folds:
+        trained = Counter(
+            s.label for s in samples if s.split == "train" and (k is None or s.fold != k)
+        )
+        fewest = min(trained.values(), default=0)
+        if worst is None or fewest < worst[0]:
+            worst = (fewest, trained, k)
+    assert worst is not None
+    fewest, trained, k = worst
+    if fewest >= FEW_PER_CLASS:
+        return None
+    where = f"fold {k}'s model" if k is not None else "the model"
+    return (
+        f"data.split.select {split.select} leaves {where} {sum(trained.values())} training "
+        f"image(s) ({dict(sorted(trained.items()))}): fewer than {FEW_PER_CLASS} in a class; "
+        "lower data.split.select"
+    )
+
+
 def dhash(image: np.ndarray) -> str:
     """64-bit difference hash of an (H, W, C) uint8 image: brightness gradients of a 9×8
     gray thumbnail, robust to resizing, compression and small intensity changes."""

@@ -160,17 +160,7 @@ def fold_points(loaded: LoadedSpec, points: list[dict[str, Any]]) -> list[dict[s
     final fit per sweep point follows all of them (index P × folds + p)."""
     split = loaded.spec.data.split
     if not split.folds or split.fold is not None:
-        return points
-    if loaded.spec.sweep is not None and loaded.spec.sweep.study:
-        raise SpecError(
-            [
-                loaded.problem(
-                    "data.split.folds",
-                    "cross-validation needs points fixed at compile time (sweep method grid or "
-                    "random without trials): an Optuna study picks its points as it runs",
-                )
-            ]
-        )
+        return points  # (a study with folds is refused when the spec loads)
     folded = [{**p, FOLD_KEY: k} for p in points for k in range(split.folds)]
     return folded + [{**p, FINAL_KEY: True} for p in points if loaded.spec.train.final_fit]
 

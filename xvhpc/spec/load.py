@@ -44,10 +44,25 @@ def load_spec(path: str | Path) -> LoadedSpec:
     spec = validate_model(ExperimentSpec, raw, str(path), lines)
     loaded = LoadedSpec(spec, raw, str(path), lines)
     problems = check_sweep(loaded) + check_task(loaded) + check_final_fit(loaded)
-    problems += check_leaks(loaded)
+    problems += check_leaks(loaded) + check_folds_with_study(loaded)
     if problems:
         raise SpecError(problems)
     return loaded
+
+
+def check_folds_with_study(loaded: LoadedSpec) -> list[Problem]:
+    """Folds multiply points fixed at compile time; a study picks its points as it runs. Here,
+    so that ``validate`` says what ``compile`` would refuse (issue 23, minor)."""
+    split, sweep = loaded.spec.data.split, loaded.spec.sweep
+    if split.folds and split.fold is None and sweep is not None and sweep.study:
+        return [
+            loaded.problem(
+                "data.split.folds",
+                "cross-validation needs points fixed at compile time (sweep method grid or "
+                "random without trials): an Optuna study picks its points as it runs",
+            )
+        ]
+    return []
 
 
 def check_leaks(loaded: LoadedSpec) -> list[Problem]:

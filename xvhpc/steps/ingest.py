@@ -269,6 +269,9 @@ def merge(run: RunDir, catalog: Catalog, shards: int, log) -> int:
     write_json_atomic(run.layout.manifest, manifest)
     for s in manifest["skipped"]:
         log.warning("skipped %s: %s", s["path"], s["reason"])
+    for note in catalog.notes:
+        if note.startswith("warning: "):
+            log.warning("%s", note.removeprefix("warning: "))
     leaks = manifest["leaks"]["identical_images_in_train_and_val"]
     if leaks:
         log.warning(
