@@ -680,3 +680,21 @@ def test_csv_catalog_merges_aliases_decodes_cp1252_and_skips_group_conflicts(tmp
     assert [s["reason"] for s in classified.skipped] == [
         "invalid path: embedded null byte (CSV line 3)"
     ]
+
+
+def test_coco_sizes_that_disagree_with_the_file_are_noted_and_the_files_used(tmp_path) -> None:
+    """Hardening finding 4: an image declared 10x10 (really 60x40) kept its box [5,5,20,20]
+    clipped to [5,5,10,10] silently; now the file's own size is used and the mismatch noted."""
+
+    def change(d: dict) -> None:
+        d["images"][1].update(width=10, height=10)
+        d["annotations"][1]["bbox"] = [5, 5, 15, 15]
+
+    _catalog_images(tmp_path)
+    catalog = _coco_catalog(tmp_path, change)
+    assert {s.rel: s.boxes for s in catalog.samples}["b.png"] == ((5.0, 5.0, 20.0, 20.0, 1),)
+    assert any(
+        n.startswith("b.png: COCO width/height 10x10 differ from the file's 60x40")
+        for n in catalog.notes
+    ), catalog.notes
+    assert not any("a.png: COCO" in n for n in catalog.notes)  # sizes that agree: no note

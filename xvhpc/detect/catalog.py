@@ -128,6 +128,23 @@ def _coco_categories(json_path: Path, doc: dict) -> tuple[list[str], dict[object
     return [n for _, n in cats], {cid: i for i, (cid, _) in enumerate(cats)}
 
 
+def _true_size(
+    declared: tuple[float, float] | None, file: Path, shown: str, notes: list[str]
+) -> tuple[float, float] | None:
+    """The size boxes are clipped to: the file's own (its header, no decode) when it disagrees
+    with COCO's width/height, with a note; a tool that wrote the EXIF-rotated size would
+    otherwise clip every box silently (issue 23 finding 4)."""
+    real = _image_size(file)
+    if real is None:  # DICOM and the like: COCO's word stands
+        return declared
+    if declared is not None and tuple(declared) != (float(real[0]), float(real[1])):
+        notes.append(
+            f"{shown}: COCO width/height {declared[0]:g}x{declared[1]:g} differ from the "
+            f"file's {real[0]}x{real[1]}: its boxes are clipped to the file's size"
+        )
+    return float(real[0]), float(real[1])
+
+
 def _coco_size(json_path: Path, where: str, image: dict) -> tuple[float, float] | None:
     """The image's declared width and height (positive numbers), None where not given."""
     sizes: list[float] = []
@@ -222,6 +239,7 @@ def from_coco(
             )
             continue
         file = (base / rel).resolve()
+        size = _true_size(size, file, display_name(rel), notes)
         if file in seen:
             raise CatalogError(
                 f"{json_path}: {where}.file_name: {display_name(rel)!r} is the file of "
