@@ -698,3 +698,41 @@ def test_coco_sizes_that_disagree_with_the_file_are_noted_and_the_files_used(tmp
         for n in catalog.notes
     ), catalog.notes
     assert not any("a.png: COCO" in n for n in catalog.notes)  # sizes that agree: no note
+
+
+def test_boxes_that_straddle_tiles_are_listed_not_lost_silently(tmp_path: Path) -> None:
+    """Hardening finding 5: a box with under 30% in each tile is in no tile; ingest now lists it
+    (the image is still written), so the manifest's notes and its skipped list add up."""
+    from tests.conftest import xv
+
+    images = tmp_path / "data" / "images"
+    images.mkdir(parents=True)
+    doc: dict = {
+        "images": [],
+        "annotations": [],
+        "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}],
+    }
+    for i in range(6):
+        Image.fromarray(np.full((128, 128, 3), 40 * i, np.uint8)).save(images / f"i{i}.png")
+        doc["images"].append({"id": i + 1, "file_name": f"i{i}.png", "width": 128, "height": 128})
+        centred = i % 2 == 0  # 25% of the box in each of the 4 tiles
+        bbox = [48, 48, 32, 32] if centred else [4, 4, 20, 20]
+        doc["annotations"].append(
+            {"id": i + 1, "image_id": i + 1, "category_id": 1 + i % 2, "bbox": bbox}
+        )
+    (tmp_path / "data" / "coco.json").write_text(json.dumps(doc))
+    spec = {
+        "name": "tiles", "task": "detect",
+        "data": {"source": str(tmp_path / "data" / "coco.json"), "image_size": 64, "resize": "tile",
+                 "tile_grid": 2, "shards": 1, "coco": {"image_dir": "images"},
+                 "split": {"validation": 0.34, "seed": 1}},
+        "model": {"arch": "fcos_tiny", "pretrained": "none"},
+    }  # fmt: skip
+    (tmp_path / "spec.yaml").write_text(json.dumps(spec))
+    run = tmp_path / "run"
+    xv("compile", str(tmp_path / "spec.yaml"), "--out", str(run))
+    xv("ingest", "--run-dir", str(run), "--shard", "all", "--merge")
+    manifest = json.loads((run / "manifest.json").read_text())
+    lost = [s for s in manifest["skipped"] if "straddle the tiles" in s["reason"]]
+    assert sorted(s["path"] for s in lost) == ["i0.png", "i2.png", "i4.png"]
+    assert all(s["reason"].startswith("box skipped: 1 of 1 box(es)") for s in lost)

@@ -103,11 +103,16 @@ def fold_counts(originals: list[dict], data: DataSpec) -> dict[str, Any] | None:
     return {"folds": data.split.folds, "seed": data.split.seed, "per_fold_class": per}
 
 
+BOX_SKIPPED = "box skipped:"  # a box-level entry: the image itself was used
+
+
 def build_manifest(infos: list[dict], catalog: Catalog, data: DataSpec) -> dict[str, Any]:
     """manifest.json's content from complete shard infos; ``error`` set above max_bad_fraction."""
     skipped = catalog.skipped + [s for info in infos for s in info["skipped"]]
     inputs = sum(info["inputs"] for info in infos) + len(catalog.skipped)
-    bad_fraction = len(skipped) / max(inputs, 1)
+    # boxes lost from a written image (tiling) are listed, but the file was used
+    bad = [s for s in skipped if not s["reason"].startswith(BOX_SKIPPED)]
+    bad_fraction = len(bad) / max(inputs, 1)
     leaked = leaked_hashes(infos)
     leaks = [entry["hash"] for entry in leaked]
     pre = preprocessing(data)
@@ -145,7 +150,7 @@ def build_manifest(infos: list[dict], catalog: Catalog, data: DataSpec) -> dict[
     }
     if bad_fraction > data.max_bad_fraction:
         manifest["error"] = (
-            f"{len(skipped)} of {inputs} files ({bad_fraction:.1%}) could not be used, "
+            f"{len(bad)} of {inputs} files ({bad_fraction:.1%}) could not be used, "
             f"above data.max_bad_fraction {data.max_bad_fraction:.1%}"
         )
     return manifest

@@ -14,10 +14,11 @@ import h5py
 import numpy as np
 
 from ..data.decode import decode, for_boxes
+from ..data.manifest import BOX_SKIPPED
 from ..data.shards import Record, ShardWriter
 from ..data.transforms import resize
 from ..steps.ingest import Job, augmented_copies, decoded, original_record
-from .boxes import augment_boxes, resize_boxes
+from .boxes import MIN_VISIBLE, augment_boxes, resize_boxes
 
 
 def _frames(path, opts, name: str = "") -> list[np.ndarray]:
@@ -35,11 +36,13 @@ def process_detection(job: Job) -> tuple[list[Record], str | None]:
     if reason is not None:
         return [], reason
     table = np.array(job.sample.boxes or [], np.float64).reshape(-1, 5)
-    opts, records = job.opts, []
+    opts, records, lost = job.opts, [], 0
     for f, frame in enumerate(frames):
         height, width = frame.shape[:2]
         images = resize(frame, opts.size, opts.resize, opts.tile_grid)
         moved = resize_boxes(table[:, :4], width, height, opts.size, opts.resize, opts.tile_grid)
+        kept = set().union(*(set(keep.tolist()) for _, keep in moved)) if moved else set()
+        lost += len(table) - len(kept)
         for t, (image, (boxes, keep)) in enumerate(zip(images, moved, strict=True)):
             source = (
                 job.sample.rel
@@ -56,6 +59,11 @@ def process_detection(job: Job) -> tuple[list[Record], str | None]:
                         copy, augment_boxes(boxes, image.shape[1], image.shape[0], ops), labels
                     )
                 )
+    if lost:  # the image is kept; the boxes no output image holds are said (issue 23 finding 5)
+        return records, (
+            f"{BOX_SKIPPED} {lost} of {len(table)} box(es) lie in no {opts.resize} output image "
+            f"by {MIN_VISIBLE:.0%} or more (they straddle the tiles): not in the shards"
+        )
     return records, None
 
 

@@ -174,9 +174,10 @@ def _collect(results, writer, stats, per, orig, classes, tick) -> None:
     for job, (records, reason) in results:
         if tick is not None:
             tick()
-        if reason is not None:
+        if reason is not None:  # a skipped file, or boxes of a kept one (records given)
             stats.skipped.append({"path": job.sample.rel, "reason": reason})
-            continue
+            if not records:
+                continue
         for record in records:
             writer.add(record)
             name = classes[record.label] if record.label >= 0 else NO_BOXES
