@@ -736,3 +736,11 @@ def test_boxes_that_straddle_tiles_are_listed_not_lost_silently(tmp_path: Path) 
     lost = [s for s in manifest["skipped"] if "straddle the tiles" in s["reason"]]
     assert sorted(s["path"] for s in lost) == ["i0.png", "i2.png", "i4.png"]
     assert all(s["reason"].startswith("box skipped: 1 of 1 box(es)") for s in lost)
+    # data.min_box_visible 0.2: the quarter in each tile is kept, clipped, in all four
+    spec["data"]["min_box_visible"] = 0.2
+    (tmp_path / "spec.yaml").write_text(json.dumps(spec))
+    kept = tmp_path / "kept"
+    xv("compile", str(tmp_path / "spec.yaml"), "--out", str(kept))
+    xv("ingest", "--run-dir", str(kept), "--shard", "all", "--merge")
+    manifest = json.loads((kept / "manifest.json").read_text())
+    assert not [s for s in manifest["skipped"] if "straddle" in s["reason"]]

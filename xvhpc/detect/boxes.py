@@ -48,17 +48,23 @@ def _windows(width: int, height: int, size: int, mode: str, tile_grid: int) -> l
 
 
 def resize_boxes(
-    boxes: np.ndarray, width: int, height: int, size: int, mode: str, tile_grid: int = 2
+    boxes: np.ndarray,
+    width: int,
+    height: int,
+    size: int,
+    mode: str,
+    tile_grid: int = 2,
+    min_visible: float = MIN_VISIBLE,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per output image of ``resize``: its boxes and which input boxes they are (a crop or
-    tile keeps a box when at least ``MIN_VISIBLE`` of it is inside, clipped to the edge)."""
+    tile keeps a box when at least ``min_visible`` of it is inside, clipped to the edge)."""
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     out = []
     for sx0, sy0, sx1, sy1, ox0, oy0, ox1, oy1 in _windows(width, height, size, mode, tile_grid):
         clipped = np.clip(boxes, [sx0, sy0, sx0, sy0], [sx1, sy1, sx1, sy1])
         area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
         inside = (clipped[:, 2] - clipped[:, 0]) * (clipped[:, 3] - clipped[:, 1])
-        keep = np.nonzero((inside > 0) & (inside >= MIN_VISIBLE * area))[0]
+        keep = np.nonzero((inside > 0) & (inside >= min_visible * area))[0]
         fx, fy = (ox1 - ox0) / (sx1 - sx0), (oy1 - oy0) / (sy1 - sy0)
         moved = (clipped[keep] - [sx0, sy0, sx0, sy0]) * [fx, fy, fx, fy] + [ox0, oy0, ox0, oy0]
         out.append((moved.astype(np.float32), keep))

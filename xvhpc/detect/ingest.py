@@ -18,7 +18,7 @@ from ..data.manifest import BOX_SKIPPED
 from ..data.shards import Record, ShardWriter
 from ..data.transforms import resize
 from ..steps.ingest import Job, augmented_copies, decoded, original_record
-from .boxes import MIN_VISIBLE, augment_boxes, resize_boxes
+from .boxes import augment_boxes, resize_boxes
 
 
 def _frames(path, opts, name: str = "") -> list[np.ndarray]:
@@ -37,10 +37,13 @@ def process_detection(job: Job) -> tuple[list[Record], str | None]:
         return [], reason
     table = np.array(job.sample.boxes or [], np.float64).reshape(-1, 5)
     opts, records, lost = job.opts, [], 0
+    visible = job.data.min_box_visible
     for f, frame in enumerate(frames):
         height, width = frame.shape[:2]
         images = resize(frame, opts.size, opts.resize, opts.tile_grid)
-        moved = resize_boxes(table[:, :4], width, height, opts.size, opts.resize, opts.tile_grid)
+        moved = resize_boxes(
+            table[:, :4], width, height, opts.size, opts.resize, opts.tile_grid, visible
+        )
         kept = set().union(*(set(keep.tolist()) for _, keep in moved)) if moved else set()
         lost += len(table) - len(kept)
         for t, (image, (boxes, keep)) in enumerate(zip(images, moved, strict=True)):
@@ -62,7 +65,8 @@ def process_detection(job: Job) -> tuple[list[Record], str | None]:
     if lost:  # the image is kept; the boxes no output image holds are said (issue 23 finding 5)
         return records, (
             f"{BOX_SKIPPED} {lost} of {len(table)} box(es) lie in no {opts.resize} output image "
-            f"by {MIN_VISIBLE:.0%} or more (they straddle the tiles): not in the shards"
+            f"by {visible:.0%} or more (data.min_box_visible; they straddle the tiles): not in "
+            "the shards"
         )
     return records, None
 

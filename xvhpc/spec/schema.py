@@ -119,6 +119,9 @@ class DataSpec(Strict):
     channels: Literal[1, 3] = 3
     resize: Literal["squash", "letterbox", "center_crop", "tile"] = "letterbox"
     tile_grid: int = Field(2, ge=1, le=8)
+    # detection: a box cut by a tile or crop is kept, clipped, where at least this fraction of
+    # it lies in the output image; one in no output image is listed in the manifest
+    min_box_visible: float = Field(0.3, gt=0, le=1)
     split: SplitSpec = Field(default_factory=SplitSpec)
     shards: int = Field(1, ge=1, le=10000)
     augment: dict[str, AugmentSpec] = Field(default_factory=dict)
