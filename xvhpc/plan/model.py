@@ -125,6 +125,16 @@ class Plan:
             total += jobs * runs * s.allocation_nodes * s.job_seconds / 3600
         return round(total, 2)
 
+    @property
+    def queued_jobs(self) -> int:
+        """Jobs the plan puts in the queue at once, array elements counted (per-user caps)."""
+        return sum(max(1, s.scheduler_array) for s in self.steps)
+
+    def over_walltime(self, queue: Queue) -> list[tuple[Step, int]]:
+        """Steps whose job asks more than ``queue`` allows for its size, with that limit."""
+        limits = [(s, queue.walltime_limit(s.allocation_nodes)) for s in self.steps]
+        return [(s, limit) for s, limit in limits if s.job_seconds > limit]
+
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["node_hours_max"] = self.node_hours()
@@ -331,18 +341,15 @@ def train_step(
 def _check_fits(plan: Plan, loaded: LoadedSpec, queue: Queue, name: str) -> None:
     """Every job's walltime within its queue's limit for its size (a packed or single-
     allocation job asks for more than one step's walltime)."""
-    problems = []
-    for s in plan.steps:
-        limit = queue.walltime_limit(s.allocation_nodes)
-        if s.job_seconds > limit:
-            problems.append(
-                loaded.problem(
-                    "resources.walltime",
-                    f"job {s.name!r} needs {format_hms(s.job_seconds)} on {s.allocation_nodes} "
-                    f"node(s), but queue {name!r} allows {format_hms(limit)}: lower the "
-                    "walltimes, or use a queue that allows chaining",
-                )
-            )
+    problems = [
+        loaded.problem(
+            "resources.walltime",
+            f"job {s.name!r} needs {format_hms(s.job_seconds)} on {s.allocation_nodes} "
+            f"node(s), but queue {name!r} allows {format_hms(limit)}: lower the "
+            "walltimes, or use a queue that allows chaining",
+        )
+        for s, limit in plan.over_walltime(queue)
+    ]
     if problems:
         raise SpecError(problems)
 
@@ -371,7 +378,7 @@ def _check_caps(
                     "MaxArraySize, LSF MAX_JOB_ARRAY_SIZE): use fewer points or shards",
                 )
             )
-    jobs = sum(max(1, s.scheduler_array) for s in plan.steps)
+    jobs = plan.queued_jobs
     if queue is not None and queue.max_queued_jobs and jobs > queue.max_queued_jobs:
         problems.append(
             loaded.problem(

@@ -279,15 +279,13 @@ def check_queue(plan: Plan, site: SiteConfig) -> None:
     queue = site.queues.get(plan.queue) if plan.queue else None
     if queue is None or site.local:
         return
-    for s in plan.steps:
-        limit = queue.walltime_limit(s.allocation_nodes)
-        if s.job_seconds > limit:
-            raise PredictError(
-                f"job {s.name!r} asks {format_hms(s.job_seconds)} on {s.allocation_nodes} "
-                f"node(s), but queue {plan.queue!r} allows {format_hms(limit)}. HINT: a "
-                "shorter --walltime with a smaller --chunk-size"
-            )
-    jobs = sum(max(1, s.scheduler_array) for s in plan.steps)
+    for s, limit in plan.over_walltime(queue):
+        raise PredictError(
+            f"job {s.name!r} asks {format_hms(s.job_seconds)} on {s.allocation_nodes} "
+            f"node(s), but queue {plan.queue!r} allows {format_hms(limit)}. HINT: a "
+            "shorter --walltime with a smaller --chunk-size"
+        )
+    jobs = plan.queued_jobs
     if queue.max_queued_jobs and jobs > queue.max_queued_jobs:
         raise PredictError(
             f"{jobs} jobs (array elements counted), but queue {plan.queue!r} takes at most "
