@@ -260,3 +260,5 @@ def test_one_rank_per_gpu_predicts_its_own_chunk(
            env=env)  # fmt: skip
     done = sorted(int(p.name.split("-")[1]) for p in (out / "chunks").glob("chunk-*"))
     assert done == [c for c in range(per_job, 2 * per_job) if c < total]
+    bad = xv("predict-chunk", "--run-dir", str(out), "--chunk", "0", "--per-job", "0", check=False)
+    assert bad.returncode == 2 and "--per-job 0: give 1 or more" in bad.stderr

@@ -140,6 +140,8 @@ def rank_chunk(index: int, per_job: int) -> tuple[int, str]:
 def run_chunk(out: Path, index: int, log: logging.Logger, per_job: int = 1) -> int:
     """Predict chunk ``index`` (of element ``index`` with ``per_job`` > 1: this rank's) unless
     its CSV already exists."""
+    if per_job < 1:
+        raise PredictError(f"--per-job {per_job}: give 1 or more (chunks per array element)")
     job = PredictJob.read(out)
     index, device = rank_chunk(index, per_job)
     if per_job > 1 and index >= job.chunks:
