@@ -19,8 +19,8 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score
 from tests.conftest import tiny_spec, xv
 from xvhpc.data.catalog import Sample, build_catalog
 from xvhpc.data.folds import assign_folds, carve_select, dhash, near_duplicates
-from xvhpc.plan.model import FINAL_KEY, FOLD_KEY, CvPoint, cv_points
 from xvhpc.spec import SpecError, load_spec
+from xvhpc.spec.points import FINAL_KEY, FOLD_KEY, CvPoint, cv_points
 from xvhpc.spec.schema import DataSpec, SplitSpec
 
 

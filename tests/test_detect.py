@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from xvhpc.data.transforms import augment, resize
-from xvhpc.detect.boxes import MIN_VISIBLE, augment_boxes, resize_boxes, unresize_boxes
 from xvhpc.spec.schema import AugmentSpec
+from xvhpc.tasks.detect.boxes import MIN_VISIBLE, augment_boxes, resize_boxes, unresize_boxes
 
 from .conftest import sigterm_at, xv
 
@@ -142,7 +142,10 @@ def test_detect_spec_errors_name_line_key_and_choices(tmp_path: Path) -> None:
         "model: {arch: resnet18}\n"
         "train: {balanced_sampling: true}\n",
     )
-    assert "spec.yaml:6: model.arch: 'resnet18' is a classifier" in text
+    assert (
+        "spec.yaml:6: model.arch: 'resnet18' is a model of task: classify; set task: classify"
+        in text
+    )
     assert "fcos_tiny" in text and "fasterrcnn_resnet50_fpn_v2" in text
     assert "spec.yaml:6: model.pretrained: 'imagenet'" in text
     assert "spec.yaml:5: data.augment.cell.rotate: [45]" in text
@@ -150,7 +153,7 @@ def test_detect_spec_errors_name_line_key_and_choices(tmp_path: Path) -> None:
     typo = "name: d\ntask: detect\ndata: {source: a.json}\nmodel: {arch: fcos_tiyn}\n"
     assert "did you mean fcos_tiny?" in spec_errors(tmp_path, typo)
     classify = "name: d\ndata: {source: a.json}\nmodel: {arch: fcos_tiny}\n"
-    assert "model.arch: fcos_tiny is a detection model; set task: detect" in spec_errors(
+    assert "model.arch: 'fcos_tiny' is a model of task: detect; set task: detect" in spec_errors(
         tmp_path, classify
     )
 
@@ -181,9 +184,9 @@ def test_large_and_rotated_jpegs_keep_their_boxes_in_stored_pixels(tmp_path: Pat
     full-size pixels, so detection decodes the stored pixels (full size, no EXIF rotation)."""
     from xvhpc.data.catalog import Sample
     from xvhpc.data.decode import DecodeOptions
-    from xvhpc.detect.ingest import process_detection
     from xvhpc.spec.schema import DataSpec
     from xvhpc.steps.ingest import Job
+    from xvhpc.tasks.detect.ingest import process_detection
 
     big = _jpeg(tmp_path / "big.jpg", 1024, 1024, (512, 512, 768, 768))
     exif = Image.new("RGB", (1, 1)).getexif()
@@ -212,7 +215,7 @@ def test_served_boxes_are_in_the_uploaded_images_pixels(tmp_path: Path) -> None:
     import torch
 
     from xvhpc.data.decode import BadImage, DecodeOptions
-    from xvhpc.detect.predict import detect_image
+    from xvhpc.tasks.detect.predict import detect_image
 
     big = _jpeg(tmp_path / "big.jpg", 1024, 512, (512, 128, 768, 384)).read_bytes()
 
@@ -245,7 +248,7 @@ def test_served_boxes_are_in_the_uploaded_images_pixels(tmp_path: Path) -> None:
 def test_resampled_ap_kernel_equals_pycocotools_and_weights_repeat_images() -> None:
     """At weights of one the bootstrap's AP is pycocotools' AP per class and IoU; a weight of
     two is the image listed twice (pycocotools again)."""
-    from xvhpc.detect.metrics import Found, Truth, class_matches, coco_eval, weighted_ap
+    from xvhpc.tasks.detect.metrics import Found, Truth, class_matches, coco_eval, weighted_ap
 
     rng = np.random.default_rng(1)
     truth, found = [], []
@@ -303,8 +306,8 @@ def _bad_boxes_coco(root: Path) -> Path:
 
 def test_bad_boxes_are_skipped_with_reasons_and_negatives_kept(tmp_path: Path) -> None:
     """COCO and the CSV form agree; bad boxes are listed with their reasons, the rest ingested."""
-    from xvhpc.detect.catalog import build_detection_catalog
     from xvhpc.spec.schema import DataSpec
+    from xvhpc.tasks.detect.catalog import build_detection_catalog
 
     coco = _bad_boxes_coco(tmp_path)
     catalog = build_detection_catalog(coco, DataSpec(source=str(coco)))
@@ -384,7 +387,7 @@ def _detect_spec(path: Path, source: Path, **train) -> Path:
 
 @pytest.fixture(scope="module")
 def shapes(tmp_path_factory) -> Path:
-    from xvhpc.detect.synth import make_detection_dataset
+    from xvhpc.tasks.detect.synth import make_detection_dataset
 
     return make_detection_dataset(tmp_path_factory.mktemp("shapes"), images=100, size=64, seed=0)
 
@@ -543,8 +546,8 @@ def test_export_torchscript_and_onnx_give_the_model_s_boxes(detect_run: Path, tm
 def test_predict_lines_write_boxes_and_skips(detect_run: Path, shapes: Path, tmp_path) -> None:
     """The predict job's detection chunk: one JSON line per file, boxes at the deployed
     threshold, an undecodable file skipped with its reason (the others go on)."""
-    from xvhpc.detect.predict import predict_lines
     from xvhpc.models.bundle import load_bundle
+    from xvhpc.tasks.detect.predict import predict_lines
 
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"not an image")
@@ -580,8 +583,8 @@ def _coco_doc() -> dict:
 
 
 def _coco_catalog(root: Path, change) -> object:
-    from xvhpc.detect.catalog import build_detection_catalog
     from xvhpc.spec.schema import DataSpec
+    from xvhpc.tasks.detect.catalog import build_detection_catalog
 
     doc = _coco_doc()
     change(doc)
@@ -648,8 +651,8 @@ def test_coco_catalog_skips_dangling_bad_bbox_and_nul_names_with_reasons(tmp_pat
 def test_csv_catalog_merges_aliases_decodes_cp1252_and_skips_group_conflicts(tmp_path) -> None:
     """Items 4, 10, 11, 15 on the CSV form; the NUL-name fix holds for classification too."""
     from xvhpc.data.catalog import CatalogError, build_catalog
-    from xvhpc.detect.catalog import build_detection_catalog
     from xvhpc.spec.schema import DataSpec
+    from xvhpc.tasks.detect.catalog import build_detection_catalog
 
     _catalog_images(tmp_path)
     rows = ["path,label,x0,y0,x1,y1,g", "a.png,café,1,1,10,10,p1", "./a.png,dog,2,2,9,9,p1"]

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from xvhpc.data.catalog import CatalogError, build_catalog
-from xvhpc.detect.catalog import build_detection_catalog
 from xvhpc.spec.schema import DataSpec
+from xvhpc.tasks.detect.catalog import build_detection_catalog
 
 
 @pytest.mark.timeout(60)

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from xvhpc.data.catalog import build_catalog
-from xvhpc.detect.catalog import build_detection_catalog
 from xvhpc.lock import hold, waiting
 from xvhpc.spec.schema import DataSpec
+from xvhpc.tasks.detect.catalog import build_detection_catalog
 from xvhpc.util import UserError
 
 from .test_hostile import gradient, png_bytes

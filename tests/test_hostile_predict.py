@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from xvhpc.plan.predict import PredictError, PredictJob
+from xvhpc.rundir.records import PredictError, PredictJob
 from xvhpc.steps.predict import PREDICTIONS, chunk_file, merge, run_chunk
 
 from .test_hostile import bundle_dir, gradient, png_bytes  # noqa: F401

@@ -19,7 +19,8 @@ from xvhpc.models.weights import cached_file
 from xvhpc.models.zoo import build_model
 from xvhpc.runtime.environments import EnvironmentError_, detect_environment
 from xvhpc.runtime.task import detect_task
-from xvhpc.spec.schema import ARCHITECTURES, ModelSpec
+from xvhpc.spec.schema import ModelSpec
+from xvhpc.tasks.classify.info import ARCHITECTURES
 
 from .conftest import require, sigterm_at, tiny_spec, xv
 

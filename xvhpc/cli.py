@@ -260,7 +260,7 @@ def cmd_weights(args: argparse.Namespace) -> int:
 
 def cmd_demo_data(args: argparse.Namespace) -> int:
     if args.task == "detect":
-        from .detect.synth import main as detect_main
+        from .tasks.detect.synth import main as detect_main
 
         return detect_main(args)
     from .data.synth import main

@@ -1,15 +1,36 @@
-"""Name → backend registries that list known names on a typo and keep unavailable backends."""
+"""Name → backend registries that list known names on a typo and keep unavailable backends, and
+the discovery of tasks (one folder each). A leaf: the spec checks names through it."""
 
 from __future__ import annotations
 
+import difflib
+import functools
+import importlib
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Generic, TypeVar
 
-from .spec.errors import closest_first, did_you_mean
+if TYPE_CHECKING:
+    from .tasks.base import Task, TaskInfo
 
 T = TypeVar("T")
+
+
+def closest_first(word: str, choices: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """All ``choices``, the ones most like ``word`` first."""
+    if not choices:
+        return ()
+    close = difflib.get_close_matches(word, choices, n=len(choices), cutoff=0.5)
+    return tuple(close + sorted(c for c in choices if c not in close))
+
+
+def did_you_mean(word: str, choices: list[str] | tuple[str, ...]) -> str:
+    """`` — did you mean X?`` or an empty string."""
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f" — did you mean {close[0]}?" if close else ""
 
 
 class UnknownName(KeyError):
@@ -60,3 +81,51 @@ def command_available(*commands: str) -> tuple[bool, str]:
     if missing:
         return False, f"{', '.join(missing)} not found on PATH"
     return True, ""
+
+
+def discover(package: str, module: str) -> dict[str, ModuleType]:
+    """``package.<folder>.<module>`` for every sub-folder of ``package`` that has it, by folder
+    name (ReFrame's way of finding its backends): a new task or backend is one new folder,
+    and the code that lists them never names one."""
+    root = importlib.import_module(package)
+    found = {}
+    for entry in sorted(Path(next(iter(root.__path__))).iterdir()):
+        if entry.is_dir() and (entry / f"{module}.py").is_file():
+            found[entry.name] = importlib.import_module(f"{package}.{entry.name}.{module}")
+    return found
+
+
+@functools.cache
+def task_infos() -> dict[str, TaskInfo]:
+    """Every task's torch-free ``TaskInfo`` (``xvhpc/tasks/<name>/info.py``), by name."""
+    infos = {name: mod.INFO for name, mod in discover("xvhpc.tasks", "info").items()}
+    archs: dict[str, str] = {}
+    for name, info in infos.items():
+        for arch in info.archs:
+            if arch in archs:
+                raise ValueError(f"arch {arch!r} is registered by tasks {archs[arch]} and {name}")
+            archs[arch] = name
+    return infos
+
+
+def task_info(name: str) -> TaskInfo:
+    """One task's ``TaskInfo``; an unknown name lists the known ones, closest first."""
+    infos = task_infos()
+    if name not in infos:
+        names = sorted(infos)
+        raise UnknownName(
+            f"unknown task {name!r}{did_you_mean(name, names)} "
+            f"(known: {', '.join(closest_first(name, names))})"
+        )
+    return infos[name]
+
+
+def task_of_arch(arch: str) -> TaskInfo | None:
+    """The task whose models include ``arch`` (None: no task's)."""
+    return next((i for i in task_infos().values() if arch in i.archs), None)
+
+
+def load_task(name: str) -> Task:
+    """One task's compute-side hooks (``xvhpc/tasks/<name>/task.py``; imports torch)."""
+    task_info(name)  # the clear error for an unknown name
+    return importlib.import_module(f"xvhpc.tasks.{name}.task").TASK  # type: ignore[no-any-return]

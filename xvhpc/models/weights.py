@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from ..spec.schema import ARCHITECTURES
+from ..tasks.classify.info import ARCHITECTURES
 from .safeload import load_tensors
 
 # torchvision's ImageNet weights per architecture (enum names in torchvision.models)

@@ -7,7 +7,9 @@ from pathlib import Path
 
 from torch import nn
 
-from ..spec.schema import ARCHITECTURES, DETECTION_ARCHITECTURES, ModelSpec
+from ..spec.schema import ModelSpec
+from ..tasks.classify.info import ARCHITECTURES
+from ..tasks.detect.info import ARCHITECTURES as DETECTION_ARCHITECTURES
 from .safeload import load_tensors
 from .weights import load_cached_state_dict
 
@@ -58,7 +60,7 @@ def build_model(spec: ModelSpec, num_classes: int, image_size: int = 224) -> nn.
     """The classifier of a spec: torchvision by name, a custom factory, or a state-dict path
     (a detector for a detection arch: ``detect/models.py``; it resizes to ``image_size``)."""
     if spec.arch in DETECTION_ARCHITECTURES:
-        from ..detect.models import build_detector
+        from ..tasks.detect.models import build_detector
 
         return build_detector(spec, num_classes, image_size)
     if spec.import_:

@@ -13,84 +13,20 @@ submitter turn into job scripts. Torch-free: a login node answers in well under 
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import math
 import os
 import shutil
 import stat
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..data.catalog import outside, read_csv_text
+from ..rundir.records import CHUNKS, CONFIG, PredictError, PredictJob, model_dir
 from ..spec import SiteConfig
 from ..util import file_kind, format_hms, read_json, safe_label, write_json_atomic
 from .model import Plan, Step
-
-CONFIG = "predict.json"
-CHUNKS = "chunks"
-
-
-class PredictError(Exception):
-    """The model or the input source cannot be used; ``str()`` names the file and why."""
-
-
-@dataclass(frozen=True)
-class PredictJob:
-    """What ``xvhpc predict`` was asked to do, as written to ``predict.json``."""
-
-    model: str  # absolute model bundle directory
-    source: str  # absolute
-    inputs: list[dict[str, str]]  # {"path": absolute, "rel": as shown}
-    skipped: list[dict[str, str]]  # found by the reader but unusable before decoding
-    chunk_size: int
-    batch_size: int
-    heatmaps: bool
-
-    @property
-    def chunks(self) -> int:
-        return max(1, math.ceil(len(self.inputs) / self.chunk_size))
-
-    def chunk(self, index: int) -> list[dict[str, str]]:
-        return self.inputs[index * self.chunk_size : (index + 1) * self.chunk_size]
-
-    def key(self) -> str:
-        """Changes whenever a chunk's result would: finished chunks of another job are stale."""
-        weights = Path(self.model) / "weights.pt"
-        digest = hashlib.sha256(weights.read_bytes()).hexdigest() if weights.is_file() else ""
-        text = json.dumps([self.__dict__, digest, _decision_text(self.model)], sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-    @classmethod
-    def read(cls, out: str | Path) -> PredictJob:
-        data = read_json(Path(out) / CONFIG)
-        if data is None:
-            raise PredictError(f"{out} has no {CONFIG}: start it with `xvhpc predict`")
-        data.pop("key", None)
-        return cls(**data)
-
-
-def job_key(out: str | Path) -> str:
-    """The key of the job in ``OUT/predict.json``: chunk files carry it in their names, so a
-    chunk of an earlier, different job in OUT (or written by its still-running task) is
-    never taken for one of this job."""
-    return str((read_json(Path(out) / CONFIG) or {}).get("key", ""))
-
-
-def _decision_text(model: str) -> str:
-    path = Path(model) / "decision.json"
-    return path.read_text() if path.is_file() else ""
-
-
-def model_dir(run_dir: str | Path) -> Path:
-    """A run directory's published bundle (RUN_DIR/model), or a bundle directory itself."""
-    run = Path(run_dir).resolve()
-    found = run / "model" if (run / "model").is_dir() else run
-    if not (found / "meta.json").is_file():
-        raise PredictError(f"{run} holds no trained model (no model/meta.json); train first")
-    return found
 
 
 def _problem(path: Path) -> str | None:

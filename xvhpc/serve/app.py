@@ -195,7 +195,7 @@ def create_app(
 
     def _detect(data: bytes, name: str, threshold: float, top_k: int | None) -> PredictResponse:
         """Boxes at or above the threshold, most confident first (no heatmap, no rule)."""
-        from ..detect.predict import detect_image
+        from ..tasks.detect.predict import detect_image
 
         try:
             boxes = detect_image(bundle, data, name, threshold)

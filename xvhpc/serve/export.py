@@ -23,7 +23,7 @@ def export(run_dir: str | Path, fmt: str, out: str | Path | None = None) -> Path
     suffix = {"torchscript": ".pt", "onnx": ".onnx"}[fmt]
     target = Path(out) if out else run / "export" / f"model{suffix}"
     if bundle.meta["spec"].get("task") == "detect":
-        from ..detect.export import export_detector
+        from ..tasks.detect.export import export_detector
 
         return export_detector(bundle, fmt, target)
     with atomic_path(target) as tmp:

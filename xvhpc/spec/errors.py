@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import difflib
 import re
 from dataclasses import dataclass, field
 
+from ..registry import closest_first, did_you_mean
 from ..util import UserError
 
 __all__ = ["Problem", "SpecError", "UserError", "closest_first", "did_you_mean", "printable"]
@@ -47,17 +47,3 @@ class SpecError(Exception):
         count = len(self.problems)
         head = f"{count} problem{'s' if count != 1 else ''} found:"
         return "\n".join([head, *(f"  {p}" for p in self.problems)])
-
-
-def closest_first(word: str, choices: list[str] | tuple[str, ...]) -> tuple[str, ...]:
-    """All ``choices``, the ones most like ``word`` first."""
-    if not choices:
-        return ()
-    close = difflib.get_close_matches(word, choices, n=len(choices), cutoff=0.5)
-    return tuple(close + sorted(c for c in choices if c not in close))
-
-
-def did_you_mean(word: str, choices: list[str] | tuple[str, ...]) -> str:
-    """`` — did you mean X?`` or an empty string."""
-    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
-    return f" — did you mean {close[0]}?" if close else ""

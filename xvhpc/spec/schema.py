@@ -17,28 +17,13 @@ from pydantic import (
     model_validator,
 )
 
+from ..registry import task_infos
 from ..util import parse_walltime
 
-# One list of model names for both sides; models/zoo.py builds them.
-ARCHITECTURES = (
-    "googlenet",
-    "resnet18",
-    "resnet50",
-    "densenet121",
-    "mobilenet_v3_large",
-    "efficientnet_b0",
-)
-# Object detection (task: detect): torchvision's detection zoo, plus a tiny CPU detector
-# (xvhpc/detect/models.py) for tests and the demo.
-DETECTION_ARCHITECTURES = (
-    "fasterrcnn_resnet50_fpn_v2",
-    "fasterrcnn_mobilenet_v3_large_fpn",
-    "retinanet_resnet50_fpn_v2",
-    "ssd300_vgg16",
-    "ssdlite320_mobilenet_v3_large",
-    "fcos_resnet50_fpn",
-    "fcos_tiny",
-)
+# The model and task names come from the tasks (xvhpc/tasks/<name>/info.py): a new task's archs
+# and name are valid here without an edit.
+ARCHITECTURES = tuple(a for info in task_infos().values() for a in info.archs)
+TASKS = tuple(task_infos())
 
 
 class Strict(BaseModel):
@@ -137,7 +122,7 @@ class DataSpec(Strict):
 
 
 class ModelSpec(Strict):
-    arch: Literal[ARCHITECTURES + DETECTION_ARCHITECTURES] = "googlenet"  # type: ignore[valid-type]
+    arch: Literal[ARCHITECTURES] = "googlenet"  # type: ignore[valid-type]
     pretrained: str = "imagenet"  # imagenet | none | a path to a state dict (detect: coco | none)
     import_: str | None = Field(None, alias="import")
     freeze_backbone: bool = False
@@ -382,7 +367,7 @@ class DeploySpec(Strict):
 
 class ExperimentSpec(Strict):
     name: str = Field(min_length=1, max_length=1000)
-    task: Literal["classify", "detect"] = "classify"  # detect: checks in spec/task.py
+    task: Literal[TASKS] = "classify"  # type: ignore[valid-type]  # checks: spec/task.py
     data: DataSpec
     model: ModelSpec = Field(default_factory=ModelSpec)
     train: TrainSpec = Field(default_factory=TrainSpec)

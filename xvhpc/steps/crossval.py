@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from ..plan.model import CV_KEYS, CvPoint, cv_points
 from ..rundir import Layout
 from ..spec import ExperimentSpec
+from ..spec.points import CV_KEYS, CvPoint, cv_points
 from ..stats.decision import describe, write_decision
 from ..util import read_json, write_json_atomic, write_text_atomic
 from .common import RunDir

@@ -28,8 +28,8 @@ from ..data.dataset import Index, ShardDataset, to_model_input
 from ..data.decode import BadImage
 from ..data.roles import role_index
 from ..models.bundle import Bundle, load_bundle, publish_model
-from ..plan.model import is_final_fit
 from ..rundir import Layout
+from ..spec.points import is_final_fit
 from ..spec.schema import SplitSpec
 from ..stats import provenance
 from ..stats.decision import DECISION_FILE, decide, describe, read_decision, write_decision
@@ -433,7 +433,7 @@ def main(args: argparse.Namespace) -> int:
     run = RunDir.open(args.run_dir)
     points = candidates(run) if args.all else [args.point]
     if run.spec.task == "detect":
-        from ..detect.evaluate import main as evaluate_detection
+        from ..tasks.detect.evaluate import main as evaluate_detection
 
         if args.data:
             print("xvhpc: error: evaluate --data is for classification only", file=sys.stderr)

@@ -38,10 +38,10 @@ from ..data.shards import (
     shard_name,
 )
 from ..data.transforms import augment, prepare
-from ..detect.catalog import NO_BOXES
 from ..rundir import WORKER_LOST_EXIT
 from ..runtime.task import Task, detect_task
 from ..spec.schema import DataSpec, ExperimentSpec
+from ..tasks.detect.catalog import NO_BOXES
 from ..util import write_json_atomic
 from .common import RunDir, progress, setup_logging
 
@@ -67,7 +67,7 @@ def decoded(job: Job, read: Callable = prepare) -> tuple[list, str | None]:
 def process_sample(job: Job) -> tuple[list[Record], str | None]:
     """Decode, resize and augment one file; (records, None) or ([], reason)."""
     if job.sample.boxes is not None:
-        from ..detect.ingest import process_detection
+        from ..tasks.detect.ingest import process_detection
 
         return process_detection(job)
     frames, reason = decoded(job)
@@ -203,7 +203,7 @@ def original_entry(record: Record, classes: list[str]) -> dict:
 def shard_writer(task: str) -> type[ShardWriter]:
     """The writer of a task's shards: detection adds each image's boxes."""
     if task == "detect":
-        from ..detect.ingest import DetectionShardWriter
+        from ..tasks.detect.ingest import DetectionShardWriter
 
         return DetectionShardWriter
     return ShardWriter
@@ -212,7 +212,7 @@ def shard_writer(task: str) -> type[ShardWriter]:
 def catalog_of(source: str, spec: ExperimentSpec) -> Catalog:
     """The task's catalog: labelled images, or images with boxes."""
     if spec.task == "detect":
-        from ..detect.catalog import build_detection_catalog
+        from ..tasks.detect.catalog import build_detection_catalog
 
         return build_detection_catalog(source, spec.data)
     return build_catalog(source, spec.data)

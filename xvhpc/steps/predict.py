@@ -29,7 +29,7 @@ import torch
 from ..data.catalog import display_name
 from ..data.decode import BadImage, decode
 from ..models.bundle import Bundle, load_bundle, overlay_png
-from ..plan.predict import CHUNKS, PredictError, PredictJob, job_key
+from ..rundir.records import CHUNKS, PredictError, PredictJob, job_key
 from ..runtime.placement import place
 from ..runtime.task import launcher_rank
 from ..serve.batching import forward
@@ -159,7 +159,7 @@ def run_chunk(out: Path, index: int, log: logging.Logger, per_job: int = 1) -> i
         log.warning("chunk %d: %s is damaged (%s): predicting it again", index, target, why)
     bundle = load_bundle(job.model, device)
     if detector:
-        from ..detect.predict import predict_lines
+        from ..tasks.detect.predict import predict_lines
 
         text, done, skipped = predict_lines(bundle, job.chunk(index))
         write_text_atomic(target, text)
@@ -217,7 +217,7 @@ def merge(out: Path, log: logging.Logger) -> int:
             "same `xvhpc predict` command to predict them again"
         )
     if detector:
-        from ..detect.predict import merge_lines
+        from ..tasks.detect.predict import merge_lines
 
         return merge_lines(out, files, job, log)
     rows: list[list[str]] = []

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ..detect.report import report_section as detection_section
 from ..rundir import Layout
 from ..sweeps.board import params_text
 from ..sweeps.board import report_section as sweep_section
+from ..tasks.detect.report import report_section as detection_section
 from ..util import read_json, write_text_atomic
 from .common import RunDir, setup_logging
 from .crossval import crossval_section, near_duplicates_note, published_metrics

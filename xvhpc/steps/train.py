@@ -37,8 +37,6 @@ from ..data.dataset import (
 )
 from ..data.manifest import manifest_preprocessing
 from ..data.roles import role_index
-from ..detect.dataset import DetectionDataset
-from ..detect.train import detection_loss, validate_detector
 from ..models.bundle import publish_model, save_bundle
 from ..models.safeload import UnloadableFile
 from ..models.weights import MissingWeights
@@ -49,6 +47,8 @@ from ..runtime.checkpoint import load_checkpoint, restore_rng, save_checkpoint
 from ..runtime.distributed import Context, all_reduce_sum, any_rank, setup, teardown
 from ..spec import ExperimentSpec
 from ..sweeps.tracker import PointTracker
+from ..tasks.detect.dataset import DetectionDataset
+from ..tasks.detect.train import detection_loss, validate_detector
 from ..util import open_append, read_json, write_json_atomic, write_text_atomic
 from .common import RunDir, setup_logging, want_bar
 

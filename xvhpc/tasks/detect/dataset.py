@@ -6,7 +6,7 @@ import h5py
 import numpy as np
 import torch
 
-from ..data.dataset import Index, ShardDataset
+from ...data.dataset import Index, ShardDataset
 
 Target = dict[str, torch.Tensor]
 

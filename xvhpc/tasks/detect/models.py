@@ -11,8 +11,8 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from ..models.weights import load_cached_state_dict
-from ..spec.schema import ModelSpec
+from ...models.weights import load_cached_state_dict
+from ...spec.schema import ModelSpec
 
 SIZED = ("fasterrcnn", "retinanet", "fcos")  # families that resize inputs (min_size, max_size)
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import torch
 
-from ..models.bundle import Bundle
-from ..runtime.compat import onnx_export_kwargs
-from ..serve.export import preprocessing
-from ..util import atomic_path, write_json_atomic
+from ...models.bundle import Bundle
+from ...runtime.compat import onnx_export_kwargs
+from ...serve.export import preprocessing
+from ...util import atomic_path, write_json_atomic
 
 
 class ExportUnsupported(ValueError):

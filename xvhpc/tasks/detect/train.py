@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..runtime import compat
-from ..runtime.distributed import Context, all_reduce_sum
+from ...runtime import compat
+from ...runtime.distributed import Context, all_reduce_sum
 from .dataset import DetectionDataset, Target, detector_input
 from .metrics import Found, Truth, detection_metrics
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.decode import BadImage, decode, for_boxes
-from ..data.transforms import resize
-from ..models.bundle import Bundle
-from ..util import write_json_atomic, write_text_atomic
+from ...data.decode import BadImage, decode, for_boxes
+from ...data.transforms import resize
+from ...models.bundle import Bundle
+from ...util import write_json_atomic, write_text_atomic
 from .boxes import unresize_boxes, visible
 from .dataset import detector_input
 from .metrics import Found

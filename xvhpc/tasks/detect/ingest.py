@@ -13,11 +13,11 @@ import json
 import h5py
 import numpy as np
 
-from ..data.decode import decode, for_boxes
-from ..data.manifest import BOX_SKIPPED
-from ..data.shards import Record, ShardWriter
-from ..data.transforms import resize
-from ..steps.ingest import Job, augmented_copies, decoded, original_record
+from ...data.decode import decode, for_boxes
+from ...data.manifest import BOX_SKIPPED
+from ...data.shards import Record, ShardWriter
+from ...data.transforms import resize
+from ...steps.ingest import Job, augmented_copies, decoded, original_record
 from .boxes import augment_boxes, resize_boxes
 
 

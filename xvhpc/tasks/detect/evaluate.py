@@ -11,13 +11,13 @@ import logging
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ..data.roles import role_index
-from ..models.bundle import load_bundle, publish_model
-from ..rundir import Layout
-from ..steps.common import RunDir
-from ..steps.evaluate import _show as show
-from ..steps.evaluate import _sources, split_groups
-from ..util import read_json, write_json_atomic, write_text_atomic
+from ...data.roles import role_index
+from ...models.bundle import load_bundle, publish_model
+from ...rundir import Layout
+from ...steps.common import RunDir
+from ...steps.evaluate import _show as show
+from ...steps.evaluate import _sources, split_groups
+from ...util import read_json, write_json_atomic, write_text_atomic
 from .dataset import DetectionDataset
 from .metrics import Found, Truth, detection_metrics
 from .predict import boxes_json, detect

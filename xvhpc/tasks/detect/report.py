@@ -6,12 +6,12 @@ import base64
 import html
 from pathlib import Path
 
-from ..util import read_json
+from ...util import read_json
 
 
 def report_section(eval_dir: Path) -> str:
     """HTML for the report: the metrics with intervals and the drawn sample images (inline)."""
-    from ..steps.report import _ci as show  # late: steps/report imports this module
+    from ...steps.report import _ci as show  # late: steps/report imports this module
 
     m = read_json(eval_dir / "metrics.json", {})
     if m.get("task") != "detect":

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from ..data.catalog import (
+from ...data.catalog import (
     Catalog,
     CatalogError,
     Sample,
@@ -27,7 +27,7 @@ from ..data.catalog import (
     read_csv_text,
     split_samples,
 )
-from ..spec.schema import DataSpec
+from ...spec.schema import DataSpec
 
 NO_BOXES = "(no boxes)"  # the stratum and count key of images without a box
 BOX_COLUMNS = ("x0", "y0", "x1", "y1")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..stats.bootstrap import Resampler, interval
+from ...stats.bootstrap import Resampler, interval
 
 RECALL_POINTS = np.linspace(0.0, 1.00, 101)  # COCOeval's recThrs
 IOUS = np.linspace(0.5, 0.95, 10)
