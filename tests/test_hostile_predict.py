@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from xvhpc.rundir.records import PredictError, PredictJob
-from xvhpc.steps.predict import PREDICTIONS, chunk_file, merge, run_chunk
+from xvhpc.steps.predict import chunk_file, merge, run_chunk
+from xvhpc.tasks.classify.predict import PREDICTIONS
 
 from .test_hostile import bundle_dir, gradient, png_bytes  # noqa: F401
 
@@ -61,7 +62,7 @@ def test_odd_names_deep_paths_and_lookalike_paths_are_all_predicted(
 
 
 def test_heatmap_names_are_unique_and_bounded() -> None:
-    from xvhpc.steps.predict import heatmap_name
+    from xvhpc.tasks.classify.predict import heatmap_name
 
     names = ["a/b.jpg", "a__b.jpg", "a_/b", "a/_b", "x/" * 200 + "y.jpg", "caf\udce9.jpg"]
     made = [heatmap_name(n) for n in names]

@@ -241,7 +241,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .serve.app import main
+    from .serve.main import main
 
     return main(args)
 
@@ -259,13 +259,9 @@ def cmd_weights(args: argparse.Namespace) -> int:
 
 
 def cmd_demo_data(args: argparse.Namespace) -> int:
-    if args.task == "detect":
-        from .tasks.detect.synth import main as detect_main
+    from .registry import load_task
 
-        return detect_main(args)
-    from .data.synth import main
-
-    return main(args)
+    return load_task(args.task).synth(args)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -299,8 +295,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     print(f"{len(job.inputs)} file(s) in {job.chunks} chunk(s) of at most {job.chunk_size}")
     code = submit_plan(plan, site, dry_run=args.dry_run, force=args.force)
     if code == 0 and site.local:
-        boxes = (meta.get("spec") or {}).get("task") == "detect"  # detectors: JSON lines
-        print(f"predictions: {out / ('predictions.jsonl' if boxes else 'predictions.csv')}")
+        from .registry import load_task  # its task.py only: the hooks import late
+        from .rundir.records import task_of
+
+        print(f"predictions: {out / ('predictions' + load_task(task_of(meta)).chunk_suffix)}")
     return code
 
 
@@ -460,7 +458,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-class", type=int, default=40)
     p.add_argument("--size", type=int, default=None, help="pixels (256; --task detect: 64)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--task", choices=("classify", "detect"), default="classify")
+    from .registry import task_infos  # torch-free: each task's info.py
+
+    p.add_argument("--task", choices=tuple(task_infos()), default="classify")
     return parser
 
 

@@ -1,7 +1,8 @@
 """The records a run directory holds, typed: the predict job (``OUT/predict.json``) and where a
 run's published model bundle is. Both sides read them (``xvhpc predict`` writes the job on the
 login side; its chunk and merge steps read it on the compute side), so they live here, in the
-leaf package that names every run-dir path, and neither side imports the other."""
+leaf package that names every run-dir path, and neither side imports the other. A bundle's
+task is read here too (``task_of``), so no driver compares a task's name to find it."""
 
 from __future__ import annotations
 
@@ -19,6 +20,10 @@ CHUNKS = "chunks"
 
 class PredictError(Exception):
     """The model or the input source cannot be used; ``str()`` names the file and why."""
+
+
+class ChunkDamaged(Exception):
+    """A predict chunk file is not a chunk of its task's format; ``str()`` says how."""
 
 
 @dataclass(frozen=True)
@@ -68,10 +73,31 @@ def _decision_text(model: str) -> str:
     return path.read_text() if path.is_file() else ""
 
 
+def resolve_model(run_dir: str | Path) -> Path:
+    """Where a run's bundle is: RUN_DIR/model when the run published one, else RUN_DIR itself
+    (a bundle directory given directly). Serve, export and predict accept either, so the
+    one rule lives here; nothing is checked (loading the bundle says what is missing)."""
+    run = Path(run_dir)
+    return run / "model" if (run / "model").is_dir() else run
+
+
 def model_dir(run_dir: str | Path) -> Path:
     """A run directory's published bundle (RUN_DIR/model), or a bundle directory itself."""
     run = Path(run_dir).resolve()
-    found = run / "model" if (run / "model").is_dir() else run
+    found = resolve_model(run)
     if not (found / "meta.json").is_file():
         raise PredictError(f"{run} holds no trained model (no model/meta.json); train first")
     return found
+
+
+def task_of(meta: dict) -> str:
+    """The task of a bundle's ``meta.json`` (or a classifier's ``metrics.json`` head): its
+    top-level ``task``, else the spec's; bundles written before either name no task and are
+    classifiers. The one place a driver learns the task of a model it did not train."""
+    return str(meta.get("task") or (meta.get("spec") or {}).get("task") or "classify")
+
+
+def model_task(model: str | Path) -> str:
+    """The task of the bundle in directory ``model`` (torch-free: only its meta.json is read;
+    an unreadable or missing meta.json reads as a classifier, as before)."""
+    return task_of(read_json(Path(model) / "meta.json", {}) or {})

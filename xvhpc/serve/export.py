@@ -1,4 +1,7 @@
-"""``xvhpc export``: TorchScript or ONNX, with a sidecar JSON describing preprocessing."""
+"""``xvhpc export``: TorchScript or ONNX, with a sidecar JSON describing preprocessing.
+
+Task-blind: the bundle's task writes the model and its sidecar (``Task.export``); a Triton
+model repository is ``serve/triton.py``."""
 
 from __future__ import annotations
 
@@ -6,58 +9,20 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-
 from ..models.bundle import load_bundle
-from ..runtime.compat import onnx_export_kwargs
-from ..stats.decision import read_decision
-from ..util import atomic_path, write_json_atomic
+from ..registry import load_task
+from ..rundir.records import resolve_model, task_of
 
 
 def export(run_dir: str | Path, fmt: str, out: str | Path | None = None) -> Path:
+    """Export the run's bundle to ``fmt`` (torchscript, onnx) at ``out`` (default:
+    RUN_DIR/export/model.pt|.onnx) with its sidecar JSON; what is written is the task's."""
     run = Path(run_dir)
-    model_dir = run / "model" if (run / "model").is_dir() else run
+    model_dir = resolve_model(run)
     bundle = load_bundle(model_dir)
-    size = bundle.size
-    example = torch.zeros(1, 3, size, size)
     suffix = {"torchscript": ".pt", "onnx": ".onnx"}[fmt]
     target = Path(out) if out else run / "export" / f"model{suffix}"
-    if bundle.meta["spec"].get("task") == "detect":
-        from ..tasks.detect.export import export_detector
-
-        return export_detector(bundle, fmt, target)
-    with atomic_path(target) as tmp:
-        if fmt == "torchscript":
-            traced = torch.jit.trace(bundle.model, example)
-            traced.save(str(tmp))
-        else:
-            torch.onnx.export(
-                bundle.model,
-                (example,),
-                str(tmp),
-                input_names=["image"],
-                output_names=["logits"],
-                dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
-                opset_version=17,
-                **onnx_export_kwargs(),
-            )
-    meta = bundle.meta
-    write_json_atomic(
-        target.with_name(target.name + ".json"),
-        {
-            "format": fmt,
-            "file": target.name,
-            "classes": meta["classes"],
-            "input": {"shape": [None, 3, size, size], "dtype": "float32", "layout": "NCHW"},
-            "output": "logits (apply softmax for confidences)",
-            "preprocessing": {**preprocessing(meta), "mean": meta["mean"], "std": meta["std"]},
-            "arch": meta["arch"],
-            "validation": meta.get("validation", {}),
-            # temperature, then the operating point: see xvhpc/stats/decision.py (null: argmax)
-            "decision": read_decision(model_dir, meta["classes"]),
-        },
-    )
-    return target
+    return load_task(task_of(bundle.meta)).export(bundle, fmt, target, model_dir)
 
 
 def preprocessing(meta: dict) -> dict:

@@ -9,6 +9,8 @@
 
 Triton does not decode images: a client decodes and resizes as ``preprocessing.json`` says
 (``xvhpc.models.bundle.Bundle.inputs`` does exactly that) and sends float32 NCHW tensors.
+Only a task that lists "triton" in its ``exports`` gets one (a classifier: class
+probabilities are a fixed-size tensor; a detector's boxes are not).
 """
 
 from __future__ import annotations
@@ -19,12 +21,13 @@ from pathlib import Path
 import torch
 
 from ..models.bundle import Bundle, load_bundle
+from ..registry import load_task
+from ..rundir.records import model_task, resolve_model
 from ..runtime.compat import onnx_export_kwargs
 from ..stats.decision import read_decision
 from ..util import (
     UserError,
     atomic_path,
-    read_json,
     safe_label,
     write_json_atomic,
     write_text_atomic,
@@ -114,9 +117,9 @@ def export_onnx(bundle: Bundle, target: Path) -> None:
 def export_triton(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """Write the model repository; returns ``DIR/<name>``."""
     run = Path(run_dir)
-    model_dir = run / "model" if (run / "model").is_dir() else run
-    task = (read_json(model_dir / "meta.json", {}) or {}).get("spec", {}).get("task", "classify")
-    if task != "classify":
+    model_dir = resolve_model(run)
+    task = model_task(model_dir)
+    if "triton" not in load_task(task).exports:
         raise UserError(  # before anything is loaded or made: no empty TR/<name>/1/ left behind
             f"{model_dir}: Triton export is for classifiers (this model is a {task} model). "
             f"HINT: xvhpc export {run_dir} --format onnx (or torchscript) exports it"

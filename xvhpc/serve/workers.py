@@ -17,17 +17,12 @@ def app_from_env() -> FastAPI:
     """The app of one worker process (uvicorn's factory)."""
     from ..models.bundle import load_bundle
     from ..stats.decision import read_decision
-    from .app import create_app
-    from .batching import MicroBatcher
+    from .app import app_of
 
     cfg = json.loads(os.environ[ENV])
     bundle = load_bundle(cfg["model_dir"])
     decision = read_decision(cfg["model_dir"], bundle.classes)
-    deploy = bundle.meta["spec"].get("deploy", {})
-    batcher = (
-        MicroBatcher(bundle, cfg["max_batch"], cfg["window_ms"]) if cfg["max_batch"] > 1 else None
-    )
-    return create_app(bundle, deploy.get("max_upload_mb", 32), decision, batcher)
+    return app_of(bundle, decision, cfg["max_batch"], cfg["window_ms"])
 
 
 def serve_workers(

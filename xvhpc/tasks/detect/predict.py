@@ -14,6 +14,7 @@ import torch
 from ...data.decode import BadImage, decode, for_boxes
 from ...data.transforms import resize
 from ...models.bundle import Bundle
+from ...rundir.records import ChunkDamaged, PredictJob
 from ...util import write_json_atomic, write_text_atomic
 from .boxes import unresize_boxes, visible
 from .dataset import detector_input
@@ -79,7 +80,17 @@ def predict_lines(bundle: Bundle, items: list[dict[str, str]]) -> tuple[str, int
     return "".join(line + "\n" for line in lines), done, len(items) - done
 
 
-def merge_lines(out: Path, files: list[Path], job, log: logging.Logger) -> int:
+def chunk_rows(text: str, items: list[dict[str, str]]) -> tuple[list[str], list[str]]:
+    """(the path of each JSON line of a chunk, each input's path); ``ChunkDamaged`` when the
+    text is not JSON lines of ``{path, ...}``."""
+    try:
+        paths = [json.loads(line)["path"] for line in text.splitlines()]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ChunkDamaged(f"not JSON lines of {{path, boxes}}: {exc}") from None
+    return paths, [item["rel"] for item in items]
+
+
+def merge_lines(out: Path, files: list[Path], job: PredictJob, log: logging.Logger) -> int:
     """Every chunk in input order, then the reader's skipped files → ``predictions.jsonl``;
     ``summary.json`` counts images and boxes per label."""
     text = "".join(f.read_text() for f in files)
@@ -104,3 +115,11 @@ def merge_lines(out: Path, files: list[Path], job, log: logging.Logger) -> int:
     )
     print(json.dumps(summary, indent=2, sort_keys=True))
     return 0
+
+
+def serve_response(
+    bundle: Bundle, data: bytes, name: str, threshold: float, top_k: int | None
+) -> dict:
+    """``xvhpc serve``'s answer for a detector: the boxes at or above the threshold, most
+    confident first, at most ``top_k`` (no heatmap, no decision rule)."""
+    return {"predictions": detect_image(bundle, data, name, threshold)[:top_k]}
