@@ -140,7 +140,7 @@ class ModelSpec(Strict):
 class EarlyStopSpec(Strict):
     """Stop one run when its validation metric has not improved for ``patience`` rounds."""
 
-    metric: Literal["val_loss", "val_accuracy"] = "val_loss"
+    metric: str = "val_loss"  # val_loss or one of the task's validation metrics (spec/task.py)
     patience: int = Field(5, ge=1, le=100000)  # validation rounds (every val_every iterations)
 
 
@@ -217,7 +217,9 @@ class OperatingPointSpec(Strict):
 
 
 class EvaluateSpec(Strict):
-    rank_by: Literal["accuracy", "balanced_accuracy", "macro_f1", "roc_auc"] = "accuracy"
+    # one of the task's held-out metrics (TaskInfo.rank_by; spec/task.py checks it); unset: the
+    # task's first (classify: accuracy, detect: map), filled in when the spec is read
+    rank_by: str = ""
     heatmap_samples: int = Field(8, ge=0, le=256)
     bootstrap: int = Field(2000, ge=1000, le=100000)  # resamples for the 95 % intervals
     seed: int = 0  # of the bootstrap (and of the calibration/operating-point cross-fit halves)
@@ -337,7 +339,8 @@ class SweepSpec(Strict):
     # An Optuna study (tpe, or random with trials): array slots that each ask it for a trial
     trials: int | None = Field(None, ge=1, le=10000)
     prune: PruneSpec | None = None
-    objective: Literal["val_accuracy", "val_loss"] | None = None  # None: from evaluate.rank_by
+    # val_loss or one of the task's validation metrics (spec/task.py); None: from evaluate.rank_by
+    objective: str | None = None
 
     @model_validator(mode="after")
     def _study(self) -> SweepSpec:
@@ -375,3 +378,10 @@ class ExperimentSpec(Strict):
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     sweep: SweepSpec | None = None
     deploy: DeploySpec = Field(default_factory=DeploySpec)
+
+    @model_validator(mode="after")
+    def _task_defaults(self) -> ExperimentSpec:
+        """The task's default ranking metric where the spec names none."""
+        if not self.evaluate.rank_by:
+            self.evaluate.rank_by = task_infos()[self.task].rank_by[0]
+        return self

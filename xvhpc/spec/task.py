@@ -33,4 +33,20 @@ def check_task(loaded: LoadedSpec) -> list[Problem]:
                 info.pretrained,
             )
         )
-    return problems + info.check(loaded)
+    return problems + _metric_names(loaded) + info.check(loaded)
+
+
+def _metric_names(loaded: LoadedSpec) -> list[Problem]:
+    """rank_by, a study's objective and early stopping's metric: names of the task's metrics."""
+    spec = loaded.spec
+    info = task_info(spec.task)
+    named = {"evaluate.rank_by": (spec.evaluate.rank_by, info.rank_by)}
+    if spec.sweep is not None and spec.sweep.objective is not None:
+        named["sweep.objective"] = (spec.sweep.objective, info.objectives)
+    if spec.train.early_stop is not None:
+        named["train.early_stop.metric"] = (spec.train.early_stop.metric, info.objectives)
+    return [
+        loaded.problem(key, f"{value!r} is not a metric of task: {info.name}", choices)
+        for key, (value, choices) in named.items()
+        if value not in choices
+    ]

@@ -11,10 +11,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..backends.base import Scheduler, get_scheduler
+from ..backends.commands import CommandRunner, SchedulerCommandError, TransientCommandError
 from ..plan.model import Plan
+from ..registry import task_infos
 from ..rundir import JOBS, SCRIPTS, Layout
-from ..schedulers import Scheduler, get_scheduler
-from ..schedulers.commands import CommandRunner, SchedulerCommandError, TransientCommandError
 from ..spec import SiteConfig
 from ..util import format_hms, open_append, read_json, write_json_atomic
 from .state import FINAL_BAD, FINAL_OK, PURGED, step_state
@@ -177,6 +178,8 @@ def _submit_once(
 
 
 def train_progress(root: Path, point: int) -> str:
+    """One line of a training point's progress: iteration, loss, speed, time left, the task's
+    selection metric, requeues."""
     layout = Layout(root)
     progress = read_json(layout.progress(point))
     requeues = layout.requeues(point)
@@ -192,8 +195,10 @@ def train_progress(root: Path, point: int) -> str:
         text += f", {per_rank:.1f} img/s per rank (data wait {wait:.0%})"
     if progress.get("state") == "running" and progress.get("eta_s"):
         text += f", {format_hms(progress['eta_s'])} left"
-    if progress.get("val_accuracy") is not None:
-        text += f", val acc {progress['val_accuracy']:.3f}"
+    for info in task_infos().values():  # the progress record of any task names its metric
+        if isinstance(value := progress.get(info.selection), int | float):
+            text += f", {info.selection_label} {value:.3f}"
+            break
     if requeues or progress.get("resumed_from"):
         text += f"; requeued {requeues}x, resumed at {progress.get('resumed_from')}"
     return text

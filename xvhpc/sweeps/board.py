@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..registry import task_info
 from ..rundir import Layout
 from ..spec.schema import ExperimentSpec
 from ..util import read_json
@@ -160,7 +161,7 @@ def report_section(root: Path, spec: ExperimentSpec, png: Callable[[Any], str]) 
     key = board["rank_by"]
     states = {int(r["point"]): str(r.get("state", "done")) for r in rows}
     points = list(range(len(plan["points"])))
-    metric = "val_loss" if (spec.sweep and spec.sweep.objective == "val_loss") else "val_accuracy"
+    metric = (spec.sweep and spec.sweep.objective) or task_info(spec.task).selection
     parts = ["<h2>Sweep: metric against each parameter</h2>"]
     if any(r["params"] for r in rows):
         parts.append(f'<img src="{png(scatter_figure(rows, key))}" alt="metric vs parameters">')

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from ..registry import task_info
 from ..rundir import TRAIN, TRIAL, Layout
 from ..spec.schema import ExperimentSpec, RangeSpec, SweepSpec
 from ..util import UserError
@@ -33,7 +34,7 @@ FINISHED = ("COMPLETE", "PRUNED")  # a slot bound to one of these never trains a
 class Objective:
     """The validation metric the study optimises, and which way."""
 
-    metric: str  # val_accuracy | val_loss (what training measures at every val_every)
+    metric: str  # val_loss or a task's validation metric (measured at every val_every)
     direction: Literal["maximize", "minimize"]
 
     def better(self, a: float, b: float) -> bool:
@@ -44,13 +45,15 @@ class Objective:
 
 
 def objective(spec: ExperimentSpec) -> Objective:
-    """``sweep.objective``, else from ``evaluate.rank_by``: accuracy is measured while training;
-    the other rank_by metrics are not, and loss is the measured stand-in that tracks them."""
+    """``sweep.objective``, else from ``evaluate.rank_by``: the same metric where training measures
+    it (classify: accuracy; detect: map, map50), else the loss, the measured stand-in that tracks
+    the others (TaskInfo.objective_for)."""
     sweep = spec.sweep
+    info = task_info(spec.task)
     metric = sweep.objective if sweep is not None and sweep.objective else None
     if metric is None:
-        metric = "val_accuracy" if spec.evaluate.rank_by == "accuracy" else "val_loss"
-    return Objective(metric, "minimize" if metric.endswith("loss") else "maximize")
+        metric = info.objective_for(spec.evaluate.rank_by)
+    return Objective(metric, info.direction(metric))
 
 
 def is_study(spec: ExperimentSpec) -> bool:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from ..registry import task_info
 from ..rundir import Layout
 from ..runtime.distributed import Context, all_reduce_sum
 from ..spec import ExperimentSpec, SpecError, point_spec
@@ -36,7 +37,8 @@ from .study import (
 T = TypeVar("T")
 CONTINUE, PRUNED, STOPPED_EARLY = 0, 1, 2
 OUTCOMES = {CONTINUE: "done", PRUNED: "pruned", STOPPED_EARLY: "stopped_early"}
-SCALARS = ("loss", "lr", "images_per_s", "data_wait_fraction", "val_loss", "val_accuracy")
+# what each record may hold; validation rounds add val_loss and the task's metrics (TaskInfo)
+SCALARS = ("loss", "lr", "images_per_s", "data_wait_fraction", "val_loss")
 BASE_HPARAMS = (
     "train.learning_rate",
     "train.batch_size",
@@ -190,7 +192,8 @@ class PointTracker:
 
     def scalars(self, record: dict[str, Any]) -> None:
         """Rank 0: the record's known scalars at its iteration."""
-        values = {k: v for k in SCALARS if isinstance(v := record.get(k), int | float)}
+        names = (*SCALARS, *task_info(self.spec.task).val_metrics)
+        values = {k: v for k in names if isinstance(v := record.get(k), int | float)}
         if self.mlflow is not None:
             self._mlflow(self.mlflow.metrics, values, record["iteration"])
         if self.writer is None:
@@ -242,7 +245,7 @@ class PointTracker:
                 return PRUNED
         stop = self.spec.train.early_stop
         if stop is not None:
-            goal = Objective(stop.metric, "minimize" if stop.metric == "val_loss" else "maximize")
+            goal = Objective(stop.metric, task_info(self.spec.task).direction(stop.metric))
             if no_improvement([r[stop.metric] for r in rounds], stop.patience, goal):
                 return STOPPED_EARLY
         return CONTINUE
@@ -262,7 +265,8 @@ class PointTracker:
         if not self.ctx.is_main:
             return
         rounds = self._validation_rounds()
-        final = {k: float(rounds[-1][k]) for k in ("val_loss", "val_accuracy")} if rounds else {}
+        names = ("val_loss", *task_info(self.spec.task).val_metrics)
+        final = {k: float(rounds[-1][k]) for k in names if rounds and k in rounds[-1]}
         if self.goal is not None and self.binding is not None:
             best = _best([float(r[self.goal.metric]) for r in rounds], self.goal)
             if best is not None:

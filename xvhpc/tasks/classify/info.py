@@ -33,6 +33,7 @@ INFO = TaskInfo(
     pretrained_path=True,
     val_metrics=("val_accuracy",),
     selection="val_accuracy",
+    selection_label="val acc",
     mode="max",
     rank_by=("accuracy", "balanced_accuracy", "macro_f1", "roc_auc"),
     outputs=("class", "probabilities", "heatmap"),

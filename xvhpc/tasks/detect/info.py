@@ -71,6 +71,7 @@ INFO = TaskInfo(
     pretrained_path=False,
     val_metrics=("val_map50", "val_map"),
     selection="val_map50",
+    selection_label="val mAP@.5",
     mode="max",
     rank_by=("map", "map50"),
     outputs=("boxes",),
