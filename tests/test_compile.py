@@ -275,7 +275,7 @@ def test_lsf_submit_status_cancel_by_recording(tmp_path: Path) -> None:
 
 def test_submit_retries_transient_scheduler_errors(tmp_path: Path) -> None:
     """A controller time-out is retried; a real error is not."""
-    from xvhpc.schedulers.commands import CommandRunner, SchedulerCommandError
+    from xvhpc.backends.commands import CommandRunner, SchedulerCommandError
 
     counter = tmp_path / "count"
     fake = tmp_path / "sbatch"
@@ -358,7 +358,7 @@ def test_rendezvous_ports_stay_below_the_ephemeral_range() -> None:
     added it stays below Linux's ephemeral ports (32768+), where a node's own outgoing
     connections could already hold it (issue 22 N16)."""
     from xvhpc import ports
-    from xvhpc.runtime.environments import detect_environment
+    from xvhpc.runtime.whoami import detect_environment
 
     assert max(ports.master_port(j) for j in range(100_000)) + 1 + ports.SLOTS < 32768
     slurm = rendered(ROOT / "jobs" / "covid_xray.yaml", "x86-v100")["scripts/train.sbatch"]

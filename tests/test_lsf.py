@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from xvhpc.schedulers import get_scheduler
-from xvhpc.schedulers.commands import CommandRunner
-from xvhpc.schedulers.lsf_classic import parse_bjobs, parse_bjobs_long
+from xvhpc.backends.base import get_scheduler
+from xvhpc.backends.commands import CommandRunner
+from xvhpc.backends.lsf.classic import parse_bjobs, parse_bjobs_long
 
 from .conftest import ROOT, tiny_spec, xv
 from .test_slurm import wait_final, wait_iteration

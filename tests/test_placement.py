@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from xvhpc.launchers import LAUNCHERS, render_tokens
+from xvhpc.backends.base import LAUNCHERS, render_tokens
 from xvhpc.plan.model import Step
 from xvhpc.runtime.placement import (
     choose_gpu,
@@ -259,8 +259,8 @@ def _check_on_two_ranks(gpus: list[str]) -> list[str]:
 
     import torch.distributed as dist
 
+    from xvhpc.backends.base import DistInfo
     from xvhpc.runtime.distributed import check_distinct_gpus
-    from xvhpc.runtime.environments import DistInfo
 
     with _socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -7,11 +7,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from xvhpc.launchers import LAUNCHERS
+from xvhpc.backends.base import LAUNCHERS, SCHEDULERS, get_scheduler
 from xvhpc.plan import build_plan
 from xvhpc.plan.render import render_plan
 from xvhpc.registry import Registry, UnknownName
-from xvhpc.schedulers import SCHEDULERS, get_scheduler
 from xvhpc.spec import SpecError, load_site, load_spec
 
 from .conftest import ROOT

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from xvhpc.schedulers import FINAL_BAD, FINAL_OK
+from xvhpc.backends.base import FINAL_BAD, FINAL_OK
 
 from .conftest import tiny_spec, xv
 

@@ -447,15 +447,15 @@ def test_summit_ingest_ranks_use_the_cores_of_their_resource_set(monkeypatch) ->
     """N9: an MPI ingest rank runs a worker pool where workers start without fork (Summit's
     site sets forkserver), and its CPU count is its resource set's (the affinity mask), not
     LSF's whole-job LSB_DJOB_NUMPROC."""
-    from xvhpc.runtime.task import Task, allocated_cpus
+    from xvhpc.runtime.whoami import BatchTask, allocated_cpus
     from xvhpc.steps.ingest import rank_workers
 
-    ranks = Task(None, 7, mpi_rank=3, mpi_size=8)
+    ranks = BatchTask(None, 7, mpi_rank=3, mpi_size=8)
     monkeypatch.setenv("XVHPC_MP_START_METHOD", "forkserver")
     assert rank_workers(7, ranks) == 7
     monkeypatch.setenv("XVHPC_MP_START_METHOD", "fork")
     assert rank_workers(7, ranks) == 1  # a forked MPI rank is unsafe: one process
-    assert rank_workers(7, Task(None, 7)) == 7
+    assert rank_workers(7, BatchTask(None, 7)) == 7
     jsrun = {"JSM_NAMESPACE_RANK": "3", "LSB_DJOB_NUMPROC": "84"}
     assert allocated_cpus(jsrun) == len(os.sched_getaffinity(0))
 

@@ -43,19 +43,11 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from .rundir import BUSY_EXIT, Layout
+from .runtime.whoami import launcher_rank
 from .util import UserError, open_regular
 
 TOKEN_ENV = "XVHPC_LOCK_TOKEN"
 _RECORD = 512  # bytes: the holder record is written in place, padded, never truncated
-
-# launchers' rank variables, in the order runtime/environments.py trusts them
-_RANK_VARIABLES = (
-    "RANK",  # torchrun
-    "JSM_NAMESPACE_RANK",  # jsrun
-    "OMPI_COMM_WORLD_RANK",  # Open MPI (mpirun, and jsrun's MPI)
-    "PMIX_RANK",
-    "PMI_RANK",
-)
 
 
 class RunDirBusy(UserError):
@@ -71,13 +63,7 @@ _warned = False
 def launch_rank(env: Mapping[str, str] | None = None) -> int:
     """This process's rank under a launcher (0 outside one). Read from the environment only,
     before any process group exists, so that only rank 0 of a training job takes its lock."""
-    env = os.environ if env is None else env
-    for name in _RANK_VARIABLES:
-        if env.get(name, "").isdigit():
-            return int(env[name])
-    if "SLURM_STEP_ID" in env and env.get("SLURM_PROCID", "").isdigit():  # inside srun
-        return int(env["SLURM_PROCID"])
-    return 0
+    return launcher_rank(env)[0]
 
 
 def _open_lock(path: Path, flags: int) -> int:

@@ -1,6 +1,6 @@
-"""Launchers register themselves on import."""
+"""Old home of the launchers, now ``xvhpc/backends/<name>/launcher.py`` (see
+``backends/base.py``). Kept importable until scripts/gen_docs.py (``LAUNCHERS``) moves (issue 21)."""
 
-from . import jsrun, local, mpirun, srun, torchrun  # noqa: F401
-from .base import LAUNCHERS, Launcher, Shell, render_tokens
+from ..backends.base import LAUNCHERS
 
-__all__ = ["LAUNCHERS", "Launcher", "Shell", "render_tokens"]
+__all__ = ["LAUNCHERS"]

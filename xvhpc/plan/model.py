@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ..backends.base import get_launcher
 from ..spec import (
     ExperimentSpec,
     LoadedSpec,
@@ -223,13 +224,11 @@ def build_plan(loaded: LoadedSpec, site: SiteConfig, run_dir: str) -> Plan:
 def ingest_steps(spec: ExperimentSpec, site: SiteConfig) -> list[Step]:
     """Locally one process pool; under an MPI launcher (jsrun) one job of ranks that share the
     shards, rank 0 merging; elsewhere an array over shards, then a merge job."""
-    from ..launchers import LAUNCHERS  # late: backends import this module
-
     walltime, shards, cores = spec.resources.ingest_walltime, spec.data.shards, site.node.cores
     everything = ("ingest", "--shard", "all", "--merge")
     if site.local:
         return [Step("ingest", everything, walltime, cpus_per_task=cores)]
-    launcher = LAUNCHERS.get(site.launcher)()
+    launcher = get_launcher(site.launcher)
     if launcher.mpi_ingest:
         nodes = math.ceil(shards / launcher.ingest_ranks_per_node(site))
         per_node = math.ceil(shards / nodes)

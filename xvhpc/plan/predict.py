@@ -22,6 +22,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
+from ..backends.base import get_scheduler
 from ..data.catalog import outside, read_csv_text
 from ..rundir.records import CHUNKS, CONFIG, PredictError, PredictJob, model_dir
 from ..spec import SiteConfig
@@ -190,8 +191,6 @@ def prepare_job(
 def chunks_per_element(site: SiteConfig) -> int:
     """Chunks one array element predicts: one per GPU of a node where a job holds whole nodes
     (Summit: 6, one rank each; issue 22 N6), else one."""
-    from ..schedulers import get_scheduler  # late: the schedulers import plan.model
-
     whole = get_scheduler(site.scheduler).whole_nodes and not site.local
     return site.node.gpus if whole and site.node.gpus else 1
 

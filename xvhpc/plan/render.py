@@ -8,10 +8,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from .. import __version__, ports, rundir
-from ..launchers import LAUNCHERS, Shell, render_tokens
-from ..launchers.container import contain, with_pyxis
+from ..backends.base import REQUEUE_EXIT, Shell, get_launcher, get_scheduler, render_tokens
+from ..backends.container.runtimes import contain, with_pyxis
 from ..rundir import REQUEUE_MARKER_ENV, requeue_counter_shell, requeue_marker_shell
-from ..schedulers import REQUEUE_EXIT, get_scheduler
 from ..spec import SiteConfig
 from ..util import write_json_atomic, write_text_atomic
 from .model import Plan, Step
@@ -152,7 +151,7 @@ def _requeue_block(
 def _command(step: Step, site: SiteConfig, plan: Plan) -> str:
     """The launch line: the site's launcher for distributed steps, its one-process form else;
     inside the site's container where it has one (around the launcher that spawns its ranks)."""
-    launcher = LAUNCHERS.get(site.launcher)()
+    launcher = get_launcher(site.launcher)
     argv = step_argv(step, plan)
     if not step.distributed:
         return render_tokens(launcher.single_command(step, site, contain(site, step, plan, argv)))
@@ -222,7 +221,7 @@ def _stage(step: Step, site: SiteConfig, plan: Plan) -> list[str]:
     ]
     argv = contain(site, step, plan, argv)
     every = replace(step, nodes=step.allocation_nodes)  # packed points: every node they use (N7)
-    command = render_tokens(LAUNCHERS.get(site.launcher)().per_node_command(every, site, argv))
+    command = render_tokens(get_launcher(site.launcher).per_node_command(every, site, argv))
     return [
         f"export XVHPC_STAGE_DIR={shlex.quote(plan.stage_dir or '')}  # expanded on each node",
         f"if ! {command}; then",

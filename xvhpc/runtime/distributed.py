@@ -11,8 +11,9 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from .environments import DistInfo, EnvironmentError_, detect_environment
+from ..backends.base import DistInfo, EnvironmentError_
 from .placement import Placement, duplicate_gpus, gpu_identity, place
+from .whoami import detect_environment
 
 
 @dataclass

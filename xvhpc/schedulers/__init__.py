@@ -1,25 +1,8 @@
-"""Schedulers register themselves on import (available or not; ``available()`` says why)."""
+"""Old home of the schedulers, now ``xvhpc/backends/<name>/scheduler.py`` (see
+``backends/base.py``). Kept importable until these importers move (issue 21): xvhpc/cli.py
+(``availability``), xvhpc/spec/load.py (``get_scheduler``), scripts/gen_docs.py
+(``SCHEDULERS``)."""
 
-from ..registry import command_available
-from . import local, lsf, lsf_classic, slurm  # noqa: F401
-from .base import FINAL_BAD, FINAL_OK, REQUEUE_EXIT, SCHEDULERS, Scheduler
+from ..backends.base import SCHEDULERS, availability, get_scheduler
 
-
-def get_scheduler(name: str) -> Scheduler:
-    return SCHEDULERS.get(name)()
-
-
-def availability(name: str) -> tuple[bool, str]:
-    """Whether a scheduler's commands are on PATH, and why not."""
-    return command_available(*SCHEDULERS.get(name).needs)
-
-
-__all__ = [
-    "FINAL_BAD",
-    "FINAL_OK",
-    "REQUEUE_EXIT",
-    "SCHEDULERS",
-    "Scheduler",
-    "availability",
-    "get_scheduler",
-]
+__all__ = ["SCHEDULERS", "availability", "get_scheduler"]

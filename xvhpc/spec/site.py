@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from ..registry import discover
 from ..util import parse_walltime
 from .schema import Strict
 
@@ -70,6 +71,15 @@ AllocFlags = Annotated[
         "must be words of letters, digits and _ . : = , + / - separated by single spaces",
     ),
 ]
+
+
+def backends(kind: str) -> Any:
+    """The scheduler or launcher registry (``kind``: "scheduler" or "launcher"), filled by
+    importing every ``xvhpc/backends/<folder>/<kind>.py`` through ``registry.discover``: the
+    backends import the spec, so the spec names no backend module (the import goes one way)."""
+    name = f"{kind.upper()}S"  # each such module imports the registry it fills, by this name
+    modules = discover("xvhpc.backends", kind).values()
+    return next(getattr(m, name) for m in modules if hasattr(m, name))
 
 
 class NodeShape(Strict):
@@ -232,8 +242,8 @@ class SiteConfig(Strict):
     name: Name
     description: OneLine = ""
     architecture: Literal["x86_64", "ppc64le", "aarch64"]
-    scheduler: str  # a name in xvhpc.schedulers.SCHEDULERS
-    launcher: str  # a name in xvhpc.launchers.LAUNCHERS
+    scheduler: str  # a name in xvhpc.backends.base.SCHEDULERS
+    launcher: str  # a name in xvhpc.backends.base.LAUNCHERS
     node: NodeShape
     max_nodes: int = Field(1, ge=1)
     queues: dict[Name, Queue] = Field(default_factory=dict)
@@ -258,10 +268,7 @@ class SiteConfig(Strict):
     @classmethod
     def _registered(cls, value: str, info: ValidationInfo) -> str:
         """Names come from the registries, so a new backend needs no edit here."""
-        from ..launchers import LAUNCHERS  # imported late: backends import this module
-        from ..schedulers import SCHEDULERS
-
-        names = (SCHEDULERS if info.field_name == "scheduler" else LAUNCHERS).names()
+        names = backends(str(info.field_name)).names()
         if value not in names:
             raise PydanticCustomError(
                 "literal_error",
@@ -271,18 +278,26 @@ class SiteConfig(Strict):
         return value
 
     @model_validator(mode="after")
-    def _pyxis_needs_srun(self) -> SiteConfig:
+    def _container_launcher(self) -> SiteConfig:
+        """pyxis is an srun plugin: the launcher says whether it can run it."""
         box = self.env.container
-        if box is not None and box.runtime == "pyxis" and self.launcher != "srun":
-            raise ValueError("env.container.runtime pyxis is an srun plugin: launcher must be srun")
+        if box is not None and box.runtime == "pyxis":
+            if not backends("launcher").get(self.launcher).runs_pyxis:
+                raise ValueError(
+                    "env.container.runtime pyxis is an srun plugin: launcher must be srun"
+                )
         return self
 
     @property
     def local(self) -> bool:
         """True for a site whose scripts xvhpc runs itself (no scheduler, no queue)."""
-        from ..schedulers import SCHEDULERS
+        return bool(backends("scheduler").get(self.scheduler).runs_here)
 
-        return SCHEDULERS.get(self.scheduler).runs_here
+    @property
+    def whole_nodes(self) -> bool:
+        """True where jobs are given and charged whole nodes (the scheduler's way, CSM, or the
+        site's ``job.exclusive``)."""
+        return bool(backends("scheduler").get(self.scheduler).whole_nodes or self.job.exclusive)
 
     @model_validator(mode="after")
     def _queues(self) -> SiteConfig:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..schedulers.base import FINAL_BAD, FINAL_OK, PURGED
+from ..backends.base import FINAL_BAD, FINAL_OK, PURGED
 
 __all__ = ["FINAL_BAD", "FINAL_OK", "PURGED", "step_state"]
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from ..plan.model import Plan, Step
-from ..spec import SiteConfig
-from .base import SCHEDULERS, Scheduler, shell_join
-from .commands import CommandRunner
+from typing import TYPE_CHECKING
+
+from ..base import SCHEDULERS, Scheduler, shell_join
+from ..commands import CommandRunner
+
+if TYPE_CHECKING:
+    from ...plan.model import Plan, Step
+    from ...spec import SiteConfig
 
 
 @SCHEDULERS.register("local")

@@ -1,8 +1,14 @@
 """torchrun: one agent per node spawns the local ranks (standalone on one node)."""
 
-from ..plan.model import Step
-from ..spec import SiteConfig
-from .base import LAUNCHERS, Launcher, Shell
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..base import LAUNCHERS, Launcher, Shell
+
+if TYPE_CHECKING:
+    from ...plan.model import Step
+    from ...spec import SiteConfig
 
 
 @LAUNCHERS.register("torchrun")

@@ -1,8 +1,14 @@
 """mpirun (Open MPI): ranks placed per node; rank 0's address is shared through mpi4py."""
 
-from ..plan.model import Step
-from ..spec import SiteConfig
-from .base import LAUNCHERS, Launcher, Shell
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..base import LAUNCHERS, Launcher, Shell
+
+if TYPE_CHECKING:
+    from ...plan.model import Step
+    from ...spec import SiteConfig
 
 HOSTFILE = Shell('${LSB_DJOB_HOSTFILE:+--hostfile "$LSB_DJOB_HOSTFILE"}')
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from ..plan.model import Plan, Step
-from ..ports import master_port_shell
-from ..spec import SiteConfig
-from .base import SCHEDULERS, Scheduler, shell_join
-from .commands import CommandRunner
+from typing import TYPE_CHECKING
+
+from ...ports import master_port_shell
+from ..base import SCHEDULERS, Scheduler, shell_join
+from ..commands import CommandRunner
+
+if TYPE_CHECKING:
+    from ...plan.model import Plan, Step
+    from ...spec import SiteConfig
 
 
 def normalise(state: str) -> str:

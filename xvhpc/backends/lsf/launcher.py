@@ -7,9 +7,15 @@ CUDA IPC). ``--smpiargs=-disable_gpu_hooks`` because xvhpc is not a CUDA-aware S
 program (else the PAMI CUDA hook error); MPI itself stays on for mpi4py.
 """
 
-from ..plan.model import Step
-from ..spec import SiteConfig
-from .base import LAUNCHERS, Launcher
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..base import LAUNCHERS, Launcher
+
+if TYPE_CHECKING:
+    from ...plan.model import Step
+    from ...spec import SiteConfig
 
 SMPIARGS = "--smpiargs=-disable_gpu_hooks"
 CORES_PER_INGEST_RANK = 7  # one rank per 7 cores: Summit's 42 usable cores give 6 ranks/node

@@ -12,13 +12,15 @@ import json
 import math
 import re
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..plan.model import Plan, Step
-from ..ports import master_port_shell
-from ..spec import SiteConfig
-from .base import PURGED, SCHEDULERS, Scheduler, shell_join
-from .commands import CommandRunner, SchedulerCommandError
+from ...ports import master_port_shell
+from ..base import PURGED, SCHEDULERS, Scheduler, shell_join
+from ..commands import CommandRunner, SchedulerCommandError
+
+if TYPE_CHECKING:
+    from ...plan.model import Plan, Step
+    from ...spec import SiteConfig
 
 Parsed = TypeVar("Parsed", bound=dict[str, Any])
 NOT_FOUND = re.compile(r"Job <(\d+(?:\[\d+\])?)> is not found")

@@ -1,13 +1,20 @@
 """srun: one task per rank inside the Slurm allocation."""
 
-from ..plan.model import Step
-from ..spec import SiteConfig
-from .base import LAUNCHERS, Launcher
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..base import LAUNCHERS, Launcher
+
+if TYPE_CHECKING:
+    from ...plan.model import Step
+    from ...spec import SiteConfig
 
 
 @LAUNCHERS.register("srun")
 class SrunLauncher(Launcher):
     needs = ("srun",)
+    runs_pyxis = True
 
     def command(self, step: Step, site: SiteConfig, argv: list[str]) -> list[str]:
         head = [

@@ -1,8 +1,14 @@
 """No launcher: run the command once."""
 
-from ..plan.model import Step
-from ..spec import SiteConfig
-from .base import LAUNCHERS, Launcher
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..base import LAUNCHERS, Launcher
+
+if TYPE_CHECKING:
+    from ...plan.model import Step
+    from ...spec import SiteConfig
 
 
 @LAUNCHERS.register("local")

@@ -10,11 +10,14 @@ that spawns the ranks itself (torchrun) runs inside one container instead.
 from __future__ import annotations
 
 import shlex
+from typing import TYPE_CHECKING
 
-from ..plan.model import Plan, Step
-from ..spec import SiteConfig
-from ..spec.site import Container
-from .base import Shell
+from ..base import Shell
+
+if TYPE_CHECKING:
+    from ...plan.model import Plan, Step
+    from ...spec import SiteConfig
+    from ...spec.site import Container
 
 RUN_DIR = Shell('"$RUN_DIR"')
 

@@ -17,12 +17,15 @@ from the CSM dialect, and why:
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
-from ..plan.model import Plan, Step
-from ..spec import SiteConfig
-from .base import FINAL_BAD, PURGED, SCHEDULERS
-from .commands import CommandRunner, SchedulerCommandError
-from .lsf import STATES, LsfScheduler, job_key, lsf_dependency
+from ..base import FINAL_BAD, PURGED, SCHEDULERS
+from ..commands import CommandRunner, SchedulerCommandError
+from .csm import STATES, LsfScheduler, job_key, lsf_dependency
+
+if TYPE_CHECKING:
+    from ...plan.model import Plan, Step
+    from ...spec import SiteConfig
 
 ROW_ID = re.compile(r"^(\d+)(?:\[(\d+)\])?$")
 NAME_INDEX = re.compile(r"\[(\d+)\]$")

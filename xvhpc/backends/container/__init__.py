@@ -1,0 +1,1 @@
+"""Container runtimes (Apptainer, Charliecloud, podman-hpc, pyxis) around a rank's command."""

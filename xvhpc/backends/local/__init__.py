@@ -1,0 +1,1 @@
+"""This machine: no queue (xvhpc runs the scripts), no launcher, one process."""

@@ -1,0 +1,1 @@
+"""Open MPI's mpirun launcher and the OMPI_*/PMI job environment."""
