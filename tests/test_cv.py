@@ -19,9 +19,11 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score
 from tests.conftest import tiny_spec, xv
 from xvhpc.data.catalog import Sample, build_catalog
 from xvhpc.data.folds import assign_folds, carve_select, dhash, near_duplicates
+from xvhpc.evaluation import pooled_dir, published_metrics
 from xvhpc.spec import SpecError, load_spec
 from xvhpc.spec.points import FINAL_KEY, FOLD_KEY, CvPoint, cv_points
 from xvhpc.spec.schema import DataSpec, SplitSpec
+from xvhpc.tasks.classify.report import crossval_section
 
 
 def patients(n_groups: int = 30, seed: int = 0) -> list[Sample]:
@@ -245,7 +247,7 @@ def fake_folds(run, members: list[int], right: bool = False) -> tuple[dict, dict
     """Per-fold predictions (as many images per fold as the manifest's folds hold, two per
     patient) and their metrics as evaluate_point keeps them: random, or all right; each fold's
     model folder made."""
-    from xvhpc.steps.metrics import Options, model_details
+    from xvhpc.tasks.classify.metrics import Options, model_details
 
     rng = np.random.default_rng(members[0])
     classes = ["bacterial", "covid19", "normal", "viral"]
@@ -270,9 +272,9 @@ def test_pooled_figures_come_from_the_pooled_predictions(cv_run: Path) -> None:
     predictions (not a mean of the folds'), the spread lists each fold's, every record once."""
     import logging
 
-    from xvhpc.steps import crossval
     from xvhpc.steps.common import RunDir
-    from xvhpc.steps.metrics import Options
+    from xvhpc.tasks.classify import crossval
+    from xvhpc.tasks.classify.metrics import Options
 
     run = RunDir.open(cv_run)
     found, results = fake_folds(run, [0, 1, 2])
@@ -291,11 +293,11 @@ def test_pooled_figures_come_from_the_pooled_predictions(cv_run: Path) -> None:
     assert m["bootstrap"]["unit"] == "patient/group"
     assert m["groups"] == sum((n + 1) // 2 for n in sizes)
     assert not m["selection"]["optimistic"] and "select" in m["selection"]["chose"]
-    rows = list(csv.DictReader((crossval.pooled_dir(cv_run, 0) / "predictions.csv").open()))
+    rows = list(csv.DictReader((pooled_dir(cv_run, 0) / "predictions.csv").open()))
     assert len(rows) == sum(sizes)
     assert Counter(r["fold"] for r in rows) == {str(k): n for k, n in enumerate(sizes)}
     manifest = json.loads((cv_run / "manifest.json").read_text())
-    section = crossval.crossval_section(run, manifest)
+    section = crossval_section(run, manifest)
     spread = m["fold_spread"]["accuracy"]
     assert "Cross-validation: 3 group folds" in section and "mean ± sd across folds" in section
     assert f"{spread['mean']:.4f} ± {spread['sd']:.4f}" in section
@@ -303,7 +305,7 @@ def test_pooled_figures_come_from_the_pooled_predictions(cv_run: Path) -> None:
         "Deployed model: fold 0&#x27;s model" in section and "eval/cv-0/predictions.csv" in section
     )
     assert "which the choice never saw" in section and "Selection bias" not in section
-    assert crossval.published_metrics(run, 0)["decision_rule"] == m["decision_rule"]
+    assert published_metrics(run, 0)["decision_rule"] == m["decision_rule"]
 
 
 @pytest.fixture(scope="module")
@@ -329,8 +331,9 @@ def test_final_fit_trains_on_every_fold_and_nothing_scores_it(final_run: Path) -
     import logging
 
     from xvhpc.data.roles import role_index
+    from xvhpc.evaluation import EvaluateError, candidates
     from xvhpc.steps.common import RunDir
-    from xvhpc.steps.evaluate import EvaluateError, candidates, evaluate_point
+    from xvhpc.tasks.classify.evaluate import evaluate_point
 
     run = RunDir.open(final_run)
     group = cv_points(run.plan["points"])[1]
@@ -383,10 +386,10 @@ def test_published_model_is_the_best_points_final_fit(final_run: Path) -> None:
     fit, carrying the decision rule fitted on its pooled predictions; the report says so."""
     import logging
 
-    from xvhpc.steps import crossval
+    from xvhpc.evaluation import leaderboard
     from xvhpc.steps.common import RunDir
-    from xvhpc.steps.evaluate import leaderboard
-    from xvhpc.steps.metrics import Options
+    from xvhpc.tasks.classify import crossval
+    from xvhpc.tasks.classify.metrics import Options
 
     run = RunDir.open(final_run)
     found, results = fake_folds(run, [0, 1, 2])
@@ -402,8 +405,8 @@ def test_published_model_is_the_best_points_final_fit(final_run: Path) -> None:
     assert (model / "weights.pt").read_text() == "final fit 7"
     rule = json.loads((model / "decision.json").read_text())
     assert rule["fitted_on"]["data"] == "out-of-fold predictions"
-    assert crossval.published_metrics(run, 7)["decision_rule"] == pooled[7]["decision_rule"]
-    section = crossval.crossval_section(run, json.loads((final_run / "manifest.json").read_text()))
+    assert published_metrics(run, 7)["decision_rule"] == pooled[7]["decision_rule"]
+    section = crossval_section(run, json.loads((final_run / "manifest.json").read_text()))
     assert "Deployed model: the final fit (training point 7) on every fold" in section
     assert "no held-out data" in section
 
@@ -431,7 +434,7 @@ def test_without_folds_the_select_split_is_carved_from_training(
     the report's wording says the validation split never chose the checkpoint."""
     from xvhpc.data.roles import role_index
     from xvhpc.steps.common import RunDir
-    from xvhpc.steps.crossval import selection
+    from xvhpc.tasks.classify.evaluate import selection
 
     spec = tiny_spec(
         tmp_path / "spec.yaml",
@@ -474,10 +477,10 @@ def test_pooling_refuses_a_record_scored_twice_or_missing(cv_run: Path) -> None:
     originals, is an error naming the sweep point, not a quietly different pooled figure."""
     import logging
 
-    from xvhpc.steps import crossval
+    from xvhpc.evaluation import EvaluateError
     from xvhpc.steps.common import RunDir
-    from xvhpc.steps.evaluate import EvaluateError
-    from xvhpc.steps.metrics import Options
+    from xvhpc.tasks.classify import crossval
+    from xvhpc.tasks.classify.metrics import Options
 
     run = RunDir.open(cv_run)
     found, results = fake_folds(run, [0, 1, 2])

@@ -25,7 +25,7 @@ from xvhpc.spec import ExperimentSpec
 from xvhpc.stats import bootstrap as bs
 from xvhpc.stats import calibration as cal
 from xvhpc.stats.decision import DecisionError, choose_threshold, decide, read_decision
-from xvhpc.steps.metrics import Options, model_details
+from xvhpc.tasks.classify.metrics import Options, model_details
 
 CLASSES = ["a", "b", "c"]
 
@@ -237,7 +237,7 @@ def test_operating_point_in_model_details_with_intervals() -> None:
 
 
 def test_exact_interval_where_the_bootstrap_collapses() -> None:
-    from xvhpc.steps.metrics import exact_interval
+    from xvhpc.tasks.classify.metrics import exact_interval
 
     low, high = exact_interval(9, 9)  # all 9 positives found: the bootstrap says 1.0–1.0
     assert 0.66 < low < 0.67 and high == 1.0
@@ -528,7 +528,7 @@ def test_validation_records_get_their_patient_from_the_catalog() -> None:
     import logging
     from types import SimpleNamespace
 
-    from xvhpc.steps.evaluate import image_of, split_groups
+    from xvhpc.evaluation import image_of, split_groups
 
     assert image_of("images/a#b.png#frame2#tile0") == "images/a#b.png"
     assert image_of("images/x.png") == "images/x.png"

@@ -1,26 +1,28 @@
 """``xvhpc evaluate`` for detection: each point's model on its validation split → COCO mAP,
 mAP@.5, per-class AP and precision-recall curves with bootstrap intervals (``metrics.json``),
-every box it finds (``predictions.jsonl``), a few images drawn with predicted and true boxes,
-and the leaderboard (by mAP@[.5:.95]) that publishes the best point."""
+every box it finds (``predictions.jsonl``) and a few images drawn with predicted and true boxes.
+The driver (steps/evaluate.py) ranks the points by ``evaluate.rank_by`` (mAP or mAP@.5)."""
 
 from __future__ import annotations
 
 import json
 import logging
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 from ...data.roles import role_index
-from ...models.bundle import load_bundle, publish_model
+from ...evaluation import EvaluateError, show, sources, split_groups
+from ...models.bundle import load_bundle
 from ...rundir import Layout
-from ...steps.common import RunDir
-from ...steps.evaluate import _show as show
-from ...steps.evaluate import _sources, split_groups
 from ...util import read_json, write_json_atomic, write_text_atomic
 from .dataset import DetectionDataset
 from .metrics import Found, Truth, detection_metrics
 from .predict import boxes_json, detect
+
+if TYPE_CHECKING:
+    from ...steps.common import RunDir
 
 SAMPLES = 6  # validation images drawn with their boxes (the report shows them)
 TRUE, PREDICTED = (0, 220, 0), (255, 220, 0)
@@ -45,7 +47,13 @@ def draw(
     return pil
 
 
-def evaluate_point(run: RunDir, point: int, log: logging.Logger) -> dict | None:
+def evaluate_point(
+    run: RunDir, point: int, data: str | None, log: logging.Logger, keep: dict | None = None
+) -> dict | None:
+    """One point's detection figures on its validation split (``data``: refused, a detector
+    is scored on its own split only; ``keep``: unused, detection never pools folds)."""
+    if data:
+        raise EvaluateError("evaluate --data is for classification only")
     layout = Layout(run.root)
     if not (layout.point_model(point) / "meta.json").exists():
         log.error("point %d has no trained model at %s", point, layout.point_model(point))
@@ -64,7 +72,7 @@ def evaluate_point(run: RunDir, point: int, log: logging.Logger) -> dict | None:
         found += detect(bundle, batch)
         truth += [Truth(t["boxes"].numpy(), t["labels"].numpy() - 1) for t in targets]
         images += [b.numpy() for b in batch][: max(0, SAMPLES - len(images))]
-    paths = _sources(index)
+    paths = sources(index)
     groups, unit = split_groups(run, paths, log)
     ev = spec.evaluate
     metrics = detection_metrics(truth, found, bundle.classes, groups, ev.bootstrap, ev.seed)
@@ -109,26 +117,3 @@ def evaluate_point(run: RunDir, point: int, log: logging.Logger) -> dict | None:
         len(truth),
     )
     return metrics
-
-
-def main(run: RunDir, points: list[int], rank: bool, log: logging.Logger) -> int:
-    """Evaluate ``points``; with ``rank``, write the leaderboard and publish the best."""
-    results = {p: m for p in points if (m := evaluate_point(run, p, log)) is not None}
-    if not results:
-        log.error("no trained model to evaluate")
-        return 1
-    if rank:
-        rows = [
-            {
-                "point": p,
-                "params": m["params"],
-                "map": m["map"]["value"],
-                "map50": m["map50"]["value"],
-                "ci": {k: [m[k]["ci_low"], m[k]["ci_high"]] for k in ("map", "map50")},
-            }
-            for p, m in results.items()
-        ]
-        rows.sort(key=lambda r: (-(r["map"] if r["map"] is not None else -1), r["point"]))
-        write_json_atomic(Layout(run.root).leaderboard, {"rank_by": "map", "rows": rows})
-        publish_model(run, rows[0]["point"])
-    return 0 if len(results) == len(points) else 1

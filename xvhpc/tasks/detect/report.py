@@ -6,16 +6,12 @@ import base64
 import html
 from pathlib import Path
 
-from ...util import read_json
+from ...report.html import ci as show
 
 
-def report_section(eval_dir: Path) -> str:
-    """HTML for the report: the metrics with intervals and the drawn sample images (inline)."""
-    from ...steps.report import _ci as show  # late: steps/report imports this module
-
-    m = read_json(eval_dir / "metrics.json", {})
-    if m.get("task") != "detect":
-        return ""
+def report_section(eval_dir: Path, m: dict) -> str:
+    """HTML for the report: one point's metrics (``m``, its metrics.json) with intervals and
+    the drawn sample images of ``eval_dir`` (inline)."""
     rows = "".join(
         f"<tr><td>{html.escape(k)}</td><td>{show(v)}</td></tr>"
         for k, v in m["per_class_ap"].items()

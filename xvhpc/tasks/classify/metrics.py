@@ -1,5 +1,5 @@
-"""Model details from labels and probabilities: point estimates (scikit-learn) with bootstrap
-confidence intervals, calibration and the operating point. Torch-free.
+"""A classifier's model details from labels and probabilities: point estimates (scikit-learn)
+with bootstrap confidence intervals, calibration and the operating point. Torch-free.
 
 Every figure is ``{value, ci_low, ci_high}``: the value on all images, the 95 % percentile
 bootstrap interval over ``resamples`` seeded resamples of the groups (patients) when the data
@@ -15,11 +15,13 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ..stats import bootstrap as bs
-from ..stats import calibration as cal
-from ..stats.decision import choose_threshold
+from ...stats import bootstrap as bs
+from ...stats import calibration as cal
+from ...stats.decision import choose_threshold
 
 MIN_SUPPORT = 10  # fewer validation images of a class than this: a visible warning
+# the headline figures: what a leaderboard ranks by and cross-validation spreads across folds
+SPREAD = ("accuracy", "balanced_accuracy", "macro_f1", "roc_auc")
 
 
 @dataclass(frozen=True)
@@ -326,11 +328,6 @@ def cross_fitted_operating_point(
         "specificity": float((~decided[~is_pos]).mean()),
         "note": "threshold chosen on one half of the groups, measured on the other, both ways",
     }
-
-
-def value(entry: dict[str, Any] | float | None) -> float | None:
-    """A figure's point estimate, whether stored as ``{value, ci_low, ci_high}`` or a float."""
-    return entry.get("value") if isinstance(entry, dict) else entry
 
 
 # kept for callers of the old name

@@ -1,4 +1,5 @@
-"""Cross-validation at evaluate time: pool each sweep point's out-of-fold predictions.
+"""A classifier's cross-validation at evaluate time: pool each sweep point's out-of-fold
+predictions (the report's part is ``report.crossval_section``).
 
 Every original image is held out in exactly one fold, so the folds' predictions together
 score every image once, each by a model that never saw it or its patient. The pooled figures
@@ -12,40 +13,21 @@ from __future__ import annotations
 
 import logging
 import statistics
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..rundir import Layout
-from ..spec import ExperimentSpec
-from ..spec.points import CV_KEYS, CvPoint, cv_points
-from ..stats.decision import describe, write_decision
-from ..util import read_json, write_json_atomic, write_text_atomic
-from .common import RunDir
-from .metrics import Options, model_details, value
+from ...evaluation import EvaluateError, pooled_dir
+from ...report.html import value
+from ...rundir import Layout
+from ...spec.points import CV_KEYS, CvPoint, cv_points
+from ...stats.decision import describe, write_decision
+from ...util import read_json, write_json_atomic, write_text_atomic
+from .evaluate import decision_rule, predictions_csv, selection
+from .metrics import SPREAD, Options, model_details
 
-SPREAD = ("accuracy", "balanced_accuracy", "macro_f1", "roc_auc")
-
-
-def pooling(spec: ExperimentSpec) -> bool:
-    """Whether the run cross-validates (its points' out-of-fold predictions are pooled)."""
-    return bool(spec.data.split.folds) and spec.data.split.fold is None
-
-
-def pooled_dir(root: Path, config: int) -> Path:
-    """eval/cv-<config>/: the pooled predictions.csv and metrics.json of one sweep point."""
-    return Layout(root).root / "eval" / f"cv-{config}"
-
-
-def published_metrics(run: RunDir, point: int) -> dict:
-    """The metrics that describe the published model: with folds the pooled ones of its sweep
-    point (its decision rule was fitted on them), else its own."""
-    if pooling(run.spec):
-        for c, group in enumerate(cv_points(run.plan["points"])):
-            if group.deployed == point:
-                return read_json(pooled_dir(run.root, c) / "metrics.json") or {}
-    return read_json(Layout(run.root).eval_dir(point) / "metrics.json") or {}
+if TYPE_CHECKING:
+    from ...steps.common import RunDir
 
 
 def deployed_text(group: CvPoint) -> str:
@@ -56,22 +38,6 @@ def deployed_text(group: CvPoint) -> str:
         f"the final fit (training point {group.final}) on every fold's training records; it "
         "has no held-out data, so the figures shown are the pooled out-of-fold ones"
     )
-
-
-def selection(spec: ExperimentSpec) -> dict[str, Any]:
-    """Which data chose the checkpoint and which scored it (the report says both)."""
-    split = spec.data.split
-    if split.fold is None:
-        scored = "the validation split"
-        chose = "the select split (training groups kept apart)" if split.select else scored
-    else:
-        scored = f"held-out fold {split.fold}"
-        chose = (
-            f"the select groups of the other folds (never fold {split.fold})"
-            if split.select
-            else scored
-        )
-    return {"chose": chose, "scored": scored, "optimistic": chose == scored}
 
 
 def fold_spread(results: dict[int, dict], members: list[int]) -> dict[str, Any]:
@@ -115,8 +81,6 @@ def check_coverage(run: RunDir, config: int, seen: dict[str, Any]) -> None:
     """Every original image scored exactly once: one scored twice (two folds holding it) or
     missing (fewer pooled predictions than manifest.json's originals) is an error, not a
     quietly different figure."""
-    from .evaluate import EvaluateError  # late: evaluate calls this module
-
     if seen["scored_more_than_once"]:
         raise EvaluateError(
             f"sweep point {config}: {len(seen['scored_more_than_once'])} record(s) scored by "
@@ -142,8 +106,6 @@ def pool(
 ) -> dict[int, dict]:
     """Pooled metrics per sweep point, keyed by its deployed training point (the final fit,
     else fold 0), whose bundle gets the decision rule fitted on the pooled predictions."""
-    from .evaluate import decision_rule, predictions_csv  # late: evaluate calls this module
-
     pooled: dict[int, dict] = {}
     for c, group in enumerate(cv_points(run.plan["points"])):
         members = group.folds
@@ -200,79 +162,3 @@ def pool(
             metrics["samples"],
         )
     return pooled
-
-
-def crossval_section(run: RunDir, manifest: dict) -> str:
-    """The report's cross-validation part: folds, pooled figures per sweep point with their
-    spread across folds, which data chose and scored, and which model is deployed."""
-    if not pooling(run.spec):
-        return ""
-    import html
-    import json
-
-    from .report import _ci, _fmt, _table, details_section
-
-    folds = (manifest or {}).get("folds") or {}
-    parts = [f"<h2>Cross-validation: {run.spec.data.split.folds} group folds</h2>"]
-    per = folds.get("per_fold_class") or []
-    if per:
-        classes = sorted({c for counts in per for c in counts})
-        rows = [[k, *(counts.get(c, 0) for c in classes)] for k, counts in enumerate(per)]
-        parts.append(_table(["fold", *classes], rows))
-    parts.append(
-        "<p class='note'>Each patient/group is in one fold; each fold's model trains on the "
-        "others (their augmented copies included, never a copy of a held-out image) and scores "
-        "its own fold. Pooled: every original image scored once, by a model that never saw it "
-        "or its patient. With several sweep points the best one is chosen on these pooled "
-        "figures, so its own figure is somewhat optimistic.</p>"
-    )
-    for c, group in enumerate(cv_points(run.plan["points"])):
-        metrics = read_json(pooled_dir(run.root, c) / "metrics.json")
-        if not metrics:
-            continue
-        shown = json.dumps(metrics["params"]) if metrics["params"] else ""
-        parts.append(f"<h3>Pooled out-of-fold figures {html.escape(shown)}</h3>")
-        spread = metrics["fold_spread"]
-        parts.append(
-            _table(
-                ["figure", "pooled (95 % CI)", "mean ± sd across folds", "per fold"],
-                [
-                    [
-                        key,
-                        _ci(metrics[key]),
-                        f"{_fmt(spread[key]['mean'])} ± {_fmt(spread[key]['sd'])}",
-                        ", ".join(_fmt(v) for v in spread[key]["per_fold"]),
-                    ]
-                    for key in SPREAD
-                ],
-            )
-        )
-        parts.append(
-            f"<p class='note'>Deployed model: {html.escape(metrics['deployed'])} — the pooled "
-            "figures estimate how this training procedure does on new patients; its decision "
-            "rule (temperature, operating point) is fitted on the pooled out-of-fold "
-            "predictions.</p>"
-        )
-        parts.append(details_section(run, group.folds[0], metrics, folder=f"cv-{c}"))
-    return "\n".join(parts)
-
-
-def near_duplicates_note(manifest: dict) -> str:
-    """The report's line on near-duplicate images across held-out parts (perceptual hash)."""
-    near = manifest.get("leaks", {}).get("near_duplicates")
-    if not near:
-        return ""
-    import html
-
-    from .report import _table
-
-    text = (
-        f"<p>{near['pairs']} pair(s) of near-duplicate images across splits/folds "
-        f"({html.escape(near['method'])}, ≤ {near['max_distance']} of 64 bits apart): the same "
-        "image, or one barely changed, on both sides would let a model be scored on what it saw."
-        "</p>"
-    )
-    rows = [[e["a"], e["part_a"], e["b"], e["part_b"], e["distance"]] for e in near["examples"]]
-    return text + (
-        _table(["image", "part", "near-duplicate", "part", "bits"], rows[:20]) if rows else ""
-    )

@@ -1,0 +1,235 @@
+"""What evaluating any task needs, task-blind: where each scored record came from and its group
+(patient), a figure in one line, which points to score and which failed, the leaderboard that
+publishes the best point, and where cross-validation's pooled figures live.
+
+Both tasks' ``evaluate`` and the evaluate/report drivers use these, so no task reaches into
+another module's private names and the drivers never name a task.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .registry import task_info
+from .report.html import value
+from .rundir import Layout
+from .spec.points import cv_points, is_final_fit
+from .stats.decision import DECISION_FILE
+from .sweeps.board import annotate_leaderboard, pruned
+from .util import read_json, write_json_atomic
+
+if TYPE_CHECKING:
+    from .data.dataset import Index
+    from .spec import ExperimentSpec
+    from .steps.common import RunDir
+
+_PART = re.compile(r"(#frame\d+)?(#tile\d+)?$")
+
+# a point's training that ended in one of these did not finish: its bundle (written at each
+# better validation) is a half-trained model, never ranked or published (issue 22 N10)
+UNFINISHED = ("running", "checkpointed")
+
+
+class EvaluateError(Exception):
+    """The evaluation cannot be done as asked (exit 2)."""
+
+
+def image_of(source: str) -> str:
+    """The file a shard record came from (``rel#frame2#tile0`` → ``rel``)."""
+    return _PART.sub("", source, count=1)
+
+
+def sources(index: Index) -> list[str]:
+    """The ``source`` (path within the data, with any frame/tile suffix) of every record of
+    ``index``, in its order: what the predictions file names each scored record by."""
+    import h5py
+
+    out: list[str] = [""] * len(index)
+    for s, file in enumerate(index.files):
+        positions = np.flatnonzero(index.shard == s)
+        if not len(positions):
+            continue
+        with h5py.File(file, "r") as h5:
+            column = h5["source"]
+            for pos in positions.tolist():
+                raw = column[int(index.row[pos])]
+                out[pos] = raw.decode() if isinstance(raw, bytes) else str(raw)
+    return out
+
+
+def split_groups(run: RunDir, paths: list[str], log: logging.Logger) -> tuple[list[str], str]:
+    """The group (patient) of each validation record, from the data source's catalog.
+
+    Without a group column each original image (with its frames/tiles) is its own group."""
+    from .data.catalog import CatalogError
+    from .steps.ingest import catalog_of  # late: ingest's catalog pulls the task's decoders
+
+    groups_of: dict[str, str | None] = {}
+    try:
+        catalog = catalog_of(run.plan["data_source"], run.spec)
+        groups_of = {s.rel: s.group for s in catalog.samples}
+    except (CatalogError, OSError, KeyError) as exc:
+        log.warning("groups unknown (%s): resampling images, not patients", exc)
+    named = any(g is not None for g in groups_of.values())
+    groups = []
+    for path in paths:
+        rel = image_of(path)
+        group = groups_of.get(rel)
+        groups.append(group if group is not None else f"image:{rel}")
+    return groups, ("group" if named else "image")
+
+
+def show(entry: dict) -> str:
+    """A figure for the log: ``0.812 [95% CI 0.701–0.904]``, or ``n/a``."""
+    if entry.get("value") is None:
+        return "n/a"
+    if entry.get("ci_low") is None:
+        return f"{entry['value']:.3f}"
+    return f"{entry['value']:.3f} [95% CI {entry['ci_low']:.3f}–{entry['ci_high']:.3f}]"
+
+
+def pooling(spec: ExperimentSpec) -> bool:
+    """Whether the run cross-validates (its points' out-of-fold predictions are pooled)."""
+    return bool(spec.data.split.folds) and spec.data.split.fold is None
+
+
+def pooled_dir(root: Path, config: int) -> Path:
+    """eval/cv-<config>/: the pooled predictions.csv and metrics.json of one sweep point."""
+    return Layout(root).root / "eval" / f"cv-{config}"
+
+
+def published_metrics(run: RunDir, point: int) -> dict:
+    """The metrics that describe the published model: with folds the pooled ones of its sweep
+    point (its decision rule was fitted on them), else its own."""
+    if pooling(run.spec):
+        for c, group in enumerate(cv_points(run.plan["points"])):
+            if group.deployed == point:
+                return read_json(pooled_dir(run.root, c) / "metrics.json") or {}
+    return read_json(Layout(run.root).eval_dir(point) / "metrics.json") or {}
+
+
+def best_point(run: RunDir) -> int:
+    """The published point: the leaderboard's first row (0 before any leaderboard)."""
+    board = read_json(Layout(run.root).leaderboard)
+    return int(board["rows"][0]["point"]) if board and board.get("rows") else 0
+
+
+def unfinished(run: RunDir, point: int) -> str | None:
+    """The progress state of a point whose training did not finish, else None."""
+    state = (read_json(Layout(run.root).progress(point), {}) or {}).get("state")
+    return state if state in UNFINISHED else None
+
+
+def candidates(run: RunDir) -> list[int]:
+    """What evaluate --all scores: every point but the pruned, the unfinished and the final
+    fits (no held-out data scores a final fit; its sweep point's pooled out-of-fold figures
+    stand for it). The unfinished are listed as failed by ``failed_points``."""
+    every = range(len(run.plan["points"]))
+    return [
+        p
+        for p in every
+        if not pruned(run.root, p)
+        and not is_final_fit(run.plan["points"], p)
+        and not unfinished(run, p)
+    ]
+
+
+def failed_points(run: RunDir, points: list[int], results: dict[int, dict]) -> list[dict]:
+    """The points evaluate could not score, each with why (from its progress record): a sweep
+    whose point failed still ranks the others (issue 22 N10)."""
+    layout = Layout(run.root)
+    failed = []
+    for p in points:
+        if p in results:
+            continue
+        progress = read_json(layout.progress(p), {}) or {}
+        if not progress:
+            cause = "training never started (see the train job's log)"
+        elif progress.get("state") in UNFINISHED:
+            cause = (
+                f"training did not finish ({progress['state']} at iteration "
+                f"{progress.get('iteration', '?')} of {progress.get('max_iterations', '?')}): "
+                "not ranked (see logs/train-*)"
+            )
+        else:
+            cause = (
+                f"training ended {progress.get('state', 'unfinished')} at iteration "
+                f"{progress.get('iteration', '?')} with no model (see logs/train-*)"
+            )
+        failed.append({"point": p, "params": run.plan["points"][p], "cause": cause})
+    return failed
+
+
+def rank_key(spec: ExperimentSpec) -> str:
+    """The figure the leaderboard ranks by: ``evaluate.rank_by`` when it is one of the task's,
+    else the task's first (until the spec checks rank_by per task, a detection spec carries
+    the classifier default ``accuracy``, which means mAP for a detector)."""
+    choices = task_info(spec.task).rank_by
+    key = spec.evaluate.rank_by
+    return key if key in choices else choices[0]
+
+
+def leaderboard(
+    run: RunDir, results: dict[int, dict], failed: list[dict] | None = None
+) -> list[dict]:
+    """Sweep points ranked by ``rank_key`` (best first); the best one becomes RUN_DIR/model.
+
+    Rows hold plain point estimates of the task's rank_by figures (what `xvhpc status` prints)
+    and their intervals in ``ci``."""
+    from .models.bundle import publish_model  # late: the report reads this module torch-free
+
+    key = rank_key(run.spec)
+    figures = task_info(run.spec.task).rank_by
+    rows = [
+        {
+            "point": p,
+            "params": m["params"],
+            **{k: value(m[k]) for k in figures},
+            "ci": {
+                k: [m[k].get("ci_low"), m[k].get("ci_high")]
+                for k in figures
+                if isinstance(m[k], dict)
+            },
+        }
+        for p, m in results.items()
+    ]
+    annotate_leaderboard(run.root, run.spec, rows)  # state; a study slot's trial and params
+    if pooling(run.spec):  # one row per sweep point, not one per fold
+        rows = [r for r in rows if r["point"] in results]
+    rows.sort(key=lambda r: (-(r[key] if r[key] is not None else -1), r["point"]))
+    write_json_atomic(
+        Layout(run.root).leaderboard, {"rank_by": key, "rows": rows, "failed": failed or []}
+    )
+    if rows and rows[0][key] is not None:  # a row without figures (unscored) is never published
+        publish_model(run, rows[0]["point"])
+    return rows
+
+
+def _digest(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def sync_published_decision(run: RunDir, points: list[int], log: logging.Logger) -> None:
+    """Give RUN_DIR/model the decision rule of the point it was published from (by weights)."""
+    layout = Layout(run.root)
+    published = _digest(layout.model / "weights.pt")
+    if published is None:
+        return
+    for p in points:
+        src = layout.point_model(p)
+        if _digest(src / "weights.pt") == published and (src / DECISION_FILE).exists():
+            tmp = layout.model / (DECISION_FILE + ".copy")
+            shutil.copyfile(src / DECISION_FILE, tmp)
+            tmp.replace(layout.model / DECISION_FILE)
+            log.info("published model: decision rule of point %d", p)
+            return
