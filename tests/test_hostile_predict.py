@@ -146,3 +146,79 @@ def test_predict_data_that_is_a_fifo_or_hostile_json_is_a_clear_error(tmp_path: 
     wide.write_text("path\n" + "x" * 200_000 + "\n")
     with _pytest.raises(PredictError, match="not a usable CSV"):
         list_inputs(wide, {})
+
+
+@pytest.fixture(scope="module")
+def detector_dir(tmp_path_factory) -> Path:
+    """An untrained detection bundle (the drivers only need its weights and meta)."""
+    import torch
+
+    from xvhpc.data.manifest import preprocessing
+    from xvhpc.models.bundle import save_bundle
+    from xvhpc.models.zoo import build_model
+    from xvhpc.spec.schema import ExperimentSpec
+
+    spec = ExperimentSpec.model_validate(
+        {
+            "name": "boxes",
+            "task": "detect",
+            "data": {"source": "x", "image_size": 64, "resize": "letterbox"},
+            "model": {"arch": "fcos_tiny", "pretrained": "none"},
+            "deploy": {"threshold": 0.0},
+        }
+    )
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("detector") / "model"
+    model = build_model(spec.model, 2, 64)
+    save_bundle(out, model, spec, ["red", "green"], preprocessing(spec.data), 0, {})
+    return out
+
+
+@pytest.mark.timeout(300)
+def test_a_detector_s_chunks_are_json_lines_checked_and_merged(
+    detector_dir: Path, tmp_path: Path
+) -> None:
+    """The task-blind predict driver on a detector: a JSON line per file in ``.jsonl`` chunks,
+    a damaged chunk removed and predicted again, ``predictions.jsonl`` + box counts merged."""
+    source, out = tmp_path / "PD", tmp_path / "OUT"
+    rels = _images(source, hostile=False)
+    _job(out, detector_dir, source, rels, chunk_size=2)
+    for index in range(2):
+        assert run_chunk(out, index, LOG) == 0
+    chunk = chunk_file(out, 1, "k", ".jsonl")
+    whole = chunk.read_text()
+    assert [json.loads(line)["path"] for line in whole.splitlines()] == rels[2:]
+    chunk.write_text(whole.splitlines()[0] + "\n")  # a line lost
+    with pytest.raises(PredictError, match="chunk 1: 1 rows for 2 inputs"):
+        merge(out, LOG)
+    assert not chunk.exists() and not (out / "predictions.jsonl").exists()
+    assert run_chunk(out, 1, LOG) == 0 and merge(out, LOG) == 0
+    rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert [r["path"] for r in rows] == rels and all("boxes" in r for r in rows)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["predicted"] == len(rels) and "boxes" in summary and "decisions" not in summary
+    assert not (out / PREDICTIONS).exists()
+
+
+def test_a_detector_is_served_as_boxes_and_refused_by_triton(
+    detector_dir: Path, tmp_path: Path
+) -> None:
+    """Serve asks the bundle's task: a detector's description and boxes; Triton export is for
+    tasks that list it, so a detector is refused before anything is written."""
+    from fastapi.testclient import TestClient
+
+    from xvhpc.models.bundle import load_bundle
+    from xvhpc.serve.app import create_app
+    from xvhpc.serve.triton import export_triton
+    from xvhpc.util import UserError
+
+    app = create_app(load_bundle(detector_dir))
+    assert app.description == "fcos_tiny detector: red, green"
+    image = png_bytes(gradient(48, 48))
+    reply = TestClient(app).post("/v1/predict", files={"file": ("x.png", image)})
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["decision"] is None and reply.json()["heatmap"] is None
+    assert all(len(p["box"]) == 4 for p in reply.json()["predictions"])
+    with pytest.raises(UserError, match="Triton export is for classifiers"):
+        export_triton(detector_dir, tmp_path / "tr")
+    assert not (tmp_path / "tr").exists()
