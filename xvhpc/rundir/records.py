@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..util import read_json
+from . import BUNDLE_META, MODEL
 
 CONFIG = "predict.json"
 CHUNKS = "chunks"
@@ -78,7 +79,7 @@ def resolve_model(run_dir: str | Path) -> Path:
     (a bundle directory given directly). Serve, export and predict accept either, so the
     one rule lives here; nothing is checked (loading the bundle says what is missing)."""
     run = Path(run_dir)
-    return run / "model" if (run / "model").is_dir() else run
+    return run / MODEL if (run / MODEL).is_dir() else run
 
 
 def model_dir(run_dir: str | Path) -> Path:
@@ -100,4 +101,4 @@ def task_of(meta: dict) -> str:
 def model_task(model: str | Path) -> str:
     """The task of the bundle in directory ``model`` (torch-free: only its meta.json is read;
     an unreadable or missing meta.json reads as a classifier, as before)."""
-    return task_of(read_json(Path(model) / "meta.json", {}) or {})
+    return task_of(read_json(Path(model) / BUNDLE_META, {}) or {})
