@@ -159,7 +159,7 @@ def test_classic_directives_no_csm_options_and_gpu_only_when_asked(
     # an IBM LSF site: -ti on dependent jobs, -wa/-wt before the run limit (N13)
     site |= {
         "name": "ibm-lsf",
-        "lsf": {"terminate_invalid_dependency": True, "warning_action": True},
+        "scheduler_options": {"terminate_invalid_dependency": True, "warning_action": True},
     }
     (tmp_path / "ibm-lsf.yaml").write_text(yaml.safe_dump(site))
     xv(

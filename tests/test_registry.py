@@ -22,6 +22,8 @@ LAUNCHER_NAMES = LAUNCHERS.names()
 def _site(tmp_path: Path, scheduler: str, launcher: str = "local") -> Path:
     data = yaml.safe_load((ROOT / "site_configs" / "x86-v100.yaml").read_text())
     data.update(name=f"contract-{scheduler}", scheduler=scheduler, launcher=launcher)
+    data.pop("scheduler_options", None)  # each backend's own: its defaults here
+    data.pop("launcher_options", None)
     path = tmp_path / f"{scheduler}-{launcher}.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
@@ -80,6 +82,98 @@ def test_launcher_contract(name: str, tmp_path: Path) -> None:
         line = launcher.command(step, site, argv) if step.distributed else argv
         assert line[-3:] == argv[-3:], name
         assert launcher.single_command(step, site, argv)[-len(argv) :] == argv
+
+
+@pytest.mark.parametrize(
+    "kind,name",
+    [("scheduler", n) for n in SCHEDULER_NAMES] + [("launcher", n) for n in LAUNCHER_NAMES],
+)
+def test_backend_options_contract(kind: str, name: str) -> None:
+    """A backend's site options (``backends/<name>/options.py``) are optional: every field has a
+    default, and unknown keys are refused."""
+    from xvhpc.backends.options import Options
+
+    model = (SCHEDULERS if kind == "scheduler" else LAUNCHERS).get(name).options
+    if model is None:
+        return
+    assert issubclass(model, Options), f"{kind} {name}: options must derive from Options"
+    model.model_validate({})
+    with pytest.raises(ValueError):
+        model.model_validate({"no_such_option": 1})
+
+
+def test_the_job_side_is_stdlib_only() -> None:
+    """Every training rank imports the environments: no pydantic, no login-side backends."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from xvhpc.runtime import whoami; import xvhpc.lock; "
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('pydantic', 'torch', 'yaml') "
+        "or m.startswith(('xvhpc.spec', 'xvhpc.plan', 'xvhpc.backends.slurm.scheduler'))]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_every_rank_variable_comes_from_the_environments() -> None:
+    """One list: the lock, the predict chunks and the batch task read the environments'."""
+    from xvhpc.lock import launch_rank
+    from xvhpc.runtime.whoami import DETECTION_ORDER, launcher_rank
+
+    for env_cls in DETECTION_ORDER:
+        if env_cls.rank_variables:
+            rank, local = env_cls.rank_variables
+            env = {rank: "3", local: "1", "SLURM_STEP_ID": "0"}
+            assert launcher_rank(env) == (3, 1), env_cls.name
+            assert launch_rank(env) == 3, env_cls.name
+    assert launch_rank({"PMIX_RANK": "2"}) == 2
+    assert launch_rank({"SLURM_PROCID": "1"}) == 0  # the batch script itself, not an srun task
+
+
+def _site_text(tmp_path: Path, base: str, old: str, new: str) -> Path:
+    text = (ROOT / "site_configs" / f"{base}.yaml").read_text().replace(old, new)
+    path = tmp_path / f"{base}.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_old_flat_backend_keys_still_work_with_a_warning(tmp_path: Path) -> None:
+    """``alloc_flags``/``jsrun_mode``/``gpu_request``/``binding``/``srun_mpi``/``lsf.*`` moved
+    under ``scheduler_options``/``launcher_options``: the old places are read as before, and
+    loading warns with file:line, the old key and the new place."""
+    path = _site_text(
+        tmp_path,
+        "summit",
+        'scheduler_options: {alloc_flags: "smt4"}',
+        'alloc_flags: "smt4"\nlsf: {warning_action: true}',
+    )
+    site = load_site(str(path))
+    assert site.options("scheduler").alloc_flags == "smt4"
+    assert site.options("scheduler").warning_action is True
+    assert site.warnings == [
+        f"{path}:6: alloc_flags has moved to scheduler_options.alloc_flags "
+        "(the old key still works, for now)",
+        f"{path}:7: lsf.warning_action has moved to scheduler_options.warning_action "
+        "(the old key still works, for now)",
+    ]
+    spec = load_spec(ROOT / "jobs" / "covid_xray.yaml")
+    old = render_plan(build_plan(spec, site, "/r"), site)
+    new = render_plan(build_plan(spec, load_site("summit"), "/r"), load_site("summit"))
+    assert old["scripts/train.lsf"] == new["scripts/train.lsf"]
+
+
+def test_a_bad_backend_option_names_file_line_key_and_choices(tmp_path: Path) -> None:
+    path = _site_text(tmp_path, "x86-v100", "gpu_request: gpus_per_node", "gpu_request: grse")
+    with pytest.raises(SpecError) as info:
+        load_site(str(path))
+    text = str(info.value)
+    assert f"{path}:6: scheduler_options.gpu_request: 'grse' is not a valid choice" in text
+    assert "did you mean gres" in text and "(valid: gres, gpus_per_node)" in text
+    path = _site_text(tmp_path, "summit", "{mode: all_gpus_per_rank}", "{mdoe: rank_per_gpu}")
+    with pytest.raises(SpecError, match=r"launcher_options\.mdoe: unknown key — did you mean mode"):
+        load_site(str(path))
 
 
 def test_registry_refuses_a_duplicate_name() -> None:

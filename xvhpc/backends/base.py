@@ -24,7 +24,7 @@ import shlex
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from ..registry import Registry, command_available, discover
 from ..rundir import REQUEUE_EXIT
@@ -89,6 +89,8 @@ class Scheduler:
     native_arrays: ClassVar[bool] = True
     runs_here: ClassVar[bool] = False  # True: xvhpc runs the scripts itself (no queue, no job ids)
     whole_nodes: ClassVar[bool] = False  # True: jobs are given and charged whole nodes (CSM)
+    # its site options (``scheduler_options:``), a backends.options.Options in its folder
+    options: ClassVar[type[Any] | None] = None
 
     # -- rendering (pure) -------------------------------------------------------------------
     def directives(self, step: Step, plan: Plan, site: SiteConfig) -> list[str]:
@@ -163,6 +165,8 @@ class Launcher:
     spawns_ranks: ClassVar[bool] = False
     # True: pyxis (an srun plugin) can run its steps in a container
     runs_pyxis: ClassVar[bool] = False
+    # its site options (``launcher_options:``), a backends.options.Options in its folder
+    options: ClassVar[type[Any] | None] = None
 
     def command(self, step: Step, site: SiteConfig, argv: list[str]) -> list[str]:
         """The launch line of a distributed step (every rank runs ``argv``)."""
@@ -277,7 +281,7 @@ def mpi_rank0_address(port_hint: int, expected_size: int | None = None) -> tuple
         except OSError:
             addr = "127.0.0.1"
         payload = (addr, port_hint)
-    return comm.bcast(payload, root=0)  # type: ignore[no-any-return]
+    return comm.bcast(payload, root=0)
 
 
 class JobEnvironment:

@@ -7,7 +7,15 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from ..registry import discover
@@ -214,9 +222,9 @@ class Binding(Strict):
     threads_per_core: int | None = Field(None, ge=1, le=8)
 
 
-class LsfOptions(Strict):
-    """Classic-LSF features a real IBM LSF has and OpenLava lacks (it misreads ``-wa USR1`` as
-    ``-w a``): off by default, on for a site whose LSF is IBM's (issue 22 N13)."""
+class OldLsfGroup(Strict):
+    """The old ``lsf:`` group, now ``scheduler_options`` (backends/lsf/options.py): classic-LSF
+    features a real IBM LSF has and OpenLava lacks."""
 
     terminate_invalid_dependency: bool = False  # bsub -ti: end a job whose done() cannot hold
     warning_action: bool = False  # bsub -wa SIGNAL -wt MIN: requeue.seconds_before is honoured
@@ -238,6 +246,18 @@ class JobOptions(Strict):
     cpu_qos: Name | None = None  # their --qos (Perlmutter: shared, a part of a node)
 
 
+# old flat key → (group, key in the backend's options model): still accepted, with a warning
+MOVED: dict[str, tuple[str, str]] = {
+    "gpu_request": ("scheduler_options", "gpu_request"),  # slurm
+    "alloc_flags": ("scheduler_options", "alloc_flags"),  # lsf
+    "lsf.terminate_invalid_dependency": ("scheduler_options", "terminate_invalid_dependency"),
+    "lsf.warning_action": ("scheduler_options", "warning_action"),
+    "jsrun_mode": ("launcher_options", "mode"),  # jsrun
+    "srun_mpi": ("launcher_options", "mpi"),  # srun
+    "binding": ("launcher_options", "binding"),  # srun
+}
+
+
 class SiteConfig(Strict):
     name: Name
     description: OneLine = ""
@@ -250,19 +270,25 @@ class SiteConfig(Strict):
     default_queue: Name | None = None
     account_required: bool = False
     default_account: Name | None = None
+    # the scheduler's and the launcher's own options, declared in backends/<name>/options.py
+    scheduler_options: dict[str, Any] = Field(default_factory=dict)
+    launcher_options: dict[str, Any] = Field(default_factory=dict)
+    job: JobOptions = Field(default_factory=JobOptions)
+    # old flat places of backend options (MOVED): still read, with a warning naming the new one
     gpu_request: Literal["gpus_per_node", "gres"] = "gpus_per_node"
-    alloc_flags: AllocFlags | None = None  # LSF -alloc_flags
-    # all GPUs of a node in one resource set: CUDA IPC/NVLink between its ranks (OLCF's advice)
+    alloc_flags: AllocFlags | None = None
     jsrun_mode: Literal["rank_per_gpu", "all_gpus_per_rank"] = "all_gpus_per_rank"
     binding: Binding = Field(default_factory=Binding)
-    job: JobOptions = Field(default_factory=JobOptions)
-    lsf: LsfOptions = Field(default_factory=LsfOptions)
-    srun_mpi: Name | None = None  # e.g. pmix
+    lsf: OldLsfGroup = Field(default_factory=OldLsfGroup)
+    srun_mpi: Name | None = None
     node_local: NodeLocal | None = None
     env: Environment = Field(default_factory=Environment)
     sweep: SweepPolicy = Field(default_factory=SweepPolicy)
     requeue: RequeuePolicy = Field(default_factory=RequeuePolicy)
     extra_directives: list[OneLine] = Field(default_factory=list)
+    _parsed: dict[str, Any] = PrivateAttr(default_factory=dict)
+    # warnings of loading (old keys), file:line first: shown by ``validate`` and ``compile``
+    _warnings: list[str] = PrivateAttr(default_factory=list)
 
     @field_validator("scheduler", "launcher")
     @classmethod
@@ -287,6 +313,67 @@ class SiteConfig(Strict):
                     "env.container.runtime pyxis is an srun plugin: launcher must be srun"
                 )
         return self
+
+    @model_validator(mode="after")
+    def _options(self, info: ValidationInfo) -> SiteConfig:
+        """The backends' options, from their groups and the old flat keys (a group wins). A
+        group the backend refuses goes to ``validate_model`` (its ``deferred`` context), which
+        names file:line:key and the choices as for every key."""
+        deferred = (info.context or {}).get("deferred")
+        for kind in ("scheduler", "launcher"):
+            try:
+                self._parsed[kind] = self._backend_options(kind)
+            except ValidationError as exc:
+                if deferred is None:
+                    raise ValueError(f"{kind}_options: {exc}") from None
+                deferred.append(
+                    (f"{kind}_options", backends(kind).get(getattr(self, kind)).options, exc)
+                )
+        return self
+
+    def _backend_options(self, kind: str) -> Any:
+        model = backends(kind).get(getattr(self, kind)).options
+        group = f"{kind}_options"
+        values = {
+            new: value
+            for new, value in self._moved_values(group)
+            if model and new in model.model_fields
+        }
+        values.update(getattr(self, group))
+        if model is None:  # takes none: any key is unknown
+            Strict.model_validate(getattr(self, group))
+            return None
+        return model.model_validate(values)
+
+    def _moved_values(self, group: str) -> list[tuple[str, Any]]:
+        """(new key, value) of the old flat keys of ``group`` that this site sets."""
+        found = []
+        for old, (where, new) in MOVED.items():
+            top, _, sub = old.partition(".")
+            if where == group and (old, f"{where}.{new}") in self.moved_keys():
+                found.append((new, getattr(getattr(self, top), sub) if sub else getattr(self, top)))
+        return found
+
+    @property
+    def warnings(self) -> list[str]:
+        """What loading the site warned about (old keys), file:line first."""
+        return list(self._warnings)
+
+    def options(self, kind: str) -> Any:
+        """The site's options of its scheduler or launcher (``kind``), as the backend declares
+        them (``None``: it takes none)."""
+        return self._parsed[kind]
+
+    def moved_keys(self) -> list[tuple[str, str]]:
+        """(old key, new key) of each backend option this site sets at its old flat place."""
+        found = []
+        for old, (group, new) in MOVED.items():
+            top, _, sub = old.partition(".")
+            if top in self.model_fields_set and (
+                not sub or sub in getattr(self, top).model_fields_set
+            ):
+                found.append((old, f"{group}.{new}"))
+        return found
 
     @property
     def local(self) -> bool:

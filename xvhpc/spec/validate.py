@@ -51,42 +51,66 @@ def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] |
 
 
 def problems_from(
-    exc: ValidationError, model: type[BaseModel], file: str, lines: LineMap
+    exc: ValidationError,
+    model: type[BaseModel],
+    file: str,
+    lines: LineMap,
+    prefix: tuple[str, ...] = (),
 ) -> list[Problem]:
-    """One Problem per pydantic error, with the line and valid choices where they exist."""
+    """One Problem per pydantic error, with the line and valid choices where they exist
+    (``prefix``: the keys above ``model`` in the file, for a group validated on its own)."""
     problems = []
     for err in exc.errors():
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))
-        key = ".".join(str(p) for p in loc)
-        kind = err["type"]
-        choices: tuple[str, ...] = ()
-        if kind == "extra_forbidden":
-            parent = _model_at(model, loc[:-1])
-            names = sorted(parent.model_fields) if parent else []
-            message = f"unknown key{did_you_mean(str(loc[-1]), names)}"
-            choices = closest_first(str(loc[-1]), names)
-        elif kind in ("literal_error", "enum"):
-            listed = str(err.get("ctx", {}).get("expected", ""))
-            # "'a', 'b' or 'c'" for strings; "1 or 3" for numbers (Literal[1, 3])
-            expected = re.findall(r"'([^']*)'", listed) or [
-                t for t in re.split(r",\s*|\s+or\s+", listed) if t
-            ]
-            got = err.get("input")
-            message = f"{got!r} is not a valid choice{did_you_mean(str(got), expected)}"
-            choices = closest_first(str(got), expected)
-        elif kind == "missing":
-            message = "required key is missing"
-        else:
-            got = err.get("input")
-            shown = f" (got {got!r})" if not isinstance(got, dict | list) else ""
-            message = f"{err['msg']}{shown}"
+        key = ".".join(str(p) for p in prefix + loc)
+        message, choices = _message(err, model, loc)
         problems.append(Problem(file, line_for(lines, key), key, message, choices))
     return problems
 
 
+def _message(err: Any, model: type[BaseModel], loc: tuple[Any, ...]) -> tuple[str, tuple[str, ...]]:
+    """What is wrong, and the valid choices where there is a list of them."""
+    kind = err["type"]
+    choices: tuple[str, ...] = ()
+    if kind == "extra_forbidden":
+        parent = _model_at(model, loc[:-1])
+        names = sorted(parent.model_fields) if parent else []
+        message = f"unknown key{did_you_mean(str(loc[-1]), names)}"
+        choices = closest_first(str(loc[-1]), names)
+    elif kind in ("literal_error", "enum"):
+        listed = str(err.get("ctx", {}).get("expected", ""))
+        # "'a', 'b' or 'c'" for strings; "1 or 3" for numbers (Literal[1, 3])
+        expected = re.findall(r"'([^']*)'", listed) or [
+            t for t in re.split(r",\s*|\s+or\s+", listed) if t
+        ]
+        got = err.get("input")
+        message = f"{got!r} is not a valid choice{did_you_mean(str(got), expected)}"
+        choices = closest_first(str(got), expected)
+    elif kind == "missing":
+        message = "required key is missing"
+    else:
+        got = err.get("input")
+        shown = f" (got {got!r})" if not isinstance(got, dict | list) else ""
+        message = f"{err['msg']}{shown}"
+    return message, choices
+
+
 def validate_model(model: type[M], data: dict[str, Any], file: str, lines: LineMap) -> M:
-    """Validate ``data`` against ``model``; raise SpecError listing every problem."""
+    """Validate ``data`` against ``model``; raise SpecError listing every problem. Groups a
+    model validates against another model (a site's backend options) come back in the
+    ``deferred`` context and are reported at their own keys; a model's ``moved_keys`` (old
+    places still read) become warnings that name file:line, the old key and the new place."""
+    deferred: list[tuple[str, type[BaseModel], ValidationError]] = []
     try:
-        return model.model_validate(data)
+        result = model.model_validate(data, context={"deferred": deferred})
     except ValidationError as exc:
         raise SpecError(problems_from(exc, model, file, lines)) from None
+    if deferred:
+        problems = [p for g, m, e in deferred for p in problems_from(e, m, file, lines, (g,))]
+        raise SpecError(problems)
+    for old, new in getattr(result, "moved_keys", list)():
+        where = f"{file}:{line_for(lines, old)}" if line_for(lines, old) else file
+        result._warnings.append(  # type: ignore[attr-defined]
+            f"{where}: {old} has moved to {new} (the old key still works, for now)"
+        )
+    return result

@@ -54,7 +54,7 @@ class LsfClassicScheduler(LsfScheduler):
     def warning_directives(self, site: SiteConfig) -> list[str]:
         """Rerunnable; the warning is LSF's SIGUSR2 at the run limit, or ``-wa``/``-wt`` where
         the site's LSF is IBM's (``lsf.warning_action``)."""
-        if site.lsf.warning_action:
+        if site.options("scheduler").warning_action:
             return super().warning_directives(site)
         return ["#BSUB -r"]
 
@@ -66,7 +66,11 @@ class LsfClassicScheduler(LsfScheduler):
     def directives(self, step: Step, plan: Plan, site: SiteConfig) -> list[str]:
         """As LSF's, plus ``-ti`` in the script where the site's LSF has it (OpenLava does not)."""
         lines = super().directives(step, plan, site)
-        if site.lsf.terminate_invalid_dependency and step.after and not step.after_ended:
+        if (
+            site.options("scheduler").terminate_invalid_dependency
+            and step.after
+            and not step.after_ended
+        ):
             lines = sorted([*lines, "#BSUB -ti"])
         return lines
 

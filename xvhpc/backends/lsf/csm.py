@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ...ports import master_port_shell
 from ..base import PURGED, SCHEDULERS, Scheduler, shell_join
 from ..commands import CommandRunner, SchedulerCommandError
+from .options import LsfOptions
 
 if TYPE_CHECKING:
     from ...plan.model import Plan, Step
@@ -79,6 +80,7 @@ def job_key(job_id: str, index: str | int | None) -> str:
 class LsfScheduler(Scheduler):
     suffix = ".lsf"
     needs = ("bsub", "bjobs", "bkill")
+    options = LsfOptions
     whole_nodes = True  # CSM's -nnodes: a job holds (and is charged) every core and GPU
 
     # -- rendering ------------------------------------------------------------------------------
@@ -96,7 +98,8 @@ class LsfScheduler(Scheduler):
     def size_directives(self, step: Step, site: SiteConfig) -> list[str]:
         """How the allocation is asked for (CSM: whole nodes)."""
         lines = [f"#BSUB -nnodes {step.allocation_nodes}"]
-        flags = [site.alloc_flags] if site.alloc_flags else []
+        alloc_flags = site.options("scheduler").alloc_flags
+        flags = [alloc_flags] if alloc_flags else []
         if step.stage_data and site.node_local and site.node_local.alloc_flags:
             flags.append(site.node_local.alloc_flags)  # Summit: NVME mounts /mnt/bb/$USER
         if flags:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..base import LAUNCHERS, Launcher
+from .options import JsrunOptions
 
 if TYPE_CHECKING:
     from ...plan.model import Step
@@ -25,13 +26,14 @@ CORES_PER_INGEST_RANK = 7  # one rank per 7 cores: Summit's 42 usable cores give
 class JsrunLauncher(Launcher):
     needs = ("jsrun",)
     mpi_ingest = True
+    options = JsrunOptions
 
     def command(self, step: Step, site: SiteConfig, argv: list[str]) -> list[str]:
         per_node = step.tasks_per_node
         gpus = step.gpus_per_node
         cores = site.node.cores
         per_rank = max(1, cores // per_node)
-        if site.jsrun_mode == "all_gpus_per_rank" and gpus:
+        if site.options("launcher").mode == "all_gpus_per_rank" and gpus:
             head = [
                 "jsrun",
                 f"-n{step.nodes}",

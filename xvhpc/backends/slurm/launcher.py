@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..base import LAUNCHERS, Launcher
+from .options import SrunOptions
 
 if TYPE_CHECKING:
     from ...plan.model import Step
@@ -15,6 +16,7 @@ if TYPE_CHECKING:
 class SrunLauncher(Launcher):
     needs = ("srun",)
     runs_pyxis = True
+    options = SrunOptions
 
     def command(self, step: Step, site: SiteConfig, argv: list[str]) -> list[str]:
         head = [
@@ -28,15 +30,16 @@ class SrunLauncher(Launcher):
         # GPUs come from the job's per-node request (--gpus-per-node or --gres), never per task:
         # --gpus-per-task implies --gpu-bind=per_task, a cgroup per task that blocks CUDA IPC
         # between a node's ranks; each rank picks its GPU from what it sees (runtime/placement.py)
-        bind = site.binding
+        options: SrunOptions = site.options("launcher")
+        bind = options.binding
         if step.gpus_per_node and bind.gpu:
             head.append(f"--gpu-bind={bind.gpu}")
         if bind.cpu:
             head.append(f"--cpu-bind={bind.cpu}")
         if bind.threads_per_core:
             head.append(f"--threads-per-core={bind.threads_per_core}")
-        if site.srun_mpi or step.mpi:  # Horovod is an MPI program: PMIx wires its ranks
-            head.append(f"--mpi={site.srun_mpi or 'pmix'}")
+        if options.mpi or step.mpi:  # Horovod is an MPI program: PMIx wires its ranks
+            head.append(f"--mpi={options.mpi or 'pmix'}")
 
         return [*head, *argv]
 

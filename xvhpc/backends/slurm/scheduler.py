@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from ...ports import master_port_shell
 from ..base import SCHEDULERS, Scheduler, shell_join
 from ..commands import CommandRunner
+from .options import SlurmOptions
 
 if TYPE_CHECKING:
     from ...plan.model import Plan, Step
@@ -42,6 +43,7 @@ def job_options(step: Step, plan: Plan, site: SiteConfig) -> dict[str, str]:
 class SlurmScheduler(Scheduler):
     suffix = ".sbatch"
     needs = ("sbatch", "squeue", "sacct", "scancel")
+    options = SlurmOptions
 
     def directives(self, step: Step, plan: Plan, site: SiteConfig) -> list[str]:
         out = f"logs/{step.name}-%A_%a.out" if step.scheduler_array else f"logs/{step.name}-%j.out"
@@ -60,7 +62,7 @@ class SlurmScheduler(Scheduler):
         else:
             d["--ntasks"] = "1"
         if step.gpus_per_node:
-            if site.gpu_request == "gres":
+            if site.options("scheduler").gpu_request == "gres":
                 d["--gres"] = f"gpu:{step.gpus_per_node}"
             else:
                 d["--gpus-per-node"] = str(step.gpus_per_node)
