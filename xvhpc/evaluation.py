@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .registry import task_info
+from .registry import load_task, task_info
 from .report.html import value
 from .rundir import Layout
 from .spec.points import cv_points, is_final_fit
@@ -69,11 +69,10 @@ def split_groups(run: RunDir, paths: list[str], log: logging.Logger) -> tuple[li
 
     Without a group column each original image (with its frames/tiles) is its own group."""
     from .data.catalog import CatalogError
-    from .steps.ingest import catalog_of  # late: ingest's catalog pulls the task's decoders
 
     groups_of: dict[str, str | None] = {}
     try:
-        catalog = catalog_of(run.plan["data_source"], run.spec)
+        catalog = load_task(run.spec.task).catalog(run.plan["data_source"], run.spec.data)
         groups_of = {s.rel: s.group for s in catalog.samples}
     except (CatalogError, OSError, KeyError) as exc:
         log.warning("groups unknown (%s): resampling images, not patients", exc)
@@ -167,25 +166,17 @@ def failed_points(run: RunDir, points: list[int], results: dict[int, dict]) -> l
     return failed
 
 
-def rank_key(spec: ExperimentSpec) -> str:
-    """The figure the leaderboard ranks by: ``evaluate.rank_by`` when it is one of the task's,
-    else the task's first (until the spec checks rank_by per task, a detection spec carries
-    the classifier default ``accuracy``, which means mAP for a detector)."""
-    choices = task_info(spec.task).rank_by
-    key = spec.evaluate.rank_by
-    return key if key in choices else choices[0]
-
-
 def leaderboard(
     run: RunDir, results: dict[int, dict], failed: list[dict] | None = None
 ) -> list[dict]:
-    """Sweep points ranked by ``rank_key`` (best first); the best one becomes RUN_DIR/model.
+    """Sweep points ranked by evaluate.rank_by (one of the task's ``rank_by``, checked at spec
+    load; best first); the best one becomes RUN_DIR/model.
 
     Rows hold plain point estimates of the task's rank_by figures (what `xvhpc status` prints)
     and their intervals in ``ci``."""
     from .models.bundle import publish_model  # late: the report reads this module torch-free
 
-    key = rank_key(run.spec)
+    key = run.spec.evaluate.rank_by
     figures = task_info(run.spec.task).rank_by
     rows = [
         {

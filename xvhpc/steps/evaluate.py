@@ -20,7 +20,6 @@ from ..evaluation import (
     failed_points,
     leaderboard,
     pooling,
-    rank_key,
     sync_published_decision,
     unfinished,
 )
@@ -76,7 +75,7 @@ def main(args: argparse.Namespace) -> int:
     for f in failed:
         log.warning("point %d not scored: %s", f["point"], f["cause"])
     if args.all and not args.data:
-        log_leaderboard(leaderboard(run, ranked, failed), rank_key(run.spec), log)
+        log_leaderboard(leaderboard(run, ranked, failed), run.spec.evaluate.rank_by, log)
     if not args.data and (args.all or not pooling(run.spec)):
         sync_published_decision(run, [*results, *ranked], log)
     # --all: the points that finished are ranked, the failed ones listed; the report goes on

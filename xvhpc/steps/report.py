@@ -211,6 +211,8 @@ def _headline(metrics: dict, names: dict[str, str]) -> str:
         return "not evaluated yet"
     where = metrics.get("data", "validation split")
     count = metrics.get("samples")
+    if not isinstance(count, int):  # detection's "samples" lists its drawn images
+        count = metrics.get("images")
     return ", ".join(figures) + (f" on {count} images ({html.escape(str(where))})" if count else "")
 
 
