@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import shlex
 import socket
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -53,6 +54,7 @@ __all__ = [
     "availability",
     "get_launcher",
     "get_scheduler",
+    "job_env",
     "render_tokens",
     "shell_join",
 ]
@@ -209,6 +211,13 @@ class Found(Registry[T]):
 
 SCHEDULERS: Found[Scheduler] = Found("scheduler", "scheduler")
 LAUNCHERS: Found[Launcher] = Found("launcher", "launcher")
+
+
+def job_env() -> dict[str, str]:
+    """The environment jobs inherit: the xvhpc Python that submitted them."""
+    env = dict(os.environ)
+    env.setdefault("XVHPC_PYTHON", sys.executable)
+    return env
 
 
 def get_scheduler(name: str) -> Scheduler:

@@ -1,31 +1,26 @@
-"""Submit, status, cancel, logs and the local runner (login-node side: no torch)."""
+"""Submit, status, cancel and logs (login-node side: no torch); a local site runs its plan through
+backends/local/runner.py."""
 
 from __future__ import annotations
 
 import json
-import os
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from ..backends.base import Scheduler, get_scheduler
+from ..backends.base import Scheduler, get_scheduler, job_env
 from ..backends.commands import CommandRunner, SchedulerCommandError, TransientCommandError
+from ..backends.local.runner import run_local
 from ..plan.model import Plan
 from ..registry import task_infos
 from ..rundir import JOBS, SCRIPTS, Layout
 from ..spec import SiteConfig
-from ..util import format_hms, open_append, read_json, write_json_atomic
+from ..util import format_hms, read_json, write_json_atomic
 from .state import FINAL_BAD, FINAL_OK, PURGED, step_state
 
-
-def _job_env() -> dict[str, str]:
-    """The environment jobs inherit: the xvhpc Python that submitted them."""
-    env = dict(os.environ)
-    env.setdefault("XVHPC_PYTHON", sys.executable)
-    return env
+__all__ = ["run_local"]  # cli.py runs a local plan through here
 
 
 def query_states(
@@ -164,7 +159,7 @@ def _submit_once(
     attempts = runner.retries + 1
     for attempt in range(attempts):
         try:
-            out = runner.run(argv, stdin=stdin, env=_job_env(), cwd=str(root), retries=0)
+            out = runner.run(argv, stdin=stdin, env=job_env(), cwd=str(root), retries=0)
             return scheduler.parse_job_id(out)
         except TransientCommandError:
             if attempt == attempts - 1:
@@ -323,66 +318,4 @@ def show_logs(root: Path, step: str | None, lines: int) -> int:
         text = file.read_text(errors="replace").splitlines()
         print(f"==> {file} <==")
         print("\n".join(text[-lines:]))
-    return 0
-
-
-def run_local(plan: Plan, site: SiteConfig) -> int:
-    """Run the compiled scripts here, in order; a rerun skips finished steps and resumes the rest."""
-    root = Path(plan.run_dir)
-    state = read_json(root / JOBS)
-    if (
-        not state
-        or state.get("spec_hash") != plan.spec_hash
-        or state.get("scheduler") != site.scheduler
-    ):
-        state = {
-            "scheduler": site.scheduler,
-            "site": site.name,
-            "spec_hash": plan.spec_hash,
-            "steps": {},
-        }
-    env = _job_env()
-    env["XVHPC_PYTHON"] = sys.executable
-    if sys.stdout.isatty():
-        env["XVHPC_PROGRESS"] = "bar"
-    for step in plan.steps:
-        done = state["steps"].get(step.name, {})
-        if done.get("state") == "COMPLETED":
-            print(f"== {step.name}: already completed, skipping")
-            continue
-        print(f"== {step.name}", flush=True)
-        log = Layout(root).local_log(step.name)
-        started = time.monotonic()
-        with open_append(log, binary=True) as fh:  # never through a link planted there
-            proc = subprocess.Popen(
-                ["bash", str(Layout(root).script(step.name, ".sh"))],
-                cwd=root,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-            )
-            assert proc.stdout is not None
-            while chunk := proc.stdout.read1(65536):  # type: ignore[attr-defined]  # raw chunks, so progress bars redraw in place
-                sys.stdout.buffer.write(chunk)
-                sys.stdout.flush()
-                fh.write(chunk)
-            code = proc.wait()
-        status = "COMPLETED" if code == 0 else "FAILED"
-        state["steps"][step.name] = {
-            "job_id": "local",
-            "state": status,
-            "exit_code": code,
-            "seconds": round(time.monotonic() - started, 1),
-        }
-        write_json_atomic(root / JOBS, state)
-        if code != 0:
-            print(
-                f"xvhpc: error: step {step.name} failed (exit {code}); log: {log}. Rerun the same command to continue.",
-                file=sys.stderr,
-            )
-            return code
-    if any(s.name == "report" for s in plan.steps):  # a pipeline (not a predict job)
-        print(
-            f"done: report {Layout(root).report}, model {Layout(root).model} (serve it with: xvhpc serve {root})"
-        )
     return 0
