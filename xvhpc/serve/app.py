@@ -71,6 +71,8 @@ def create_app(
     batcher: MicroBatcher | None = None,
     max_decode_mb: float = SERVE_DECODE_MB,
 ) -> FastAPI:
+    """The endpoint over ``bundle``: the HTTP limits and the model card here, each answer's
+    fields from the bundle's task (so a new task needs no change to this file)."""
     serve_budget(bundle, max_decode_mb)
     meta = bundle.meta
     task = load_task(task_of(meta))
