@@ -182,10 +182,10 @@ def _jpeg(path: Path, width: int, height: int, square: tuple[int, int, int, int]
 def test_large_and_rotated_jpegs_keep_their_boxes_in_stored_pixels(tmp_path: Path) -> None:
     """A JPEG over twice the model size decodes reduced for classification; its boxes are in
     full-size pixels, so detection decodes the stored pixels (full size, no EXIF rotation)."""
-    from xvhpc.data.catalog import Sample
     from xvhpc.data.decode import DecodeOptions
+    from xvhpc.data.records import SampleJob
+    from xvhpc.data.sample import Sample
     from xvhpc.spec.schema import DataSpec
-    from xvhpc.steps.ingest import Job
     from xvhpc.tasks.detect.ingest import process_detection
 
     big = _jpeg(tmp_path / "big.jpg", 1024, 1024, (512, 512, 768, 768))
@@ -202,7 +202,7 @@ def test_large_and_rotated_jpegs_keep_their_boxes_in_stored_pixels(tmp_path: Pat
     for path, box, mode, expected in cases:
         sample = Sample(str(path), path.name, "cell", boxes=((*map(float, box), 0),))
         opts = DecodeOptions(size=64, channels=3, resize=mode)
-        records, why = process_detection(Job(sample, 0, spec, opts))
+        records, why = process_detection(SampleJob(sample, 0, spec, opts))
         assert why is None
         got = [np.round(r.boxes.astype(np.float64), 2).tolist() for r in records]
         assert got == expected, (path.name, mode, got)
@@ -409,6 +409,11 @@ def test_tiny_detector_learns_shapes(detect_run: Path) -> None:
     assert set(metrics["per_class_ap"]) == {"red_box", "green_box"}
     manifest = json.loads((detect_run / "manifest.json").read_text())
     assert manifest["counts_before_augmentation"]["train"]["(no boxes)"] > 0  # negatives kept
+    # training writes detection's own metrics (mAP@.5 chooses the bundle), no accuracy alias
+    progress = json.loads((detect_run / "train" / "0" / "progress.json").read_text())
+    assert {"val_map50", "val_map", "val_loss"} <= set(progress) and "val_accuracy" not in progress
+    log = (detect_run / "train" / "0" / "metrics.jsonl").read_text()
+    assert '"val_map50"' in log and "val_accuracy" not in log
     lines = (detect_run / "eval" / "0" / "predictions.jsonl").read_text().splitlines()
     first = json.loads(lines[0])
     assert {"path", "truth", "predicted"} <= set(first)
@@ -613,7 +618,7 @@ def _coco_catalog(root: Path, change) -> object:
     ],
 )
 def test_coco_catalog_refuses_malformed_entries_by_name(tmp_path, where, change, message):
-    from xvhpc.data.catalog import CatalogError
+    from xvhpc.data.sample import CatalogError
 
     _catalog_images(tmp_path)
     with pytest.raises(CatalogError, match=re.escape(message)) as err:
@@ -650,7 +655,8 @@ def test_coco_catalog_skips_dangling_bad_bbox_and_nul_names_with_reasons(tmp_pat
 
 def test_csv_catalog_merges_aliases_decodes_cp1252_and_skips_group_conflicts(tmp_path) -> None:
     """Items 4, 10, 11, 15 on the CSV form; the NUL-name fix holds for classification too."""
-    from xvhpc.data.catalog import CatalogError, build_catalog
+    from xvhpc.data.catalog import build_catalog
+    from xvhpc.data.sample import CatalogError
     from xvhpc.spec.schema import DataSpec
     from xvhpc.tasks.detect.catalog import build_detection_catalog
 

@@ -19,8 +19,9 @@ import pydicom
 import pytest
 from PIL import Image
 
-from xvhpc.data.catalog import Sample, split_samples
 from xvhpc.data.decode import BadImage, DecodeOptions, decode
+from xvhpc.data.folds import split_samples
+from xvhpc.data.sample import Sample
 from xvhpc.data.synth import write_dicom
 from xvhpc.data.transforms import resize
 
@@ -434,7 +435,8 @@ def test_real_chest_xrays_through_coco_json(tmp_path: Path) -> None:
 
 
 def test_coco_json_errors_name_the_file(tmp_path: Path) -> None:
-    from xvhpc.data.catalog import CatalogError, build_catalog
+    from xvhpc.data.catalog import build_catalog
+    from xvhpc.data.sample import CatalogError
     from xvhpc.spec.schema import DataSpec
 
     bad = tmp_path / "bad.json"

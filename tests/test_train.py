@@ -466,6 +466,29 @@ def test_checkpoint_loads_weights_only_and_restores_every_rng(tmp_path: Path) ->
     assert torch.equal(torch.rand(1), expected[3])
 
 
+def test_best_checkpoint_follows_the_selection_metric_in_either_direction(tmp_path: Path) -> None:
+    """The best bundle is chosen by the task's ``selection`` metric and ``mode``; a checkpoint
+    holds None before the first validation, and an old one's -1.0 reads as none yet, so a
+    min-mode metric's first round after a resume still counts as the best."""
+    import dataclasses
+
+    from xvhpc.registry import task_info
+    from xvhpc.runtime.checkpoint import checkpoint_best, load_checkpoint, save_checkpoint
+
+    state = {k: {} for k in ("model", "optimizer", "scheduler", "scaler")}
+    save_checkpoint(tmp_path / "checkpoint.pt", {**state, "iteration": 0, "best": None})
+    assert checkpoint_best(load_checkpoint(tmp_path / "checkpoint.pt", map_location="cpu")) is None
+    assert checkpoint_best({"best": -1.0}) is None  # written before issue 21
+    assert checkpoint_best({"best": 0.25}) == 0.25
+    assert task_info("classify").selection == "val_accuracy"
+    assert task_info("detect").selection == "val_map50"
+    highest = task_info("classify")
+    lowest = dataclasses.replace(highest, selection="val_loss", mode="min")
+    assert highest.better(0.1, None) and lowest.better(9.0, None)
+    assert highest.better(0.6, 0.5) and not highest.better(0.4, 0.5)
+    assert lowest.better(0.4, 0.5) and not lowest.better(0.6, 0.5)
+
+
 def test_pickle_payload_checkpoint_is_refused_on_resume(ingested: Path, tmp_path: Path) -> None:
     from .payload import payload_is_live, write_payload
 

@@ -7,48 +7,16 @@ import glob
 import io
 import json
 import os
-import random
 import re
 import stat
-import zlib
-from collections import Counter, defaultdict
-from dataclasses import dataclass, field, replace
+from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 from ..spec.schema import DataSpec
 from ..util import file_kind
-
-
-class CatalogError(Exception):
-    """The data source as a whole cannot be used (missing, fewer than two classes, bad CSV)."""
-
-
-@dataclass(frozen=True)
-class Sample:
-    path: str  # absolute
-    rel: str  # as shown to people and stored in shards
-    label: str
-    group: str | None = None
-    split: str = "train"  # train | val
-    copies: int = 0  # offline augmented copies (training split only)
-    # task: detect: (x0, y0, x1, y1, class index) per box, () for an image without boxes
-    boxes: tuple[tuple[float, float, float, float, int], ...] | None = None
-    fold: int = -1  # cross-validation: the fold this sample is held out in (-1: no folds)
-
-
-@dataclass
-class Catalog:
-    classes: list[str]
-    samples: list[Sample]
-    skipped: list[dict[str, str]] = field(default_factory=list)  # found but unusable before decode
-    notes: list[str] = field(default_factory=list)
-    unlabelled: int = 0
-    # hidden files and folders: listed in the manifest's skipped, not counted as bad inputs
-    ignored: list[dict[str, str]] = field(default_factory=list)
-
-    def shard(self, index: int, shards: int) -> list[Sample]:
-        return self.samples[index::shards]
-
+from .folds import assign_folds, carve_select, split_samples, thin_training
+from .sample import Catalog, CatalogError, Sample
 
 _HIDDEN = (".", "_")
 _VAL_NAMES = ("val", "validation", "valid")
@@ -466,42 +434,6 @@ def _from_coco(
     return samples, skipped, unlabelled
 
 
-def split_samples(
-    samples: list[Sample], fraction: float, seed: int, stratify: bool
-) -> list[Sample]:
-    """Seeded split; stratified by class; group-aware (no group on both sides)."""
-    groups: dict[str, list[int]] = defaultdict(list)
-    for i, s in enumerate(samples):
-        groups[s.group if s.group is not None else f"\0{s.rel}"].append(i)
-    group_class = {
-        g: Counter(samples[i].label for i in idx).most_common(1)[0][0] for g, idx in groups.items()
-    }
-    strata: dict[str, list[str]] = defaultdict(list)
-    for g in sorted(groups):
-        strata[group_class[g] if stratify else ""].append(g)
-    val_groups: set[str] = set()
-    for stratum, names in sorted(strata.items()):
-        rng = random.Random(seed * 1_000_003 + zlib.crc32(stratum.encode()))
-        names = names[:]
-        rng.shuffle(names)
-        total = sum(len(groups[g]) for g in names)
-        want = round(total * fraction)
-        if len(names) > 1:
-            want = max(want, 1)
-        taken = chosen = 0
-        for g in names:
-            if taken >= want or chosen >= len(names) - 1:  # keep one group for training
-                break
-            val_groups.add(g)
-            taken += len(groups[g])
-            chosen += 1
-    out = list(samples)
-    for g, idx in groups.items():
-        for i in idx:
-            out[i] = replace(samples[i], split="val" if g in val_groups else "train")
-    return out
-
-
 def plan_copies(samples: list[Sample], spec: DataSpec) -> list[Sample]:
     """Number of offline augmented copies per training sample, per class (copies or target_count)."""
     out = list(samples)
@@ -522,8 +454,6 @@ def plan_copies(samples: list[Sample], spec: DataSpec) -> list[Sample]:
 
 def build_catalog(source: str | Path, spec: DataSpec) -> Catalog:
     """List, split and plan a data source. Deterministic for the same files and spec."""
-    from .folds import assign_folds, carve_select, thin_training  # late: folds builds on this
-
     source = Path(source)
     notes: list[str] = []
     ignored: list[dict[str, str]] = []

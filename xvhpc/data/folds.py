@@ -1,31 +1,70 @@
-"""Cross-validation folds, the checkpoint-selection split, and near-duplicate images.
+"""How samples are split: the validation split, cross-validation folds and the
+checkpoint-selection split (``select``), and the settings that decide them.
 
-Pure numpy (and scikit-learn for the folds): ingest assigns each sample its fold and whether
-it chooses checkpoints; merge looks for near-duplicates across the held-out parts with a
-perceptual hash (dHash) of the images already resized for the shards.
+Pure Python (and scikit-learn for the folds), over ``data/sample.py``'s ``Sample``: the
+catalogs call these after listing a source; ingest records the settings in each shard.
 """
 
 from __future__ import annotations
 
+import random
 import warnings
+import zlib
 from collections import Counter, defaultdict
 from dataclasses import replace
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from ..spec.schema import DataSpec, SplitSpec
-from .catalog import CatalogError, Sample, split_samples
+
+# dedupe's names stay importable from here until tests/test_cv.py and tests/test_report_summary.py
+# import them from data/dedupe.py (issue 21)
+from .dedupe import NEAR_DISTANCE, dhash, near_duplicates, popcount  # noqa: F401
+from .sample import CatalogError, Sample
 
 SELECT = "select"  # the split of the samples that choose checkpoints (never trained on)
-NEAR_DISTANCE = 4  # dHash bits (of 64) at or below which two images count as near-duplicates
-MAX_PAIRWISE = 50_000  # above this many originals only identical dHashes are compared
 
 
 def group_key(sample: Sample) -> str:
     """A sample's group; an ungrouped sample is its own group (as ``split_samples`` does)."""
     return sample.group if sample.group is not None else f"\0{sample.rel}"
+
+
+def split_samples(
+    samples: list[Sample], fraction: float, seed: int, stratify: bool
+) -> list[Sample]:
+    """Seeded split; stratified by class; group-aware (no group on both sides)."""
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, s in enumerate(samples):
+        groups[s.group if s.group is not None else f"\0{s.rel}"].append(i)
+    group_class = {
+        g: Counter(samples[i].label for i in idx).most_common(1)[0][0] for g, idx in groups.items()
+    }
+    strata: dict[str, list[str]] = defaultdict(list)
+    for g in sorted(groups):
+        strata[group_class[g] if stratify else ""].append(g)
+    val_groups: set[str] = set()
+    for stratum, names in sorted(strata.items()):
+        rng = random.Random(seed * 1_000_003 + zlib.crc32(stratum.encode()))
+        names = names[:]
+        rng.shuffle(names)
+        total = sum(len(groups[g]) for g in names)
+        want = round(total * fraction)
+        if len(names) > 1:
+            want = max(want, 1)
+        taken = chosen = 0
+        for g in names:
+            if taken >= want or chosen >= len(names) - 1:  # keep one group for training
+                break
+            val_groups.add(g)
+            taken += len(groups[g])
+            chosen += 1
+    out = list(samples)
+    for g, idx in groups.items():
+        for i in idx:
+            out[i] = replace(samples[i], split="val" if g in val_groups else "train")
+    return out
 
 
 def split_settings(data: DataSpec) -> dict[str, Any]:
@@ -113,84 +152,6 @@ def thin_training(samples: list[Sample], split: SplitSpec) -> str | None:
         f"image(s) ({dict(sorted(trained.items()))}): fewer than {FEW_PER_CLASS} in a class; "
         "lower data.split.select"
     )
-
-
-def dhash(image: np.ndarray) -> str:
-    """64-bit difference hash of an (H, W, C) uint8 image: brightness gradients of a 9×8
-    gray thumbnail, robust to resizing, compression and small intensity changes."""
-    gray = image.mean(axis=2).astype(np.uint8) if image.ndim == 3 else image
-    thumb = np.asarray(Image.fromarray(gray).resize((9, 8), Image.Resampling.BOX), np.int16)
-    bits = (thumb[:, 1:] > thumb[:, :-1]).ravel()
-    return f"{int(np.packbits(bits).view('>u8')[0]):016x}"
-
-
-def near_duplicates(entries: list[dict], limit: int = 100) -> dict:
-    """Pairs of originals in different held-out parts whose dHashes differ by ≤ NEAR_DISTANCE
-    bits. ``entries``: ``{"part", "dhash", "source"}`` per original image."""
-    if not entries:
-        return {"pairs": 0, "max_distance": NEAR_DISTANCE, "examples": [], "method": "dhash"}
-    codes = np.array([int(e["dhash"], 16) for e in entries], dtype=np.uint64)
-    parts = np.array([e["part"] for e in entries])
-    if len(entries) > MAX_PAIRWISE:
-        pairs = _identical_pairs(codes, parts)
-        method = "dhash (identical hashes only: too many images for all pairs)"
-    else:
-        pairs = _close_pairs(codes, parts)
-        method = "dhash"
-    examples = [
-        {
-            "a": entries[i]["source"],
-            "part_a": str(parts[i]),
-            "b": entries[j]["source"],
-            "part_b": str(parts[j]),
-            "distance": d,
-        }
-        for i, j, d in sorted(pairs, key=lambda p: (p[2], p[0], p[1]))[:limit]
-    ]
-    return {
-        "pairs": len(pairs),
-        "max_distance": NEAR_DISTANCE,
-        "examples": examples,
-        "method": method,
-    }
-
-
-_BYTE_BITS = np.array([bin(i).count("1") for i in range(256)], np.uint8)
-
-
-def popcount(values: np.ndarray) -> np.ndarray:
-    """Set bits of each uint64: ``np.bitwise_count`` where numpy has it (2.0+), else a byte
-    table (Open-CE's torch 2.0.1 environments hold numpy 1.x)."""
-    if hasattr(np, "bitwise_count"):
-        return np.bitwise_count(values)
-    as_bytes = np.ascontiguousarray(values, np.uint64).view(np.uint8)
-    return _BYTE_BITS[as_bytes].reshape(*values.shape, 8).sum(-1, dtype=np.uint8)
-
-
-def _close_pairs(codes: np.ndarray, parts: np.ndarray, chunk: int = 1024) -> list:
-    found = []
-    for start in range(0, len(codes), chunk):
-        block = codes[start : start + chunk]
-        dist = popcount(block[:, None] ^ codes[None, :])
-        rows, cols = np.nonzero(dist <= NEAR_DISTANCE)
-        for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
-            i = start + r
-            if i < c and parts[i] != parts[c]:
-                found.append((i, c, int(dist[r, c])))
-    return found
-
-
-def _identical_pairs(codes: np.ndarray, parts: np.ndarray) -> list:
-    by_code: defaultdict[int, list[int]] = defaultdict(list)
-    for i, code in enumerate(codes.tolist()):
-        by_code[code].append(i)
-    return [
-        (i, j, 0)
-        for same in by_code.values()
-        for n, i in enumerate(same)
-        for j in same[n + 1 :]
-        if parts[i] != parts[j]
-    ]
 
 
 def part_of(split: str, fold: int) -> str:

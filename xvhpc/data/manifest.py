@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from ..spec.schema import DataSpec
-from .catalog import Catalog
 from .decode import DEFAULT_DECODE_BYTES, DecodeOptions
-from .folds import near_duplicates, part_of, split_settings
+from .dedupe import near_duplicates
+from .folds import part_of, split_settings
+from .sample import Catalog
 from .shards import shard_complete
 
 PREPROCESSING_KEYS = (

@@ -6,19 +6,10 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
-from ..tasks.classify.info import ARCHITECTURES
+from ..registry import load_task, task_infos
 from .safeload import load_tensors
-
-# torchvision's ImageNet weights per architecture (enum names in torchvision.models)
-TORCHVISION_WEIGHTS = {
-    "googlenet": "GoogLeNet_Weights",
-    "resnet18": "ResNet18_Weights",
-    "resnet50": "ResNet50_Weights",
-    "densenet121": "DenseNet121_Weights",
-    "mobilenet_v3_large": "MobileNet_V3_Large_Weights",
-    "efficientnet_b0": "EfficientNet_B0_Weights",
-}
 
 
 class MissingWeights(FileNotFoundError):
@@ -30,24 +21,21 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XVHPC_WEIGHTS") or Path.home() / ".cache" / "xvhpc" / "weights")
 
 
-# task: detect: torchvision's COCO weights of each detector (torchvision.models.detection)
-DETECTION_WEIGHTS = {
-    "fasterrcnn_resnet50_fpn_v2": "FasterRCNN_ResNet50_FPN_V2_Weights",
-    "fasterrcnn_mobilenet_v3_large_fpn": "FasterRCNN_MobileNet_V3_Large_FPN_Weights",
-    "retinanet_resnet50_fpn_v2": "RetinaNet_ResNet50_FPN_V2_Weights",
-    "ssd300_vgg16": "SSD300_VGG16_Weights",
-    "ssdlite320_mobilenet_v3_large": "SSDLite320_MobileNet_V3_Large_Weights",
-    "fcos_resnet50_fpn": "FCOS_ResNet50_FPN_Weights",
-}
-CACHEABLE = (*ARCHITECTURES, *DETECTION_WEIGHTS)
+def cacheable() -> dict[str, str]:
+    """Every task's cacheable weights: arch → torchvision weights enum member (each task's
+    ``weights`` hook), in task order."""
+    return {arch: name for task in task_infos() for arch, name in load_task(task).weights().items()}
 
 
-def _weights_enum(arch: str):
+def _weights_enum(arch: str) -> Any:
+    """The torchvision weights enum member of ``arch`` ("ResNet18_Weights.IMAGENET1K_V1",
+    "detection.FCOS_ResNet50_FPN_Weights.COCO_V1": looked up under torchvision.models)."""
     import torchvision.models as tvm
 
-    if arch in DETECTION_WEIGHTS:
-        return getattr(tvm.detection, DETECTION_WEIGHTS[arch]).COCO_V1
-    return getattr(tvm, TORCHVISION_WEIGHTS[arch]).IMAGENET1K_V1
+    found: Any = tvm
+    for part in cacheable()[arch].split("."):
+        found = getattr(found, part)
+    return found
 
 
 def cached_file(arch: str) -> Path:
@@ -80,17 +68,18 @@ def fetch(arch: str) -> Path:
 
 
 def main(args: argparse.Namespace) -> int:
+    known = cacheable()
     if args.action == "list":
-        for arch in CACHEABLE:
+        for arch in known:
             path = cached_file(arch)
             print(f"{arch:20s} {'cached' if path.is_file() else 'missing':8s} {path}")
         return 0
     if args.action == "path":
         print(cache_dir())
         return 0
-    if args.arch not in CACHEABLE:
+    if args.arch not in known:
         print(
-            f"xvhpc: error: unknown arch {args.arch!r} (valid: {', '.join(CACHEABLE)})",
+            f"xvhpc: error: unknown arch {args.arch!r} (valid: {', '.join(known)})",
             file=sys.stderr,
         )
         return 2

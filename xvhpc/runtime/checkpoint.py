@@ -1,9 +1,10 @@
 """Training checkpoints that load with ``torch.load(weights_only=True)``.
 
-A checkpoint holds only tensors, dicts, lists and plain numbers: the model, optimizer,
-scheduler and scaler state dicts, the iteration and best accuracy, and the random states of
-torch, numpy and Python (numpy's and Python's as int64 tensors and numbers, not the tuples and
-arrays ``get_state`` returns, which ``weights_only`` refuses). A file that does not load, or
+A checkpoint holds only tensors, dicts, lists, plain numbers and None: the model, optimizer,
+scheduler and scaler state dicts, the iteration and the best selection metric
+(``TaskInfo.selection``; None before the first validation), and the random states of torch,
+numpy and Python (numpy's and Python's as int64 tensors and numbers, not the tuples and arrays
+``get_state`` returns, which ``weights_only`` refuses). A file that does not load, or
 lacks a key, is an ``UnloadableFile`` naming it; nothing in it is ever executed.
 """
 
@@ -90,3 +91,14 @@ def load_checkpoint(path: Path, map_location: Any) -> dict[str, Any]:
     if missing:
         raise UnloadableFile(f"{path}: not an xvhpc checkpoint (no {', '.join(missing)})")
     return state
+
+
+OLD_NO_BEST = -1.0  # what checkpoints before issue 21 held as ``best`` before any validation
+
+
+def checkpoint_best(state: dict[str, Any]) -> float | None:
+    """The best selection metric a checkpoint holds, None for none yet: written as None now,
+    and as -1.0 by older checkpoints (accuracy only, where -1.0 was below any real value), so
+    a min-mode metric's first validation still counts as an improvement after a resume."""
+    best = state["best"]
+    return None if best is None or best == OLD_NO_BEST else float(best)

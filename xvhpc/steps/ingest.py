@@ -1,10 +1,11 @@
 """``xvhpc ingest``: labelled images → resized, split, augmented HDF5 shards, then a manifest.
 
 Each shard is independent (an array task on a cluster, or a loop here); every task lists and
-splits the whole source the same way, so shards agree without talking to each other. The
-per-sample work is here; the worker pools are in ``data/pool.py``, the manifest in
-``data/manifest.py``, and who this task is (array index, CPUs, MPI rank) comes from
-``runtime/task.py``.
+splits the whole source the same way, so shards agree without talking to each other. A
+task-blind driver: the spec's task lists the source, turns each file into records and writes
+its shards (``tasks/<name>/``, the ingest hooks); the worker pools are in ``data/pool.py``, the
+manifest in ``data/manifest.py``, and who this process is (array index, CPUs, MPI rank) comes
+from ``runtime/task.py``.
 """
 
 from __future__ import annotations
@@ -14,112 +15,29 @@ import json
 import logging
 import sys
 import time
-import zlib
 from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
 
-import numpy as np
-
-from ..data.catalog import Catalog, CatalogError, Sample, build_catalog
-from ..data.decode import BadImage, DecodeOptions
-from ..data.folds import dhash, split_settings
+from ..data.folds import split_settings
 from ..data.manifest import build_manifest, decode_options, preprocessing, shard_infos
 from ..data.pool import count_one, counting_pool, mp_context, poll, sample_mapper
+from ..data.records import SampleJob
+from ..data.sample import Catalog, CatalogError, Sample
 from ..data.shards import (
     Record,
     ShardStats,
-    ShardWriter,
     clean_stale,
-    content_hash,
     finish_shard,
     shard_complete,
     shard_name,
 )
-from ..data.transforms import augment, prepare
+from ..registry import load_task
 from ..rundir import WORKER_LOST_EXIT
 from ..runtime.task import Task, detect_task
-from ..spec.schema import DataSpec, ExperimentSpec
-from ..tasks.detect.catalog import NO_BOXES
+from ..spec.schema import ExperimentSpec
 from ..util import write_json_atomic
 from .common import RunDir, progress, setup_logging
-
-
-@dataclass(frozen=True)
-class Job:
-    sample: Sample
-    label: int
-    data: DataSpec
-    opts: DecodeOptions  # from the manifest's preprocessing dict, built once per shard
-
-
-def decoded(job: Job, read: Callable = prepare) -> tuple[list, str | None]:
-    """``read`` (decode + resize by default) of one file: (frames, None) or ([], reason)."""
-    try:
-        return read(job.sample.path, job.opts, name=job.sample.rel), None
-    except BadImage as exc:
-        return [], str(exc)
-    except Exception as exc:  # a decoder bug must not stop the other files
-        return [], f"decoder error: {type(exc).__name__}: {exc}"
-
-
-def process_sample(job: Job) -> tuple[list[Record], str | None]:
-    """Decode, resize and augment one file; (records, None) or ([], reason)."""
-    if job.sample.boxes is not None:
-        from ..tasks.detect.ingest import process_detection
-
-        return process_detection(job)
-    frames, reason = decoded(job)
-    if reason is not None:
-        return [], reason
-    records: list[Record] = []
-    multi = len(frames) > 1
-    for f, images in enumerate(frames):
-        for t, image in enumerate(images):
-            source = (
-                job.sample.rel
-                + (f"#frame{f}" if multi else "")
-                + (f"#tile{t}" if len(images) > 1 else "")
-            )
-            # a gray image stays one channel here (hash, augment, transfer from a worker: a
-            # third of the work); the shard writer stores it with data.channels channels
-            records.append(original_record(job, image, source))
-            records.extend(augmented_copies(job, image, source))
-    return records, None
-
-
-def original_record(job: Job, image: np.ndarray, source: str) -> Record:
-    """The record of one decoded (frame, tile) image as it is, with its hashes."""
-    return Record(
-        image,
-        job.label,
-        job.sample.split,
-        source,
-        hash=content_hash(image),
-        fold=job.sample.fold,
-        dhash=dhash(image),
-    )
-
-
-def augmented_copies(job: Job, image: np.ndarray, source: str) -> list[Record]:
-    """The sample's augmented training copies, seeded by (split seed, source, copy)."""
-    data = job.data
-    copies = []
-    for copy in range(job.sample.copies):
-        seed = [data.split.seed, zlib.crc32(source.encode()), copy]
-        aug_image, ops = augment(image, data.augment[job.sample.label], np.random.default_rng(seed))
-        copies.append(
-            Record(
-                aug_image,
-                job.label,
-                "train",
-                source,
-                json.dumps({"copy": copy, "ops": ops}),
-                fold=job.sample.fold,  # held out with its source: never trained on in that fold
-            )
-        )
-    return copies
 
 
 def ingest_shard(
@@ -143,20 +61,22 @@ def ingest_shard(
     clean_stale(shard_dir, index)
     started = time.perf_counter()
     data = run.spec.data
-    label_of = {c: i for i, c in enumerate(classes)}  # detection: images without boxes get -1
+    task = load_task(run.spec.task)
+    label_of = {c: i for i, c in enumerate(classes)}  # a label not a class (no boxes): -1
     stats = ShardStats(index, inputs=len(samples))
     per: defaultdict[str, defaultdict[str, int]] = defaultdict(lambda: defaultdict(int))
     orig: defaultdict[str, defaultdict[str, int]] = defaultdict(lambda: defaultdict(int))
-    writer = shard_writer(run.spec.task)(
+    writer = task.shard_writer()(
         shard_dir / shard_name(index), data.image_size, data.channels, data.compression
     )
     opts = decode_options(preprocessing(data))
-    jobs = [Job(s, label_of.get(s.label, -1), data, opts) for s in samples]
+    jobs = [SampleJob(s, label_of.get(s.label, -1), data, opts) for s in samples]
     try:
-        results = zip(jobs, mapper(process_sample, jobs), strict=True)
+        # the task's bound hook goes to the worker processes (pickled by reference)
+        results = zip(jobs, mapper(task.process_sample, jobs), strict=True)
         if tick is None:
             results = progress(results, len(jobs), f"ingest shard {index}", log)
-        _collect(results, writer, stats, per, orig, classes, tick)
+        _collect(results, writer, stats, per, orig, tick)
         writer.close({"classes": json.dumps(classes), "shard": str(index)})
     except BaseException:
         writer.abort()
@@ -170,7 +90,8 @@ def ingest_shard(
     return info
 
 
-def _collect(results, writer, stats, per, orig, classes, tick) -> None:
+def _collect(results, writer, stats, per, orig, tick) -> None:
+    """Write each sample's records; count them per split and label; note the skipped."""
     for job, (records, reason) in results:
         if tick is not None:
             tick()
@@ -178,44 +99,31 @@ def _collect(results, writer, stats, per, orig, classes, tick) -> None:
             stats.skipped.append({"path": job.sample.rel, "reason": reason})
             if not records:
                 continue
+        name = job.sample.label  # a class, or the task's name for none (no boxes)
         for record in records:
             writer.add(record)
-            name = classes[record.label] if record.label >= 0 else NO_BOXES
             per[record.split][name] += 1
             if not record.ops:
                 orig[record.split][name] += 1
                 stats.hashes[record.split].append(record.hash)
-                stats.originals.append(original_entry(record, classes))
+                stats.originals.append(original_entry(record, name))
 
 
-def original_entry(record: Record, classes: list[str]) -> dict:
+def original_entry(record: Record, label: str) -> dict:
     """What merge needs of an original image: fold counts and the near-duplicate report."""
     return {
         "split": record.split,
         "fold": record.fold,
-        "label": classes[record.label] if record.label >= 0 else NO_BOXES,
+        "label": label,
         "dhash": record.dhash,
         "hash": record.hash,
         "source": record.source,
     }
 
 
-def shard_writer(task: str) -> type[ShardWriter]:
-    """The writer of a task's shards: detection adds each image's boxes."""
-    if task == "detect":
-        from ..tasks.detect.ingest import DetectionShardWriter
-
-        return DetectionShardWriter
-    return ShardWriter
-
-
 def catalog_of(source: str, spec: ExperimentSpec) -> Catalog:
-    """The task's catalog: labelled images, or images with boxes."""
-    if spec.task == "detect":
-        from ..tasks.detect.catalog import build_detection_catalog
-
-        return build_detection_catalog(source, spec.data)
-    return build_catalog(source, spec.data)
+    """The spec's task's catalog of ``source`` (labelled images, or images with boxes)."""
+    return load_task(spec.task).catalog(source, spec.data)
 
 
 def _shard_worker(run: RunDir, classes: list[str], samples: list[Sample], index: int) -> None:

@@ -4,6 +4,8 @@ Shaped like torchvision's references/classification/train.py: ``main`` → ``tra
 the pieces in order — ``prepare`` (data, model, optimizer), ``resume`` (a checkpoint, if any),
 ``run_loop`` (``train_one_step``, then per iteration: log, ``validate``, and
 ``checkpoint_or_requeue``) and ``finish``. Rank 0 logs and saves; no global state is mutated.
+Task-blind: the spec's task gives the dataset, model, loss and validation (``tasks/<name>/``,
+the train hooks), and its ``TaskInfo.selection`` metric chooses the best checkpoint.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,27 +31,21 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from ..data.dataset import (
-    Index,
-    RankBatches,
-    ShardDataset,
-    online_augment,
-    to_model_input,
-)
+from ..data.dataset import RankBatches, ShardDataset
 from ..data.manifest import manifest_preprocessing
 from ..data.roles import role_index
 from ..models.bundle import publish_model, save_bundle
 from ..models.safeload import UnloadableFile
 from ..models.weights import MissingWeights
-from ..models.zoo import build_model
+from ..models.zoo import memory_format
+from ..registry import load_task
 from ..rundir import REQUEUE_EXIT, REQUEUE_MARKER_ENV, Layout
 from ..runtime import compat, stopsignals
-from ..runtime.checkpoint import load_checkpoint, restore_rng, save_checkpoint
+from ..runtime.checkpoint import checkpoint_best, load_checkpoint, restore_rng, save_checkpoint
 from ..runtime.distributed import Context, all_reduce_sum, any_rank, setup, teardown
 from ..spec import ExperimentSpec
 from ..sweeps.tracker import PointTracker
-from ..tasks.detect.dataset import DetectionDataset
-from ..tasks.detect.train import detection_loss, validate_detector
+from ..tasks.base import Task
 from ..util import open_append, read_json, write_json_atomic, write_text_atomic
 from .common import RunDir, setup_logging, want_bar
 
@@ -105,37 +102,6 @@ def make_optimizer(model: nn.Module, spec: ExperimentSpec, world: int) -> torch.
     return torch.optim.SGD(params, lr=lr, momentum=t.momentum, weight_decay=t.weight_decay)
 
 
-def class_weights(index: Index, classes: int) -> torch.Tensor:
-    counts = np.bincount(index.labels, minlength=classes).astype(np.float64)
-    weights = counts.sum() / np.maximum(counts, 1) / classes
-    return torch.tensor(weights, dtype=torch.float32)
-
-
-@torch.no_grad()
-def evaluate(
-    model: nn.Module, dataset: ShardDataset, ctx: Context, criterion: nn.Module, batch_size: int
-) -> dict[str, float]:
-    """Validation loss and accuracy; ranks take disjoint slices and sum their counts."""
-    model.eval()
-    total_loss = correct = seen = 0.0
-    indices = list(range(ctx.rank, len(dataset), ctx.world_size))
-    for start in range(0, len(indices), batch_size):
-        batch = [dataset[i] for i in indices[start : start + batch_size]]
-        images = torch.stack([b[0] for b in batch])
-        labels = torch.tensor([b[1] for b in batch], device=ctx.device)
-        logits = model(to_model_input(images, ctx.device))
-        total_loss += float(criterion(logits, labels)) * len(batch)
-        correct += float((logits.argmax(1) == labels).sum())
-        seen += len(batch)
-    model.train()
-    total_loss, correct, seen = all_reduce_sum(ctx, [total_loss, correct, seen])
-    return {
-        "val_loss": total_loss / max(seen, 1),
-        "val_accuracy": correct / max(seen, 1),
-        "val_samples": int(seen),
-    }
-
-
 def append_metrics(path: Path, record: dict) -> None:
     with open_append(path) as fh:  # never through a link planted at its path
         fh.write(json.dumps(record, sort_keys=True) + "\n")
@@ -168,6 +134,7 @@ class Job:
     batches: RankBatches
     max_iter: int
     single_point: bool
+    task: Task  # the spec's task: dataset, model, loss and validation
     tracker: PointTracker | None = None  # TensorBoard, study reports, early stop (xvhpc/sweeps)
 
 
@@ -179,8 +146,9 @@ class Parts:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     scaler: Any  # torch.amp.GradScaler (torch.cuda.amp.GradScaler on older torch)
-    criterion: nn.Module
-    val_criterion: nn.Module
+    loss: Callable[
+        ..., torch.Tensor
+    ]  # the task's: (net, images, labels, ctx, amp_dtype, generator)
     amp_dtype: torch.dtype | None  # autocast dtype (compat.amp_dtype); None: full precision
 
 
@@ -190,7 +158,7 @@ class Position:
 
     start: int = 0
     iteration: int = 0
-    best: float = -1.0
+    best: float | None = None  # the best selection metric so far (None: no validation yet)
     resumed_from: int | None = None
     last_validation: dict = field(default_factory=dict)
 
@@ -205,6 +173,7 @@ def prepare_job(
         raise TrainError(f"{layout.manifest} missing or failed; run ingest first")
     t = spec.train
     split = spec.data.split
+    task = load_task(spec.task)
     train_index = role_index(run.root, split, "train")
     val_index = role_index(run.root, split, "select")  # chooses the checkpoint, early stop
     if split.select and not len(val_index):
@@ -230,40 +199,28 @@ def prepare_job(
         spec=spec,
         classes=manifest["classes"],
         preprocessing=manifest_preprocessing(manifest, spec.data),
-        train_set=dataset_type(spec)(train_index, cache_in_memory=t.cache_in_memory),
-        val_set=dataset_type(spec)(val_index),
+        train_set=task.dataset_class()(train_index, cache_in_memory=t.cache_in_memory),
+        val_set=task.dataset_class()(val_index),
         batches=batches,
         max_iter=max_iter_override or t.max_iterations or (t.epochs or 1) * batches.steps_per_epoch,
         single_point=len(run.plan["points"]) == 1,
+        task=task,
     )
 
 
-def memory_format(spec: ExperimentSpec, device: torch.device) -> torch.memory_format:
-    """channels_last on GPUs when asked: cuDNN's tensor-core convolutions want NHWC; CPUs gain little."""
-    on = spec.train.channels_last and device.type == "cuda"
-    return torch.channels_last if on else torch.contiguous_format
-
-
 def build_parts(job: Job, ctx: Context) -> Parts:
-    """Model (identical initial weights on every rank), optimizer, schedule, scaler, losses."""
+    """Model (identical initial weights on every rank), optimizer, schedule, scaler, loss."""
     t = job.spec.train
     torch.manual_seed(t.seed)  # identical initial weights on every rank
-    model = build_model(job.spec.model, len(job.classes), job.spec.data.image_size)
+    model = job.task.build_model(job.spec.model, len(job.classes), job.spec.data.image_size)
     model = model.to(ctx.device)
     model = model.to(memory_format=memory_format(job.spec, ctx.device))
     optimizer = make_optimizer(model, job.spec, ctx.world_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(job.spec, job.max_iter))
     amp_dtype = compat.amp_dtype(t.amp, ctx.device.type)
     scaler = compat.grad_scaler(enabled=amp_dtype == torch.float16)  # bfloat16 needs no scaling
-    weight = (
-        class_weights(job.train_set.index, len(job.classes)).to(ctx.device)
-        if t.class_weights == "auto"
-        else None
-    )
-    criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=t.label_smoothing)
-    return Parts(
-        model, optimizer, scheduler, scaler, criterion, nn.CrossEntropyLoss(), amp_dtype=amp_dtype
-    )
+    loss = job.task.loss(job.spec, job.train_set, len(job.classes), ctx.device)
+    return Parts(model, optimizer, scheduler, scaler, loss, amp_dtype=amp_dtype)
 
 
 # ----------------------------------------------------------------- resume
@@ -284,7 +241,8 @@ def resume(job: Job, parts: Parts, ctx: Context, log: logging.Logger) -> Positio
                 "start this point over"
             ) from None
         restore_rng(state)
-        pos = Position(state["iteration"], state["iteration"], state["best"], state["iteration"])
+        it = state["iteration"]
+        pos = Position(it, it, checkpoint_best(state), it)
         log.info("resumed from checkpoint at iteration %d", pos.start)
     if ctx.is_main:
         job.layout.train_dir(job.point).mkdir(parents=True, exist_ok=True)
@@ -389,13 +347,11 @@ def log_window(
 
 
 def validate(job: Job, parts: Parts, pos: Position, ctx: Context) -> None:
-    """Validation metrics; rank 0 logs them and saves the bundle when accuracy improved (every
-    time when no record chooses: the bundle holds the last weights)."""
+    """Validation metrics (the task's); rank 0 logs them and saves the bundle when the task's
+    selection metric improved (every time when no record chooses: the bundle holds the last
+    weights)."""
     t = job.spec.train
-    if isinstance(job.val_set, DetectionDataset):
-        metrics = validate_detector(parts.model, job.val_set, ctx, t.batch_size, job.classes)
-    else:
-        metrics = evaluate(parts.model, job.val_set, ctx, parts.val_criterion, t.batch_size)
+    metrics = job.task.validate(parts.model, job.val_set, ctx, t.batch_size, job.classes)
     pos.last_validation = metrics
     if not ctx.is_main:
         return
@@ -404,8 +360,11 @@ def validate(job: Job, parts: Parts, pos: Position, ctx: Context) -> None:
         job.tracker.scalars({"iteration": pos.iteration, **metrics})
     bundle = job.layout.point_model(job.point)
     unchosen = len(job.val_set) == 0  # a final fit without a select split: its last weights
-    if metrics["val_accuracy"] > pos.best or not bundle.exists() or unchosen:
-        pos.best = max(pos.best, metrics["val_accuracy"])
+    score = metrics[job.task.info.selection]
+    improved = job.task.info.better(score, pos.best)
+    if improved:
+        pos.best = score
+    if improved or not bundle.exists() or unchosen:
         save_bundle(
             bundle,
             parts.model,
@@ -527,7 +486,13 @@ def finish(job: Job, parts: Parts, pos: Position, ctx: Context, log: logging.Log
     )
     if job.single_point:
         publish_model(job.layout.root, job.point)
-    log.info("training done: %d iterations, best validation accuracy %.3f", pos.iteration, pos.best)
+    best = "none" if pos.best is None else f"{pos.best:.3f}"
+    log.info(
+        "training done: %d iterations, best %s %s",
+        pos.iteration,
+        job.task.info.selection,
+        best,
+    )
 
 
 def train(
@@ -602,7 +567,7 @@ def train_one_step(
     torch.manual_seed(t.seed * 1_000_003 + iteration * 131 + ctx.rank)
     generator = torch.Generator().manual_seed(t.seed * 7919 + iteration * 31 + ctx.rank)
     parts.optimizer.zero_grad(set_to_none=True)
-    loss = batch_loss(net, images, labels, parts, ctx, spec, generator)
+    loss = parts.loss(net, images, labels, ctx, parts.amp_dtype, generator)
     parts.scaler.scale(loss).backward()
     if t.grad_clip:
         parts.scaler.unscale_(parts.optimizer)
@@ -610,31 +575,6 @@ def train_one_step(
     parts.scaler.step(parts.optimizer)
     parts.scaler.update()
     return float(loss.detach())
-
-
-def batch_loss(
-    net: nn.Module,
-    images: torch.Tensor,
-    labels: Any,
-    parts: Parts,
-    ctx: Context,
-    spec: ExperimentSpec,
-    generator: torch.Generator,
-) -> torch.Tensor:
-    """One batch's loss: the classifier's on online-augmented images, or the detector's
-    (``labels``: its targets; offline augmentation only, which moves the boxes)."""
-    if spec.task == "detect":
-        return detection_loss(net, images, labels, ctx, parts.amp_dtype)
-    x = online_augment(to_model_input(images, ctx.device), generator)
-    x = x.contiguous(memory_format=memory_format(spec, ctx.device))
-    y = labels.to(ctx.device, non_blocking=True)
-    with compat.autocast(ctx.device.type, parts.amp_dtype):
-        return parts.criterion(net(x), y)
-
-
-def dataset_type(spec: ExperimentSpec) -> type[ShardDataset]:
-    """The dataset of the task: images and labels, or images and boxes."""
-    return DetectionDataset if spec.task == "detect" else ShardDataset
 
 
 def main(args: argparse.Namespace) -> int:

@@ -17,16 +17,14 @@ from pathlib import Path
 from PIL import Image
 
 from ...data.catalog import (
-    Catalog,
-    CatalogError,
-    Sample,
     _unusable,
     display_name,
     plan_copies,
     read_coco,
     read_csv_text,
-    split_samples,
 )
+from ...data.folds import split_samples
+from ...data.sample import Catalog, CatalogError, Sample
 from ...spec.schema import DataSpec
 
 NO_BOXES = "(no boxes)"  # the stratum and count key of images without a box

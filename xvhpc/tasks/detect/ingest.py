@@ -1,6 +1,6 @@
 """Detection ingest: one file → its resized image(s) with boxes, and augmented copies.
 
-Reuses the classification path (``steps/ingest.py``: decoding, augmentation seeds, records)
+Builds on the task-neutral half (``data/records.py``: decoding, augmentation seeds, records)
 and moves each image's boxes with ``detect/boxes.py``; shards get a flat ``boxes`` dataset
 (x0, y0, x1, y1), ``box_labels``, and per image ``box_start``/``box_count``.
 """
@@ -15,9 +15,9 @@ import numpy as np
 
 from ...data.decode import decode, for_boxes
 from ...data.manifest import BOX_SKIPPED
+from ...data.records import SampleJob, augmented_copies, decoded, original_record, source_name
 from ...data.shards import Record, ShardWriter
 from ...data.transforms import resize
-from ...steps.ingest import Job, augmented_copies, decoded, original_record
 from .boxes import augment_boxes, resize_boxes
 
 
@@ -30,7 +30,7 @@ def _with_boxes(record: Record, boxes: np.ndarray, labels: np.ndarray) -> Record
     return dataclasses.replace(record, boxes=table)
 
 
-def process_detection(job: Job) -> tuple[list[Record], str | None]:
+def process_detection(job: SampleJob) -> tuple[list[Record], str | None]:
     """Decode, resize and augment one file with its boxes; (records, None) or ([], reason)."""
     frames, reason = decoded(job, read=_frames)
     if reason is not None:
@@ -47,11 +47,7 @@ def process_detection(job: Job) -> tuple[list[Record], str | None]:
         kept = set().union(*(set(keep.tolist()) for _, keep in moved)) if moved else set()
         lost += len(table) - len(kept)
         for t, (image, (boxes, keep)) in enumerate(zip(images, moved, strict=True)):
-            source = (
-                job.sample.rel
-                + (f"#frame{f}" if len(frames) > 1 else "")
-                + (f"#tile{t}" if len(images) > 1 else "")
-            )
+            source = source_name(job.sample.rel, f, len(frames), t, len(images))
             labels = table[keep, 4]
             original = original_record(job, image, source)
             records.append(_with_boxes(original, boxes, labels))

@@ -15,6 +15,15 @@ from ...models.weights import load_cached_state_dict
 from ...spec.schema import ModelSpec
 
 SIZED = ("fasterrcnn", "retinanet", "fcos")  # families that resize inputs (min_size, max_size)
+# torchvision's COCO weights of each detector (enum members under torchvision.models)
+WEIGHTS = {
+    "fasterrcnn_resnet50_fpn_v2": "detection.FasterRCNN_ResNet50_FPN_V2_Weights.COCO_V1",
+    "fasterrcnn_mobilenet_v3_large_fpn": "detection.FasterRCNN_MobileNet_V3_Large_FPN_Weights.COCO_V1",
+    "retinanet_resnet50_fpn_v2": "detection.RetinaNet_ResNet50_FPN_V2_Weights.COCO_V1",
+    "ssd300_vgg16": "detection.SSD300_VGG16_Weights.COCO_V1",
+    "ssdlite320_mobilenet_v3_large": "detection.SSDLite320_MobileNet_V3_Large_Weights.COCO_V1",
+    "fcos_resnet50_fpn": "detection.FCOS_ResNet50_FPN_Weights.COCO_V1",
+}
 
 
 class TinyBackbone(nn.Module):

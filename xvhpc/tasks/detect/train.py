@@ -1,7 +1,7 @@
-"""The detection pieces of ``steps/train.py``'s loop: the loss of a batch and validation.
+"""The detection pieces of ``steps/train.py``'s task-blind loop: the loss of a batch and
+validation (the ``loss`` and ``validate`` hooks of ``task.py``).
 
-Everything else (DDP, launchers, requeue, AMP, checkpoints, progress, lr warm-up) is the
-classification loop itself.
+Everything else (DDP, launchers, requeue, AMP, checkpoints, progress, lr warm-up) is the loop's.
 """
 
 from __future__ import annotations
@@ -16,9 +16,15 @@ from .metrics import Found, Truth, detection_metrics
 
 
 def detection_loss(
-    net: nn.Module, images: torch.Tensor, targets: list[Target], ctx: Context, amp_dtype
+    net: nn.Module,
+    images: torch.Tensor,
+    targets: list[Target],
+    ctx: Context,
+    amp_dtype: torch.dtype | None,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """The summed losses torchvision's detector returns in training mode."""
+    """The summed losses torchvision's detector returns in training mode (no online
+    augmentation: offline augmentation moves the boxes, so ``generator`` is unused)."""
     moved = [{k: v.to(ctx.device) for k, v in t.items()} for t in targets]
     with compat.autocast(ctx.device.type, amp_dtype):
         losses = net(detector_input(images, ctx.device), moved)
@@ -73,12 +79,10 @@ def validate_detector(
     if ctx.world_size > 1:
         truth, outputs = _gather(truth), _gather(outputs)
     result = detection_metrics(truth, outputs, classes, resamples=0)
-    map50 = result["map50"]["value"] or 0.0
     return {
         "val_loss": total_loss / max(seen, 1),
         "val_map": result["map"]["value"] or 0.0,
-        "val_map50": map50,
-        "val_accuracy": map50,  # the score the loop keeps the best bundle by (and studies rank)
+        "val_map50": result["map50"]["value"] or 0.0,  # TaskInfo.selection: keeps the best bundle
         "val_samples": int(seen),
     }
 

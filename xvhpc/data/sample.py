@@ -1,0 +1,39 @@
+"""What ingest lists: a ``Sample`` (one file, its label, split, fold and planned copies), the
+``Catalog`` of a data source, and ``CatalogError``. Plain data, the leaf of ``data/``: the
+catalogs build these and the split and folds reassign them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+class CatalogError(Exception):
+    """The data source as a whole cannot be used (missing, fewer than two classes, bad CSV)."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: str  # absolute
+    rel: str  # as shown to people and stored in shards
+    label: str
+    group: str | None = None
+    split: str = "train"  # train | val
+    copies: int = 0  # offline augmented copies (training split only)
+    # task: detect: (x0, y0, x1, y1, class index) per box, () for an image without boxes
+    boxes: tuple[tuple[float, float, float, float, int], ...] | None = None
+    fold: int = -1  # cross-validation: the fold this sample is held out in (-1: no folds)
+
+
+@dataclass
+class Catalog:
+    classes: list[str]
+    samples: list[Sample]
+    skipped: list[dict[str, str]] = field(default_factory=list)  # found but unusable before decode
+    notes: list[str] = field(default_factory=list)
+    unlabelled: int = 0
+    # hidden files and folders: listed in the manifest's skipped, not counted as bad inputs
+    ignored: list[dict[str, str]] = field(default_factory=list)
+
+    def shard(self, index: int, shards: int) -> list[Sample]:
+        return self.samples[index::shards]
