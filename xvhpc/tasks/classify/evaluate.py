@@ -199,6 +199,26 @@ def selection(spec: ExperimentSpec) -> dict[str, Any]:
     return {"chose": chose, "scored": scored, "optimistic": chose == scored}
 
 
+def scored(
+    bundle: Bundle, run: RunDir, point: int, data: str | None, log: logging.Logger
+) -> tuple[dict, list[dict], str]:
+    """Predictions on the labelled ``data``, else on the point's held-out split, with the files
+    skipped and the bootstrap unit ("group" when the data names patients/groups)."""
+    if data:
+        return predict_files(bundle, data, run, log)
+    found = predict_split(bundle, run.root, run.point(point).data.split)
+    found["groups"], unit = split_groups(run, found["paths"], log)
+    return found, [], unit
+
+
+def output_names(data: str | None) -> tuple[str, str]:
+    """(metrics, predictions) file names: the split's, or ``-<stem>`` ones for ``--data``."""
+    if not data:
+        return "metrics.json", PREDICTIONS
+    stem = Path(data).stem
+    return f"metrics-{stem}.json", f"predictions-{stem}.csv"
+
+
 def evaluate_point(
     run: RunDir, point: int, data: str | None, log: logging.Logger, keep: dict | None = None
 ) -> dict | None:
@@ -218,20 +238,12 @@ def evaluate_point(
     bundle = load_bundle(bundle_dir)
     classes = bundle.classes
     options = evaluate_options(run, classes)
-    skipped: list[dict] = []
-    fixed = None
-    if data:
-        found, skipped, unit = predict_files(bundle, data, run, log)
-        stem = Path(data).stem
-        name, csv_name = f"metrics-{stem}.json", f"predictions-{stem}.csv"
-        fixed = read_decision(bundle_dir, classes)  # new data: the model's own rule, not refitted
-    else:
-        split = run.point(point).data.split
-        found = predict_split(bundle, run.root, split)
-        found["groups"], unit = split_groups(run, found["paths"], log)
-        name, csv_name = "metrics.json", PREDICTIONS
-        if keep is not None:
-            keep[point] = found
+    found, skipped, unit = scored(bundle, run, point, data, log)
+    name, csv_name = output_names(data)
+    # new data: the model's own rule, not refitted
+    fixed = read_decision(bundle_dir, classes) if data else None
+    if not data and keep is not None:
+        keep[point] = found
     metrics = model_details(
         found["labels"], found["probs"], classes, found["groups"], options, unit, fixed
     )

@@ -328,8 +328,3 @@ def cross_fitted_operating_point(
         "specificity": float((~decided[~is_pos]).mean()),
         "note": "threshold chosen on one half of the groups, measured on the other, both ways",
     }
-
-
-# kept for callers of the old name
-def classification_metrics(labels: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
-    return model_details(labels, probs, classes)

@@ -106,12 +106,8 @@ def reliability_diagram(calibration: dict) -> str:
     return img_tag(png(fig), "reliability diagram")
 
 
-def details_section(run: RunDir, point: int, metrics: dict, folder: str | None = None) -> str:
-    """Headline figures with intervals, warnings, per-class table, calibration, operating point,
-    ROC curves, the predictions file and the worst errors of one point (``folder``: its
-    eval/ folder when not the point's own, e.g. pooled folds)."""
-    layout = Layout(run.root)
-    folder = folder or str(point)
+def figures_text(metrics: dict) -> str:
+    """The headline figures with their intervals, and how the intervals were drawn."""
     boot = metrics.get("bootstrap", {})
     unit = boot.get("unit", "image")
     parts = [
@@ -124,42 +120,113 @@ def details_section(run: RunDir, point: int, metrics: dict, folder: str | None =
             f"<p class='note'>In brackets: 95 % percentile bootstrap intervals, {boot['resamples']} resamples "
             f"(seed {boot['seed']}) of the {'patients/groups: all images of a patient are drawn together' if unit != 'image' else 'images'}.</p>"
         )
-    parts.append(_warnings(metrics))
+    return "\n".join(parts)
+
+
+def selection_note(metrics: dict) -> str:
+    """Which data chose the checkpoint and which scored it: a warning when they are the same."""
     chosen = metrics.get("selection")
     if chosen:
-        parts.append(
+        return (
             f"<div class='{'warn' if chosen['optimistic'] else 'note'}'>"
             f"{'⚠ Selection bias: ' if chosen['optimistic'] else ''}the checkpoint was chosen on "
             f"{html.escape(chosen['chose'])}; these figures are measured on {html.escape(chosen['scored'])}"
             f"{' (the same data: optimistic)' if chosen['optimistic'] else ', which the choice never saw'}.</div>"
         )
-    elif metrics.get("data", "validation split") == "validation split":
-        parts.append(
+    if metrics.get("data", "validation split") == "validation split":
+        return (
             "<div class='warn'>⚠ Selection bias: training kept the checkpoint with the best accuracy "
             "on this same validation split (and a sweep publishes the best point by it), so these "
             "figures are optimistic; confirm on data the choice never saw "
             "(<code>xvhpc evaluate --data</code>).</div>"
         )
-    parts.append(confusion(metrics))
-    parts.append(
-        table(
-            ["class", "precision", "recall (sensitivity)", "F1", "support", "ROC-AUC"],
-            [
-                [
-                    c,
-                    ci(v["precision"]),
-                    ci(v["recall"]),
-                    ci(v["f1"]),
-                    v["support"],
-                    ci(v["roc_auc"]),
-                ]
-                for c, v in metrics["per_class"].items()
-            ],
+    return ""
+
+
+def per_class_table(metrics: dict) -> str:
+    """Precision, recall, F1, support and ROC-AUC of each class, with intervals."""
+    rows = [
+        [c, ci(v["precision"]), ci(v["recall"]), ci(v["f1"]), v["support"], ci(v["roc_auc"])]
+        for c, v in metrics["per_class"].items()
+    ]
+    header = ["class", "precision", "recall (sensitivity)", "F1", "support", "ROC-AUC"]
+    return table(header, rows)
+
+
+def calibration_text(cal: dict) -> str:
+    """The expected calibration error, before and after temperature scaling."""
+    text = f"Expected calibration error (ECE, {cal['bins']} bins): {ci(cal['ece'])}"
+    if cal.get("ece_calibrated"):
+        how = (
+            "cross-fitted: each half of the validation groups scaled by the temperature fitted on the other half"
+            if cal.get("cross_fit_temperatures")
+            else "with the model's stored temperature"
         )
+        text += (
+            f"; after temperature scaling (T = {cal['temperature']:.3f}) {ci(cal['ece_calibrated'])} ({how}). "
+            "The deployed model (serve, export) applies this temperature."
+        )
+    return f"<p>{html.escape(text)}</p>"
+
+
+def operating_point_text(op: dict) -> str:
+    """The operating point's rule and figures (exact and cross-fitted), or why none was set."""
+    if "error" in op:
+        return f'<div class="warn">⚠ operating point not set: {html.escape(op["error"])}</div>'
+    target = (
+        f"sensitivity ≥ {op['min_sensitivity']}"
+        if op.get("min_sensitivity") is not None
+        else f"specificity ≥ {op['min_specificity']}"
     )
-    rows = read_predictions(
-        layout.root / "eval" / folder / metrics.get("predictions", "predictions.csv")
-    )
+    parts = [
+        f"<p><b>Operating point</b> for {html.escape(op['positive'])} ({html.escape(target)}): "
+        f"{html.escape(op['positive'])} when its probability ≥ {op['threshold']:.4f}, else the most probable other class. "
+        f"Sensitivity {ci(op['sensitivity'])}, specificity {ci(op['specificity'])} on the images it was chosen on "
+        f"(exact Clopper–Pearson, images as independent: {_exact(op['sensitivity'])} and {_exact(op['specificity'])}).</p>"
+    ]
+    cross = op.get("cross_fitted")
+    if cross:
+        parts.append(
+            f"<p class='note'>Chosen on one half of the patients/groups and measured on the other (both ways): "
+            f"sensitivity {cross['sensitivity']:.3f}, specificity {cross['specificity']:.3f} — "
+            "closer to what new patients will see. This rule is the default decision of serve's /v1/predict and the export sidecar.</p>"
+        )
+    return "\n".join(parts)
+
+
+def predictions_text(rows: list[dict], href: str) -> str:
+    """The link to the per-image predictions file and the worst errors among them."""
+    parts = [
+        f"<p>Per-image predictions: <a href='{html.escape(href)}'>{html.escape(href)}</a> ({len(rows)} rows).</p>"
+    ]
+    worst = worst_errors(rows)
+    if worst:
+        parts.append(
+            f"<h3>Worst errors (lowest probability given to the true class, {len(worst)} shown)</h3>"
+        )
+        shown = [
+            [
+                r["path"],
+                "" if r["group"].startswith("image:") else r["group"],
+                r["true"],
+                r["predicted"],
+                float(r[f"p_{r['true']}"]),
+                float(r[f"p_{r['predicted']}"]),
+            ]
+            for r in worst
+        ]
+        header = ["image", "group", "true", "predicted", "P(true)", "P(predicted)"]
+        parts.append(table(header, shown))
+    return "\n".join(parts)
+
+
+def details_section(run: RunDir, point: int, metrics: dict, folder: str | None = None) -> str:
+    """Headline figures with intervals, warnings, per-class table, calibration, operating point,
+    ROC curves, the predictions file and the worst errors of one point (``folder``: its
+    eval/ folder when not the point's own, e.g. pooled folds)."""
+    folder = folder or str(point)
+    name = metrics.get("predictions", "predictions.csv")
+    rows = read_predictions(Layout(run.root).root / "eval" / folder / name)
     op = metrics.get("operating_point")
     cal = metrics.get("calibration")
     figures = []
@@ -167,75 +234,22 @@ def details_section(run: RunDir, point: int, metrics: dict, folder: str | None =
         figures.append(roc_curves(rows, metrics["classes"], op))
     if cal:
         figures.append(reliability_diagram(cal))
+    parts = [
+        figures_text(metrics),
+        _warnings(metrics),
+        selection_note(metrics),
+        confusion(metrics),
+        per_class_table(metrics),
+    ]
     if figures:
         parts.append(
             '<div class="grid" style="gap:24px">'
             + "".join(f"<div>{f}</div>" for f in figures)
             + "</div>"
         )
-    if cal:
-        text = f"Expected calibration error (ECE, {cal['bins']} bins): {ci(cal['ece'])}"
-        if cal.get("ece_calibrated"):
-            how = (
-                "cross-fitted: each half of the validation groups scaled by the temperature fitted on the other half"
-                if cal.get("cross_fit_temperatures")
-                else "with the model's stored temperature"
-            )
-            text += (
-                f"; after temperature scaling (T = {cal['temperature']:.3f}) {ci(cal['ece_calibrated'])} ({how}). "
-                "The deployed model (serve, export) applies this temperature."
-            )
-        parts.append(f"<p>{html.escape(text)}</p>")
-    if op:
-        if "error" in op:
-            parts.append(
-                f'<div class="warn">⚠ operating point not set: {html.escape(op["error"])}</div>'
-            )
-        else:
-            target = (
-                f"sensitivity ≥ {op['min_sensitivity']}"
-                if op.get("min_sensitivity") is not None
-                else f"specificity ≥ {op['min_specificity']}"
-            )
-            parts.append(
-                f"<p><b>Operating point</b> for {html.escape(op['positive'])} ({html.escape(target)}): "
-                f"{html.escape(op['positive'])} when its probability ≥ {op['threshold']:.4f}, else the most probable other class. "
-                f"Sensitivity {ci(op['sensitivity'])}, specificity {ci(op['specificity'])} on the images it was chosen on "
-                f"(exact Clopper–Pearson, images as independent: {_exact(op['sensitivity'])} and {_exact(op['specificity'])}).</p>"
-            )
-            cross = op.get("cross_fitted")
-            if cross:
-                parts.append(
-                    f"<p class='note'>Chosen on one half of the patients/groups and measured on the other (both ways): "
-                    f"sensitivity {cross['sensitivity']:.3f}, specificity {cross['specificity']:.3f} — "
-                    "closer to what new patients will see. This rule is the default decision of serve's /v1/predict and the export sidecar.</p>"
-                )
-    if rows:
-        href = f"eval/{folder}/{metrics.get('predictions', 'predictions.csv')}"
-        parts.append(
-            f"<p>Per-image predictions: <a href='{html.escape(href)}'>{html.escape(href)}</a> ({len(rows)} rows).</p>"
-        )
-        worst = worst_errors(rows)
-        if worst:
-            parts.append(
-                f"<h3>Worst errors (lowest probability given to the true class, {len(worst)} shown)</h3>"
-            )
-            parts.append(
-                table(
-                    ["image", "group", "true", "predicted", "P(true)", "P(predicted)"],
-                    [
-                        [
-                            r["path"],
-                            "" if r["group"].startswith("image:") else r["group"],
-                            r["true"],
-                            r["predicted"],
-                            float(r[f"p_{r['true']}"]),
-                            float(r[f"p_{r['predicted']}"]),
-                        ]
-                        for r in worst
-                    ],
-                )
-            )
+    parts.append(calibration_text(cal) if cal else "")
+    parts.append(operating_point_text(op) if op else "")
+    parts.append(predictions_text(rows, f"eval/{folder}/{name}") if rows else "")
     return "\n".join(p for p in parts if p)
 
 

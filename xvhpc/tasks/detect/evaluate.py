@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -22,6 +23,7 @@ from .metrics import Found, Truth, detection_metrics
 from .predict import boxes_json, detect
 
 if TYPE_CHECKING:
+    from ...models.bundle import Bundle
     from ...steps.common import RunDir
 
 SAMPLES = 6  # validation images drawn with their boxes (the report shows them)
@@ -47,6 +49,48 @@ def draw(
     return pil
 
 
+def write_outputs(
+    out: Path, images: list[np.ndarray], paths: list[str], groups: list[str],
+    truth: list[Truth], found: list[Found], classes: list[str], threshold: float,
+) -> None:  # fmt: skip
+    """The drawn sample images (samples/<n>.png) and every image's true and predicted boxes
+    (predictions.jsonl) under ``out``."""
+    (out / "samples").mkdir(parents=True, exist_ok=True)
+    for n, image in enumerate(images):
+        draw(image, truth[n], found[n], classes, max(threshold, 0.3)).save(
+            out / "samples" / f"{n}.png"
+        )
+    lines = [
+        json.dumps(
+            {
+                "path": p,
+                "group": g,
+                "truth": boxes_json(Found(t.boxes, np.ones(len(t.labels)), t.labels), classes),
+                "predicted": boxes_json(f, classes, threshold),
+            }
+        )
+        for p, g, t, f in zip(paths, groups, truth, found, strict=True)
+    ]
+    write_text_atomic(out / "predictions.jsonl", "".join(line + "\n" for line in lines))
+
+
+def predict_split(
+    bundle: Bundle, dataset: DetectionDataset
+) -> tuple[list[Truth], list[Found], list[np.ndarray]]:
+    """Every record's true and found boxes, and the first ``SAMPLES`` images (to draw)."""
+    truth: list[Truth] = []
+    found: list[Found] = []
+    images: list[np.ndarray] = []
+    for start in range(0, len(dataset), 32):
+        batch, targets = dataset.collate(
+            [dataset[i] for i in range(start, min(start + 32, len(dataset)))]
+        )
+        found += detect(bundle, batch)
+        truth += [Truth(t["boxes"].numpy(), t["labels"].numpy() - 1) for t in targets]
+        images += [b.numpy() for b in batch][: max(0, SAMPLES - len(images))]
+    return truth, found, images
+
+
 def evaluate_point(
     run: RunDir, point: int, data: str | None, log: logging.Logger, keep: dict | None = None
 ) -> dict | None:
@@ -61,42 +105,14 @@ def evaluate_point(
     bundle = load_bundle(layout.point_model(point))
     spec = run.point(point)
     index = role_index(run.root, spec.data.split, "score")
-    dataset = DetectionDataset(index)
-    truth: list[Truth] = []
-    found: list[Found] = []
-    images: list[np.ndarray] = []
-    for start in range(0, len(dataset), 32):
-        batch, targets = dataset.collate(
-            [dataset[i] for i in range(start, min(start + 32, len(dataset)))]
-        )
-        found += detect(bundle, batch)
-        truth += [Truth(t["boxes"].numpy(), t["labels"].numpy() - 1) for t in targets]
-        images += [b.numpy() for b in batch][: max(0, SAMPLES - len(images))]
+    truth, found, images = predict_split(bundle, DetectionDataset(index))
     paths = sources(index)
     groups, unit = split_groups(run, paths, log)
     ev = spec.evaluate
     metrics = detection_metrics(truth, found, bundle.classes, groups, ev.bootstrap, ev.seed)
     threshold = spec.deploy.threshold
     out = layout.eval_dir(point)
-    (out / "samples").mkdir(parents=True, exist_ok=True)
-    for n, image in enumerate(images):
-        draw(image, truth[n], found[n], bundle.classes, max(threshold, 0.3)).save(
-            out / "samples" / f"{n}.png"
-        )
-    lines = [
-        json.dumps(
-            {
-                "path": p,
-                "group": g,
-                "truth": boxes_json(
-                    Found(t.boxes, np.ones(len(t.labels)), t.labels), bundle.classes
-                ),
-                "predicted": boxes_json(f, bundle.classes, threshold),
-            }
-        )
-        for p, g, t, f in zip(paths, groups, truth, found, strict=True)
-    ]
-    write_text_atomic(out / "predictions.jsonl", "".join(line + "\n" for line in lines))
+    write_outputs(out, images, paths, groups, truth, found, bundle.classes, threshold)
     metrics.update(
         {
             "task": "detect",
