@@ -585,3 +585,49 @@ def test_a_failed_sweep_point_is_listed_and_the_others_are_ranked(
     assert scored == [0] and board["rows"][-1]["state"] == "checkpointed"  # listed, no figures
     assert [f["point"] for f in board["failed"]] == [1]
     assert "did not finish (checkpointed at iteration 2 of 4)" in board["failed"][0]["cause"]
+
+
+def _figure(v: float) -> dict:
+    return {"value": v, "ci_low": v - 0.1, "ci_high": v + 0.1}
+
+
+def test_the_leaderboard_ranks_any_task_by_its_rank_by(tmp_path: Path) -> None:
+    """The task-blind leaderboard: a detection sweep ranks by evaluate.rank_by (map50 here, not
+    the default map), publishes the best point's bundle, and lists a point whose training
+    failed, with its row and state, as for classifiers."""
+    from xvhpc.evaluation import failed_points, leaderboard
+    from xvhpc.steps.common import RunDir
+
+    rates = [0.1, 0.01, 0.001]
+    spec = {
+        "name": "shapes",
+        "task": "detect",
+        "data": {"source": str(tmp_path / "ann.json"), "image_size": 64},
+        "model": {"arch": "fcos_tiny", "pretrained": "none"},
+        "sweep": {"parameters": {"train.learning_rate": rates}},
+        "evaluate": {"rank_by": "map50"},
+    }
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    points = [{"train.learning_rate": r} for r in rates]
+    plan = {"points": points, "data_source": spec["data"]["source"], "site": "local"}
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    for p, state in enumerate(["done", "done", "failed"]):
+        (tmp_path / "train" / str(p) / "model").mkdir(parents=True)
+        progress = {"state": state, "iteration": 3, "max_iterations": 10}
+        (tmp_path / "train" / str(p) / "progress.json").write_text(json.dumps(progress))
+        if state == "done":
+            (tmp_path / "train" / str(p) / "model" / "weights.pt").write_text(f"point {p}")
+    run = RunDir.open(tmp_path)
+    results = {
+        0: {"params": points[0], "map": _figure(0.6), "map50": _figure(0.7)},
+        1: {"params": points[1], "map": _figure(0.7), "map50": _figure(0.6)},
+    }
+    failed = failed_points(run, [0, 1, 2], results)
+    rows = leaderboard(run, results, failed)
+    assert [r["point"] for r in rows] == [0, 1, 2]  # by mAP@.5; the failed point last
+    assert rows[0]["map50"] == 0.7 and rows[0]["ci"]["map"] == [0.5, 0.7]
+    assert rows[2]["map50"] is None and rows[2]["state"] == "failed"
+    board = json.loads((tmp_path / "eval" / "leaderboard.json").read_text())
+    assert board["rank_by"] == "map50" and [f["point"] for f in board["failed"]] == [2]
+    assert "training ended failed at iteration 3" in board["failed"][0]["cause"]
+    assert (tmp_path / "model" / "weights.pt").read_text() == "point 0"
