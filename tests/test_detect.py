@@ -200,11 +200,11 @@ def test_large_and_rotated_jpegs_keep_their_boxes_in_stored_pixels(tmp_path: Pat
         (rotated, (45, 5, 58, 15), "squash", [[[48, 8, 61.87, 24, 0]]]),
     ]
     for path, box, mode, expected in cases:
-        sample = Sample(str(path), path.name, "cell", boxes=((*map(float, box), 0),))
+        sample = Sample(str(path), path.name, "cell", target=((*map(float, box), 0),))
         opts = DecodeOptions(size=64, channels=3, resize=mode)
         records, why = process_detection(SampleJob(sample, 0, spec, opts))
         assert why is None
-        got = [np.round(r.boxes.astype(np.float64), 2).tolist() for r in records]
+        got = [np.round(r.target.astype(np.float64), 2).tolist() for r in records]
         assert got == expected, (path.name, mode, got)
 
 
@@ -317,7 +317,7 @@ def test_bad_boxes_are_skipped_with_reasons_and_negatives_kept(tmp_path: Path) -
         "box skipped: unknown category_id 7",
         "box skipped: zero or negative area",
     ]
-    by_path = {s.rel: s.boxes for s in catalog.samples}
+    by_path = {s.rel: s.target for s in catalog.samples}
     assert by_path == {
         "im/0.png": ((4.0, 4.0, 14.0, 12.0, 0), (20.0, 10.0, 30.0, 20.0, 0)),
         "im/1.png": ((30.0, 20.0, 40.0, 30.0, 0),),  # clipped to the image
@@ -330,7 +330,7 @@ def test_bad_boxes_are_skipped_with_reasons_and_negatives_kept(tmp_path: Path) -
     rows += ["im/3.png,,,,,", "im/9.png,cell,1,1,2,2"]
     (tmp_path / "boxes.csv").write_text("\n".join(rows) + "\n")
     csv_catalog = build_detection_catalog(tmp_path / "boxes.csv", DataSpec(source="x"))
-    assert {s.rel: s.boxes for s in csv_catalog.samples} == {
+    assert {s.rel: s.target for s in csv_catalog.samples} == {
         k: v for k, v in by_path.items() if k != "im/2.png"
     }
     assert [d["reason"].split(" (")[0] for d in csv_catalog.ignored] == [
@@ -642,7 +642,7 @@ def test_coco_catalog_skips_dangling_bad_bbox_and_nul_names_with_reasons(tmp_pat
     _catalog_images(tmp_path)
     catalog = _coco_catalog(tmp_path, change)
     assert catalog.classes == ["cat", "dog", "owl"]
-    assert {s.rel: s.boxes for s in catalog.samples}["c.png"] == ((1.0, 1.0, 6.0, 6.0, 2),)
+    assert {s.rel: s.target for s in catalog.samples}["c.png"] == ((1.0, 1.0, 6.0, 6.0, 2),)
     assert [s["reason"] for s in catalog.skipped] == [
         "annotation for image_id 99, which no image has (COCO annotation id 7)",
         "invalid path: embedded null byte (COCO image id 4)",
@@ -672,7 +672,7 @@ def test_csv_catalog_merges_aliases_decodes_cp1252_and_skips_group_conflicts(tmp
     spec = DataSpec(source="x", csv={"group_column": "g"})
     catalog = build_detection_catalog(tmp_path / "x.csv", spec)
     assert catalog.classes == ["café", "dog"]
-    assert [(s.rel, s.boxes, s.group) for s in catalog.samples] == [
+    assert [(s.rel, s.target, s.group) for s in catalog.samples] == [
         ("a.png", ((1.0, 1.0, 10.0, 10.0, 0), (2.0, 2.0, 9.0, 9.0, 1)), "p1"),
         ("c.png", ((1.0, 1.0, 5.0, 5.0, 1),), None),
     ]
@@ -701,7 +701,7 @@ def test_coco_sizes_that_disagree_with_the_file_are_noted_and_the_files_used(tmp
 
     _catalog_images(tmp_path)
     catalog = _coco_catalog(tmp_path, change)
-    assert {s.rel: s.boxes for s in catalog.samples}["b.png"] == ((5.0, 5.0, 20.0, 20.0, 1),)
+    assert {s.rel: s.target for s in catalog.samples}["b.png"] == ((5.0, 5.0, 20.0, 20.0, 1),)
     assert any(
         n.startswith("b.png: COCO width/height 10x10 differ from the file's 60x40")
         for n in catalog.notes

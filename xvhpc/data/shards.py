@@ -32,7 +32,9 @@ class Record:
     source: str
     ops: str = ""  # "" for an original, else the augmentation ops (JSON)
     hash: str = ""  # content hash of an original (leak report), computed where it is decoded
-    boxes: np.ndarray | None = None  # task: detect: n×5 float32 (x0, y0, x1, y1, class)
+    # what the task annotates beyond the label, for its shard writer (detection: n×5 float32
+    # boxes, x0, y0, x1, y1, class)
+    target: np.ndarray | None = None
     fold: int = -1  # cross-validation fold it is held out in (an augmented copy: its source's)
     dhash: str = ""  # perceptual hash of an original (near-duplicate report)
 

@@ -63,7 +63,7 @@ def _sample(
 ) -> Sample:
     counts = Counter(b[4] for b in boxes)
     label = classes[max(sorted(counts), key=counts.__getitem__)] if boxes else NO_BOXES
-    return Sample(str(file.resolve()), display_name(rel), label, group, boxes=tuple(boxes))
+    return Sample(str(file.resolve()), display_name(rel), label, group, target=tuple(boxes))
 
 
 def _id(value: object) -> bool:
@@ -407,7 +407,7 @@ def build_detection_catalog(source: str | Path, spec: DataSpec) -> Catalog:
     notes: list[str] = []
     classes, samples, skipped, dropped = read(source, spec, notes)
     samples.sort(key=lambda s: s.rel)
-    if not classes or not any(s.boxes for s in samples):
+    if not classes or not any(s.target for s in samples):
         raise CatalogError(f"{source}: no usable box (task: detect needs at least one)")
     unknown_aug = sorted(set(spec.augment) - set(classes) - {NO_BOXES})
     if unknown_aug:
@@ -418,6 +418,6 @@ def build_detection_catalog(source: str | Path, spec: DataSpec) -> Catalog:
     samples = plan_copies(samples, spec)
     notes.insert(
         0,
-        f"{sum(len(s.boxes or ()) for s in samples)} boxes, {sum(not s.boxes for s in samples)} images without a box",
+        f"{sum(len(s.target or ()) for s in samples)} boxes, {sum(not s.target for s in samples)} images without a box",
     )
     return Catalog(classes, samples, skipped, notes, ignored=dropped)

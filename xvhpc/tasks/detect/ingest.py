@@ -27,7 +27,7 @@ def _frames(path, opts, name: str = "") -> list[np.ndarray]:
 
 def _with_boxes(record: Record, boxes: np.ndarray, labels: np.ndarray) -> Record:
     table = np.column_stack([boxes, labels]).astype(np.float32).reshape(-1, 5)
-    return dataclasses.replace(record, boxes=table)
+    return dataclasses.replace(record, target=table)
 
 
 def process_detection(job: SampleJob) -> tuple[list[Record], str | None]:
@@ -35,7 +35,7 @@ def process_detection(job: SampleJob) -> tuple[list[Record], str | None]:
     frames, reason = decoded(job, read=_frames)
     if reason is not None:
         return [], reason
-    table = np.array(job.sample.boxes or [], np.float64).reshape(-1, 5)
+    table = np.array(job.sample.target or [], np.float64).reshape(-1, 5)
     opts, records, lost = job.opts, [], 0
     visible = job.data.min_box_visible
     for f, frame in enumerate(frames):
@@ -82,7 +82,8 @@ class DetectionShardWriter(ShardWriter):
 
     def _write_pending(self) -> None:
         tables = [
-            r.boxes if r.boxes is not None else np.zeros((0, 5), np.float32) for r in self._pending
+            r.target if r.target is not None else np.zeros((0, 5), np.float32)
+            for r in self._pending
         ]
         start, n = self.count, len(tables)
         super()._write_pending()
