@@ -35,7 +35,6 @@ from ..data.shards import (
 from ..registry import load_task
 from ..rundir import WORKER_LOST_EXIT
 from ..runtime.task import Task, detect_task
-from ..spec.schema import ExperimentSpec
 from ..util import write_json_atomic
 from .common import RunDir, progress, setup_logging
 
@@ -119,11 +118,6 @@ def original_entry(record: Record, label: str) -> dict:
         "hash": record.hash,
         "source": record.source,
     }
-
-
-def catalog_of(source: str, spec: ExperimentSpec) -> Catalog:
-    """The spec's task's catalog of ``source`` (labelled images, or images with boxes)."""
-    return load_task(spec.task).catalog(source, spec.data)
 
 
 def _shard_worker(run: RunDir, classes: list[str], samples: list[Sample], index: int) -> None:
@@ -245,7 +239,7 @@ def main(args: argparse.Namespace) -> int:
     log = setup_logging(task.mpi_rank)
     data = run.spec.data
     try:
-        catalog = catalog_of(run.plan["data_source"], run.spec)
+        catalog = load_task(run.spec.task).catalog(run.plan["data_source"], data)
     except CatalogError as exc:
         print(f"xvhpc: error: {exc}", file=sys.stderr)
         return 2
