@@ -456,18 +456,17 @@ def check_against_site(loaded: LoadedSpec, site: SiteConfig) -> list[Problem]:
 
 
 def site_advice(loaded: LoadedSpec, site: SiteConfig) -> list[str]:
-    """What is allowed but probably a mistake on this site: GPUs paid for and left idle."""
-    from ..schedulers import get_scheduler  # late: the schedulers import this package
-
+    """What is allowed but probably a mistake on this site: GPUs paid for and left idle, and
+    old flat backend keys in the site file (file:line, the key and its new place)."""
     res, node = loaded.spec.resources, site.node
-    whole = get_scheduler(site.scheduler).whole_nodes or site.job.exclusive
-    if whole and 0 < res.gpus_per_node < node.gpus:
-        return [
+    advice = list(site.warnings)
+    if site.whole_nodes and 0 < res.gpus_per_node < node.gpus:
+        advice.append(
             f"{loaded.file}: resources.gpus_per_node is {res.gpus_per_node} of the "
             f"{node.gpus} GPUs of a {site.name} node: {site.name} gives (and charges) whole "
             f"nodes, so {node.gpus - res.gpus_per_node} GPU(s) per node sit idle"
-        ]
-    return []
+        )
+    return advice
 
 
 def spec_hash(spec: ExperimentSpec) -> str:
