@@ -42,4 +42,5 @@ class Catalog:
     ignored: list[dict[str, str]] = field(default_factory=list)
 
     def shard(self, index: int, shards: int) -> list[Sample]:
+        """Shard ``index``'s samples: every ``shards``-th, so shards agree without talking."""
         return self.samples[index::shards]

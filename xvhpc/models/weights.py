@@ -68,6 +68,7 @@ def fetch(arch: str) -> Path:
 
 
 def main(args: argparse.Namespace) -> int:
+    """``xvhpc weights list|path|fetch ARCH``: what the cache holds, where, and filling it."""
     known = cacheable()
     if args.action == "list":
         for arch in known:

@@ -45,6 +45,7 @@ def classifier_loss(
         amp_dtype: torch.dtype | None,
         generator: torch.Generator,
     ) -> torch.Tensor:
+        """One batch: flips and jitter seeded by ``generator`` (resumes are exact), then CE."""
         x = online_augment(to_model_input(images, ctx.device), generator)
         x = x.contiguous(memory_format=layout)
         y = labels.to(ctx.device, non_blocking=True)
