@@ -36,7 +36,7 @@ import yaml
 from common import cpu_note, make_highres, workdir
 from PIL import Image
 
-import xvhpc.steps.ingest  # noqa: F401  (imported before timing, like the loops' modules)
+import xvhpc.pipeline.ingest  # noqa: F401  (imported before timing, like the loops' modules)
 from xvhpc.cli import main as xvhpc
 from xvhpc.data import png as fast_png
 

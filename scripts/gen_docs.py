@@ -165,8 +165,7 @@ def spec_page() -> str:
 
 
 def site_page() -> str:
-    from xvhpc.launchers import LAUNCHERS
-    from xvhpc.schedulers import SCHEDULERS
+    from xvhpc.backends.base import LAUNCHERS, SCHEDULERS
     from xvhpc.spec.site import LOCAL_SITE_YAML, SiteConfig
 
     registered = {"scheduler": SCHEDULERS.names(), "launcher": LAUNCHERS.names()}

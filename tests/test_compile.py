@@ -311,7 +311,9 @@ def test_every_launcher_renders_its_command(tmp_path: Path) -> None:
     job = ROOT / "jobs" / "covid_xray.yaml"  # 2 nodes x 4 GPUs
     all_gpus = rendered(job, "summit")["scripts/train.lsf"]
     assert "jsrun -n2 -r1 -a4 -g4 -c42 -bpacked:10 --smpiargs=-disable_gpu_hooks " in all_gpus
-    per_gpu = rendered_site(job, _site_variant(tmp_path, "summit", launcher_options={"mode": "rank_per_gpu"}))
+    per_gpu = rendered_site(
+        job, _site_variant(tmp_path, "summit", launcher_options={"mode": "rank_per_gpu"})
+    )
     assert "jsrun -n8 -r4 -a1 -g1 -c10 -bpacked:10 " in per_gpu["scripts/train.lsf"]
     mpirun = rendered_site(job, _site_variant(tmp_path, "x86-v100", launcher="mpirun"))[
         "scripts/train.sbatch"

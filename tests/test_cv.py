@@ -17,8 +17,10 @@ import yaml
 from sklearn.metrics import accuracy_score, balanced_accuracy_score
 
 from tests.conftest import tiny_spec, xv
-from xvhpc.data.catalog import Sample, build_catalog
-from xvhpc.data.folds import assign_folds, carve_select, dhash, near_duplicates
+from xvhpc.data.catalog import build_catalog
+from xvhpc.data.dedupe import dhash, near_duplicates
+from xvhpc.data.folds import assign_folds, carve_select
+from xvhpc.data.sample import Sample
 from xvhpc.evaluation import pooled_dir, published_metrics
 from xvhpc.spec import SpecError, load_spec
 from xvhpc.spec.points import FINAL_KEY, FOLD_KEY, CvPoint, cv_points
@@ -186,7 +188,7 @@ def test_each_fold_trains_chooses_and_scores_on_disjoint_patients(cv_run: Path) 
     """Out-of-fold scoring covers every original once; no fold trains on a held-out image,
     its augmented copy, or its patient; the checkpoint is chosen on neither."""
     from xvhpc.data.roles import role_index
-    from xvhpc.steps.common import RunDir
+    from xvhpc.rundir.run import RunDir
 
     run = RunDir.open(cv_run)
     catalog = build_catalog(run.plan["data_source"], run.spec.data)
@@ -220,7 +222,7 @@ def test_training_validates_on_the_select_split_only(cv_run: Path) -> None:
     """A real fold's training run: its validation rounds see the select records of the other
     folds, never the held-out fold it is scored on."""
     from xvhpc.data.roles import role_index
-    from xvhpc.steps.common import RunDir
+    from xvhpc.rundir.run import RunDir
 
     run = RunDir.open(cv_run)
     split = run.point(1).data.split
@@ -272,7 +274,7 @@ def test_pooled_figures_come_from_the_pooled_predictions(cv_run: Path) -> None:
     predictions (not a mean of the folds'), the spread lists each fold's, every record once."""
     import logging
 
-    from xvhpc.steps.common import RunDir
+    from xvhpc.rundir.run import RunDir
     from xvhpc.tasks.classify import crossval
     from xvhpc.tasks.classify.metrics import Options
 
@@ -332,7 +334,7 @@ def test_final_fit_trains_on_every_fold_and_nothing_scores_it(final_run: Path) -
 
     from xvhpc.data.roles import role_index
     from xvhpc.evaluation import EvaluateError, candidates
-    from xvhpc.steps.common import RunDir
+    from xvhpc.rundir.run import RunDir
     from xvhpc.tasks.classify.evaluate import evaluate_point
 
     run = RunDir.open(final_run)
@@ -361,10 +363,10 @@ def test_a_final_fit_with_nothing_to_choose_on_keeps_its_last_weights(final_run:
     round saves its bundle, so it holds the last round's weights, not the first's."""
     import torch
 
+    from xvhpc.backends.base import DistInfo
+    from xvhpc.pipeline.train import Position, build_parts, prepare_job, validate
+    from xvhpc.rundir.run import RunDir
     from xvhpc.runtime.distributed import Context
-    from xvhpc.runtime.environments import DistInfo
-    from xvhpc.steps.common import RunDir
-    from xvhpc.steps.train import Position, build_parts, prepare_job, validate
 
     run = RunDir.open(final_run)
     spec = run.point(7)
@@ -387,7 +389,7 @@ def test_published_model_is_the_best_points_final_fit(final_run: Path) -> None:
     import logging
 
     from xvhpc.evaluation import leaderboard
-    from xvhpc.steps.common import RunDir
+    from xvhpc.rundir.run import RunDir
     from xvhpc.tasks.classify import crossval
     from xvhpc.tasks.classify.metrics import Options
 
@@ -433,7 +435,7 @@ def test_without_folds_the_select_split_is_carved_from_training(
     """data.split.select without folds: train, select and validation are disjoint patients;
     the report's wording says the validation split never chose the checkpoint."""
     from xvhpc.data.roles import role_index
-    from xvhpc.steps.common import RunDir
+    from xvhpc.rundir.run import RunDir
     from xvhpc.tasks.classify.evaluate import selection
 
     spec = tiny_spec(
@@ -478,7 +480,7 @@ def test_pooling_refuses_a_record_scored_twice_or_missing(cv_run: Path) -> None:
     import logging
 
     from xvhpc.evaluation import EvaluateError
-    from xvhpc.steps.common import RunDir
+    from xvhpc.rundir.run import RunDir
     from xvhpc.tasks.classify import crossval
     from xvhpc.tasks.classify.metrics import Options
 
@@ -524,11 +526,11 @@ def test_shards_written_with_other_split_settings_are_written_again(
     to train."""
     import torch
 
+    from xvhpc.backends.base import DistInfo
     from xvhpc.data.roles import role_index
+    from xvhpc.pipeline.train import TrainError, prepare_job
+    from xvhpc.rundir.run import RunDir
     from xvhpc.runtime.distributed import Context
-    from xvhpc.runtime.environments import DistInfo
-    from xvhpc.steps.common import RunDir
-    from xvhpc.steps.train import TrainError, prepare_job
     from xvhpc.util import UserError
 
     tmp = tmp_path_factory.mktemp("resplit")
@@ -586,7 +588,7 @@ def test_evaluating_one_fold_keeps_its_rule_out_of_the_published_model(cv_run: P
     under eval/N, labelled so, never into a bundle or RUN_DIR/model (the pooled rule stays)."""
     import argparse
 
-    from xvhpc.steps import evaluate
+    from xvhpc.pipeline import evaluate
 
     bundle = cv_run / "train" / "1" / "model"
     if not (bundle / "meta.json").exists():  # trained by the select-split test when it ran
@@ -611,7 +613,7 @@ def test_evaluating_one_fold_keeps_its_rule_out_of_the_published_model(cv_run: P
 
 def test_popcount_without_numpy_2(monkeypatch: pytest.MonkeyPatch) -> None:
     """Open-CE's torch 2.0.1 environments hold numpy 1.x, which has no np.bitwise_count."""
-    from xvhpc.data.folds import popcount
+    from xvhpc.data.dedupe import popcount
 
     values = np.random.default_rng(0).integers(0, 2**63, size=(5, 7), dtype=np.uint64)
     expected = [[bin(int(v)).count("1") for v in row] for row in values]

@@ -596,7 +596,7 @@ def test_the_leaderboard_ranks_any_task_by_its_rank_by(tmp_path: Path) -> None:
     the default map), publishes the best point's bundle, and lists a point whose training
     failed, with its row and state, as for classifiers."""
     from xvhpc.evaluation import failed_points, leaderboard
-    from xvhpc.steps.common import RunDir
+    from xvhpc.rundir.run import RunDir
 
     rates = [0.1, 0.01, 0.001]
     spec = {

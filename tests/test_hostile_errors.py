@@ -141,7 +141,7 @@ def test_logs_xvhpc_appends_to_are_never_written_through_a_link(tmp_path: Path) 
     step's log) is refused with one line; the file it points at is not touched."""
     import os
 
-    from xvhpc.steps.train import append_metrics
+    from xvhpc.pipeline.train import append_metrics
     from xvhpc.util import UserError, open_append
 
     victim = tmp_path / "victim.txt"

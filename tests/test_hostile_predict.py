@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from xvhpc.pipeline.predict import chunk_file, merge, run_chunk
 from xvhpc.rundir.records import PredictError, PredictJob
-from xvhpc.steps.predict import chunk_file, merge, run_chunk
 from xvhpc.tasks.classify.predict import PREDICTIONS
 
 from .test_hostile import bundle_dir, gradient, png_bytes  # noqa: F401

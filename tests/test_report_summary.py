@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from xvhpc.data.folds import NEAR_DISTANCE, dhash, near_duplicates
+from xvhpc.data.dedupe import NEAR_DISTANCE, dhash, near_duplicates
 from xvhpc.data.synth import CLASSES, xray
-from xvhpc.steps.report import number_warnings
+from xvhpc.pipeline.report import number_warnings
 
 from .conftest import require
 

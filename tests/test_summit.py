@@ -447,8 +447,8 @@ def test_summit_ingest_ranks_use_the_cores_of_their_resource_set(monkeypatch) ->
     """N9: an MPI ingest rank runs a worker pool where workers start without fork (Summit's
     site sets forkserver), and its CPU count is its resource set's (the affinity mask), not
     LSF's whole-job LSB_DJOB_NUMPROC."""
+    from xvhpc.pipeline.ingest import rank_workers
     from xvhpc.runtime.whoami import BatchTask, allocated_cpus
-    from xvhpc.steps.ingest import rank_workers
 
     ranks = BatchTask(None, 7, mpi_rank=3, mpi_size=8)
     monkeypatch.setenv("XVHPC_MP_START_METHOD", "forkserver")

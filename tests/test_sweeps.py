@@ -728,10 +728,10 @@ def test_a_trial_whose_point_fails_to_validate_is_failed_and_its_heartbeat_stopp
 
     import torch
 
+    from xvhpc.backends.base import DistInfo
+    from xvhpc.rundir.run import RunDir
     from xvhpc.runtime.distributed import Context
-    from xvhpc.runtime.environments import DistInfo
     from xvhpc.spec.schema import RangeSpec
-    from xvhpc.steps.common import RunDir
     from xvhpc.sweeps.heartbeat import heartbeat_path
     from xvhpc.sweeps.tracker import PointTracker
 
@@ -756,9 +756,9 @@ def test_mlflow_store_race_is_retried_and_a_tracking_failure_never_stops_trainin
 
     import torch
 
+    from xvhpc.backends.base import DistInfo
     from xvhpc.rundir import Layout
     from xvhpc.runtime.distributed import Context
-    from xvhpc.runtime.environments import DistInfo
     from xvhpc.sweeps.mlflow_store import MlflowRun, _offline, client
     from xvhpc.sweeps.tracker import PointTracker
 

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import torch
 
+from xvhpc.backends.base import EnvironmentError_
 from xvhpc.data.dataset import RankBatches
 from xvhpc.models.weights import cached_file
 from xvhpc.models.zoo import build_model
-from xvhpc.runtime.environments import EnvironmentError_, detect_environment
-from xvhpc.runtime.task import detect_task
+from xvhpc.runtime.whoami import batch_task, detect_environment
 from xvhpc.spec.schema import ModelSpec
 from xvhpc.tasks.classify.info import ARCHITECTURES
 
@@ -111,7 +111,7 @@ def test_detects_a_single_process() -> None:
 
 
 def test_jsrun_master_is_first_compute_host_not_launch_node(tmp_path: Path) -> None:
-    from xvhpc.runtime.environments import JsrunEnvironment
+    from xvhpc.backends.lsf.environment import JsrunEnvironment
 
     rankfile = tmp_path / "rankfile"
     rankfile.write_text("batch3\nh41n01\nh41n01\nh41n02\n")
@@ -142,25 +142,25 @@ def test_missing_torchrun_variable_names_it_and_hints() -> None:
 
 
 def test_array_index_slurm_counts_from_zero() -> None:
-    assert detect_task({"SLURM_ARRAY_TASK_ID": "3"}).array_index == 3
+    assert batch_task({"SLURM_ARRAY_TASK_ID": "3"}).array_index == 3
 
 
 def test_array_index_lsf_counts_from_one() -> None:
-    assert detect_task({"LSB_JOBINDEX": "3"}).array_index == 2
+    assert batch_task({"LSB_JOBINDEX": "3"}).array_index == 2
 
 
 def test_no_array_index_outside_an_array() -> None:
-    assert detect_task({"LSB_JOBINDEX": "0"}).array_index is None  # LSF: not an array job
-    assert detect_task({}).array_index is None
+    assert batch_task({"LSB_JOBINDEX": "0"}).array_index is None  # LSF: not an array job
+    assert batch_task({}).array_index is None
 
 
 def test_cpus_are_the_schedulers_grant() -> None:
-    assert detect_task({"SLURM_CPUS_PER_TASK": "6"}).cpus == 6
-    assert detect_task({"LSB_DJOB_NUMPROC": "42"}).cpus == 42
+    assert batch_task({"SLURM_CPUS_PER_TASK": "6"}).cpus == 6
+    assert batch_task({"LSB_DJOB_NUMPROC": "42"}).cpus == 42
 
 
 def test_no_mpi_rank_without_an_mpi_launcher() -> None:
-    task = detect_task({})
+    task = batch_task({})
     assert (task.mpi_rank, task.mpi_size, task.comm) == (0, 1, None)
 
 
@@ -533,10 +533,10 @@ def test_jsrun_without_a_working_mpi4py_stops_with_a_clear_error() -> None:
     believe they are rank 0 of 1, and packed points would wait on node 1 for 600 s."""
     jsrun = {"JSM_NAMESPACE_SIZE": "8", "JSM_NAMESPACE_RANK": "3", "JSM_NAMESPACE_LOCAL_RANK": "3"}
     code = (
-        "import sys, json; from xvhpc.runtime.task import detect_task\n"
-        "from xvhpc.runtime.environments import detect_environment\n"
+        "import sys, json; from xvhpc.runtime.whoami import batch_task\n"
+        "from xvhpc.runtime.whoami import detect_environment\n"
         "if sys.argv[1] == 'absent': sys.modules['mpi4py'] = None\n"
-        "for f in (detect_task, detect_environment):\n"
+        "for f in (batch_task, detect_environment):\n"
         "    try: f(json.loads(sys.argv[2])); print('no error')\n"
         "    except Exception as e: print(type(e).__name__, e)\n"
     )

@@ -45,7 +45,7 @@ def _ingest_locks(args: argparse.Namespace) -> list[tuple[str, bool]] | None:
     """What this ``xvhpc ingest`` writes, as run-dir locks (see xvhpc/lock.py); None: nothing
     (an MPI rank other than 0 of ``--shard all``, whose rank 0 holds the lock for all)."""
     from .lock import launch_rank
-    from .runtime.task import array_index
+    from .runtime.whoami import array_index
 
     if args.shard == "all":
         return [("ingest", False)] if launch_rank() == 0 else None
@@ -80,7 +80,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_sites(args: argparse.Namespace) -> int:
-    from .schedulers import availability
+    from .backends.base import availability
     from .spec import SpecError, known_sites, load_site
 
     for name, file in sorted(known_sites().items()):
@@ -200,7 +200,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     from . import lock
-    from .steps.ingest import main
+    from .pipeline.ingest import main
 
     parts = _ingest_locks(args)
     if parts is None:
@@ -220,7 +220,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     stopsignals.hold()  # before torch loads: a run-limit signal now must not kill the rank
     from . import lock
-    from .steps.train import main
+    from .pipeline.train import main
 
     if lock.launch_rank() != 0:  # only rank 0 writes: the job's other ranks never lock
         return main(args)
@@ -229,13 +229,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .steps.evaluate import main
+    from .pipeline.evaluate import main
 
     return main(args)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .steps.report import main
+    from .pipeline.report import main
 
     return main(args)
 
@@ -303,7 +303,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_predict_chunk(args: argparse.Namespace) -> int:
-    from .steps.predict import main
+    from .pipeline.predict import main
 
     return main(args)
 

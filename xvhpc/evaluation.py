@@ -27,8 +27,8 @@ from .util import read_json, write_json_atomic
 
 if TYPE_CHECKING:
     from .data.dataset import Index
+    from .rundir.run import RunDir
     from .spec import ExperimentSpec
-    from .steps.common import RunDir
 
 _PART = re.compile(r"(#frame\d+)?(#tile\d+)?$")
 

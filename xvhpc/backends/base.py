@@ -4,7 +4,7 @@ and JobEnvironment (who a process is inside a job), and their registries.
 A backend is one folder, ``xvhpc/backends/<name>/``: ``scheduler.py`` and/or ``launcher.py``
 register their classes here on import (found by ``registry.discover``, so adding a backend edits
 nothing outside its folder), ``environment.py`` reads the job-side variables (stdlib only: every
-training rank imports it; ``runtime/environments.py`` lists them in its DETECTION_ORDER) and
+training rank imports it; ``runtime/whoami.py`` lists them in its DETECTION_ORDER) and
 ``options.py`` declares its site options. The rest of xvhpc asks these registries and never
 compares a scheduler or launcher name.
 

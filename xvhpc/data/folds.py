@@ -17,10 +17,6 @@ from typing import Any
 import numpy as np
 
 from ..spec.schema import DataSpec, SplitSpec
-
-# dedupe's names stay importable from here until tests/test_cv.py and tests/test_report_summary.py
-# import them from data/dedupe.py (issue 21)
-from .dedupe import NEAR_DISTANCE, dhash, near_duplicates, popcount  # noqa: F401
 from .sample import CatalogError, Sample
 
 SELECT = "select"  # the split of the samples that choose checkpoints (never trained on)

@@ -26,11 +26,11 @@ if TYPE_CHECKING:
     from ..data.shards import Record, ShardWriter
     from ..models.bundle import Bundle
     from ..rundir.records import PredictJob
+    from ..rundir.run import RunDir
     from ..runtime.distributed import Context
     from ..spec.errors import Problem
     from ..spec.load import LoadedSpec
     from ..spec.schema import DataSpec, ExperimentSpec, ModelSpec
-    from ..steps.common import RunDir
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from .evaluate import decision_rule, predictions_csv, selection
 from .metrics import SPREAD, Options, model_details
 
 if TYPE_CHECKING:
-    from ...steps.common import RunDir
+    from ...rundir.run import RunDir
 
 
 def deployed_text(group: CvPoint) -> str:

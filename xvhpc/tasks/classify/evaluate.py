@@ -36,7 +36,7 @@ from ...util import read_json, write_json_atomic, write_text_atomic
 from .metrics import Options, model_details
 
 if TYPE_CHECKING:
-    from ...steps.common import RunDir
+    from ...rundir.run import RunDir
 
 PREDICTIONS = "predictions.csv"
 

@@ -2,7 +2,7 @@
 model's decision rule, the decision, or why it was skipped), Grad-CAM heatmaps on request, and
 the merge of the chunks into ``predictions.csv`` + ``summary.json``.
 
-The task-blind driver (``steps/predict.py``) picks the chunk, checks and writes its file; this
+The task-blind driver (``pipeline/predict.py``) picks the chunk, checks and writes its file; this
 module only knows what a classifier's rows are.
 """
 

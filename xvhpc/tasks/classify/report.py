@@ -22,7 +22,7 @@ from ...util import read_json
 from .metrics import MIN_SUPPORT, SPREAD
 
 if TYPE_CHECKING:
-    from ...steps.common import RunDir
+    from ...rundir.run import RunDir
 
 WORST = 10  # worst errors listed per point
 

@@ -1,4 +1,4 @@
-"""The classification pieces of ``steps/train.py``'s task-blind loop: the loss of a batch (on
+"""The classification pieces of ``pipeline/train.py``'s task-blind loop: the loss of a batch (on
 online-augmented images, class-weighted and smoothed as the spec says) and validation
 (loss and accuracy); the ``loss`` and ``validate`` hooks of ``task.py``."""
 

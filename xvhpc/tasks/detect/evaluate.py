@@ -1,7 +1,7 @@
 """``xvhpc evaluate`` for detection: each point's model on its validation split → COCO mAP,
 mAP@.5, per-class AP and precision-recall curves with bootstrap intervals (``metrics.json``),
 every box it finds (``predictions.jsonl``) and a few images drawn with predicted and true boxes.
-The driver (steps/evaluate.py) ranks the points by ``evaluate.rank_by`` (mAP or mAP@.5)."""
+The driver (pipeline/evaluate.py) ranks the points by ``evaluate.rank_by`` (mAP or mAP@.5)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from .predict import boxes_json, detect
 
 if TYPE_CHECKING:
     from ...models.bundle import Bundle
-    from ...steps.common import RunDir
+    from ...rundir.run import RunDir
 
 SAMPLES = 6  # validation images drawn with their boxes (the report shows them)
 TRUE, PREDICTED = (0, 220, 0), (255, 220, 0)

@@ -22,9 +22,9 @@ if TYPE_CHECKING:
     from ...data.shards import Record, ShardWriter
     from ...models.bundle import Bundle
     from ...rundir.records import PredictJob
+    from ...rundir.run import RunDir
     from ...runtime.distributed import Context
     from ...spec.schema import DataSpec, ExperimentSpec, ModelSpec
-    from ...steps.common import RunDir
 
 
 class DetectTask:

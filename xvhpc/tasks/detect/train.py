@@ -1,4 +1,4 @@
-"""The detection pieces of ``steps/train.py``'s task-blind loop: the loss of a batch and
+"""The detection pieces of ``pipeline/train.py``'s task-blind loop: the loss of a batch and
 validation (the ``loss`` and ``validate`` hooks of ``task.py``).
 
 Everything else (DDP, launchers, requeue, AMP, checkpoints, progress, lr warm-up) is the loop's.

@@ -24,7 +24,8 @@ from ..evaluation import (
     unfinished,
 )
 from ..registry import load_task
-from .common import RunDir, setup_logging
+from ..rundir.run import RunDir
+from .common import setup_logging
 
 if TYPE_CHECKING:
     from ..tasks.base import Task

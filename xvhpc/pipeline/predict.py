@@ -24,7 +24,7 @@ from ..models.bundle import load_bundle
 from ..registry import load_task
 from ..rundir.records import CHUNKS, ChunkDamaged, PredictError, PredictJob, job_key, task_of
 from ..runtime.placement import place
-from ..runtime.task import launcher_rank
+from ..runtime.whoami import launcher_rank
 from ..stats.decision import DecisionError
 from ..tasks.base import Task
 from ..util import write_text_atomic

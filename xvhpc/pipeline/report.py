@@ -13,10 +13,11 @@ from ..evaluation import best_point, published_metrics
 from ..registry import load_task, task_info
 from ..report.html import ci, img_tag, png, table
 from ..rundir import Layout
+from ..rundir.run import RunDir
 from ..sweeps.board import params_text
 from ..sweeps.board import report_section as sweep_section
 from ..util import read_json, write_text_atomic
-from .common import RunDir, setup_logging
+from .common import setup_logging
 
 if TYPE_CHECKING:
     from ..tasks.base import Task

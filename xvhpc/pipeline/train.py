@@ -40,6 +40,7 @@ from ..models.weights import MissingWeights
 from ..models.zoo import memory_format
 from ..registry import load_task
 from ..rundir import REQUEUE_EXIT, REQUEUE_MARKER_ENV, Layout
+from ..rundir.run import RunDir
 from ..runtime import compat, stopsignals
 from ..runtime.checkpoint import checkpoint_best, load_checkpoint, restore_rng, save_checkpoint
 from ..runtime.distributed import Context, all_reduce_sum, any_rank, setup, teardown
@@ -47,7 +48,7 @@ from ..spec import ExperimentSpec
 from ..sweeps.tracker import PointTracker
 from ..tasks.base import Task
 from ..util import open_append, read_json, write_json_atomic, write_text_atomic
-from .common import RunDir, setup_logging, want_bar
+from .common import setup_logging, want_bar
 
 STOP_SIGNALS = stopsignals.STOP_SIGNALS
 

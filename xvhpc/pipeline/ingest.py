@@ -5,7 +5,7 @@ splits the whole source the same way, so shards agree without talking to each ot
 task-blind driver: the spec's task lists the source, turns each file into records and writes
 its shards (``tasks/<name>/``, the ingest hooks); the worker pools are in ``data/pool.py``, the
 manifest in ``data/manifest.py``, and who this process is (array index, CPUs, MPI rank) comes
-from ``runtime/task.py``.
+from ``runtime/whoami.py``.
 """
 
 from __future__ import annotations
@@ -34,9 +34,10 @@ from ..data.shards import (
 )
 from ..registry import load_task
 from ..rundir import WORKER_LOST_EXIT
-from ..runtime.task import Task, detect_task
+from ..rundir.run import RunDir
+from ..runtime.whoami import BatchTask, batch_task
 from ..util import write_json_atomic
-from .common import RunDir, progress, setup_logging
+from .common import progress, setup_logging
 
 
 def ingest_shard(
@@ -196,7 +197,7 @@ def merge(run: RunDir, catalog: Catalog, shards: int, log) -> int:
     return 0
 
 
-def rank_workers(workers: int, task: Task) -> int:
+def rank_workers(workers: int, task: BatchTask) -> int:
     """Worker processes of one ingest rank. Under MPI, only where workers start without fork
     (forkserver/spawn: a forked MPI process is unsafe): then each rank uses the cores of its
     resource set, not one of them (issue 22 N9: Summit ranks own 7-10 cores each)."""
@@ -205,7 +206,9 @@ def rank_workers(workers: int, task: Task) -> int:
     return workers if mp_context().get_start_method() != "fork" else 1
 
 
-def _write_shards(args, run: RunDir, catalog: Catalog, workers: int, task: Task, log) -> int | None:
+def _write_shards(
+    args, run: RunDir, catalog: Catalog, workers: int, task: BatchTask, log
+) -> int | None:
     """The shards this call writes: all (shared among MPI ranks), one, or none (--merge).
 
     Returns an exit code to stop with, or None to go on (to the merge)."""
@@ -235,7 +238,7 @@ def _write_shards(args, run: RunDir, catalog: Catalog, workers: int, task: Task,
 
 def main(args: argparse.Namespace) -> int:
     run = RunDir.open(args.run_dir)
-    task = detect_task()
+    task = batch_task()
     log = setup_logging(task.mpi_rank)
     data = run.spec.data
     try:
