@@ -139,6 +139,17 @@ def publish_model(run: Path | _HasRoot, point: int) -> None:
     replace_dir(tmp, layout.model)
 
 
+def preprocessing(meta: dict) -> dict:
+    """What an export's sidecar says an image goes through before the model (decode, resize,
+    scale): every task's export writes it, so it sits with the bundle, below tasks and serve."""
+    return {
+        "decode": "grayscale (replicated to 3 channels)" if meta["channels"] == 1 else "RGB",
+        "resize": meta["resize"],
+        "image_size": int(meta["image_size"]),
+        "scale": "1/255",
+    }
+
+
 def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> Bundle:
     """The bundle at ``path``. Its weights load with ``weights_only``: a file that does not load
     (corrupt, or a pickle payload) is an ``UnloadableFile`` naming it, and nothing runs."""

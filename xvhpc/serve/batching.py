@@ -6,7 +6,7 @@ waits; one batching thread takes whatever arrived within a short window (or as s
 
 Exactness: the model's rows do not depend on which other rows share the batch, except that
 a batch of a single row takes another kernel path on CPU (≈1e-5 apart in the logits). Both
-the batched and the unbatched path therefore go through :func:`forward`, which never runs a
+the batched and the unbatched path therefore go through :func:`~xvhpc.models.infer.forward`, which never runs a
 one-row batch; batched answers then equal unbatched ones bit for bit (tested).
 """
 
@@ -22,13 +22,7 @@ import numpy as np
 import torch
 
 from ..models.bundle import Bundle
-
-
-def forward(bundle: Bundle, x: torch.Tensor) -> np.ndarray:
-    """Class probabilities per row of ``x``; a one-row batch is run as two identical rows."""
-    if len(x) == 1:
-        return bundle.probabilities(torch.cat([x, x]))[:1]
-    return bundle.probabilities(x)
+from ..models.infer import forward
 
 
 @dataclass

@@ -25,14 +25,11 @@ def export(run_dir: str | Path, fmt: str, out: str | Path | None = None) -> Path
     return load_task(task_of(bundle.meta)).export(bundle, fmt, target, model_dir)
 
 
-def preprocessing(meta: dict) -> dict:
-    """What the sidecar says an image goes through before the model (decode, resize, scale)."""
-    return {
-        "decode": "grayscale (replicated to 3 channels)" if meta["channels"] == 1 else "RGB",
-        "resize": meta["resize"],
-        "image_size": int(meta["image_size"]),
-        "scale": "1/255",
-    }
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """``xvhpc export``'s flags."""
+    p.add_argument("run_dir")
+    p.add_argument("--format", choices=["torchscript", "onnx", "triton"], default="torchscript")
+    p.add_argument("--out", default=None)
 
 
 def main(args: argparse.Namespace) -> int:

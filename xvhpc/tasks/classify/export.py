@@ -8,9 +8,8 @@ from pathlib import Path
 
 import torch
 
-from ...models.bundle import Bundle
+from ...models.bundle import Bundle, preprocessing
 from ...runtime.compat import onnx_export_kwargs
-from ...serve.export import preprocessing
 from ...stats.decision import read_decision
 from ...util import atomic_path, write_json_atomic
 

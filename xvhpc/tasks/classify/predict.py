@@ -25,8 +25,8 @@ import torch
 from ...data.catalog import display_name
 from ...data.decode import BadImage, decode
 from ...models.bundle import Bundle, overlay_png
+from ...models.infer import forward
 from ...rundir.records import ChunkDamaged, PredictJob
-from ...serve.batching import forward
 from ...stats.decision import decide, read_decision
 from ...util import atomic_path, write_json_atomic, write_text_atomic
 

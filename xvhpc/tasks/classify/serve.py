@@ -14,7 +14,7 @@ from PIL import Image
 
 from ...data.decode import decode
 from ...models.bundle import Bundle, overlay_png
-from ...serve.batching import forward
+from ...models.infer import forward
 from ...stats.decision import decide
 
 

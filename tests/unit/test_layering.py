@@ -1,0 +1,132 @@
+"""Imports go one way (issue 21): no import circles, counting function-level imports, and the
+never-rules of the layout (README "Layout"). Measured on the source by an AST walk, so a late
+import cannot hide a circle; imports under ``if TYPE_CHECKING:`` never run and do not count."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+PACKAGE = Path(__file__).parents[2] / "xvhpc"
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return found
+
+
+MODULES = _modules()
+
+
+def _type_checking_nodes(tree: ast.AST) -> set[int]:
+    skip: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            skip |= {id(n) for part in node.body for n in ast.walk(part)}
+    return skip
+
+
+def _targets(module: str, node: ast.Import | ast.ImportFrom, package: bool) -> set[str]:
+    """The xvhpc modules an import statement loads (``from . import x`` → the submodule x)."""
+    if isinstance(node, ast.Import):
+        names = [a.name for a in node.names]
+    else:
+        base = module if package else module.rpartition(".")[0]
+        for _ in range(node.level - 1):
+            base = base.rpartition(".")[0]
+        mod = node.module or ""
+        mod = (f"{base}.{mod}" if mod else base) if node.level else mod
+        names = [mod, *(f"{mod}.{a.name}" for a in node.names)]
+    found = set()
+    for name in names:
+        while name and name not in MODULES:
+            name = name.rpartition(".")[0]
+        if name and name != module and not module.startswith(name + "."):
+            found.add(name)
+    return found
+
+
+def import_graph() -> dict[str, set[str]]:
+    graph = {}
+    for module, path in MODULES.items():
+        tree = ast.parse(path.read_text())
+        skip = _type_checking_nodes(tree)
+        edges: set[str] = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import | ast.ImportFrom) and id(node) not in skip:
+                edges |= _targets(module, node, path.name == "__init__.py")
+        graph[module] = edges
+    return graph
+
+
+def circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found = []
+    for root in graph:
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph[root])))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = len(index)
+                    stack.append(child)
+                    work.append((child, iter(sorted(graph[child]))))
+                elif child in stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    found.append(sorted(component))
+    return found
+
+
+GRAPH = import_graph()
+
+
+def test_the_walk_sees_late_imports_and_skips_type_checking() -> None:
+    """The measure itself: a function-level import is an edge, a TYPE_CHECKING one is not."""
+    assert "xvhpc.registry" in GRAPH["xvhpc.spec.task"]
+    assert "xvhpc.tasks.base" not in GRAPH["xvhpc.registry"]  # TYPE_CHECKING only
+    assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_no_import_circles() -> None:
+    assert circles(GRAPH) == []
+
+
+def _reaches(source: str, target: str) -> list[str]:
+    """``source`` modules that import a ``target`` module directly (regexes on dotted names)."""
+    return sorted(
+        f"{m} -> {t}"
+        for m, edges in GRAPH.items()
+        if re.fullmatch(source, m)
+        for t in edges
+        if re.fullmatch(target, t)
+    )
+
+
+def test_tasks_never_import_serve_or_pipeline() -> None:
+    """A task plugs into the drivers and serve; it never reaches back up into them (the shared
+    pieces, ``preprocessing`` and ``forward``, live in models/)."""
+    assert _reaches(r"xvhpc\.tasks(\..*)?", r"xvhpc\.(serve|pipeline)(\..*)?") == []
