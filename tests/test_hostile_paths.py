@@ -13,13 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.test_hostile import gradient, png_bytes
 from xvhpc.data.catalog import build_catalog
 from xvhpc.lock import hold, waiting
 from xvhpc.spec.schema import DataSpec
 from xvhpc.tasks.detect.catalog import build_detection_catalog
 from xvhpc.util import UserError
-
-from .test_hostile import gradient, png_bytes
 
 
 def _outside_files(tmp_path: Path) -> tuple[Path, Path]:

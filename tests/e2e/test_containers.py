@@ -1,0 +1,163 @@
+"""Steps in a container image (env.container): rendered for every launcher and runtime, and run
+for real under Charliecloud (Debian's charliecloud: unprivileged, no daemon) on an image this
+test builds offline: a directory tree whose system folders are the host's, bound read-only."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT, require, tiny_spec, xv
+from xvhpc.plan import build_plan
+from xvhpc.plan.render import render_plan
+from xvhpc.spec import SpecError, load_site, load_spec
+from xvhpc.spec.site import Container
+
+JOB = ROOT / "jobs" / "covid_xray.yaml"  # 2 nodes x 4 GPUs
+
+
+def site_with(tmp_path: Path, base: str, container: dict, **changes) -> Path:
+    data = yaml.safe_load((ROOT / "site_configs" / f"{base}.yaml").read_text())
+    data["env"] = {**data.get("env", {}), "container": container, "python": "python3"}
+    data.update(changes)
+    path = tmp_path / f"{base}-{container['runtime']}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def scripts(site_file: Path) -> dict[str, str]:
+    site = load_site(str(site_file))
+    plan = build_plan(load_spec(JOB), site, "/scratch/runs/x")
+    plan.data_source = "/scratch/data"
+    return {k.split("/")[-1]: v for k, v in render_plan(plan, site).items()}
+
+
+def test_apptainer_wraps_each_rank_of_srun_mpirun_and_jsrun(tmp_path: Path) -> None:
+    box = {"runtime": "apptainer", "image": "/images/pytorch.sif", "binds": ["/scratch"]}
+    wrap = (
+        'apptainer exec --nv --bind "$RUN_DIR",/scratch/data,/scratch /images/pytorch.sif '
+        '"$XVHPC_PY" -m xvhpc train'
+    )
+    srun = scripts(site_with(tmp_path, "x86-v100", box))
+    assert f"--kill-on-bad-exit=1 {wrap}" in srun["train.sbatch"]
+    # a step without GPUs gets no --nv; it still runs in the image
+    assert (
+        'apptainer exec --bind "$RUN_DIR",/scratch/data,/scratch /images/pytorch.sif'
+        in (srun["report.sbatch"])
+    )
+    mpirun = scripts(site_with(tmp_path, "x86-v100", box, launcher="mpirun"))["train.sbatch"]
+    assert f'--hostfile "$LSB_DJOB_HOSTFILE"}} {wrap}' in mpirun
+    jsrun = scripts(site_with(tmp_path, "summit", {**box, "runtime": "singularity"}))
+    assert "--smpiargs=-disable_gpu_hooks singularity exec --nv" in jsrun["train.lsf"]
+
+
+def test_torchrun_runs_inside_one_container() -> None:
+    """torchrun's agent spawns the ranks itself: the container wraps the whole launch line."""
+    site = load_site("local").model_copy(deep=True)
+    site.env.container = Container(runtime="charliecloud", image="/images/xvhpc")
+    spec = load_spec(JOB)
+    plan = build_plan(spec, site, "/scratch/runs/x")
+    train = render_plan(plan, site)["scripts/train.sh"]
+    assert 'ch-run -b "$RUN_DIR" -b ' in train
+    assert '--cd "$RUN_DIR" /images/xvhpc -- "$XVHPC_PY" -m torch.distributed.run' in train
+
+
+def test_pyxis_adds_srun_flags_and_runs_single_steps_through_srun(tmp_path: Path) -> None:
+    box = {"runtime": "pyxis", "image": "nvcr.io#nvidia/pytorch:24.05-py3"}
+    out = scripts(site_with(tmp_path, "x86-v100", box))
+    flags = (
+        "'--container-image=nvcr.io#nvidia/pytorch:24.05-py3' "
+        '--container-mounts="$RUN_DIR":"$RUN_DIR",/scratch/data:/scratch/data '
+        '--container-workdir="$RUN_DIR"'
+    )
+    assert f"srun {flags} --nodes=2 --ntasks-per-node=4" in out["train.sbatch"]
+    assert f'srun --nodes=1 --ntasks=1 {flags} "$XVHPC_PY" -m xvhpc report' in out["report.sbatch"]
+    with pytest.raises(SpecError, match="pyxis is an srun plugin"):
+        load_site(str(site_with(tmp_path, "summit", box)))
+
+
+def test_a_bad_image_reference_is_refused_with_the_valid_form(tmp_path: Path) -> None:
+    box = {"runtime": "apptainer", "image": "x.sif; rm -rf ~"}
+    with pytest.raises(SpecError, match=r"env\.container\.image.*must be an image path"):
+        load_site(str(site_with(tmp_path, "x86-v100", box)))
+
+
+def image_tree(root: Path, binds: list[Path]) -> Path:
+    """A Charliecloud directory image: empty system folders, bound from the host at run time,
+    and a mount point for every folder the run needs (ch-run binds onto existing paths)."""
+    for name in ("usr", "lib", "lib64", "bin", "etc", "tmp", "proc", "dev", "sys", "home", "root"):
+        (root / name).mkdir(parents=True, exist_ok=True)
+    for name in ("passwd", "group", "hosts", "resolv.conf"):
+        (root / "etc" / name).touch()
+    for path in binds:
+        (root / path.relative_to("/")).mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def test_the_pipeline_runs_inside_a_real_charliecloud_container(
+    tmp_path: Path, demo_data: Path
+) -> None:
+    """`xvhpc run` on a site whose steps run under ch-run: ingest, train (torchrun inside one
+    container), evaluate and report all run in the image; each rank records it ran there."""
+    require("ch-run", "a real container runtime for env.container (apt: charliecloud)")
+    venv = Path(sys.prefix)
+    binds = sorted(
+        {Path(p) for p in ("/usr", "/lib", "/lib64", "/bin")} | {venv, Path(sys.base_prefix), ROOT}
+    )
+    work = tmp_path / "work"
+    (work / "run").mkdir(parents=True)
+    image = image_tree(tmp_path / "image", [*binds, work, demo_data])
+    (image / "xvhpc-image").write_text("inside\n")  # only the image has it
+    site = {
+        "name": "local-charliecloud",
+        "architecture": "x86_64",
+        "scheduler": "local",
+        "launcher": "torchrun",
+        "node": {"cores": 2, "gpus": 0, "memory_gb": 8},
+        "env": {
+            "python": str(venv / "bin" / "python"),
+            "container": {
+                "runtime": "charliecloud",
+                "image": str(image),
+                "binds": [str(b) for b in binds if b.is_dir()] + [str(work)],
+            },
+        },
+    }
+    site_file = tmp_path / "local-charliecloud.yaml"
+    site_file.write_text(yaml.safe_dump(site))
+    spec = tiny_spec(work / "spec.yaml", demo_data, train={"max_iterations": 4})
+    env = {"USER": os.environ.get("USER", "root")}  # ch-run needs it (a login shell sets it)
+    run = work / "run"
+    xv("run", str(spec), "--site", str(site_file), "--out", str(run), env=env, cwd=work)
+    script = (run / "scripts" / "train.sh").read_text()
+    assert f'ch-run -b "$RUN_DIR" -b {demo_data}' in script and str(image) in script
+    assert (run / "report.html").exists() and (run / "model" / "meta.json").exists()
+    probe = xv("run", str(spec), "--site", str(site_file), "--out", str(run), env=env, cwd=work)
+    assert probe.stdout.count("already completed, skipping") == 4
+    inside = xv_in_image(image, binds, work, env)  # the same ch-run: its root is the image's
+    assert inside["image_marker"] and not Path("/xvhpc-image").exists()
+
+
+def xv_in_image(image: Path, binds: list[Path], work: Path, env: dict[str, str]) -> dict:
+    """What a process under the same ch-run sees: the image's file, not the host's view."""
+    import subprocess
+
+    code = (
+        "import json, os; print(json.dumps({'image_marker': os.path.exists('/xvhpc-image'), "
+        f"'host_marker': os.path.exists({str(image)!r})}}))"
+    )
+    argv = ["ch-run", *[t for b in [*binds, work] for t in ("-b", str(b))], str(image), "--"]
+    proc = subprocess.run(
+        [*argv, sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)

@@ -1,0 +1,225 @@
+"""Contract tests over every registered scheduler and launcher, and the registries themselves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT
+from xvhpc.backends.base import LAUNCHERS, SCHEDULERS, get_scheduler
+from xvhpc.plan import build_plan
+from xvhpc.plan.render import render_plan
+from xvhpc.registry import Registry, UnknownName
+from xvhpc.spec import SpecError, load_site, load_spec
+
+SCHEDULER_NAMES = SCHEDULERS.names()
+LAUNCHER_NAMES = LAUNCHERS.names()
+
+
+def _site(tmp_path: Path, scheduler: str, launcher: str = "local") -> Path:
+    data = yaml.safe_load((ROOT / "site_configs" / "x86-v100.yaml").read_text())
+    data.update(name=f"contract-{scheduler}", scheduler=scheduler, launcher=launcher)
+    data.pop("scheduler_options", None)  # each backend's own: its defaults here
+    data.pop("launcher_options", None)
+    path = tmp_path / f"{scheduler}-{launcher}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_there_is_something_to_check() -> None:
+    assert {"local", "slurm", "lsf", "lsf-classic"} <= set(SCHEDULER_NAMES)
+    assert {"local", "srun", "jsrun", "mpirun", "torchrun"} <= set(LAUNCHER_NAMES)
+
+
+@pytest.mark.parametrize("name", SCHEDULER_NAMES)
+def test_scheduler_contract(name: str, tmp_path: Path) -> None:
+    """Sorted directives, a submit line per step, ids parsed from what submit prints, cancel."""
+    site = load_site(str(_site(tmp_path, name)))
+    plan = build_plan(load_spec(ROOT / "jobs" / "covid_xray.yaml"), site, "/scratch/runs/c")
+    scheduler = get_scheduler(name)
+    files = render_plan(plan, site)
+    for step in plan.steps:
+        directives = scheduler.directives(step, plan, site)
+        assert directives == sorted(directives), f"{name}: directives must be sorted"
+        assert f"scripts/{step.name}{scheduler.suffix}" in files
+        argv, _ = scheduler.submit_argv("scripts/x", ["111"] if step.after else [])
+        assert argv, name
+        if step.after and not scheduler.runs_here:
+            assert any("111" in a for a in argv), f"{name}: dependency lost"
+    assert "scripts/submit.sh" in files
+    if scheduler.runs_here:
+        return
+    assert scheduler.cancel_argv(["7", "8"])[-2:] == ["7", "8"]
+    assert scheduler.requeue_command(), f"{name}: a requeue command is needed"
+    with pytest.raises(ValueError):
+        scheduler.parse_job_id("nonsense")
+
+
+SUBMIT_OUTPUT = {
+    "slurm": "4242\n",
+    "lsf": "Job <4242> is submitted to queue <batch>.\n",
+    "lsf-classic": "Job <4242> is submitted to default queue <normal>.\n",
+}
+
+
+@pytest.mark.parametrize("name", [n for n in SCHEDULER_NAMES if not SCHEDULERS.get(n).runs_here])
+def test_job_ids_are_parsed_from_real_submit_output(name: str) -> None:
+    assert name in SUBMIT_OUTPUT, f"add {name}'s submit output to this test"
+    assert get_scheduler(name).parse_job_id(SUBMIT_OUTPUT[name]) == "4242"
+
+
+@pytest.mark.parametrize("name", LAUNCHER_NAMES)
+def test_launcher_contract(name: str, tmp_path: Path) -> None:
+    """Every launch line ends with the per-rank command, unchanged."""
+    site = load_site(str(_site(tmp_path, "slurm", name)))
+    plan = build_plan(load_spec(ROOT / "jobs" / "covid_xray.yaml"), site, "/scratch/runs/c")
+    launcher = LAUNCHERS.get(name)()
+    argv = ["python3", "-m", "xvhpc", "train", "--run-dir", "/r"]
+    for step in plan.steps:
+        line = launcher.command(step, site, argv) if step.distributed else argv
+        assert line[-3:] == argv[-3:], name
+        assert launcher.single_command(step, site, argv)[-len(argv) :] == argv
+
+
+@pytest.mark.parametrize(
+    "kind,name",
+    [("scheduler", n) for n in SCHEDULER_NAMES] + [("launcher", n) for n in LAUNCHER_NAMES],
+)
+def test_backend_options_contract(kind: str, name: str) -> None:
+    """A backend's site options (``backends/<name>/options.py``) are optional: every field has a
+    default, and unknown keys are refused."""
+    from xvhpc.backends.options import Options
+
+    model = (SCHEDULERS if kind == "scheduler" else LAUNCHERS).get(name).options
+    if model is None:
+        return
+    assert issubclass(model, Options), f"{kind} {name}: options must derive from Options"
+    model.model_validate({})
+    with pytest.raises(ValueError):
+        model.model_validate({"no_such_option": 1})
+
+
+def test_the_job_side_is_stdlib_only() -> None:
+    """Every training rank imports the environments: no pydantic, no login-side backends."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from xvhpc.runtime import whoami; import xvhpc.lock; "
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('pydantic', 'torch', 'yaml') "
+        "or m.startswith(('xvhpc.spec', 'xvhpc.plan', 'xvhpc.backends.slurm.scheduler'))]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_every_rank_variable_comes_from_the_environments() -> None:
+    """One list: the lock, the predict chunks and the batch task read the environments'."""
+    from xvhpc.lock import launch_rank
+    from xvhpc.runtime.whoami import DETECTION_ORDER, launcher_rank
+
+    for env_cls in DETECTION_ORDER:
+        if env_cls.rank_variables:
+            rank, local = env_cls.rank_variables
+            env = {rank: "3", local: "1", "SLURM_STEP_ID": "0"}
+            assert launcher_rank(env) == (3, 1), env_cls.name
+            assert launch_rank(env) == 3, env_cls.name
+    assert launch_rank({"PMIX_RANK": "2"}) == 2
+    assert launch_rank({"SLURM_PROCID": "1"}) == 0  # the batch script itself, not an srun task
+
+
+def _site_text(tmp_path: Path, base: str, old: str, new: str) -> Path:
+    text = (ROOT / "site_configs" / f"{base}.yaml").read_text().replace(old, new)
+    path = tmp_path / f"{base}.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_old_flat_backend_keys_still_work_with_a_warning(tmp_path: Path) -> None:
+    """``alloc_flags``/``jsrun_mode``/``gpu_request``/``binding``/``srun_mpi``/``lsf.*`` moved
+    under ``scheduler_options``/``launcher_options``: the old places are read as before, and
+    loading warns with file:line, the old key and the new place."""
+    path = _site_text(
+        tmp_path,
+        "summit",
+        'scheduler_options: {alloc_flags: "smt4"}',
+        'alloc_flags: "smt4"\nlsf: {warning_action: true}',
+    )
+    site = load_site(str(path))
+    assert site.options("scheduler").alloc_flags == "smt4"
+    assert site.options("scheduler").warning_action is True
+    assert site.warnings == [
+        f"{path}:6: alloc_flags has moved to scheduler_options.alloc_flags "
+        "(the old key still works, for now)",
+        f"{path}:7: lsf.warning_action has moved to scheduler_options.warning_action "
+        "(the old key still works, for now)",
+    ]
+    spec = load_spec(ROOT / "jobs" / "covid_xray.yaml")
+    old = render_plan(build_plan(spec, site, "/r"), site)
+    new = render_plan(build_plan(spec, load_site("summit"), "/r"), load_site("summit"))
+    assert old["scripts/train.lsf"] == new["scripts/train.lsf"]
+
+
+def test_a_bad_backend_option_names_file_line_key_and_choices(tmp_path: Path) -> None:
+    path = _site_text(tmp_path, "x86-v100", "gpu_request: gpus_per_node", "gpu_request: grse")
+    with pytest.raises(SpecError) as info:
+        load_site(str(path))
+    text = str(info.value)
+    assert f"{path}:6: scheduler_options.gpu_request: 'grse' is not a valid choice" in text
+    assert "did you mean gres" in text and "(valid: gres, gpus_per_node)" in text
+    path = _site_text(tmp_path, "summit", "{mode: all_gpus_per_rank}", "{mdoe: rank_per_gpu}")
+    with pytest.raises(SpecError, match=r"launcher_options\.mdoe: unknown key — did you mean mode"):
+        load_site(str(path))
+
+
+def test_registry_refuses_a_duplicate_name() -> None:
+    reg: Registry[object] = Registry("thing")
+
+    @reg.register("a")
+    class A:
+        pass
+
+    with pytest.raises(ValueError, match="registered twice"):
+
+        @reg.register("a")
+        class B:
+            pass
+
+
+def test_unknown_name_lists_the_known_ones() -> None:
+    with pytest.raises(UnknownName, match="did you mean slurm"):
+        SCHEDULERS.get("slurn")
+
+
+def test_site_scheduler_typo_says_did_you_mean(tmp_path: Path) -> None:
+    """The names come from the registry (no Literal duplicating them)."""
+    path = _site(tmp_path, "slurn")
+    with pytest.raises(SpecError) as info:
+        load_site(str(path))
+    text = str(info.value)
+    assert "scheduler" in text
+    assert "did you mean slurm" in text
+    assert "lsf-classic" in text  # every registered name is listed
+
+
+class _Sacct:
+    """A runner answering sacct with three of an array's four elements (the fourth was
+    cancelled while pending: Slurm accounting never lists it)."""
+
+    retries = 0
+
+    def run(self, argv: list[str], **kwargs: object) -> str:
+        return "JobID|State|ExitCode\n" + "".join(f"109_{i}|COMPLETED|0:0\n" for i in range(3))
+
+
+def test_an_array_missing_elements_is_not_completed() -> None:
+    from xvhpc.submit import query_states
+
+    jobs = {"scheduler": "slurm", "steps": {"predict": {"job_id": "109", "array": 4}}}
+    states = query_states(jobs, _Sacct())
+    assert states["predict"][0] == "CANCELLED"
+    jobs["steps"]["predict"]["array"] = 3
+    assert query_states(jobs, _Sacct())["predict"][0] == "COMPLETED"
