@@ -10,7 +10,7 @@ import os
 import re
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -182,3 +182,22 @@ def open_append(path: Path, binary: bool = False) -> IO[Any]:
     fd = open_regular(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, "a log xvhpc appends to")
     os.set_blocking(fd, True)
     return os.fdopen(fd, "ab" if binary else "a")
+
+
+def at_least(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer ≥ ``low`` (and ≤ ``high``), with a message that says so."""
+    import argparse
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is below {low}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"{value} is above {high}")
+        return value
+
+    parse.__name__ = f"integer >= {low}"
+    return parse

@@ -9,6 +9,7 @@ else is a warning and the shared copy is read — never a half-staged or corrupt
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -76,12 +77,18 @@ def shard_dir(run_root: Path) -> Path:
     return local
 
 
-def main(run_dir: str, to: str) -> int:
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """``xvhpc stage``'s flags."""
+    p.add_argument("--run-dir", required=True)
+    p.add_argument("--to", required=True, help="destination; $VARS are expanded on each node")
+
+
+def main(args: argparse.Namespace) -> int:
     """``xvhpc stage``: one task per node; a failure leaves training on the shared copy."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    dest = expand(to)
+    dest = expand(args.to)
     try:
-        copied = stage_shards(Path(run_dir).resolve(), dest)
+        copied = stage_shards(Path(args.run_dir).resolve(), dest)
     except (OSError, ValueError, KeyError) as exc:
         print(f"xvhpc: warning: node-local staging to {dest} failed: {exc}", flush=True)
         return 1

@@ -67,6 +67,12 @@ def fetch(arch: str) -> Path:
     return cached_file(arch)
 
 
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """``xvhpc weights``'s arguments."""
+    p.add_argument("action", choices=["fetch", "list", "path"])
+    p.add_argument("arch", nargs="?")
+
+
 def main(args: argparse.Namespace) -> int:
     """``xvhpc weights list|path|fetch ARCH``: what the cache holds, where, and filling it."""
     known = cacheable()

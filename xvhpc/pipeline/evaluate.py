@@ -52,6 +52,14 @@ def log_leaderboard(rows: list[dict], key: str, log: logging.Logger) -> None:
         log.info("leaderboard: point %d %s %s=%.3f", r["point"], r["params"], key, r[key] or 0)
 
 
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """``xvhpc evaluate``'s flags."""
+    p.add_argument("--run-dir", required=True)
+    p.add_argument("--point", type=int, default=0)
+    p.add_argument("--all", action="store_true", help="every sweep point, then the leaderboard")
+    p.add_argument("--data", help="a labelled folder or CSV instead of the validation split")
+
+
 def main(args: argparse.Namespace) -> int:
     log = setup_logging()
     run = RunDir.open(args.run_dir)

@@ -13,12 +13,15 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 
+from .. import lock
 from ..data.folds import split_settings
 from ..data.manifest import build_manifest, decode_options, preprocessing, shard_infos
 from ..data.pool import count_one, counting_pool, mp_context, poll, sample_mapper
@@ -35,7 +38,7 @@ from ..data.shards import (
 from ..registry import load_task
 from ..rundir import WORKER_LOST_EXIT
 from ..rundir.run import RunDir
-from ..runtime.whoami import BatchTask, batch_task
+from ..runtime.whoami import BatchTask, array_index, batch_task
 from ..util import write_json_atomic
 from .common import progress, setup_logging
 
@@ -236,7 +239,58 @@ def _write_shards(
     return None
 
 
+def _shard_arg(text: str) -> str | int:
+    """``--shard``: a shard index (0, 1, …) or ``all``."""
+    if text == "all":
+        return text
+    if not text.isdigit():  # also refuses "-1", "1.5", ""
+        raise argparse.ArgumentTypeError(f"{text!r} is not a shard index (0, 1, …) or 'all'")
+    return int(text)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """``xvhpc ingest``'s flags."""
+    p.add_argument("--run-dir", required=True)
+    p.add_argument(
+        "--shard",
+        type=_shard_arg,
+        default=None,
+        help="shard index, or 'all' (default: from the array task id)",
+    )
+    p.add_argument("--merge", action="store_true", help="write manifest.json from finished shards")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="decoding processes (default: data.workers, else the task's CPUs up to 8); with "
+        "--shard all and at least as many shards, each writes whole shards",
+    )
+
+
+def _locks(args: argparse.Namespace) -> list[tuple[str, bool]] | None:
+    """What this ``xvhpc ingest`` writes, as run-dir locks (see xvhpc/lock.py); None: nothing
+    (an MPI rank other than 0 of ``--shard all``, whose rank 0 holds the lock for all)."""
+    if args.shard == "all":
+        return [("ingest", False)] if lock.launch_rank() == 0 else None
+    index = args.shard if args.shard is not None else array_index(os.environ)
+    parts = [("ingest", True)]
+    if index is not None:
+        parts.append((f"shard-{index:05d}", False))
+    if args.merge:
+        parts.append(("merge", False))
+    return parts
+
+
 def main(args: argparse.Namespace) -> int:
+    """``xvhpc ingest``, holding the run-dir locks of what it writes (``_locks``)."""
+    parts = _locks(args)
+    if parts is None:
+        return _ingest(args)
+    with lock.step(Path(args.run_dir).resolve(), parts):
+        return _ingest(args)
+
+
+def _ingest(args: argparse.Namespace) -> int:
     run = RunDir.open(args.run_dir)
     task = batch_task()
     log = setup_logging(task.mpi_rank)

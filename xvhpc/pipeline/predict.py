@@ -123,6 +123,19 @@ def chunk_problem(task: Task, file: Path, items: list[dict[str, str]], meta: dic
     return None
 
 
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """``xvhpc predict-chunk``'s flags."""
+    p.add_argument("--run-dir", required=True)
+    p.add_argument("--chunk", type=int, default=None)
+    p.add_argument(
+        "--per-job",
+        type=int,
+        default=1,
+        help="chunks per array element, one per rank (whole-node sites: one per GPU)",
+    )
+    p.add_argument("--merge", action="store_true")
+
+
 def main(args: argparse.Namespace) -> int:
     log = setup_logging()
     out = Path(args.run_dir).resolve()

@@ -412,6 +412,11 @@ def build_report(run: RunDir) -> str:
     return page.replace(SUMMARY_MARK, summary, 1)
 
 
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """``xvhpc report``'s flags."""
+    p.add_argument("--run-dir", required=True)
+
+
 def main(args: argparse.Namespace) -> int:
     log = setup_logging()
     run = RunDir.open(args.run_dir)

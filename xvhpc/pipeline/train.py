@@ -31,6 +31,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
+from .. import lock
 from ..data.dataset import RankBatches, ShardDataset
 from ..data.manifest import manifest_preprocessing
 from ..data.roles import role_index
@@ -47,7 +48,7 @@ from ..runtime.distributed import Context, all_reduce_sum, any_rank, setup, tear
 from ..spec import ExperimentSpec
 from ..sweeps.tracker import PointTracker
 from ..tasks.base import Task
-from ..util import open_append, read_json, write_json_atomic, write_text_atomic
+from ..util import at_least, open_append, read_json, write_json_atomic, write_text_atomic
 from .common import setup_logging, want_bar
 
 STOP_SIGNALS = stopsignals.STOP_SIGNALS
@@ -578,7 +579,29 @@ def train_one_step(
     return float(loss.detach())
 
 
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """``xvhpc train``'s flags. Its signal policy: stop signals are held from before this module
+    (and torch) loads (cli.py's table, ``hold_signals``), so a run-limit signal during start-up
+    checkpoints at the first iteration instead of killing the rank."""
+    p.add_argument("--run-dir", required=True)
+    p.add_argument("--point", type=int, default=0)
+    p.add_argument(
+        "--max-iterations",
+        type=at_least(1),
+        default=None,
+        help="override the spec (tests, smoke runs)",
+    )
+
+
 def main(args: argparse.Namespace) -> int:
+    """``xvhpc train``: rank 0 holds the point's run-dir lock; the job's other ranks never lock."""
+    if lock.launch_rank() != 0:
+        return _train_main(args)
+    with lock.step(Path(args.run_dir).resolve(), [(f"train-{args.point}", False)]):
+        return _train_main(args)
+
+
+def _train_main(args: argparse.Namespace) -> int:
     run = RunDir.open(args.run_dir)
     spec = run.point(args.point)
     torch.set_num_threads(

@@ -10,8 +10,23 @@ import sys
 from ..models.bundle import load_bundle
 from ..rundir.records import resolve_model
 from ..stats.decision import DecisionError, read_decision
+from ..util import at_least
 from .app import app_of
 from .workers import serve_workers
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """``xvhpc serve``'s flags."""
+    p.add_argument("run_dir")
+    p.add_argument("--host", default=None)
+    p.add_argument("--port", type=at_least(1, 65535), default=None)
+    p.add_argument("--workers", type=int, default=1, help="server processes (CPU serving)")
+    p.add_argument(
+        "--max-batch", type=int, default=16, help="images per forward pass (1: no batching)"
+    )
+    p.add_argument(
+        "--batch-window-ms", type=float, default=5.0, help="how long a batch waits to fill"
+    )
 
 
 def main(args: argparse.Namespace) -> int:

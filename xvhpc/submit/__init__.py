@@ -20,8 +20,6 @@ from ..spec import SiteConfig
 from ..util import format_hms, read_json, write_json_atomic
 from .state import FINAL_BAD, FINAL_OK, PURGED, step_state
 
-__all__ = ["run_local"]  # cli.py runs a local plan through here
-
 
 def query_states(
     jobs: dict[str, Any], runner: CommandRunner
