@@ -177,7 +177,9 @@ elif name == "bkill":
 '''
 
 
-def test_lsf_submit_status_cancel_by_recording(tmp_path: Path) -> None:
+@pytest.fixture
+def fake_lsf(tmp_path: Path) -> tuple[dict[str, str], Path, Path]:
+    """Recording stand-ins for bsub/bjobs/bkill on PATH: (env, state folder, run folder)."""
     bin_dir, state = tmp_path / "bin", tmp_path / "state"
     bin_dir.mkdir()
     state.mkdir()
@@ -190,29 +192,39 @@ def test_lsf_submit_status_cancel_by_recording(tmp_path: Path) -> None:
         "FAKE_LSF_STATE": str(state),
         "XVHPC_SUBMIT_INTERVAL": "0",
     }
-    run = tmp_path / "run"
-    dry = xv(
+    return env, state, tmp_path / "run"
+
+
+def _lsf_submit(env: dict[str, str], run: Path, *extra: str, check: bool = True):
+    """``xvhpc submit`` of covid_xray on summit through the stand-ins."""
+    return xv(
         "submit",
         str(ROOT / "jobs" / "covid_xray.yaml"),
         "--site",
         "summit",
         "--out",
         str(run),
-        "--dry-run",
+        *extra,
         env=env,
+        check=check,
     )
+
+
+def _calls(state: Path) -> list[dict]:
+    return [json.loads(line) for line in (state / "calls.jsonl").read_text().splitlines()]
+
+
+def test_lsf_dry_run_submits_nothing(fake_lsf) -> None:
+    env, state, run = fake_lsf
+    dry = _lsf_submit(env, run, "--dry-run")
     assert "bsub -w 'done(<ingest>)' -ti < scripts/train.lsf" in dry.stdout
     assert not (state / "calls.jsonl").exists(), "--dry-run must submit nothing"
-    xv(
-        "submit",
-        str(ROOT / "jobs" / "covid_xray.yaml"),
-        "--site",
-        "summit",
-        "--out",
-        str(run),
-        env=env,
-    )
-    calls = [json.loads(line) for line in (state / "calls.jsonl").read_text().splitlines()]
+
+
+def test_lsf_submit_chains_jobs_and_records_their_ids(fake_lsf) -> None:
+    env, state, run = fake_lsf
+    _lsf_submit(env, run)
+    calls = _calls(state)
     bsubs = [c for c in calls if c["cmd"] == "bsub"]
     assert [c["argv"] for c in bsubs] == [
         [],
@@ -236,16 +248,12 @@ def test_lsf_submit_status_cancel_by_recording(tmp_path: Path) -> None:
         "evaluate": "1002",
         "report": "1003",
     }
-    again = xv(
-        "submit",
-        str(ROOT / "jobs" / "covid_xray.yaml"),
-        "--site",
-        "summit",
-        "--out",
-        str(run),
-        env=env,
-        check=False,
-    )
+
+
+def test_lsf_live_jobs_refuse_a_second_submit_and_status_reads_bjobs(fake_lsf) -> None:
+    env, state, run = fake_lsf
+    _lsf_submit(env, run)
+    again = _lsf_submit(env, run, check=False)
     assert again.returncode == 1 and "already has live jobs" in again.stderr
     status = xv("status", str(run), "--json", env=env)
     report = json.loads(status.stdout)
@@ -257,17 +265,18 @@ def test_lsf_submit_status_cancel_by_recording(tmp_path: Path) -> None:
         "report": "PENDING",
     }
     assert sorted(report["ingest"]["tasks"]) == ["1000_0", "1000_1", "1000_2"]
-    bjobs = [
-        c
-        for c in calls + [json.loads(x) for x in (state / "calls.jsonl").read_text().splitlines()]
-        if c["cmd"] == "bjobs"
-    ]
+    bjobs = [c for c in _calls(state) if c["cmd"] == "bjobs"]
     assert bjobs
     for c in bjobs:
         assert c["argv"][:4] == ["-a", "-o", "jobid jobindex stat exit_code", "-json"]
         assert sorted(c["argv"][4:]) == ["1000", "1001", "1002", "1003"]
+
+
+def test_lsf_cancel_bkills_every_job(fake_lsf) -> None:
+    env, state, run = fake_lsf
+    _lsf_submit(env, run)
     xv("cancel", str(run), env=env)
-    last = json.loads((state / "calls.jsonl").read_text().splitlines()[-1])
+    last = _calls(state)[-1]
     assert last["cmd"] == "bkill"
     assert sorted(last["argv"]) == ["1000", "1001", "1002", "1003"]
 
