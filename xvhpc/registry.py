@@ -95,6 +95,9 @@ def discover(package: str, module: str) -> dict[str, ModuleType]:
     return found
 
 
+DEFAULT_TASK = "classify"  # a spec without ``task:``, a bundle that does not say
+
+
 @functools.cache
 def task_infos() -> dict[str, TaskInfo]:
     """Every task's torch-free ``TaskInfo`` (``xvhpc/tasks/<name>/info.py``), by name."""

@@ -17,7 +17,7 @@ from pydantic import (
     model_validator,
 )
 
-from ..registry import task_infos
+from ..registry import DEFAULT_TASK, task_infos
 from ..util import parse_walltime
 
 # The model and task names come from the tasks (xvhpc/tasks/<name>/info.py): a new task's archs
@@ -370,7 +370,7 @@ class DeploySpec(Strict):
 
 class ExperimentSpec(Strict):
     name: str = Field(min_length=1, max_length=1000)
-    task: Literal[TASKS] = "classify"  # type: ignore[valid-type]  # checks: spec/task.py
+    task: Literal[TASKS] = DEFAULT_TASK  # type: ignore[valid-type]  # checks: spec/task.py
     data: DataSpec
     model: ModelSpec = Field(default_factory=ModelSpec)
     train: TrainSpec = Field(default_factory=TrainSpec)

@@ -224,9 +224,9 @@ def demo_data_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--per-class", type=int, default=40)
     p.add_argument("--size", type=int, default=None, help="pixels (256; --task detect: 64)")
     p.add_argument("--seed", type=int, default=0)
-    from ..registry import task_infos  # torch-free: each task's info.py
+    from ..registry import DEFAULT_TASK, task_infos  # torch-free: each task's info.py
 
-    p.add_argument("--task", choices=tuple(task_infos()), default="classify")
+    p.add_argument("--task", choices=tuple(task_infos()), default=DEFAULT_TASK)
 
 
 def demo_data(args: argparse.Namespace) -> int:
