@@ -98,6 +98,17 @@ def tiny_spec(path: Path, source: Path, **sections) -> Path:
     return path
 
 
+def backend_site(tmp_path: Path, scheduler: str, launcher: str = "local") -> Path:
+    """A copy of x86-v100 with another scheduler and launcher, each with its default options."""
+    data = yaml.safe_load((ROOT / "site_configs" / "x86-v100.yaml").read_text())
+    data.update(name=f"contract-{scheduler}", scheduler=scheduler, launcher=launcher)
+    data.pop("scheduler_options", None)  # each backend's own: its defaults here
+    data.pop("launcher_options", None)
+    path = tmp_path / f"{scheduler}-{launcher}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
 def _needs_shared_data(item: pytest.Item) -> bool:
     """True when the test's own code names ``SHARED_DATA`` or a module path under it (``CXR``).
 
