@@ -1,6 +1,6 @@
 """What evaluating any task needs, task-blind: where each scored record came from and its group
 (patient), a figure in one line, which points to score and which failed, the leaderboard that
-publishes the best point, and where cross-validation's pooled figures live.
+publishes the best point (the paths are ``rundir.Layout``'s).
 
 Both tasks' ``evaluate`` and the evaluate/report drivers use these, so no task reaches into
 another module's private names and the drivers never name a task.
@@ -20,8 +20,8 @@ import numpy as np
 from .registry import load_task, task_info
 from .report.html import value
 from .rundir import Layout
+from .rundir.records import read_progress
 from .spec.points import cv_points, is_final_fit
-from .stats.decision import DECISION_FILE
 from .sweeps.board import annotate_leaderboard, pruned
 from .util import read_json, write_json_atomic
 
@@ -100,8 +100,9 @@ def pooling(spec: ExperimentSpec) -> bool:
 
 
 def pooled_dir(root: Path, config: int) -> Path:
-    """eval/cv-<config>/: the pooled predictions.csv and metrics.json of one sweep point."""
-    return Layout(root).root / "eval" / f"cv-{config}"
+    """eval/cv-<config>/ (``Layout.pooled_dir``; kept here for tests/unit/tasks/classify/test_cv.py
+    until it imports the layout)."""
+    return Layout(root).pooled_dir(config)
 
 
 def published_metrics(run: RunDir, point: int) -> dict:
@@ -110,8 +111,8 @@ def published_metrics(run: RunDir, point: int) -> dict:
     if pooling(run.spec):
         for c, group in enumerate(cv_points(run.plan["points"])):
             if group.deployed == point:
-                return read_json(pooled_dir(run.root, c) / "metrics.json") or {}
-    return read_json(Layout(run.root).eval_dir(point) / "metrics.json") or {}
+                return read_json(Layout(run.root).pooled_metrics(c)) or {}
+    return read_json(Layout(run.root).eval_metrics(point)) or {}
 
 
 def best_point(run: RunDir) -> int:
@@ -122,7 +123,8 @@ def best_point(run: RunDir) -> int:
 
 def unfinished(run: RunDir, point: int) -> str | None:
     """The progress state of a point whose training did not finish, else None."""
-    state = (read_json(Layout(run.root).progress(point), {}) or {}).get("state")
+    progress = read_progress(Layout(run.root).progress(point))
+    state = progress.state if progress else None
     return state if state in UNFINISHED else None
 
 
@@ -213,14 +215,15 @@ def _digest(path: Path) -> str | None:
 def sync_published_decision(run: RunDir, points: list[int], log: logging.Logger) -> None:
     """Give RUN_DIR/model the decision rule of the point it was published from (by weights)."""
     layout = Layout(run.root)
-    published = _digest(layout.model / "weights.pt")
+    published = _digest(layout.bundle().weights)
     if published is None:
         return
     for p in points:
-        src = layout.point_model(p)
-        if _digest(src / "weights.pt") == published and (src / DECISION_FILE).exists():
-            tmp = layout.model / (DECISION_FILE + ".copy")
-            shutil.copyfile(src / DECISION_FILE, tmp)
-            tmp.replace(layout.model / DECISION_FILE)
+        src = layout.bundle(p)
+        if _digest(src.weights) == published and src.decision.exists():
+            target = layout.bundle().decision
+            tmp = target.with_name(target.name + ".copy")
+            shutil.copyfile(src.decision, tmp)
+            tmp.replace(target)
             log.info("published model: decision rule of point %d", p)
             return

@@ -130,3 +130,29 @@ def test_tasks_never_import_serve_or_pipeline() -> None:
     """A task plugs into the drivers and serve; it never reaches back up into them (the shared
     pieces, ``preprocessing`` and ``forward``, live in models/)."""
     assert _reaches(r"xvhpc\.tasks(\..*)?", r"xvhpc\.(serve|pipeline)(\..*)?") == []
+
+
+def _rundir_file_names() -> set[str]:
+    """rundir's file-name constants: every UPPERCASE str constant of xvhpc.rundir with a "."."""
+    import xvhpc.rundir as rundir
+
+    return {
+        value
+        for name, value in vars(rundir).items()
+        if name.isupper() and isinstance(value, str) and "." in value
+    }
+
+
+def test_run_dir_file_names_only_in_rundir() -> None:
+    """One run-dir layout: no module outside xvhpc/rundir/ spells one of its file names (they go
+    through ``Layout``, ``BundleFiles``, ``PredictLayout`` or the constants)."""
+    names = _rundir_file_names()
+    assert {"plan.json", "meta.json", "progress.json", "decision.json"} <= names
+    found = [
+        f"{module}:{node.lineno}: {node.value!r}"
+        for module, path in MODULES.items()
+        if not module.startswith("xvhpc.rundir")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Constant) and node.value in names
+    ]
+    assert found == []

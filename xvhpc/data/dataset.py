@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..lock import launch_rank
+from ..rundir import Layout
 from ..util import UserError
 from .shards import SPLITS, content_hash, file_sha256
 from .stage import shard_dir
@@ -40,7 +41,7 @@ class ShardCorrupt(UserError):
 
 def read_manifest(run_root: Path) -> dict:
     """manifest.json, or a ``UserError`` naming it when it is missing or damaged."""
-    path = run_root / "manifest.json"
+    path = Layout(run_root).manifest
     try:
         manifest = json.loads(path.read_bytes())
     except FileNotFoundError:

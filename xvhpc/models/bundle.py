@@ -112,6 +112,7 @@ def save_bundle(
     tmp.mkdir(parents=True)
     torch.save(model.state_dict(), tmp / rundir.BUNDLE_WEIGHTS)
     meta = {
+        "task": spec.task,  # what serve, export and predict load it as (rundir.records.task_of)
         "arch": spec.model.arch,
         "import": spec.model.import_,
         "classes": classes,

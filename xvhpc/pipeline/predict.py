@@ -22,7 +22,15 @@ import torch
 
 from ..models.bundle import load_bundle
 from ..registry import load_task
-from ..rundir.records import CHUNKS, ChunkDamaged, PredictError, PredictJob, job_key, task_of
+from ..rundir import BundleFiles
+from ..rundir.records import (
+    ChunkDamaged,
+    PredictError,
+    PredictJob,
+    PredictLayout,
+    job_key,
+    task_of,
+)
 from ..runtime.placement import place
 from ..runtime.whoami import launcher_rank
 from ..stats.decision import DecisionError
@@ -32,12 +40,12 @@ from .common import setup_logging
 
 
 def chunk_file(out: Path, index: int, key: str, suffix: str = ".csv") -> Path:
-    return out / CHUNKS / f"chunk-{index:05d}-{key}{suffix}"
+    return PredictLayout(out).chunk(index, key, suffix)
 
 
 def model_of(job: PredictJob) -> tuple[Task, dict]:
     """The task of the job's model and its ``meta.json`` (a missing one: FileNotFoundError)."""
-    meta = json.loads((Path(job.model) / "meta.json").read_text())
+    meta = json.loads(BundleFiles(Path(job.model)).meta.read_text())
     return load_task(task_of(meta)), meta
 
 

@@ -123,7 +123,7 @@ def stage_figures(run: RunDir, manifest: dict) -> str:
             kind = "CPU" if ran_on(run, p)[0].startswith("CPU") else "GPU"
             rate, wait = f"{found[0]:.1f} images/s per rank ({kind})", f"data wait {found[1]:.1%}"
             rows.append([f"train, point {p}", wait, rate])
-        done = read_json(Layout(run.root).eval_dir(p) / "metrics.json", {}) or {}
+        done = read_json(Layout(run.root).eval_metrics(p), {}) or {}
         if isinstance(done.get("seconds"), int | float):
             took, count = f"{done['seconds']:.1f} s", f"{done.get('samples', '?')} samples"
             rows.append([f"evaluate, point {p}", took, count])
@@ -329,7 +329,7 @@ def data_section(manifest: dict) -> str:
 def leaderboard_section(run: RunDir, figures: dict[str, str]) -> str:
     """The sweep's points ranked, each figure (``figures``: the task's) with its interval ("" for
     a single point)."""
-    board = read_json(run.root / "eval" / "leaderboard.json")
+    board = read_json(Layout(run.root).leaderboard)
     if not (board and len(board["rows"]) > 1):
         return ""
 
@@ -360,8 +360,8 @@ def point_sections(run: RunDir, task: Task) -> str:
     parts = []
     for p, params in enumerate(run.plan["points"]):
         parts.append(f"<h2>Point {p} {html.escape(json.dumps(params)) if params else ''}</h2>")
-        parts.append(curves(run.root / "train" / str(p) / "metrics.jsonl", selection))
-        metrics = read_json(run.root / "eval" / str(p) / "metrics.json")
+        parts.append(curves(Layout(run.root).metrics_log(p), selection))
+        metrics = read_json(Layout(run.root).eval_metrics(p))
         if metrics:
             parts.append(task.report_point(run, p, metrics))
     return "\n".join(parts)
@@ -385,7 +385,7 @@ def build_report(run: RunDir) -> str:
     matplotlib.use("Agg")
     spec = run.spec
     task = load_task(spec.task)
-    manifest = read_json(run.root / "manifest.json", {})
+    manifest = read_json(Layout(run.root).manifest, {})
     best = best_point(run)
     best_metrics = published_metrics(run, best)  # with folds: pooled, its rule fitted on them
     rule = best_metrics.get("decision_rule", task.default_decision)
@@ -404,7 +404,7 @@ def build_report(run: RunDir) -> str:
         "<h2>Provenance</h2>",
         provenance_table(best_metrics["provenance"]) if best_metrics.get("provenance") else "",
         f"<p class='note'>Decision rule of the published model: {html.escape(rule)}.</p>",
-        "<h2>Spec</h2><pre>" + html.escape((run.root / "spec.yaml").read_text()) + "</pre>",
+        "<h2>Spec</h2><pre>" + html.escape(Layout(run.root).spec.read_text()) + "</pre>",
         LOADED_SCRIPT,
     ]
     page, warnings = number_warnings("\n".join(p for p in parts if p))
@@ -420,6 +420,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     log = setup_logging()
     run = RunDir.open(args.run_dir)
-    write_text_atomic(run.root / "report.html", build_report(run))
-    log.info("wrote %s", run.root / "report.html")
+    write_text_atomic(Layout(run.root).report, build_report(run))
+    log.info("wrote %s", Layout(run.root).report)
     return 0

@@ -41,6 +41,7 @@ from ..models.weights import MissingWeights
 from ..models.zoo import memory_format
 from ..registry import load_task
 from ..rundir import REQUEUE_EXIT, REQUEUE_MARKER_ENV, Layout
+from ..rundir.records import Progress
 from ..rundir.run import RunDir
 from ..runtime import compat, stopsignals
 from ..runtime.checkpoint import checkpoint_best, load_checkpoint, restore_rng, save_checkpoint
@@ -335,17 +336,19 @@ def log_window(
         job.tracker.scalars(record)
     elapsed = time.monotonic() - t_start
     eta = elapsed / max(pos.iteration - pos.start, 1) * (job.max_iter - pos.iteration)
-    write_json_atomic(
-        job.layout.progress(job.point),
-        {
-            **record,
-            "max_iterations": job.max_iter,
-            "eta_s": round(eta, 1),
-            "state": "running",
-            "resumed_from": pos.resumed_from,
-            "world_size": ctx.world_size,
-        },
+    progress = Progress(
+        iteration=pos.iteration,
+        loss=record["loss"],
+        lr=record["lr"],
+        images_per_s=rate,
+        data_wait_fraction=record["data_wait_fraction"],
+        max_iterations=job.max_iter,
+        eta_s=round(eta, 1),
+        state="running",
+        resumed_from=pos.resumed_from,
+        world_size=ctx.world_size,
     )
+    write_json_atomic(job.layout.progress(job.point), progress.to_json())
 
 
 def validate(job: Job, parts: Parts, pos: Position, ctx: Context) -> None:

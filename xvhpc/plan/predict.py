@@ -24,7 +24,9 @@ from typing import Any
 
 from ..backends.base import get_scheduler
 from ..data.catalog import outside, read_csv_text
-from ..rundir.records import CHUNKS, CONFIG, PredictError, PredictJob, model_dir
+from ..registry import task_info, task_infos
+from ..rundir import BundleFiles
+from ..rundir.records import PredictError, PredictJob, PredictLayout, model_dir, task_of
 from ..spec import SiteConfig
 from ..util import file_kind, format_hms, read_json, safe_label, write_json_atomic
 from .model import Plan, Step
@@ -161,7 +163,7 @@ def prepare_job(
     if chunk_size < 1 or batch_size < 1:
         raise PredictError("--chunk-size and --batch-size must be at least 1")
     bundle = model_dir(run_dir)
-    meta = json.loads((bundle / "meta.json").read_text())
+    meta = json.loads(BundleFiles(bundle).meta.read_text())
     data = (meta.get("spec") or {}).get("data") or {}
     inputs, skipped = list_inputs(source, data)
     job = PredictJob(
@@ -174,18 +176,22 @@ def prepare_job(
         heatmaps,
     )
     key = job.key()
-    earlier = read_json(out / CONFIG) or {}
+    files = PredictLayout(out)
+    earlier = read_json(files.config) or {}
     if earlier.get("key") != key:
-        for stale in (out / CHUNKS, out / "heatmaps"):
+        for stale in (files.chunks, files.heatmaps):
             shutil.rmtree(stale, ignore_errors=True)
-        for stale_file in (
-            out / "predictions.csv",
-            out / "predictions.jsonl",
-            out / "summary.json",
-        ):
+        suffixes = dict.fromkeys(info.predictions_suffix for info in task_infos().values())
+        for stale_file in (*(files.predictions(s) for s in suffixes), files.summary):
             stale_file.unlink(missing_ok=True)
-    write_json_atomic(out / CONFIG, {**job.__dict__, "key": key})
+    write_json_atomic(files.config, {**job.__dict__, "key": key})
     return job, meta
+
+
+def predictions_file(out: Path, meta: dict[str, Any]) -> Path:
+    """OUT/predictions<suffix> of a model with ``meta``: the suffix is its task's, read from the
+    torch-free ``TaskInfo`` (the login side never imports a task's hooks)."""
+    return PredictLayout(out).predictions(task_info(task_of(meta)).predictions_suffix)
 
 
 def chunks_per_element(site: SiteConfig) -> int:
@@ -242,7 +248,7 @@ def build_predict_plan(
         name=name,
         job_label=safe_label(name, 32),
         site=site.name,
-        spec_file=str(Path(job.model) / "meta.json"),
+        spec_file=str(BundleFiles(Path(job.model)).meta),
         spec_hash=job.key(),
         run_dir=str(out),
         points=[],

@@ -13,12 +13,16 @@ training rank imports it.
       train/requeues-<point>                         requeue counter (written by the job script)
       train/requeue-<point>                          "checkpointed, requeue me" (rank 0, after the
                                                      checkpoint; the job script reads and removes it)
-      eval/<point>/metrics.json  eval/leaderboard.json
-      model/                                         the published model bundle
+      eval/<point>/metrics.json predictions.csv      eval/leaderboard.json
+      eval/cv-<config>/metrics.json predictions.csv  a sweep point's pooled folds
+      model/ meta.json weights.pt decision.json      the published model bundle (BundleFiles)
       report.html  export/
       locks/<name>.lock                              who writes what now (xvhpc/lock.py)
       sweep/study.journal                            Optuna study of a tpe/random-with-trials sweep
       train/<point>/tensorboard/ trial.json          TensorBoard event files; a study slot's trial
+
+    OUT/ (xvhpc predict; rundir.records.PredictLayout)
+      predict.json  chunks/  predictions<suffix>  summary.json  heatmaps/
 """
 
 from __future__ import annotations
@@ -58,6 +62,16 @@ METRICS_LOG = "metrics.jsonl"
 METRICS = "metrics.json"
 BUNDLE_META = "meta.json"
 BUNDLE_WEIGHTS = "weights.pt"
+DECISION = "decision.json"  # a bundle's decision rule (stats/decision.py writes and reads it)
+PREDICTIONS = "predictions.csv"  # a classifier's scored predictions, eval/<point>/ and cv-<c>/
+POOLED_PREFIX = "cv-"  # eval/cv-<config>/: one sweep point's folds pooled
+RANKS = "ranks"
+# the predict OUT directory (rundir.records.PredictLayout)
+PREDICT_JOB = "predict.json"
+CHUNKS = "chunks"
+PREDICTIONS_STEM = "predictions"  # OUT/predictions<suffix>: the task's TaskInfo.predictions_suffix
+SUMMARY = "summary.json"
+HEATMAPS = "heatmaps"
 
 
 def requeue_counter_shell(index_var: str = "XVHPC_INDEX") -> str:
@@ -68,6 +82,30 @@ def requeue_counter_shell(index_var: str = "XVHPC_INDEX") -> str:
 def requeue_marker_shell(index_var: str = "XVHPC_INDEX") -> str:
     """The requeue marker's path as the job script spells it."""
     return f'"$RUN_DIR/{TRAIN}/requeue-${{{index_var}}}"'
+
+
+@dataclass(frozen=True)
+class BundleFiles:
+    """The files of one model bundle directory (RUN_DIR/model or train/<point>/model): pure path
+    arithmetic, so torch-free readers (status, predict's login side) name them as train does."""
+
+    path: Path
+
+    @property
+    def meta(self) -> Path:
+        return self.path / BUNDLE_META
+
+    @property
+    def weights(self) -> Path:
+        return self.path / BUNDLE_WEIGHTS
+
+    @property
+    def decision(self) -> Path:
+        return self.path / DECISION
+
+    def exists(self) -> bool:
+        """Whether a bundle was written here (its meta.json is what every loader reads first)."""
+        return self.meta.is_file()
 
 
 @dataclass(frozen=True)
@@ -153,8 +191,15 @@ class Layout:
     def point_model(self, point: int) -> Path:
         return self.train_dir(point) / MODEL
 
+    def bundle(self, point: int | None = None) -> BundleFiles:
+        """The files of the published bundle (``point`` None) or of one point's bundle."""
+        return BundleFiles(self.model if point is None else self.point_model(point))
+
+    def ranks(self, point: int) -> Path:
+        return self.train_dir(point) / RANKS
+
     def rank_summary(self, point: int, rank: int) -> Path:
-        return self.train_dir(point) / "ranks" / f"rank-{rank}.json"
+        return self.ranks(point) / f"rank-{rank}.json"
 
     def requeue_counter(self, point: int) -> Path:
         return self.root / TRAIN / f"requeues-{point}"
@@ -164,6 +209,25 @@ class Layout:
 
     def eval_dir(self, point: int) -> Path:
         return self.root / EVAL / str(point)
+
+    def eval_metrics(self, point: int) -> Path:
+        return self.eval_dir(point) / METRICS
+
+    def pooled_dir(self, config: int) -> Path:
+        """eval/cv-<config>/: the pooled predictions.csv and metrics.json of one sweep point."""
+        return self.root / EVAL / f"{POOLED_PREFIX}{config}"
+
+    def pooled_metrics(self, config: int) -> Path:
+        return self.pooled_dir(config) / METRICS
+
+    def export_file(self, suffix: str) -> Path:
+        """``xvhpc export``'s default target: export/model<suffix>."""
+        return self.export / f"{MODEL}{suffix}"
+
+    @property
+    def triton(self) -> Path:
+        """``xvhpc export --format triton``'s default model repository."""
+        return self.export / "triton"
 
     def lock(self, name: str) -> Path:
         """A lock file: ``run``, ``ingest``, ``shard-00003``, ``merge``, ``train-0``."""

@@ -1,22 +1,98 @@
-"""The records a run directory holds, typed: the predict job (``OUT/predict.json``) and where a
-run's published model bundle is. Both sides read them (``xvhpc predict`` writes the job on the
+"""The records a run directory holds, typed: a point's training progress (``progress.json``),
+the predict job (``OUT/predict.json``) and its OUT layout, and where a run's published model
+bundle is. Both sides read them (``xvhpc predict`` writes the job on the
 login side; its chunk and merge steps read it on the compute side), so they live here, in the
 leaf package that names every run-dir path, and neither side imports the other. A bundle's
 task is read here too (``task_of``), so no driver compares a task's name to find it."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..util import read_json
-from . import BUNDLE_META, MODEL
+from . import CHUNKS, HEATMAPS, MODEL, PREDICT_JOB, PREDICTIONS_STEM, SUMMARY, BundleFiles
 
-CONFIG = "predict.json"
-CHUNKS = "chunks"
+
+@dataclass(frozen=True)
+class Progress:
+    """A training point's ``progress.json``: what rank 0 writes at each log window (and at a
+    checkpoint or the end) and ``xvhpc status`` shows. The fields are the loop's; ``metrics``
+    holds every other key as written (the last validation's figures: ``val_loss`` and the
+    task's ``info.val_metrics``), so a new task's metrics need no field here."""
+
+    iteration: int | None = None
+    loss: float | None = None
+    lr: float | None = None
+    images_per_s: float | None = None
+    data_wait_fraction: float | None = None
+    max_iterations: int | None = None
+    eta_s: float | None = None
+    state: str | None = None  # running, checkpointed, done (or the tracker's outcome)
+    resumed_from: int | None = None
+    world_size: int | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """The file's dict: every field in order (None as null), then ``metrics``."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {**out, **out.pop("metrics")}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Progress:
+        names = {f.name for f in dataclasses.fields(cls)} - {"metrics"}
+        known = {k: v for k, v in data.items() if k in names}
+        return cls(**known, metrics={k: v for k, v in data.items() if k not in names})
+
+    def get(self, key: str) -> Any:
+        """A field or a metric by its name in the file (None when absent)."""
+        if key != "metrics" and key in {f.name for f in dataclasses.fields(self)}:
+            return getattr(self, key)
+        return self.metrics.get(key)
+
+
+def read_progress(path: str | Path) -> Progress | None:
+    """The progress record at ``path``; None when there is none yet (a damaged file is a
+    ``CorruptFile``, as ``read_json`` says)."""
+    data = read_json(Path(path))
+    return Progress.from_json(data) if isinstance(data, dict) and data else None
+
+
+@dataclass(frozen=True)
+class PredictLayout:
+    """The OUT directory of ``xvhpc predict``: the job, its chunk files, the merged predictions
+    (``predictions<suffix>``, the suffix the task's ``TaskInfo.predictions_suffix``), the
+    summary and the heatmaps. Pure path arithmetic, like ``Layout``."""
+
+    out: Path
+
+    @property
+    def config(self) -> Path:
+        return self.out / PREDICT_JOB
+
+    @property
+    def chunks(self) -> Path:
+        return self.out / CHUNKS
+
+    def chunk(self, index: int, key: str, suffix: str) -> Path:
+        """Chunk ``index`` of the job with ``key`` (an earlier job's chunks have another)."""
+        return self.chunks / f"chunk-{index:05d}-{key}{suffix}"
+
+    def predictions(self, suffix: str) -> Path:
+        return self.out / f"{PREDICTIONS_STEM}{suffix}"
+
+    @property
+    def summary(self) -> Path:
+        return self.out / SUMMARY
+
+    @property
+    def heatmaps(self) -> Path:
+        return self.out / HEATMAPS
 
 
 class PredictError(Exception):
@@ -48,16 +124,16 @@ class PredictJob:
 
     def key(self) -> str:
         """Changes whenever a chunk's result would: finished chunks of another job are stale."""
-        weights = Path(self.model) / "weights.pt"
+        weights = BundleFiles(Path(self.model)).weights
         digest = hashlib.sha256(weights.read_bytes()).hexdigest() if weights.is_file() else ""
         text = json.dumps([self.__dict__, digest, _decision_text(self.model)], sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     @classmethod
     def read(cls, out: str | Path) -> PredictJob:
-        data = read_json(Path(out) / CONFIG)
+        data = read_json(PredictLayout(Path(out)).config)
         if data is None:
-            raise PredictError(f"{out} has no {CONFIG}: start it with `xvhpc predict`")
+            raise PredictError(f"{out} has no {PREDICT_JOB}: start it with `xvhpc predict`")
         data.pop("key", None)
         return cls(**data)
 
@@ -66,11 +142,11 @@ def job_key(out: str | Path) -> str:
     """The key of the job in ``OUT/predict.json``: chunk files carry it in their names, so a
     chunk of an earlier, different job in OUT (or written by its still-running task) is
     never taken for one of this job."""
-    return str((read_json(Path(out) / CONFIG) or {}).get("key", ""))
+    return str((read_json(PredictLayout(Path(out)).config) or {}).get("key", ""))
 
 
 def _decision_text(model: str) -> str:
-    path = Path(model) / "decision.json"
+    path = BundleFiles(Path(model)).decision
     return path.read_text() if path.is_file() else ""
 
 
@@ -86,7 +162,7 @@ def model_dir(run_dir: str | Path) -> Path:
     """A run directory's published bundle (RUN_DIR/model), or a bundle directory itself."""
     run = Path(run_dir).resolve()
     found = resolve_model(run)
-    if not (found / "meta.json").is_file():
+    if not BundleFiles(found).exists():
         raise PredictError(f"{run} holds no trained model (no model/meta.json); train first")
     return found
 
@@ -101,4 +177,4 @@ def task_of(meta: dict) -> str:
 def model_task(model: str | Path) -> str:
     """The task of the bundle in directory ``model`` (torch-free: only its meta.json is read;
     an unreadable or missing meta.json reads as a classifier, as before)."""
-    return task_of(read_json(Path(model) / BUNDLE_META, {}) or {})
+    return task_of(read_json(BundleFiles(Path(model)).meta, {}) or {})

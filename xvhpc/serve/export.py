@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..models.bundle import load_bundle
 from ..registry import load_task
+from ..rundir import Layout
 from ..rundir.records import resolve_model, task_of
 
 
@@ -21,7 +22,7 @@ def export(run_dir: str | Path, fmt: str, out: str | Path | None = None) -> Path
     model_dir = resolve_model(run)
     bundle = load_bundle(model_dir)
     suffix = {"torchscript": ".pt", "onnx": ".onnx"}[fmt]
-    target = Path(out) if out else run / "export" / f"model{suffix}"
+    target = Path(out) if out else Layout(run).export_file(suffix)
     return load_task(task_of(bundle.meta)).export(bundle, fmt, target, model_dir)
 
 

@@ -22,6 +22,7 @@ import torch
 
 from ..models.bundle import Bundle, load_bundle
 from ..registry import load_task
+from ..rundir import Layout
 from ..rundir.records import model_task, resolve_model
 from ..runtime.compat import onnx_export_kwargs
 from ..stats.decision import read_decision
@@ -127,7 +128,7 @@ def export_triton(run_dir: str | Path, out: str | Path | None = None) -> Path:
     bundle = load_bundle(model_dir)
     decision = read_decision(model_dir, bundle.classes)
     name = safe_label(bundle.meta["spec"].get("name", "model"), 64)
-    root = (Path(out) if out else run / "export" / "triton") / name
+    root = (Path(out) if out else Layout(run).triton) / name
     export_onnx(bundle, root / "1" / "model.onnx")
     write_text_atomic(root / "labels.txt", "".join(f"{c}\n" for c in bundle.classes))
     record = preprocessing_record(bundle, decision)

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..rundir import BundleFiles
 from ..util import write_json_atomic
 from .calibration import apply_temperature
 
-DECISION_FILE = "decision.json"
 VERSION = 1
 
 
@@ -106,7 +106,7 @@ def describe(rule: dict | None) -> str:
 
 def write_decision(model_dir: str | Path, rule: dict) -> Path:
     """Write ``rule`` as ``model_dir/decision.json`` (atomically)."""
-    path = Path(model_dir) / DECISION_FILE
+    path = BundleFiles(Path(model_dir)).decision
     write_json_atomic(path, {"version": VERSION, **rule})
     return path
 
@@ -115,7 +115,7 @@ def read_decision(model_dir: str | Path, classes: list[str] | None = None) -> di
     """The decision rule stored with a model, or None when it has none (most probable class).
 
     Raises DecisionError when the file is unreadable or does not fit ``classes``."""
-    path = Path(model_dir) / DECISION_FILE
+    path = BundleFiles(Path(model_dir)).decision
     try:
         rule = json.loads(path.read_text())
     except FileNotFoundError:

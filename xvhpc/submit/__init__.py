@@ -16,6 +16,7 @@ from ..backends.local.runner import run_local
 from ..plan.model import Plan
 from ..registry import task_infos
 from ..rundir import JOBS, SCRIPTS, Layout
+from ..rundir.records import read_progress
 from ..spec import SiteConfig
 from ..util import format_hms, read_json, write_json_atomic
 from .state import FINAL_BAD, FINAL_OK, PURGED, step_state
@@ -174,26 +175,26 @@ def train_progress(root: Path, point: int) -> str:
     """One line of a training point's progress: iteration, loss, speed, time left, the task's
     selection metric, requeues."""
     layout = Layout(root)
-    progress = read_json(layout.progress(point))
+    progress = read_progress(layout.progress(point))
     requeues = layout.requeues(point)
-    if not progress:
+    if progress is None:
         return "no progress yet"
-    total = progress.get("max_iterations")
-    text = f"iteration {progress.get('iteration')}" + (f"/{total}" if total else "")
-    if progress.get("loss") is not None:
-        text += f", loss {progress['loss']:.3f}"
-    if progress.get("images_per_s"):  # summed over ranks; per rank = per GPU on GPU nodes
-        per_rank = progress["images_per_s"] / max(int(progress.get("world_size") or 1), 1)
-        wait = progress.get("data_wait_fraction") or 0.0
+    total = progress.max_iterations
+    text = f"iteration {progress.iteration}" + (f"/{total}" if total else "")
+    if progress.loss is not None:
+        text += f", loss {progress.loss:.3f}"
+    if progress.images_per_s:  # summed over ranks; per rank = per GPU on GPU nodes
+        per_rank = progress.images_per_s / max(int(progress.world_size or 1), 1)
+        wait = progress.data_wait_fraction or 0.0
         text += f", {per_rank:.1f} img/s per rank (data wait {wait:.0%})"
-    if progress.get("state") == "running" and progress.get("eta_s"):
-        text += f", {format_hms(progress['eta_s'])} left"
+    if progress.state == "running" and progress.eta_s:
+        text += f", {format_hms(int(progress.eta_s))} left"
     for info in task_infos().values():  # the progress record of any task names its metric
         if isinstance(value := progress.get(info.selection), int | float):
             text += f", {info.selection_label} {value:.3f}"
             break
-    if requeues or progress.get("resumed_from"):
-        text += f"; requeued {requeues}x, resumed at {progress.get('resumed_from')}"
+    if requeues or progress.resumed_from:
+        text += f"; requeued {requeues}x, resumed at {progress.resumed_from}"
     return text
 
 
@@ -216,7 +217,7 @@ def ingest_summary(root: Path) -> str:
 def evaluate_summary(root: Path, points: int) -> str:
     """Evaluation time (metrics.json "seconds"), so a user sees which stage bounds the run."""
     layout = Layout(root)
-    found = [read_json(layout.eval_dir(p) / "metrics.json", {}) for p in range(points)]
+    found = [read_json(layout.eval_metrics(p), {}) for p in range(points)]
     times = [m["seconds"] for m in found if isinstance(m.get("seconds"), int | float)]
     return f"{sum(times):.1f} s for {len(times)} point(s)" if times else ""
 

@@ -279,8 +279,7 @@ def predict(args: argparse.Namespace) -> int:
     print(f"{len(job.inputs)} file(s) in {job.chunks} chunk(s) of at most {job.chunk_size}")
     code = submit_plan(plan, site, dry_run=args.dry_run, force=args.force)
     if code == 0 and site.local:
-        from ..registry import load_task  # its task.py only: the hooks import late
-        from ..rundir.records import task_of
+        from ..plan.predict import predictions_file  # the task's TaskInfo: no task.py import
 
-        print(f"predictions: {out / ('predictions' + load_task(task_of(meta)).chunk_suffix)}")
+        print(f"predictions: {predictions_file(out, meta)}")
     return code

@@ -51,6 +51,8 @@ class TaskInfo:
     mode: Literal["max", "min"]  # higher or lower is better for ``selection``
     rank_by: tuple[str, ...]  # evaluate.rank_by choices: held-out metrics of this task
     outputs: tuple[str, ...]  # what predict and serve return, for the docs ("class", "boxes")
+    predictions_suffix: str  # of a predict chunk file and of OUT/predictions<suffix> (".csv"):
+    # here, torch-free, because `xvhpc predict` names the merged file on the login side
     check: Callable[[LoadedSpec], list[Problem]]  # the spec's limits for this task
 
     @property
@@ -169,7 +171,12 @@ class Task(Protocol):
     # -- predict, serve, export (owner: predict/serve work) --
 
     noun: str  # what one model of this task is called ("classifier"): serve's description
-    chunk_suffix: str  # of a predict chunk file and of OUT/predictions<suffix> (".csv")
+
+    @property
+    def chunk_suffix(self) -> str:
+        """Of a predict chunk file and of OUT/predictions<suffix>: ``info.predictions_suffix``."""
+        ...
+
     exports: tuple[str, ...]  # the ``xvhpc export --format`` choices its models support
 
     def predict_chunk(

@@ -17,13 +17,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ...evaluation import EvaluateError, pooled_dir
+from ...evaluation import EvaluateError
 from ...report.html import value
-from ...rundir import Layout
+from ...rundir import PREDICTIONS, Layout
 from ...spec.points import CV_KEYS, CvPoint, cv_points
 from ...stats.decision import describe, write_decision
 from ...util import read_json, write_json_atomic, write_text_atomic
 from .evaluate import decision_rule, predictions_csv, selection
+from .info import INFO
 from .metrics import SPREAD, Options, model_details
 
 if TYPE_CHECKING:
@@ -129,6 +130,7 @@ def pool(
         spec = run.point(members[0])
         metrics.update(
             {
+                "task": INFO.name,
                 "point": members[0],
                 "params": params,
                 "folds": members,
@@ -140,7 +142,7 @@ def pool(
                     "scored": f"out-of-fold predictions of all {len(members)} folds",
                 },
                 "deployed": deployed_text(group),
-                "predictions": "predictions.csv",
+                "predictions": PREDICTIONS,
                 "provenance": first.get("provenance", {}),
             }
         )
@@ -150,9 +152,9 @@ def pool(
             if Layout(run.root).point_model(p).is_dir():
                 write_decision(Layout(run.root).point_model(p), rule)
         metrics["decision_rule"] = describe(rule)
-        out = pooled_dir(run.root, c)
-        write_text_atomic(out / "predictions.csv", predictions_csv(merged, classes, rule))
-        write_json_atomic(out / "metrics.json", metrics)
+        out = Layout(run.root).pooled_dir(c)
+        write_text_atomic(out / PREDICTIONS, predictions_csv(merged, classes, rule))
+        write_json_atomic(Layout(run.root).pooled_metrics(c), metrics)
         pooled[group.deployed] = metrics
         log.info(
             "sweep point %d: pooled accuracy %.3f over %d folds (%d images)",

@@ -26,19 +26,18 @@ from ...data.decode import BadImage
 from ...data.roles import role_index
 from ...evaluation import EvaluateError, pooling, show, sources, split_groups
 from ...models.bundle import Bundle, load_bundle
-from ...rundir import Layout
+from ...rundir import METRICS, PREDICTIONS, Layout
 from ...spec import ExperimentSpec
 from ...spec.points import is_final_fit
 from ...spec.schema import SplitSpec
 from ...stats import provenance
 from ...stats.decision import decide, describe, read_decision, write_decision
 from ...util import read_json, write_json_atomic, write_text_atomic
+from .info import INFO
 from .metrics import Options, model_details
 
 if TYPE_CHECKING:
     from ...rundir.run import RunDir
-
-PREDICTIONS = "predictions.csv"
 
 
 @torch.no_grad()
@@ -214,7 +213,7 @@ def scored(
 def output_names(data: str | None) -> tuple[str, str]:
     """(metrics, predictions) file names: the split's, or ``-<stem>`` ones for ``--data``."""
     if not data:
-        return "metrics.json", PREDICTIONS
+        return METRICS, PREDICTIONS
     stem = Path(data).stem
     return f"metrics-{stem}.json", f"predictions-{stem}.csv"
 
@@ -232,7 +231,7 @@ def evaluate_point(
             "scores it; evaluate --all reports its sweep point's pooled out-of-fold figures, or "
             "pass --data with labelled images it never saw"
         )
-    if not (bundle_dir / "meta.json").exists():
+    if not layout.bundle(point).exists():
         log.error("point %d has no trained model at %s", point, bundle_dir)
         return None
     bundle = load_bundle(bundle_dir)
@@ -250,6 +249,7 @@ def evaluate_point(
     prov = provenance.collect(run.plan, run.point(point), layout.train_dir(point))
     metrics.update(
         {
+            "task": INFO.name,
             "point": point,
             "params": run.plan["points"][point],
             "data": data or "validation split",

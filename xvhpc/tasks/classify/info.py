@@ -37,5 +37,6 @@ INFO = TaskInfo(
     mode="max",
     rank_by=("accuracy", "balanced_accuracy", "macro_f1", "roc_auc"),
     outputs=("class", "probabilities", "heatmap"),
+    predictions_suffix=".csv",  # a row of class probabilities and the decision per file
     check=check,
 )

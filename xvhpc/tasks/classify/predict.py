@@ -26,12 +26,13 @@ from ...data.catalog import display_name
 from ...data.decode import BadImage, decode
 from ...models.bundle import Bundle, overlay_png
 from ...models.infer import forward
-from ...rundir.records import ChunkDamaged, PredictJob
+from ...rundir import PREDICTIONS_STEM
+from ...rundir.records import ChunkDamaged, PredictJob, PredictLayout
 from ...stats.decision import decide, read_decision
 from ...util import atomic_path, write_json_atomic, write_text_atomic
+from .info import INFO
 
-PREDICTIONS = "predictions.csv"
-SUMMARY = "summary.json"
+PREDICTIONS = PREDICTIONS_STEM + INFO.predictions_suffix  # OUT/predictions.csv
 
 
 def header(classes: list[str]) -> list[str]:
@@ -91,7 +92,7 @@ def _heatmap(bundle: Bundle, item: dict[str, str], x: torch.Tensor, label: int, 
     cam = bundle.heatmap(x, label)
     opts = dataclasses.replace(bundle.decode_options, size=1024, channels=3, resize="letterbox")
     png = overlay_png(decode(item["path"], opts, name=item["rel"])[0], cam)
-    with atomic_path(out / "heatmaps" / heatmap_name(item["rel"])) as tmp:
+    with atomic_path(PredictLayout(out).heatmaps / heatmap_name(item["rel"])) as tmp:
         tmp.write_bytes(png)
 
 
@@ -164,11 +165,15 @@ def merge(out: Path, files: list[Path], job: PredictJob, meta: dict, log: loggin
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(header(classes))
     writer.writerows(rows)
-    write_text_atomic(out / PREDICTIONS, buf.getvalue())
+    outputs = PredictLayout(out)
+    write_text_atomic(outputs.predictions(INFO.predictions_suffix), buf.getvalue())
     summary = summarize(rows, job)
-    write_json_atomic(out / SUMMARY, summary)
+    write_json_atomic(outputs.summary, summary)
     log.info(
-        "%s: %d predicted, %d skipped", out / PREDICTIONS, summary["predicted"], summary["skipped"]
+        "%s: %d predicted, %d skipped",
+        outputs.predictions(INFO.predictions_suffix),
+        summary["predicted"],
+        summary["skipped"],
     )
     print(json.dumps(summary, indent=2, sort_keys=True))
     return 0

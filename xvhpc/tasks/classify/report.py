@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.typing import NDArray
 
-from ...evaluation import best_point, pooled_dir, pooling
+from ...evaluation import best_point, pooling
 from ...report.html import ci, fmt, img_tag, png, table, value
-from ...rundir import Layout
+from ...rundir import PREDICTIONS, Layout
 from ...spec.points import cv_points
 from ...util import read_json
 from .metrics import MIN_SUPPORT, SPREAD
@@ -220,13 +220,13 @@ def predictions_text(rows: list[dict], href: str) -> str:
     return "\n".join(parts)
 
 
-def details_section(run: RunDir, point: int, metrics: dict, folder: str | None = None) -> str:
+def details_section(run: RunDir, point: int, metrics: dict, folder: Path | None = None) -> str:
     """Headline figures with intervals, warnings, per-class table, calibration, operating point,
     ROC curves, the predictions file and the worst errors of one point (``folder``: its
     eval/ folder when not the point's own, e.g. pooled folds)."""
-    folder = folder or str(point)
-    name = metrics.get("predictions", "predictions.csv")
-    rows = read_predictions(Layout(run.root).root / "eval" / folder / name)
+    folder = folder or Layout(run.root).eval_dir(point)
+    file = folder / metrics.get("predictions", PREDICTIONS)
+    rows = read_predictions(file)
     op = metrics.get("operating_point")
     cal = metrics.get("calibration")
     figures = []
@@ -249,22 +249,21 @@ def details_section(run: RunDir, point: int, metrics: dict, folder: str | None =
         )
     parts.append(calibration_text(cal) if cal else "")
     parts.append(operating_point_text(op) if op else "")
-    parts.append(predictions_text(rows, f"eval/{folder}/{name}") if rows else "")
+    shown = file.relative_to(run.root).as_posix()  # eval/<point>/predictions.csv
+    parts.append(predictions_text(rows, shown) if rows else "")
     return "\n".join(p for p in parts if p)
 
 
 def worst_error_heatmaps(run: RunDir, point: int, count: int) -> str:
     """The published model's worst validation errors with Grad-CAM overlays (shard images)."""
     layout = Layout(run.root)
-    metrics = read_json(layout.eval_dir(point) / "metrics.json")
-    if count == 0 or not metrics or not (layout.model / "meta.json").exists():
+    metrics = read_json(layout.eval_metrics(point))
+    if count == 0 or not metrics or not layout.bundle().exists():
         return ""
     worst = [
         r
         for r in worst_errors(
-            read_predictions(
-                layout.eval_dir(point) / metrics.get("predictions", "predictions.csv")
-            ),
+            read_predictions(layout.eval_dir(point) / metrics.get("predictions", PREDICTIONS)),
             count,
         )
         if r.get("shard") and r.get("row")
@@ -320,13 +319,13 @@ def confusion(metrics: dict) -> str:
 
 def samples(run: RunDir, count: int) -> str:
     """Validation images with prediction, confidence and a Grad-CAM overlay."""
-    if count == 0 or not (run.root / "model" / "meta.json").exists():
+    if count == 0 or not Layout(run.root).bundle().exists():
         return "<p>No samples (no model or heatmap_samples: 0).</p>"
     from ...data.dataset import ShardDataset, to_model_input
     from ...data.roles import role_index
     from ...models.bundle import load_bundle, overlay_png
 
-    bundle = load_bundle(run.root / "model")
+    bundle = load_bundle(Layout(run.root).model)
     split = run.point(best_point(run)).data.split  # with folds: the deployed fold's held-out
     dataset = ShardDataset(role_index(run.root, split, "score"))
     if not len(dataset):
@@ -371,7 +370,7 @@ def crossval_section(run: RunDir, manifest: dict) -> str:
         "figures, so its own figure is somewhat optimistic.</p>"
     )
     for c, group in enumerate(cv_points(run.plan["points"])):
-        metrics = read_json(pooled_dir(run.root, c) / "metrics.json")
+        metrics = read_json(Layout(run.root).pooled_metrics(c))
         if not metrics:
             continue
         shown = json.dumps(metrics["params"]) if metrics["params"] else ""
@@ -397,7 +396,9 @@ def crossval_section(run: RunDir, manifest: dict) -> str:
             "rule (temperature, operating point) is fitted on the pooled out-of-fold "
             "predictions.</p>"
         )
-        parts.append(details_section(run, group.folds[0], metrics, folder=f"cv-{c}"))
+        parts.append(
+            details_section(run, group.folds[0], metrics, folder=Layout(run.root).pooled_dir(c))
+        )
     return "\n".join(parts)
 
 

@@ -126,7 +126,11 @@ class ClassifyTask:
     # -- predict, serve, export --
 
     noun = "classifier"
-    chunk_suffix = ".csv"  # a row of class probabilities and the decision per file
+
+    @property
+    def chunk_suffix(self) -> str:
+        return self.info.predictions_suffix
+
     exports = ("torchscript", "onnx", "triton")  # Triton: the model with its softmax
 
     def predict_chunk(

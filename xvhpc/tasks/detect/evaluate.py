@@ -16,9 +16,10 @@ from PIL import Image, ImageDraw
 from ...data.roles import role_index
 from ...evaluation import EvaluateError, show, sources, split_groups
 from ...models.bundle import load_bundle
-from ...rundir import Layout
+from ...rundir import PREDICTIONS_STEM, Layout
 from ...util import read_json, write_json_atomic, write_text_atomic
 from .dataset import DetectionDataset
+from .info import INFO
 from .metrics import Found, Truth, detection_metrics
 from .predict import boxes_json, detect
 
@@ -71,7 +72,8 @@ def write_outputs(
         )
         for p, g, t, f in zip(paths, groups, truth, found, strict=True)
     ]
-    write_text_atomic(out / "predictions.jsonl", "".join(line + "\n" for line in lines))
+    text = "".join(line + "\n" for line in lines)
+    write_text_atomic(out / (PREDICTIONS_STEM + INFO.predictions_suffix), text)
 
 
 def predict_split(
@@ -99,7 +101,7 @@ def evaluate_point(
     if data:
         raise EvaluateError("evaluate --data is for classification only")
     layout = Layout(run.root)
-    if not (layout.point_model(point) / "meta.json").exists():
+    if not layout.bundle(point).exists():
         log.error("point %d has no trained model at %s", point, layout.point_model(point))
         return None
     bundle = load_bundle(layout.point_model(point))
@@ -115,7 +117,7 @@ def evaluate_point(
     write_outputs(out, images, paths, groups, truth, found, bundle.classes, threshold)
     metrics.update(
         {
-            "task": "detect",
+            "task": INFO.name,
             "point": point,
             "params": run.plan["points"][point],
             "classes": bundle.classes,
@@ -124,7 +126,7 @@ def evaluate_point(
             "training": read_json(layout.progress(point), {}),
         }
     )
-    write_json_atomic(out / "metrics.json", metrics)
+    write_json_atomic(layout.eval_metrics(point), metrics)
     log.info(
         "point %d: mAP@[.5:.95] %s, mAP@.5 %s on %d images",
         point,

@@ -75,5 +75,6 @@ INFO = TaskInfo(
     mode="max",
     rank_by=("map", "map50"),
     outputs=("boxes",),
+    predictions_suffix=".jsonl",  # a JSON line of boxes per file
     check=check,
 )

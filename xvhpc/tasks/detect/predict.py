@@ -14,10 +14,11 @@ import torch
 from ...data.decode import BadImage, decode, for_boxes
 from ...data.transforms import resize
 from ...models.bundle import Bundle
-from ...rundir.records import ChunkDamaged, PredictJob
+from ...rundir.records import ChunkDamaged, PredictJob, PredictLayout
 from ...util import write_json_atomic, write_text_atomic
 from .boxes import unresize_boxes, visible
 from .dataset import detector_input
+from .info import INFO
 from .metrics import Found
 from .train import found as as_found
 
@@ -108,10 +109,14 @@ def merge_lines(out: Path, files: list[Path], job: PredictJob, log: logging.Logg
         "boxes": dict(sorted(labels.items())),
         "chunks": job.chunks,
     }
-    write_text_atomic(out / "predictions.jsonl", text)
-    write_json_atomic(out / "summary.json", summary)
+    outputs = PredictLayout(out)
+    write_text_atomic(outputs.predictions(INFO.predictions_suffix), text)
+    write_json_atomic(outputs.summary, summary)
     log.info(
-        "%s: %d images, %d boxes", out / "predictions.jsonl", summary["predicted"], labels.total()
+        "%s: %d images, %d boxes",
+        outputs.predictions(INFO.predictions_suffix),
+        summary["predicted"],
+        labels.total(),
     )
     print(json.dumps(summary, indent=2, sort_keys=True))
     return 0

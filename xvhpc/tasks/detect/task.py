@@ -116,7 +116,11 @@ class DetectTask:
     # -- predict, serve, export --
 
     noun = "detector"
-    chunk_suffix = ".jsonl"  # a JSON line of boxes per file
+
+    @property
+    def chunk_suffix(self) -> str:
+        return self.info.predictions_suffix
+
     exports = ("torchscript", "onnx")  # no Triton model: its boxes are not a fixed tensor
 
     def predict_chunk(
