@@ -14,6 +14,7 @@ training rank imports it.
       train/requeue-<point>                          "checkpointed, requeue me" (rank 0, after the
                                                      checkpoint; the job script reads and removes it)
       eval/<point>/metrics.json predictions.csv      eval/leaderboard.json
+      eval/<point>/samples/<n>.png predictions.jsonl a detector's drawn images and boxes
       eval/cv-<config>/metrics.json predictions.csv  a sweep point's pooled folds
       model/ meta.json weights.pt decision.json      the published model bundle (BundleFiles)
       report.html  export/
@@ -66,6 +67,7 @@ DECISION = "decision.json"  # a bundle's decision rule (stats/decision.py writes
 PREDICTIONS = "predictions.csv"  # a classifier's scored predictions, eval/<point>/ and cv-<c>/
 POOLED_PREFIX = "cv-"  # eval/cv-<config>/: one sweep point's folds pooled
 RANKS = "ranks"
+EVAL_SAMPLES = "samples"  # eval/<point>/samples/<n>.png: a detector's drawn validation images
 # the predict OUT directory (rundir.records.PredictLayout)
 PREDICT_JOB = "predict.json"
 CHUNKS = "chunks"
@@ -212,6 +214,11 @@ class Layout:
 
     def eval_metrics(self, point: int) -> Path:
         return self.eval_dir(point) / METRICS
+
+    def eval_samples(self, point: int) -> Path:
+        """eval/<point>/samples/: drawn validation images (metrics.json lists them relative to
+        eval/<point>/, as ``samples/<n>.png``)."""
+        return self.eval_dir(point) / EVAL_SAMPLES
 
     def pooled_dir(self, config: int) -> Path:
         """eval/cv-<config>/: the pooled predictions.csv and metrics.json of one sweep point."""

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -51,15 +50,16 @@ def draw(
 
 
 def write_outputs(
-    out: Path, images: list[np.ndarray], paths: list[str], groups: list[str],
+    layout: Layout, point: int, images: list[np.ndarray], paths: list[str], groups: list[str],
     truth: list[Truth], found: list[Found], classes: list[str], threshold: float,
 ) -> None:  # fmt: skip
     """The drawn sample images (samples/<n>.png) and every image's true and predicted boxes
-    (predictions.jsonl) under ``out``."""
-    (out / "samples").mkdir(parents=True, exist_ok=True)
+    (predictions.jsonl) under eval/<point>/."""
+    out = layout.eval_dir(point)
+    layout.eval_samples(point).mkdir(parents=True, exist_ok=True)
     for n, image in enumerate(images):
         draw(image, truth[n], found[n], classes, max(threshold, 0.3)).save(
-            out / "samples" / f"{n}.png"
+            layout.eval_samples(point) / f"{n}.png"
         )
     lines = [
         json.dumps(
@@ -113,8 +113,7 @@ def evaluate_point(
     ev = spec.evaluate
     metrics = detection_metrics(truth, found, bundle.classes, groups, ev.bootstrap, ev.seed)
     threshold = spec.deploy.threshold
-    out = layout.eval_dir(point)
-    write_outputs(out, images, paths, groups, truth, found, bundle.classes, threshold)
+    write_outputs(layout, point, images, paths, groups, truth, found, bundle.classes, threshold)
     metrics.update(
         {
             "task": INFO.name,
@@ -122,7 +121,12 @@ def evaluate_point(
             "params": run.plan["points"][point],
             "classes": bundle.classes,
             "unit": unit,
-            "samples": [f"samples/{n}.png" for n in range(len(images))],
+            "samples": [
+                (layout.eval_samples(point) / f"{n}.png")
+                .relative_to(layout.eval_dir(point))
+                .as_posix()
+                for n in range(len(images))
+            ],
             "training": read_json(layout.progress(point), {}),
         }
     )
