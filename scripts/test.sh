@@ -7,4 +7,4 @@ cd "$(dirname "$0")/.."
 .venv/bin/mypy xvhpc  # the whole package; the login side strictly (pyproject.toml)
 # the documentation site (reference pages generated from the code by scripts/gen_docs.py)
 NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet
-exec .venv/bin/python -m pytest -ra --durations=15 "$@"
+exec .venv/bin/python -m pytest -ra --durations=25 "$@"
