@@ -54,6 +54,37 @@ def sigterm_at(proc: subprocess.Popen, progress: Path, iteration: int, timeout: 
     return proc.communicate(timeout=timeout)[1]
 
 
+def wait_final(run: Path, timeout: float = 420) -> dict:
+    """Poll `xvhpc status --json` until no step is pending or running."""
+    from xvhpc.backends.base import FINAL_BAD, FINAL_OK
+
+    deadline = time.monotonic() + timeout
+    while True:
+        proc = xv("status", str(run), "--json", check=False)
+        states = json.loads(proc.stdout) if proc.stdout.strip() else {}
+        if states and all(s["state"] in FINAL_OK | FINAL_BAD for s in states.values()):
+            return states
+        if time.monotonic() > deadline:
+            logs = xv("logs", str(run), check=False).stdout[-4000:]
+            raise AssertionError(f"timed out; states {states}\nlogs:\n{logs}")
+        time.sleep(2)
+
+
+def wait_iteration(run: Path, at_least: int, timeout: float = 240) -> int:
+    """Poll a run's progress.json until training runs at ``at_least`` iterations or more."""
+    progress = run / "train" / "0" / "progress.json"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            state = json.loads(progress.read_text())
+            if state.get("state") == "running" and state.get("iteration", 0) >= at_least:
+                return state["iteration"]
+        except (FileNotFoundError, json.JSONDecodeError):
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"training never reached iteration {at_least}")
+
+
 def require(tool: str, why: str) -> None:
     """Skip locally when a real tool is missing; in CI a missing tool is a failure, never a skip."""
     if shutil.which(tool) is None:

@@ -13,6 +13,8 @@ import pytest
 
 from tests.conftest import ROOT
 
+pytestmark = pytest.mark.e2e
+
 TARBALL = "third_party/openlava/openlava-4.0dev4-69891d86.tar.gz"
 
 

@@ -16,13 +16,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import ROOT, tiny_spec, xv
-from tests.e2e.test_slurm import wait_final, wait_iteration
+from tests.conftest import ROOT, tiny_spec, wait_final, wait_iteration, xv
 from xvhpc.backends.base import get_scheduler
 from xvhpc.backends.commands import CommandRunner
 from xvhpc.backends.lsf.classic import parse_bjobs, parse_bjobs_long
 
-pytestmark = pytest.mark.lsf
+pytestmark = [pytest.mark.e2e, pytest.mark.lsf]
 
 STEPS = ["ingest", "merge", "train", "evaluate", "report"]
 # the Summit form before the fix: LSB_JOBINDEX is 0 (set, not empty) in a job that is no array

@@ -9,24 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import tiny_spec, xv
-from xvhpc.backends.base import FINAL_BAD, FINAL_OK
+from tests.conftest import tiny_spec, wait_final, wait_iteration, xv
 
-pytestmark = pytest.mark.slurm
-
-
-def wait_final(run: Path, timeout: float = 420) -> dict:
-    """Poll `xvhpc status --json` until no step is pending or running."""
-    deadline = time.monotonic() + timeout
-    while True:
-        proc = xv("status", str(run), "--json", check=False)
-        states = json.loads(proc.stdout) if proc.stdout.strip() else {}
-        if states and all(s["state"] in FINAL_OK | FINAL_BAD for s in states.values()):
-            return states
-        if time.monotonic() > deadline:
-            logs = xv("logs", str(run), check=False).stdout[-4000:]
-            raise AssertionError(f"timed out; states {states}\nlogs:\n{logs}")
-        time.sleep(2)
+pytestmark = [pytest.mark.e2e, pytest.mark.slurm]
 
 
 def sacct(job: str, fields: str = "JobID,State,NodeList,ExitCode") -> list[list[str]]:
@@ -104,20 +89,6 @@ def test_sweep_as_job_array_with_leaderboard(slurm_up, tmp_path: Path, demo_data
         == board["rows"][0]["params"]["train.learning_rate"]
     )
     assert (run / "train" / str(best) / "model").exists()
-
-
-def wait_iteration(run: Path, at_least: int, timeout: float = 240) -> int:
-    progress = run / "train" / "0" / "progress.json"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            state = json.loads(progress.read_text())
-            if state.get("state") == "running" and state.get("iteration", 0) >= at_least:
-                return state["iteration"]
-        except (FileNotFoundError, json.JSONDecodeError):
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"training never reached iteration {at_least}")
 
 
 def test_walltime_signal_and_scontrol_requeue_resume(

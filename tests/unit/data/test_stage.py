@@ -10,7 +10,6 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT, tiny_spec, xv
-from tests.e2e.test_slurm import wait_final
 from xvhpc.data.stage import READY, STAGE_ENV, shard_dir, stage_shards
 from xvhpc.plan import build_plan
 from xvhpc.plan.render import render_plan
@@ -86,29 +85,3 @@ def test_a_site_without_node_local_storage_is_a_clear_error(tmp_path: Path) -> N
     problems = check_against_site(load_spec(_staged_spec(tmp_path)), load_site("x86-v100"))
     assert [p.key for p in problems] == ["data.stage"]
     assert "node_local.path" in problems[0].message
-
-
-@pytest.mark.slurm
-def test_two_nodes_train_from_their_own_copies(slurm_up, tmp_path: Path, demo_data: Path) -> None:
-    """local-slurm declares /tmp/xvhpc-node-local/$SLURMD_NODENAME: one directory per node."""
-    spec = tiny_spec(
-        tmp_path / "spec.yaml",
-        demo_data,
-        name="slurm-stage",
-        data={"stage": "node_local"},
-        resources={"nodes": 2, "processes_per_node": 1, "walltime": "00:10:00"},
-    )
-    run = tmp_path / "run"
-    xv("submit", str(spec), "--site", "local-slurm", "--out", str(run))
-    states = wait_final(run)
-    assert {k: v["state"] for k, v in states.items()} == dict.fromkeys(
-        ["ingest", "merge", "train", "evaluate", "report"], "COMPLETED"
-    )
-    token = json.loads((run / "plan.json").read_text())["stage_dir"].rsplit("/", 1)[1]
-    for node in ("n1", "n2"):
-        copy = Path("/tmp/xvhpc-node-local") / node / token
-        assert (copy / READY).is_file(), f"{node} has no staged copy"
-        assert len(list(copy.glob("*.h5"))) == 2
-    log = "".join(p.read_text() for p in (run / "logs").glob("train-*.out"))
-    assert log.count("staged shards to /tmp/xvhpc-node-local/") == 2
-    assert "reading shards from the node-local copy" in log

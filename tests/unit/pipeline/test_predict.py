@@ -17,7 +17,6 @@ import pytest
 from PIL import Image
 
 from tests.conftest import xv
-from tests.e2e.test_slurm import wait_final
 from xvhpc.data.synth import write_dicom, xray
 
 BAD = {
@@ -208,39 +207,6 @@ def test_killed_local_run_reruns_only_missing_chunks(
     assert len(after) == 4
     assert {k: after[k] for k in before} == before  # finished chunks untouched
     assert (out / "predictions.csv").read_bytes() == (local_run / "predictions.csv").read_bytes()
-
-
-@pytest.mark.slurm
-def test_slurm_array_matches_local_and_resumes_a_cancelled_task(
-    slurm_up, trained_run: Path, images: Path, local_run: Path, tmp_path: Path
-) -> None:
-    out = tmp_path / "slurm"
-    predict(trained_run, images, out, "--site", "local-slurm")
-    job = json.loads((out / "jobs.json").read_text())["steps"]["predict"]["job_id"]
-    subprocess.run(["scancel", f"{job}_3"], check=True)  # one task of the array killed
-    states = wait_final(out)
-    if states["predict"]["state"] == "COMPLETED":
-        # the task finished before the cancel reached it: lose its output instead, as a
-        # task killed after writing nothing would have
-        for name in ("predictions.csv", "summary.json"):
-            (out / name).unlink(missing_ok=True)
-        for chunk in (out / "chunks").glob("chunk-00003-*"):
-            chunk.unlink()
-    else:
-        assert states["merge"]["state"] != "COMPLETED"  # its dependency can no longer be met
-    before = chunk_times(out)
-    assert [n[:11] for n in sorted(before)] == [f"chunk-0000{i}" for i in range(3)]
-    predict(trained_run, images, out, "--site", "local-slurm")
-    states = wait_final(out)
-    assert {k: v["state"] for k, v in states.items()} == {
-        "predict": "COMPLETED",
-        "merge": "COMPLETED",
-    }
-    after = chunk_times(out)
-    assert len(after) == 4 and {k: after[k] for k in before} == before
-    assert (out / "predictions.csv").read_bytes() == (local_run / "predictions.csv").read_bytes()
-    logs = xv("logs", str(out), "predict").stdout
-    assert logs.count("already done") == 3
 
 
 def test_one_rank_per_gpu_predicts_its_own_chunk(

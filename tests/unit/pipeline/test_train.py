@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import require, sigterm_at, tiny_spec, xv
+from tests.conftest import sigterm_at, tiny_spec, xv
 from xvhpc.backends.base import EnvironmentError_
 from xvhpc.data.dataset import RankBatches
 from xvhpc.models.weights import cached_file
@@ -270,56 +270,6 @@ def check_ranks(run: Path, world: int, environment: str) -> None:
     assert all("data_wait_fraction" in x for x in lines if "loss" in x)
     assert (run / "model" / "weights.pt").exists()
     assert json.loads((run / "model" / "meta.json").read_text())["classes"]
-
-
-def test_ddp_under_torchrun(ingested: Path) -> None:
-    run = fresh(ingested)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc-per-node=2",
-            "-m",
-            "xvhpc",
-            "train",
-            "--run-dir",
-            str(run),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    check_ranks(run, 2, "torchrun")
-
-
-def test_ddp_under_mpirun(ingested: Path) -> None:
-    require("mpirun", "Open MPI launcher tests")
-    run = fresh(ingested)
-    argv = [
-        "mpirun",
-        "--allow-run-as-root",
-        "--oversubscribe",
-        "-n",
-        "2",
-        "-x",
-        "OMP_NUM_THREADS=1",
-        "-x",
-        "PATH",
-        sys.executable,
-        "-m",
-        "xvhpc",
-        "train",
-        "--run-dir",
-        str(run),
-    ]
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    check_ranks(run, 2, "openmpi")
 
 
 def weights_of(run: Path) -> str:

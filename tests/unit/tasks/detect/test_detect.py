@@ -457,32 +457,6 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(inter / ((a[2:] - a[:2]).prod() + (b[2:] - b[:2]).prod() - inter))
 
 
-@pytest.mark.slurm
-def test_detection_pipeline_on_two_slurm_nodes(slurm_up, tmp_path: Path, shapes: Path) -> None:
-    """The same spec on the real local Slurm: ingest array, DDP training over two nodes (srun;
-    validation gathers both ranks' detections), evaluate and report."""
-    from tests.e2e.test_slurm import wait_final
-
-    spec = _detect_spec(tmp_path / "spec.yaml", shapes, max_iterations=12, val_every=6)
-    raw = json.loads(spec.read_text())
-    raw["data"]["shards"] = 2
-    raw["resources"] = {"nodes": 2, "processes_per_node": 1, "walltime": "00:10:00"}
-    spec.write_text(json.dumps(raw))
-    run = tmp_path / "run"
-    xv("submit", str(spec), "--site", "local-slurm", "--out", str(run))
-    states = wait_final(run)
-    assert {k: v["state"] for k, v in states.items()} == dict.fromkeys(
-        ["ingest", "merge", "train", "evaluate", "report"], "COMPLETED"
-    )
-    ranks = [json.loads(p.read_text()) for p in sorted((run / "train/0/ranks").glob("*.json"))]
-    assert [r["environment"] for r in ranks] == ["slurm", "slurm"]
-    assert len({r["weights_sha256"] for r in ranks}) == 1
-    metrics = json.loads((run / "eval" / "0" / "metrics.json").read_text())
-    assert metrics["task"] == "detect" and metrics["images"] == 26
-    validation = [json.loads(x) for x in (run / "train/0/metrics.jsonl").read_text().splitlines()]
-    assert [v["val_samples"] for v in validation if "val_map" in v] == [26, 26]  # both ranks'
-
-
 def test_export_torchscript_and_onnx_give_the_model_s_boxes(detect_run: Path, tmp_path) -> None:
     """fcos_tiny exports (TorchScript by scripting, ONNX one image per call) and both files
     return the bundle's own detections for a validation image."""
