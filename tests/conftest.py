@@ -206,3 +206,40 @@ def openlava_up() -> None:
     if ok.returncode != 0 or " ok " not in ok.stdout:
         message = f"local OpenLava is not up (bhosts: {ok.stdout.strip()} {ok.stderr.strip()}); run: bash scripts/openlava.sh"
         pytest.fail(message) if IN_CI else pytest.skip(message)
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory) -> Path:
+    """A model bundle without training (serve only needs weights and meta): the hostile tests'."""
+    import torch
+
+    from xvhpc.data.manifest import preprocessing
+    from xvhpc.models.bundle import save_bundle
+    from xvhpc.models.zoo import build_model
+    from xvhpc.spec.schema import ExperimentSpec
+
+    spec = ExperimentSpec.model_validate(
+        {
+            "name": "hostile",
+            "data": {"source": "x", "image_size": 32, "channels": 1},
+            "model": {"arch": "resnet18", "pretrained": "none"},
+            "deploy": {"threshold": 0.9},
+        }
+    )
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("bundle") / "model"
+    save_bundle(
+        out, build_model(spec.model, 3), spec, ["a", "b", "c"], preprocessing(spec.data), 0, {}
+    )
+    return out
+
+
+@pytest.fixture(scope="module")
+def client(bundle_dir: Path):
+    """A TestClient on ``bundle_dir`` (serve.app, in-process)."""
+    from fastapi.testclient import TestClient
+
+    from xvhpc.models.bundle import load_bundle
+    from xvhpc.serve.app import create_app
+
+    return TestClient(create_app(load_bundle(bundle_dir)))

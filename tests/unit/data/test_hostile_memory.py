@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.test_hostile import bundle_dir, client  # noqa: F401  (module fixtures: a real bundle)
 from xvhpc.data.decode import BadImage, DecodeOptions, decode
 
 

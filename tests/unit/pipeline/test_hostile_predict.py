@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.test_hostile import bundle_dir, gradient, png_bytes  # noqa: F401
+from tests.hostile import gradient, png_bytes
 from xvhpc.pipeline.predict import chunk_file, merge, run_chunk
 from xvhpc.rundir.records import PredictError, PredictJob
 from xvhpc.tasks.classify.predict import PREDICTIONS

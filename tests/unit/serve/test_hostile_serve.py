@@ -2,11 +2,13 @@
 
 The ASGI application is driven directly with real ``receive``/``send`` callables (what
 uvicorn does), so the test sees exactly how many body bytes the server pulled in; and a real
-TestClient for the temp-disk case. No mocks, no timed assertions."""
+TestClient for the temp-disk case. No mocks, no timed assertions. And (issue 11, case 5) the
+DICOM bomb and a huge sparse PNG's heatmap, and the deployed threshold as the default."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import tempfile
 from pathlib import Path
@@ -15,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.test_hostile import bundle_dir  # noqa: F401  (module fixture: a real bundle)
+from tests.hostile import deflated_dicom, gradient, png_bytes
 
 CHUNK = 1 << 20
 BOUNDARY = b"xvhpcboundary"
@@ -110,3 +112,33 @@ def test_valid_upload_does_not_need_the_temp_disk(
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-such-temp-dir"))
     response = client.post("/v1/predict", files={"file": ("x.png", buf.getvalue())})
     assert response.status_code == 200, response.text
+
+
+@pytest.mark.timeout(120)
+def test_serve_refuses_the_dicom_bomb(client, tmp_path: Path) -> None:
+    bomb = deflated_dicom(tmp_path / "bomb.dcm", 400, 1000, 1000).read_bytes()
+    response = client.post("/v1/predict", files={"file": ("x.dcm", bomb)})
+    assert response.status_code == 415 and "bomb" in response.json()["detail"]
+
+
+@pytest.mark.timeout(120)
+def test_serve_heatmap_is_bounded_for_a_huge_sparse_png(client) -> None:
+    huge = png_bytes(np.zeros((2000, 3000), np.uint8), mode="1")
+    assert len(huge) < 20_000
+    response = client.post("/v1/predict", files={"file": ("x.png", huge)}, data={"heatmap": "true"})
+    assert response.status_code == 200
+    overlay = Image.open(io.BytesIO(base64.b64decode(response.json()["heatmap"])))
+    assert overlay.size == (1024, 683)  # the input's shape, at most 1024 px a side
+
+
+@pytest.mark.timeout(60)
+def test_serve_applies_the_deployed_threshold_by_default(client) -> None:
+    assert client.get("/v1/model").json()["default_threshold"] == 0.9
+    image = png_bytes(gradient(64, 64))
+    deployed = client.post("/v1/predict", files={"file": ("x.png", image)}).json()
+    asked = client.post(
+        "/v1/predict", files={"file": ("x.png", image)}, data={"threshold": "0"}
+    ).json()
+    assert len(asked["predictions"]) == 3  # the request's value overrides the deployed one
+    assert all(p["confidence"] >= 0.9 for p in deployed["predictions"])
+    assert len(deployed["predictions"]) < 3
