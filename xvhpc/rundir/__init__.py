@@ -55,6 +55,7 @@ EXPORT = "export"
 LEADERBOARD = "leaderboard.json"
 SWEEP = "sweep"
 STUDY_JOURNAL = "study.journal"
+HEARTBEATS = "heartbeats"
 TENSORBOARD = "tensorboard"
 TRIAL = "trial.json"
 CHECKPOINT = "checkpoint.pt"
@@ -167,6 +168,10 @@ class Layout:
     @property
     def study_journal(self) -> Path:
         return self.root / SWEEP / STUDY_JOURNAL
+
+    def heartbeat(self, trial: int) -> Path:
+        """A study trial's heartbeat (sweeps/heartbeat.py): who trains it, when they last said so."""
+        return self.root / SWEEP / HEARTBEATS / f"trial-{trial}.json"
 
     def tensorboard(self, point: int) -> Path:
         return self.train_dir(point) / TENSORBOARD

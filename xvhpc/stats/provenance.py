@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..rundir import RANKS
 from ..util import read_json
 
 if TYPE_CHECKING:
@@ -53,7 +54,7 @@ def software() -> dict:
 def training_ranks(train_dir: Path) -> list[dict]:
     """What the training ranks recorded about themselves (rank summaries), without digests."""
     out = []
-    for path in sorted((train_dir / "ranks").glob("rank-*.json")):
+    for path in sorted((train_dir / RANKS).glob("rank-*.json")):
         summary = read_json(path, {}) or {}
         out.append(
             {k: v for k, v in summary.items() if k not in ("first_batches", "weights_sha256")}

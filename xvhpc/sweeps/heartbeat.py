@@ -36,7 +36,7 @@ def _seconds(name: str, default: float) -> float:
 
 
 def heartbeat_path(root: Path, trial: int) -> Path:
-    return Layout(root).study_journal.parent / "heartbeats" / f"trial-{trial}.json"
+    return Layout(root).heartbeat(trial)
 
 
 def _process_start(pid: int) -> str | None:
