@@ -129,6 +129,18 @@ def tiny_spec(path: Path, source: Path, **sections) -> Path:
     return path
 
 
+def synthetic(n: int, seed: int = 0, k: int = 3, signal: float = 1.5, round_to: int | None = 2):
+    """Labels and softmax outputs of a mediocre classifier (rounded: ties in the scores)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, k, n)
+    logits = rng.normal(size=(n, k))
+    logits[np.arange(n), labels] += signal
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    return labels, (np.round(probs, round_to) if round_to else probs)
+
+
 def backend_site(tmp_path: Path, scheduler: str, launcher: str = "local") -> Path:
     """A copy of x86-v100 with another scheduler and launcher, each with its default options."""
     data = yaml.safe_load((ROOT / "site_configs" / "x86-v100.yaml").read_text())

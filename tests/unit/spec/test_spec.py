@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, xv
-from xvhpc.spec import SpecError, check_against_site, load_site, load_spec, sweep_points
+from xvhpc.spec import (
+    ExperimentSpec,
+    SpecError,
+    check_against_site,
+    load_site,
+    load_spec,
+    sweep_points,
+)
 from xvhpc.spec.site import known_sites
 
 JOBS = sorted((ROOT / "jobs").glob("*.yaml"))
@@ -142,3 +149,19 @@ def test_sweep_expansion_grid_and_random() -> None:
     loaded.spec.sweep.samples = 3
     first, second = sweep_points(loaded), sweep_points(loaded)
     assert first == second and len(first) == 3
+
+
+def test_spec_operating_point_needs_one_target() -> None:
+    base = {"name": "x", "data": {"source": "d"}}
+    ok = ExperimentSpec.model_validate(
+        {**base, "evaluate": {"operating_point": {"positive": "covid19", "min_sensitivity": 0.95}}}
+    )
+    assert ok.evaluate.operating_point.min_sensitivity == 0.95
+    for bad in (
+        {"positive": "covid19"},
+        {"positive": "c", "min_sensitivity": 0.9, "min_specificity": 0.9},
+    ):
+        with pytest.raises(ValueError, match="min_sensitivity or min_specificity"):
+            ExperimentSpec.model_validate({**base, "evaluate": {"operating_point": bad}})
+    with pytest.raises(ValueError):
+        ExperimentSpec.model_validate({**base, "evaluate": {"bootstrap": 100}})  # < 1,000
