@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import tiny_spec, wait_final, wait_iteration, xv
+from tests.conftest import ROOT, tiny_spec, wait_final, wait_iteration, xv
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slurm]
 
@@ -151,9 +151,7 @@ def test_submit_test_only_asks_slurm_and_queues_nothing(
         "submit", str(spec), "--site", "local-slurm", "--out", str(tmp_path / "ok"), "--test-only"
     )
     assert ok.stdout.count(" ok: sbatch: Job ") == 5, ok.stdout
-    site = yaml.safe_load(
-        (Path(__file__).parents[1] / "site_configs" / "local-slurm.yaml").read_text()
-    )
+    site = yaml.safe_load((ROOT / "site_configs" / "local-slurm.yaml").read_text())
     site["name"] = "eight-gpus"
     site["node"]["gpus"] = 8
     site_file = tmp_path / "eight-gpus.yaml"
