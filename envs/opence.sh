@@ -74,13 +74,13 @@ fi
 "$py" - <<'PY'
 import optuna  # noqa: F401  (sweeps with method: tpe ask it on the compute node)
 import torch
-from mpi4py import MPI  # noqa: F401  (jsrun steps need it: xvhpc/runtime/task.py)
+from mpi4py import MPI  # noqa: F401  (jsrun steps need it: xvhpc/runtime/whoami.py)
 
 import xvhpc.serve.app  # noqa: F401  (every compute-side module imports)
-import xvhpc.steps.evaluate  # noqa: F401
-import xvhpc.steps.ingest  # noqa: F401
-import xvhpc.steps.report  # noqa: F401
-import xvhpc.steps.train  # noqa: F401
+import xvhpc.pipeline.evaluate  # noqa: F401
+import xvhpc.pipeline.ingest  # noqa: F401
+import xvhpc.pipeline.report  # noqa: F401
+import xvhpc.pipeline.train  # noqa: F401
 from xvhpc.runtime.compat import MIN_TORCH, below_minimum
 
 if below_minimum(torch.__version__):

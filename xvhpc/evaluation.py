@@ -99,12 +99,6 @@ def pooling(spec: ExperimentSpec) -> bool:
     return bool(spec.data.split.folds) and spec.data.split.fold is None
 
 
-def pooled_dir(root: Path, config: int) -> Path:
-    """eval/cv-<config>/ (``Layout.pooled_dir``; kept here for tests/unit/tasks/classify/test_cv.py
-    until it imports the layout)."""
-    return Layout(root).pooled_dir(config)
-
-
 def published_metrics(run: RunDir, point: int) -> dict:
     """The metrics that describe the published model: with folds the pooled ones of its sweep
     point (its decision rule was fitted on them), else its own."""

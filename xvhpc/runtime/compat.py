@@ -1,7 +1,7 @@
 """Version shims: one code path for torch 2.0.1 (Summit's newest Open-CE) and the x86 torch.
 
 Every torch API whose spelling changed after 2.0.1 goes through here, so the call sites stay
-one-liners and ``tests/test_compat.py`` (run in ``.venv-torch20`` by CI) covers them all.
+one-liners and ``tests/unit/runtime/test_compat.py`` (run in ``.venv-torch20`` by CI) covers them all.
 Torch is imported inside the functions: the login side reads ``MIN_TORCH`` without it.
 """
 

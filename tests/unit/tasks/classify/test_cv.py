@@ -21,7 +21,8 @@ from xvhpc.data.catalog import build_catalog
 from xvhpc.data.dedupe import dhash, near_duplicates
 from xvhpc.data.folds import assign_folds, carve_select
 from xvhpc.data.sample import Sample
-from xvhpc.evaluation import pooled_dir, published_metrics
+from xvhpc.evaluation import published_metrics
+from xvhpc.rundir import Layout
 from xvhpc.spec import SpecError, load_spec
 from xvhpc.spec.points import FINAL_KEY, FOLD_KEY, CvPoint, cv_points
 from xvhpc.spec.schema import DataSpec, SplitSpec
@@ -295,7 +296,7 @@ def test_pooled_figures_come_from_the_pooled_predictions(cv_run: Path) -> None:
     assert m["bootstrap"]["unit"] == "patient/group"
     assert m["groups"] == sum((n + 1) // 2 for n in sizes)
     assert not m["selection"]["optimistic"] and "select" in m["selection"]["chose"]
-    rows = list(csv.DictReader((pooled_dir(cv_run, 0) / "predictions.csv").open()))
+    rows = list(csv.DictReader((Layout(cv_run).pooled_dir(0) / "predictions.csv").open()))
     assert len(rows) == sum(sizes)
     assert Counter(r["fold"] for r in rows) == {str(k): n for k, n in enumerate(sizes)}
     manifest = json.loads((cv_run / "manifest.json").read_text())
