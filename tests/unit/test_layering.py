@@ -156,3 +156,47 @@ def test_run_dir_file_names_only_in_rundir() -> None:
         if isinstance(node, ast.Constant) and node.value in names
     ]
     assert found == []
+
+
+COMPUTE = r"xvhpc\.(pipeline|tasks|serve|data|models|runtime|sweeps|stats|report|evaluation)(\..*)?"
+SCHEDULER_SIDE = (
+    r"xvhpc\.(plan|submit)(\..*)?|xvhpc\.backends\.[^.]+\.(scheduler|csm|classic|launcher)"
+)
+
+
+def test_the_compute_side_never_imports_the_login_side() -> None:
+    """Training ranks, ingest workers and the server never load the plan, the submitter or a
+    scheduler/launcher (only a backend's stdlib ``environment.py`` and ``backends.base``)."""
+    assert _reaches(COMPUTE, SCHEDULER_SIDE) == []
+
+
+def test_the_spec_names_no_task_or_backend() -> None:
+    """The spec checks names through the registry (which finds the folders), never by import."""
+    assert _reaches(r"xvhpc\.spec(\..*)?", r"xvhpc\.(tasks|backends|pipeline|plan)(\..*)?") == []
+
+
+def test_the_pipeline_names_no_backend_but_its_environment() -> None:
+    """The drivers ask runtime/whoami who they are; they never import a backend module."""
+    assert _reaches(r"xvhpc\.pipeline(\..*)?", r"xvhpc\.backends(\..*)?") == []
+
+
+def test_the_registry_and_rundir_are_leaves() -> None:
+    """Everything may import them, so they import nothing above util and the spec."""
+    assert _reaches(r"xvhpc\.registry", r"xvhpc\..*") == []
+    assert _reaches(r"xvhpc\.rundir(\..*)?", r"xvhpc\.(?!rundir|util|spec).*") == []
+
+
+def test_the_readme_layout_matches_the_tree() -> None:
+    """README.md's Layout section names every package folder (and each task and backend
+    folder), and names no folder that is gone."""
+    readme = (PACKAGE.parent / "README.md").read_text()
+    section = readme.split("## Layout", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"xvhpc/([a-z_]+)/", section))
+    named |= set(re.findall(r"\b([a-z_]+)/(?=[\s,)`])", section))
+    folders = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
+    plugged = {p.name for kind in ("tasks", "backends") for p in (PACKAGE / kind).iterdir()
+               if (p / "__init__.py").is_file()}  # fmt: skip
+    assert folders - named == set(), "package folders missing from the README's layout"
+    assert plugged - named == set(), "task or backend folders missing from the README's layout"
+    gone = {n for n in named if not (PACKAGE / n).is_dir()} - plugged
+    assert gone == set(), "the README's layout names folders that are gone"
