@@ -23,31 +23,37 @@ def _array(image: Image.Image, channels: int) -> np.ndarray:
     return np.ascontiguousarray(out[:, :, :channels])
 
 
-def resize(array: np.ndarray, size: int, mode: str, tile_grid: int = 2) -> list[np.ndarray]:
-    """squash | letterbox | center_crop | tile → size×size image(s)."""
+def resize(
+    array: np.ndarray, size: int, mode: str, tile_grid: int = 2, *, nearest: bool = False,
+    fill: int = 0,
+) -> list[np.ndarray]:  # fmt: skip
+    """squash | letterbox | center_crop | tile → size×size image(s).
+
+    ``nearest``: a label map (segmentation masks) resized pixel for pixel alongside its image,
+    nearest-neighbour and without the reducing gap (which averages), so no new values appear;
+    ``fill``: the value of letterbox padding (0: black; a mask's ignore index)."""
     channels = array.shape[2]
     image = _pil(array)
     width, height = image.size
+    sample = Image.Resampling.NEAREST if nearest else Image.Resampling.BILINEAR
+    gap = None if nearest else 3.0
+
+    def scaled(im: Image.Image, to: tuple[int, int], reducing_gap: float | None = gap):
+        return im.resize(to, sample, reducing_gap=reducing_gap)
+
     if mode == "squash":
-        return [
-            _array(
-                image.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0), channels
-            )
-        ]
+        return [_array(scaled(image, (size, size)), channels)]
     if mode == "letterbox":
         scale = size / max(width, height)
         new = (max(1, round(width * scale)), max(1, round(height * scale)))
-        resized = image.resize(new, Image.Resampling.BILINEAR, reducing_gap=3.0)
-        canvas = Image.new(image.mode, (size, size), 0)
-        canvas.paste(resized, ((size - new[0]) // 2, (size - new[1]) // 2))
+        canvas = Image.new(image.mode, (size, size), fill)
+        canvas.paste(scaled(image, new), ((size - new[0]) // 2, (size - new[1]) // 2))
         return [_array(canvas, channels)]
     if mode == "center_crop":
         side = min(width, height)
         left, top = (width - side) // 2, (height - side) // 2
         crop = image.crop((left, top, left + side, top + side))
-        return [
-            _array(crop.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0), channels)
-        ]
+        return [_array(scaled(crop, (size, size)), channels)]
     if mode == "tile":
         if min(array.shape[:2]) < tile_grid:
             raise BadImage(
@@ -63,11 +69,7 @@ def resize(array: np.ndarray, size: int, mode: str, tile_grid: int = 2) -> list[
                     (col + 1) * width // tile_grid,
                     (row + 1) * height // tile_grid,
                 )
-                out.append(
-                    _array(
-                        image.crop(box).resize((size, size), Image.Resampling.BILINEAR), channels
-                    )
-                )
+                out.append(_array(scaled(image.crop(box), (size, size), None), channels))
         return out
     raise ValueError(f"unknown resize mode {mode!r} (valid: squash, letterbox, center_crop, tile)")
 
@@ -130,3 +132,60 @@ def augment(
         out = np.clip(noisy, 0, 255).astype(np.uint8)
         ops.append(f"noise{spec.noise:g}")
     return out, ops
+
+
+def replay_geometry(array: np.ndarray, ops: list[str], fill: int = 0) -> np.ndarray:
+    """The geometric ops of an ``augment`` copy (flips, rotations) applied to an array aligned
+    with its image (a segmentation mask): nearest-neighbour, so no new values; pixels rotated
+    in from outside take ``fill``. Photometric ops (blur, noise, ...) leave it as it is."""
+    channels = array.shape[2]
+    image = _pil(array)
+    exact = {
+        90: Image.Transpose.ROTATE_90,
+        180: Image.Transpose.ROTATE_180,
+        270: Image.Transpose.ROTATE_270,
+    }
+    for op in ops:
+        if op == "hflip":
+            image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        elif op == "vflip":
+            image = image.transpose(Image.Transpose.FLIP_TOP_BOTTOM)
+        elif op.startswith("rotate"):
+            angle = int(op.removeprefix("rotate"))
+            if angle % 360 in exact:
+                image = image.transpose(exact[angle % 360])
+            elif angle % 360:
+                image = image.rotate(angle, resample=Image.Resampling.NEAREST, fillcolor=fill)
+    return _array(image, channels)
+
+
+def resize_windows(width: int, height: int, size: int, mode: str, tile_grid: int) -> list[tuple]:
+    """Per output image: (source window x0, y0, x1, y1, output x0, y0, x1, y1), mirroring
+    ``transforms.resize``: the source window is scaled onto the output rectangle."""
+    if mode == "squash":
+        return [(0, 0, width, height, 0, 0, size, size)]
+    if mode == "letterbox":
+        scale = size / max(width, height)
+        new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+        left, top = (size - new_w) // 2, (size - new_h) // 2
+        return [(0, 0, width, height, left, top, left + new_w, top + new_h)]
+    if mode == "center_crop":
+        side = min(width, height)
+        left, top = (width - side) // 2, (height - side) // 2
+        return [(left, top, left + side, top + side, 0, 0, size, size)]
+    if mode == "tile":
+        return [
+            (
+                col * width // tile_grid,
+                row * height // tile_grid,
+                (col + 1) * width // tile_grid,
+                (row + 1) * height // tile_grid,
+                0,
+                0,
+                size,
+                size,
+            )
+            for row in range(tile_grid)
+            for col in range(tile_grid)
+        ]
+    raise ValueError(f"unknown resize mode {mode!r} (valid: squash, letterbox, center_crop, tile)")

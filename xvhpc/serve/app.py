@@ -39,6 +39,17 @@ class PredictResponse(BaseModel):
     heatmap_label: str | None = None
     model: dict
     decision: str | None = Field(None, description="label under the model's decision rule")
+    areas: dict[str, dict[str, float]] | None = Field(
+        None, description="segmentation models: each class's pixels and fraction of the image"
+    )
+    mask: str | None = Field(
+        None,
+        description="segmentation models: the label map as PNG (base64; pixel = class index, "
+        "255 = not predicted) in the uploaded image's pixels",
+    )
+    mask_rle: dict[str, dict] | None = Field(
+        None, description="segmentation models: COCO RLE {size, counts} of each class present"
+    )
 
 
 class ModelInfo(BaseModel):

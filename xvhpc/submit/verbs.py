@@ -222,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
 def demo_data_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("out")
     p.add_argument("--per-class", type=int, default=40)
-    p.add_argument("--size", type=int, default=None, help="pixels (256; --task detect: 64)")
+    p.add_argument("--size", type=int, default=None, help="pixels (256; detect, segment: 64)")
     p.add_argument("--seed", type=int, default=0)
     from ..registry import DEFAULT_TASK, task_infos  # torch-free: each task's info.py
 

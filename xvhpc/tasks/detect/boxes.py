@@ -8,43 +8,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...data.transforms import resize_windows
+
 MIN_VISIBLE = 0.3  # a box cut by a crop or tile is kept when this fraction of it remains
 
 
 def empty() -> np.ndarray:
     return np.zeros((0, 4), np.float32)
-
-
-def _windows(width: int, height: int, size: int, mode: str, tile_grid: int) -> list[tuple]:
-    """Per output image: (source window x0, y0, x1, y1, output x0, y0, x1, y1), mirroring
-    ``transforms.resize``: the source window is scaled onto the output rectangle."""
-    if mode == "squash":
-        return [(0, 0, width, height, 0, 0, size, size)]
-    if mode == "letterbox":
-        scale = size / max(width, height)
-        new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
-        left, top = (size - new_w) // 2, (size - new_h) // 2
-        return [(0, 0, width, height, left, top, left + new_w, top + new_h)]
-    if mode == "center_crop":
-        side = min(width, height)
-        left, top = (width - side) // 2, (height - side) // 2
-        return [(left, top, left + side, top + side, 0, 0, size, size)]
-    if mode == "tile":
-        return [
-            (
-                col * width // tile_grid,
-                row * height // tile_grid,
-                (col + 1) * width // tile_grid,
-                (row + 1) * height // tile_grid,
-                0,
-                0,
-                size,
-                size,
-            )
-            for row in range(tile_grid)
-            for col in range(tile_grid)
-        ]
-    raise ValueError(f"unknown resize mode {mode!r} (valid: squash, letterbox, center_crop, tile)")
 
 
 def resize_boxes(
@@ -60,7 +30,9 @@ def resize_boxes(
     tile keeps a box when at least ``min_visible`` of it is inside, clipped to the edge)."""
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     out = []
-    for sx0, sy0, sx1, sy1, ox0, oy0, ox1, oy1 in _windows(width, height, size, mode, tile_grid):
+    for sx0, sy0, sx1, sy1, ox0, oy0, ox1, oy1 in resize_windows(
+        width, height, size, mode, tile_grid
+    ):
         clipped = np.clip(boxes, [sx0, sy0, sx0, sy0], [sx1, sy1, sx1, sy1])
         area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
         inside = (clipped[:, 2] - clipped[:, 0]) * (clipped[:, 3] - clipped[:, 1])
@@ -75,7 +47,9 @@ def unresize_boxes(
     boxes: np.ndarray, width: int, height: int, size: int, mode: str, tile_grid: int, tile: int
 ) -> np.ndarray:
     """Boxes found on output image ``tile`` of ``resize`` → pixels of the original image."""
-    sx0, sy0, sx1, sy1, ox0, oy0, ox1, oy1 = _windows(width, height, size, mode, tile_grid)[tile]
+    sx0, sy0, sx1, sy1, ox0, oy0, ox1, oy1 = resize_windows(width, height, size, mode, tile_grid)[
+        tile
+    ]
     fx, fy = (ox1 - ox0) / (sx1 - sx0), (oy1 - oy0) / (sy1 - sy0)
     b = np.asarray(boxes, np.float64).reshape(-1, 4)
     back = (b - [ox0, oy0, ox0, oy0]) / [fx, fy, fx, fy] + [sx0, sy0, sx0, sy0]

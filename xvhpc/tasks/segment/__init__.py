@@ -1,0 +1,1 @@
+"""Semantic segmentation (``task: segment``): per-pixel classes from PNG label maps or COCO masks."""

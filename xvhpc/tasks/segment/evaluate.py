@@ -1,0 +1,139 @@
+"""``xvhpc evaluate`` for segmentation: each point's model on its validation split → per-class
+IoU and Dice, their means and pixel accuracy with bootstrap intervals over images (or groups)
+and the pixel confusion matrix (``metrics.json``), every image's figures (``predictions.csv``)
+and a few images with their true and predicted masks drawn over them (the report shows them).
+The driver (pipeline/evaluate.py) ranks the points by ``evaluate.rank_by`` (miou or dice)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from typing import TYPE_CHECKING
+
+import numpy as np
+from PIL import Image
+
+from ...data.roles import role_index
+from ...evaluation import EvaluateError, show, sources, split_groups
+from ...models.bundle import load_bundle
+from ...rundir import PREDICTIONS_STEM, Layout
+from ...util import read_json, write_json_atomic, write_text_atomic
+from .dataset import SegmentationDataset
+from .info import INFO
+from .metrics import IGNORE, confusion, scores, segmentation_metrics
+from .predict import logits_of
+from .train import batches
+
+if TYPE_CHECKING:
+    from ...data.dataset import ShardDataset
+    from ...models.bundle import Bundle
+    from ...rundir.run import RunDir
+
+SAMPLES = 6  # validation images drawn with their masks (the report shows them)
+# class colours of the overlays (class 0, usually background, is left undrawn)
+PALETTE = np.array(
+    [(0, 0, 0), (0, 200, 0), (255, 200, 0), (0, 140, 255), (255, 60, 60), (200, 0, 255),
+     (0, 220, 220), (255, 128, 0)], dtype=np.float32,
+)  # fmt: skip
+
+
+def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    """The image (gray or RGB) with each non-zero class of ``mask`` tinted in its colour
+    (255, ignored: left as it is)."""
+    base = image[:, :, :3] if image.shape[2] == 3 else np.repeat(image[:, :, :1], 3, axis=2)
+    out = base.astype(np.float32)
+    drawn = (mask > 0) & (mask != IGNORE)
+    colour = PALETTE[(mask.astype(np.int64) - 1) % (len(PALETTE) - 1) + 1]
+    out[drawn] = (1 - alpha) * out[drawn] + alpha * colour[drawn]
+    return out.clip(0, 255).astype(np.uint8)
+
+
+def side_by_side(image: np.ndarray, truth: np.ndarray, found: np.ndarray) -> Image.Image:
+    """True mask (left) and predicted mask (right) over the image, 4× nearest-neighbour."""
+    both = np.concatenate([overlay(image, truth), np.full((image.shape[0], 2, 3), 255, np.uint8),
+                           overlay(image, found)], axis=1)  # fmt: skip
+    pil = Image.fromarray(both)
+    return pil.resize((pil.width * 4, pil.height * 4), Image.Resampling.NEAREST)
+
+
+def predict_split(
+    bundle: Bundle, dataset: ShardDataset, k: int
+) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray, np.ndarray]]]:
+    """Each record's K×K confusion matrix ``(n, K, K)`` and the first ``SAMPLES`` (image, true
+    mask, predicted mask)."""
+    per_image: list[np.ndarray] = []
+    drawn: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    for images, masks in batches(dataset, list(range(len(dataset))), 16):
+        predicted = logits_of(bundle, images).argmax(1).numpy()
+        for image, truth, found in zip(images.numpy(), masks.numpy(), predicted, strict=True):
+            per_image.append(confusion(truth, found, k))
+            if len(drawn) < SAMPLES:
+                drawn.append((image, truth, found))
+    return np.asarray(per_image, dtype=np.int64).reshape(-1, k, k), drawn
+
+
+def per_image_csv(paths: list[str], groups: list[str], per_image: np.ndarray) -> str:
+    """predictions.csv: each image's pixels, pixel accuracy, IoU and Dice (empty: undefined)."""
+    s = scores(per_image)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["path", "group", "pixels", "pixel_accuracy", "miou", "dice"])
+    for i, (p, g) in enumerate(zip(paths, groups, strict=True)):
+        figures = [s["pixel_accuracy"][i], s["miou"][i], s["dice_mean"][i]]
+        w.writerow([p, g, int(per_image[i].sum()),
+                    *("" if np.isnan(v) else round(float(v), 6) for v in figures)])  # fmt: skip
+    return buf.getvalue()
+
+
+def evaluate_point(
+    run: RunDir, point: int, data: str | None, log: logging.Logger, keep: dict | None = None
+) -> dict | None:
+    """One point's segmentation figures on its validation split (``data``: refused in this
+    version, a segmenter is scored on its own split; ``keep``: unused, no fold pooling)."""
+    if data:
+        raise EvaluateError("evaluate --data is for classification only")
+    layout = Layout(run.root)
+    if not layout.bundle(point).exists():
+        log.error("point %d has no trained model at %s", point, layout.point_model(point))
+        return None
+    bundle = load_bundle(layout.point_model(point))
+    spec = run.point(point)
+    index = role_index(run.root, spec.data.split, "score")
+    classes = bundle.classes
+    per_image, drawn = predict_split(bundle, SegmentationDataset(index), len(classes))
+    paths = sources(index)
+    groups, unit = split_groups(run, paths, log)
+    ev = spec.evaluate
+    metrics = segmentation_metrics(per_image, classes, groups, ev.bootstrap, ev.seed, unit)
+    samples = layout.eval_samples(point)
+    samples.mkdir(parents=True, exist_ok=True)
+    for n, (image, truth, found) in enumerate(drawn):
+        side_by_side(image, truth, found).save(samples / f"{n}.png")
+    write_text_atomic(
+        layout.eval_dir(point) / (PREDICTIONS_STEM + INFO.predictions_suffix),
+        per_image_csv(paths, groups, per_image),
+    )
+    metrics.update(
+        {
+            "task": INFO.name,
+            "point": point,
+            "params": run.plan["points"][point],
+            "classes": classes,
+            "unit": unit,
+            "samples": [
+                (samples / f"{n}.png").relative_to(layout.eval_dir(point)).as_posix()
+                for n in range(len(drawn))
+            ],
+            "training": read_json(layout.progress(point), {}),
+        }
+    )
+    write_json_atomic(layout.eval_metrics(point), metrics)
+    log.info(
+        "point %d: mIoU %s, Dice %s on %d images",
+        point,
+        show(metrics["miou"]),
+        show(metrics["dice"]),
+        len(per_image),
+    )
+    return metrics

@@ -1,0 +1,112 @@
+"""Segmenters by name: torchvision's semantic segmentation zoo (DeepLabv3, FCN, LR-ASPP) and
+``unet_tiny`` (a small U-Net in plain torch) that trains on a CPU in seconds for tests and the demo.
+
+Every model maps ImageNet-normalised float NCHW (``to_model_input``) to logits N×K×H×W at the
+input's size: K is the data's class count (class 0 is whatever the data calls 0, usually
+background); torchvision's ``{"out", "aux"}`` dict is unwrapped (no auxiliary head)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ...models.weights import load_cached_state_dict
+from ...spec.schema import ModelSpec
+
+# The backbones' ImageNet weights (enum members under torchvision.models): several archs share
+# one file in the cache. The segmentation heads always start fresh (their COCO/VOC weights
+# have 21 classes and are not offered).
+WEIGHTS = {
+    "deeplabv3_mobilenet_v3_large": "MobileNet_V3_Large_Weights.IMAGENET1K_V1",
+    "deeplabv3_resnet50": "ResNet50_Weights.IMAGENET1K_V1",
+    "fcn_resnet50": "ResNet50_Weights.IMAGENET1K_V1",
+    "lraspp_mobilenet_v3_large": "MobileNet_V3_Large_Weights.IMAGENET1K_V1",
+}
+
+
+def _block(width_in: int, width_out: int) -> nn.Sequential:
+    """Two 3×3 convolutions with GroupNorm (no batch statistics: tiny batches are fine)."""
+    return nn.Sequential(
+        nn.Conv2d(width_in, width_out, 3, 1, 1),
+        nn.GroupNorm(8, width_out),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(width_out, width_out, 3, 1, 1),
+        nn.GroupNorm(8, width_out),
+        nn.ReLU(inplace=True),
+    )
+
+
+class UNetTiny(nn.Module):
+    """A three-level U-Net (16/32/64 channels, ~0.1 M parameters); any input size (the decoder
+    interpolates to the skip connection's size, so odd sizes work too)."""
+
+    def __init__(self, num_classes: int, width: int = 16):
+        super().__init__()
+        self.enc1 = _block(3, width)
+        self.enc2 = _block(width, width * 2)
+        self.mid = _block(width * 2, width * 4)
+        self.dec2 = _block(width * 4 + width * 2, width * 2)
+        self.dec1 = _block(width * 2 + width, width)
+        self.head = nn.Conv2d(width, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        e1 = self.enc1(x)
+        e2 = self.enc2(F.max_pool2d(e1, 2))
+        m = self.mid(F.max_pool2d(e2, 2))
+        up2 = F.interpolate(m, size=e2.shape[-2:], mode="bilinear", align_corners=False)
+        d2 = self.dec2(torch.cat([up2, e2], 1))
+        up1 = F.interpolate(d2, size=e1.shape[-2:], mode="bilinear", align_corners=False)
+        return self.head(self.dec1(torch.cat([up1, e1], 1)))
+
+
+class Logits(nn.Module):
+    """A torchvision segmentation model returning its ``out`` logits as a plain tensor (what
+    the loss, evaluate, serve and the exports take)."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)["out"]
+
+
+def _backbone_state(arch: str, state: dict) -> dict:
+    """ImageNet classifier weights → the segmenter's ``net.backbone.*`` names: ResNet-50 keeps
+    its layer names (its ``fc`` is dropped), MobileNetV3's ``features.N`` become ``N``."""
+    out = {}
+    for key, value in state.items():
+        if arch.endswith("resnet50"):
+            if not key.startswith("fc."):
+                out[f"net.backbone.{key}"] = value
+        elif key.startswith("features."):
+            out[f"net.backbone.{key.removeprefix('features.')}"] = value
+    return out
+
+
+def build_segmenter(spec: ModelSpec, num_classes: int, image_size: int) -> nn.Module:
+    """The segmenter of a spec for ``num_classes`` data classes (one output channel each).
+
+    ``pretrained: imagenet`` loads the backbone's cached ImageNet weights (never the network);
+    the head starts fresh."""
+    if spec.arch == "unet_tiny":
+        if spec.pretrained not in ("none", None):
+            raise ValueError("unet_tiny has no pretrained weights (model.pretrained: none)")
+        return UNetTiny(num_classes)
+    import torchvision.models.segmentation as tvs
+
+    kwargs: dict = {"weights": None, "weights_backbone": None, "num_classes": num_classes}
+    if not spec.arch.startswith("lraspp"):
+        kwargs["aux_loss"] = False
+    model = Logits(getattr(tvs, spec.arch)(**kwargs))
+    if spec.pretrained == "imagenet":
+        own = model.state_dict()
+        mapped = _backbone_state(spec.arch, load_cached_state_dict(spec.arch))
+        fits = {k: v for k, v in mapped.items() if k in own and own[k].shape == v.shape}
+        if not fits:
+            raise ValueError(
+                f"the cached ImageNet weights of {spec.arch} match none of its backbone"
+            )
+        model.load_state_dict(fits, strict=False)
+    return model

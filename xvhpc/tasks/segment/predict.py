@@ -1,0 +1,204 @@
+"""A segmentation bundle on new images: the class of every pixel of the image as it was given
+(a label-map PNG) and each class's area (serve's ``/v1/predict``, the ``predict`` batch job).
+
+The model sees what ingest made of the image (``transforms.resize``: squash, letterbox,
+center_crop, tile); its logits go back through the same geometry onto the original pixels
+(bilinear on logits, then the most probable class). Pixels no model input showed (outside a
+center crop) are ``IGNORE`` (255)."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.nn import functional as F
+
+from ...data.dataset import to_model_input
+from ...data.decode import BadImage, decode, for_boxes
+from ...data.transforms import resize
+from ...data.transforms import resize_windows as windows
+from ...models.bundle import Bundle
+from ...rundir.records import ChunkDamaged, PredictJob, PredictLayout
+from ...util import write_json_atomic, write_text_atomic
+from .info import INFO
+from .metrics import IGNORE
+
+MASKS = "masks"  # OUT/masks/<input's relative path>.png
+
+
+@torch.no_grad()
+def logits_of(bundle: Bundle, images: torch.Tensor) -> torch.Tensor:
+    """The bundle's logits N×K×S×S (float32, CPU) for uint8 NHWC images."""
+    return bundle.model(to_model_input(images, bundle.device)).float().cpu()
+
+
+def segment_image(bundle: Bundle, source: str | Path | bytes, name: str = "") -> np.ndarray:
+    """The class of each pixel of the decoded image (uint8 H×W at the file's stored pixels,
+    as ingest reads masks), ``IGNORE`` where no model input covered it."""
+    opts = bundle.decode_options
+    frame = decode(source, for_boxes(opts), name=name)[0]
+    height, width = frame.shape[:2]
+    tiles = resize(frame, opts.size, opts.resize, opts.tile_grid)
+    logits = logits_of(bundle, torch.from_numpy(np.stack(tiles)))
+    k = logits.shape[1]
+    sums = torch.zeros(k, height, width)
+    covered = torch.zeros(height, width, dtype=torch.bool)
+    for t, (sx0, sy0, sx1, sy1, ox0, oy0, ox1, oy1) in enumerate(
+        windows(width, height, opts.size, opts.resize, opts.tile_grid)
+    ):
+        part = logits[t : t + 1, :, oy0:oy1, ox0:ox1]
+        back = F.interpolate(
+            part, size=(sy1 - sy0, sx1 - sx0), mode="bilinear", align_corners=False
+        )
+        sums[:, sy0:sy1, sx0:sx1] += back[0]
+        covered[sy0:sy1, sx0:sx1] = True
+    mask = sums.argmax(0).to(torch.uint8)
+    mask[~covered] = IGNORE
+    return mask.numpy()
+
+
+def areas(mask: np.ndarray, classes: list[str]) -> dict[str, dict[str, float]]:
+    """Each class's pixels and fraction of the image's pixels (the ignored ones count as
+    neither class)."""
+    counts = np.bincount(mask.reshape(-1), minlength=256)
+    total = max(mask.size, 1)
+    return {
+        c: {"pixels": int(counts[i]), "fraction": round(float(counts[i]) / total, 6)}
+        for i, c in enumerate(classes)
+    }
+
+
+def mask_png(mask: np.ndarray) -> bytes:
+    """The label map as an 8-bit PNG (pixel value = class index, 255 = not predicted)."""
+    buf = io.BytesIO()
+    Image.fromarray(mask.astype(np.uint8), mode="L").save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def rle(mask: np.ndarray, classes: list[str]) -> dict[str, dict]:
+    """COCO RLE (``pycocotools.mask.encode``, counts as text) of each class present."""
+    from pycocotools import mask as coco_mask
+
+    out = {}
+    for i, c in enumerate(classes):
+        binary = np.asfortranarray((mask == i).astype(np.uint8))
+        if binary.any():
+            code = coco_mask.encode(binary)
+            out[c] = {"size": [int(v) for v in code["size"]], "counts": code["counts"].decode()}
+    return out
+
+
+def header(classes: list[str]) -> list[str]:
+    """The predictions CSV's columns: the path, the mask file, each class's pixels and fraction,
+    and why a file was skipped."""
+    return [
+        "path",
+        "mask",
+        *(f"{c}_{m}" for c in classes for m in ("pixels", "fraction")),
+        "skipped",
+    ]
+
+
+def _row(classes: list[str], path: str, mask_file: str, found: dict | None, why: str = "") -> list:
+    cells: list = [path, mask_file]
+    for c in classes:
+        cells += [found[c]["pixels"], found[c]["fraction"]] if found else ["", ""]
+    return [*cells, why]
+
+
+def _csv(rows: list[list]) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(rows)
+    return buf.getvalue()
+
+
+def predict_rows(bundle: Bundle, items: list[dict[str, str]], out: Path) -> tuple[str, int, int]:
+    """CSV rows (no header) of per-class areas, one per file, and its mask PNG under
+    OUT/masks/; with the counts predicted and skipped."""
+    rows, done = [], 0
+    classes = bundle.classes
+    for item in items:
+        try:
+            mask = segment_image(bundle, item["path"], item["rel"])
+            rel = f"{MASKS}/{item['rel']}.png"
+            (out / rel).parent.mkdir(parents=True, exist_ok=True)
+            (out / rel).write_bytes(mask_png(mask))
+            rows.append(_row(classes, item["rel"], rel, areas(mask, classes)))
+            done += 1
+        except BadImage as exc:
+            rows.append(_row(classes, item["rel"], "", None, str(exc)))
+        except Exception as exc:  # a decoder bug must not stop the other files (as ingest)
+            why = f"decoder error: {type(exc).__name__}: {exc}"
+            rows.append(_row(classes, item["rel"], "", None, why))
+    return _csv(rows), done, len(items) - done
+
+
+def chunk_rows(text: str, items: list[dict[str, str]]) -> tuple[list[str], list[str]]:
+    """(the path of each CSV row of a chunk, each input's path); ``ChunkDamaged`` when the text
+    is not rows of this task's CSV."""
+    try:
+        rows = list(csv.reader(io.StringIO(text)))
+        if any(len(r) < 3 for r in rows):
+            raise ValueError("a row with fewer than 3 cells")
+    except (ValueError, csv.Error) as exc:
+        raise ChunkDamaged(f"not segmentation CSV rows: {exc}") from None
+    return [r[0] for r in rows], [item["rel"] for item in items]
+
+
+def merge_rows(
+    out: Path, files: list[Path], job: PredictJob, meta: dict, log: logging.Logger
+) -> int:
+    """Every chunk in input order, then the reader's skipped files → ``predictions.csv`` (with
+    its header); ``summary.json`` counts the files and each class's mean area fraction."""
+    classes = list(meta["classes"])
+    text = "".join(f.read_text() for f in files)
+    rows = list(csv.reader(io.StringIO(text)))
+    rows += [_row(classes, s["path"], "", None, s["reason"]) for s in job.skipped]
+    done = [r for r in rows if r[1]]
+    mean_fraction = {
+        c: round(float(np.mean([float(r[3 + 2 * i]) for r in done])), 6) if done else None
+        for i, c in enumerate(classes)
+    }
+    summary = {
+        "model": job.model,
+        "source": job.source,
+        "files": len(rows),
+        "predicted": len(done),
+        "skipped": len(rows) - len(done),
+        "mean_area_fraction": mean_fraction,
+        "masks": MASKS,
+        "chunks": job.chunks,
+    }
+    outputs = PredictLayout(out)
+    write_text_atomic(outputs.predictions(INFO.predictions_suffix), _csv([header(classes), *rows]))
+    write_json_atomic(outputs.summary, summary)
+    log.info("%s: %d images segmented", outputs.predictions(INFO.predictions_suffix), len(done))
+    print(json.dumps(summary, indent=2, sort_keys=True))
+    return 0
+
+
+def serve_response(bundle: Bundle, data: bytes, name: str, top_k: int | None = None) -> dict:
+    """``xvhpc serve``'s answer for a segmenter: one prediction per class present (its area
+    fraction as the confidence, largest first, at most ``top_k``), each class's pixels and
+    fraction, and the mask in the uploaded image's pixels as a PNG (base64) and as COCO RLE per
+    class (threshold and heatmap do not apply)."""
+    mask = segment_image(bundle, data, name)
+    found = areas(mask, bundle.classes)
+    predictions = [
+        {"label": c, "confidence": a["fraction"]}
+        for c, a in sorted(found.items(), key=lambda kv: -kv[1]["fraction"])
+        if a["pixels"]
+    ][:top_k]
+    return {
+        "predictions": predictions,
+        "areas": found,
+        "mask": base64.b64encode(mask_png(mask)).decode(),
+        "mask_rle": rle(mask, bundle.classes),
+    }

@@ -1,0 +1,37 @@
+"""The segmentation part of the report (no torch: ``xvhpc report`` stays light)."""
+
+from __future__ import annotations
+
+import base64
+import html
+from pathlib import Path
+
+from ...report.html import ci as show
+from ...report.html import table
+
+
+def report_section(eval_dir: Path, m: dict) -> str:
+    """HTML for one point's metrics (``m``, its metrics.json): mIoU, Dice and pixel accuracy
+    with intervals, the per-class table, the pixel confusion matrix and the drawn validation
+    images of ``eval_dir`` (inline)."""
+    classes = m["classes"]
+    per_class = table(
+        ["class", "IoU (95 % CI)", "Dice (95 % CI)"],
+        [[c, show(m["per_class_iou"][c]), show(m["per_class_dice"][c])] for c in classes],
+    )
+    matrix = table(
+        ["true \\ predicted", *classes],
+        [[c, *row] for c, row in zip(classes, m["confusion"], strict=True)],
+    )
+    pics = "".join(
+        f'<img alt="{html.escape(s)}" src="data:image/png;base64,{base64.b64encode((eval_dir / s).read_bytes()).decode()}">'
+        for s in m.get("samples", [])
+        if (eval_dir / s).is_file()
+    )
+    return (
+        f"<h3>Segmentation, point {m['point']}</h3><p>mIoU {show(m['miou'])}; mean Dice "
+        f"{show(m['dice'])}; pixel accuracy {show(m['pixel_accuracy'])} on {m['images']} images, "
+        f"{m['pixels']} scored pixels (95 % bootstrap over {html.escape(str(m['unit']))}s; means "
+        f"over the classes present)</p>{per_class}<p>Pixel confusion matrix</p>{matrix}"
+        f"<p>Each image: true mask (left), predicted mask (right)</p>{pics}"
+    )

@@ -1,0 +1,123 @@
+"""The segmentation pieces of ``pipeline/train.py``'s task-blind loop: the loss of a batch
+(cross-entropy with the ignore index plus soft Dice, on jointly flipped images and masks) and
+validation (loss, mIoU and mean Dice from a confusion matrix summed over ranks).
+
+Written here, not imported: segmentation-models-pytorch, MONAI and torchmetrics are not
+dependencies of xvhpc."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ...data.dataset import ShardDataset, to_model_input
+from ...models.zoo import memory_format
+from ...runtime import compat
+from ...runtime.distributed import Context, all_reduce_sum
+from ...spec.schema import ExperimentSpec
+from .metrics import IGNORE, scores
+
+
+def soft_dice_loss(
+    logits: torch.Tensor, target: torch.Tensor, ignore: int = IGNORE
+) -> torch.Tensor:
+    """1 − the mean soft Dice over the classes present in the batch (truth or prediction),
+    ignore-index pixels left out: softmax probabilities against the one-hot masks."""
+    k = logits.shape[1]
+    probs = logits.float().softmax(1)
+    valid = (target != ignore).unsqueeze(1)  # N1HW
+    onehot = F.one_hot(target.clamp(0, k - 1).long(), k).permute(0, 3, 1, 2).float()
+    probs, onehot = probs * valid, onehot * valid
+    dims = (0, 2, 3)
+    inter = (probs * onehot).sum(dims)
+    sums = probs.sum(dims) + onehot.sum(dims)
+    dice = (2 * inter + 1.0) / (sums + 1.0)
+    present = onehot.sum(dims) > 0
+    weight = present.float() if bool(present.any()) else torch.ones_like(dice)
+    return 1.0 - (dice * weight).sum() / weight.sum()
+
+
+def joint_augment(
+    x: torch.Tensor, masks: torch.Tensor, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Online augmentation that moves the mask with the image: a random horizontal flip of
+    both, and a small brightness jitter of the image only."""
+    n = x.shape[0]
+    flip = (torch.rand(n, generator=generator) < 0.5).to(x.device)
+    x = torch.where(flip.view(n, 1, 1, 1), x.flip(3), x)
+    masks = torch.where(flip.view(n, 1, 1), masks.flip(2), masks)
+    jitter = (torch.rand(n, generator=generator) - 0.5) * 0.2
+    return x + jitter.view(n, 1, 1, 1).to(x.device), masks
+
+
+def segmentation_loss(
+    spec: ExperimentSpec, train_set: ShardDataset, num_classes: int, device: torch.device
+) -> Callable[..., torch.Tensor]:
+    """Cross-entropy (ignore index 255) + soft Dice of a batch (the ``loss`` hook)."""
+    criterion = nn.CrossEntropyLoss(ignore_index=IGNORE)
+    layout = memory_format(spec, device)
+
+    def loss(
+        net: nn.Module,
+        images: torch.Tensor,
+        masks: torch.Tensor,
+        ctx: Context,
+        amp_dtype: torch.dtype | None,
+        generator: torch.Generator,
+    ) -> torch.Tensor:
+        x = to_model_input(images, ctx.device)
+        y = masks.to(ctx.device, non_blocking=True).long()
+        x, y = joint_augment(x, y, generator)
+        x = x.contiguous(memory_format=layout)
+        with compat.autocast(ctx.device.type, amp_dtype):
+            logits = net(x)
+        return criterion(logits.float(), y) + soft_dice_loss(logits, y)
+
+    return loss
+
+
+def batches(dataset: ShardDataset, indices: list[int], size: int):
+    """(uint8 NHWC images, int64 NHW masks) of ``indices`` in order, ``size`` at a time."""
+    for start in range(0, len(indices), size):
+        items = [dataset[i] for i in indices[start : start + size]]
+        yield (
+            torch.stack([torch.as_tensor(b[0]) for b in items]),
+            torch.stack([torch.as_tensor(b[1]) for b in items]).long(),
+        )
+
+
+@torch.no_grad()
+def validate_segmenter(
+    model: nn.Module, dataset: ShardDataset, ctx: Context, batch_size: int, classes: list[str]
+) -> dict[str, float]:
+    """Validation loss (CE + Dice per batch, image-weighted), mIoU and mean Dice from the pixel
+    confusion matrix; ranks take disjoint slices and sum the matrix and the loss."""
+    k = len(classes)
+    criterion = nn.CrossEntropyLoss(ignore_index=IGNORE)
+    model.eval()
+    indices = list(range(ctx.rank, len(dataset), ctx.world_size))
+    cm = torch.zeros(k * k, dtype=torch.float64)
+    total_loss = 0.0
+    for images, masks in batches(dataset, indices, batch_size):
+        y = masks.to(ctx.device)
+        logits = model(to_model_input(images, ctx.device)).float()
+        batch_loss = criterion(logits, y) + soft_dice_loss(logits, y)
+        if torch.isfinite(batch_loss):  # a batch of ignore-only masks: no loss to add
+            total_loss += float(batch_loss) * len(masks)
+        t, p = y.reshape(-1), logits.argmax(1).reshape(-1)
+        keep = t < k
+        cm += torch.bincount(t[keep] * k + p[keep], minlength=k * k).double().cpu()
+    model.train()
+    summed = all_reduce_sum(ctx, [total_loss, float(len(indices)), *cm.tolist()])
+    total_loss, seen = summed[0], summed[1]
+    figures = scores(np.asarray(summed[2:]).reshape(k, k))
+    return {
+        "val_loss": total_loss / max(seen, 1),
+        "val_miou": float(np.nan_to_num(figures["miou"])),
+        "val_dice": float(np.nan_to_num(figures["dice_mean"])),
+        "val_samples": int(seen),
+    }
