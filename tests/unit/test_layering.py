@@ -200,3 +200,17 @@ def test_the_readme_layout_matches_the_tree() -> None:
     assert plugged - named == set(), "task or backend folders missing from the README's layout"
     gone = {n for n in named if not (PACKAGE / n).is_dir()} - plugged
     assert gone == set(), "the README's layout names folders that are gone"
+
+
+def test_no_task_imports_another() -> None:
+    """A task's folder stands alone: what two tasks share lives below them (data/, models/)."""
+    folders = "|".join(p.name for p in (PACKAGE / "tasks").iterdir() if p.is_dir())
+    task_of = re.compile(rf"xvhpc\.tasks\.({folders})\.")
+    crossing = sorted(
+        f"{m} -> {t}"
+        for m, edges in GRAPH.items()
+        if (own := task_of.match(m + "."))
+        for t in edges
+        if (other := task_of.match(t + ".")) and other.group(1) != own.group(1)
+    )
+    assert crossing == []
