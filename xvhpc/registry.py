@@ -11,10 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Generic, TypeVar
-
-if TYPE_CHECKING:
-    from .tasks.base import Task, TaskInfo
+from typing import Any, Generic, Literal, TypeVar
 
 T = TypeVar("T")
 
@@ -31,6 +28,54 @@ def did_you_mean(word: str, choices: list[str] | tuple[str, ...]) -> str:
     """`` — did you mean X?`` or an empty string."""
     close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
     return f" — did you mean {close[0]}?" if close else ""
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """A task's vocabulary: its architectures and pretrained-weight choices, the validation
+    metrics its training writes to ``progress.json``, the one that chooses the best checkpoint
+    (and in which direction), what evaluate can rank by, and the spec checks of its limits."""
+
+    name: str  # the spec's ``task:`` value and the folder's name
+    title: str  # "classification": shown in the report and the served model's description
+    archs: tuple[str, ...]  # model.arch choices; models/zoo.py builds them
+    pretrained: tuple[str, ...]  # the named model.pretrained choices (a path is also allowed
+    # where ``pretrained_path`` is true)
+    pretrained_path: bool  # whether model.pretrained may be a path to a state dict
+    val_metrics: tuple[str, ...]  # what each validation round writes (besides val_loss)
+    selection: str  # the validation metric that chooses the best checkpoint
+    selection_label: str  # how `xvhpc status` shows it ("val acc")
+    mode: Literal["max", "min"]  # higher or lower is better for ``selection``
+    rank_by: tuple[str, ...]  # evaluate.rank_by choices: held-out metrics of this task
+    outputs: tuple[str, ...]  # what predict and serve return, for the docs ("class", "boxes")
+    predictions_suffix: str  # of a predict chunk file and of OUT/predictions<suffix> (".csv"):
+    # here, torch-free, because `xvhpc predict` names the merged file on the login side
+    # the spec's limits for this task: LoadedSpec → list[Problem] (spec/ imports this module,
+    # so the types are named here only in words)
+    check: Callable[[Any], list[Any]]
+
+    @property
+    def objectives(self) -> tuple[str, ...]:
+        """What a study may optimise: the validation loss or one of the task's metrics."""
+        return ("val_loss", *self.val_metrics)
+
+    def direction(self, metric: str) -> Literal["maximize", "minimize"]:
+        """Which way ``metric`` (val_loss or one of ``val_metrics``) improves."""
+        if metric.endswith("loss") or self.mode == "min":
+            return "minimize"
+        return "maximize"
+
+    def objective_for(self, rank_by: str) -> str:
+        """What a study optimises for a ``rank_by``: the same metric where training measures it
+        (val_<rank_by>), else the validation loss, the measured stand-in that tracks the rest."""
+        metric = f"val_{rank_by}"
+        return metric if metric in self.val_metrics else "val_loss"
+
+    def better(self, new: float, old: float | None) -> bool:
+        """Whether ``new`` beats ``old`` for the selection metric (None: nothing yet)."""
+        if old is None:
+            return True
+        return new > old if self.mode == "max" else new < old
 
 
 class UnknownName(KeyError):
@@ -128,7 +173,7 @@ def task_of_arch(arch: str) -> TaskInfo | None:
     return next((i for i in task_infos().values() if arch in i.archs), None)
 
 
-def load_task(name: str) -> Task:
+def load_task(name: str) -> Any:  # a tasks.base.Task (typed there: it imports torch types)
     """One task's compute-side hooks (``xvhpc/tasks/<name>/task.py``; imports torch)."""
     task_info(name)  # the clear error for an unknown name
-    return importlib.import_module(f"xvhpc.tasks.{name}.task").TASK  # type: ignore[no-any-return]
+    return importlib.import_module(f"xvhpc.tasks.{name}.task").TASK

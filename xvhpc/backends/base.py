@@ -33,7 +33,7 @@ from ..util import UserError
 from .commands import CommandRunner
 
 if TYPE_CHECKING:
-    from ..plan.model import Plan, Step
+    from ..plan.step import Plan, Step
     from ..spec import SiteConfig
 
 T = TypeVar("T")

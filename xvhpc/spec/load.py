@@ -10,7 +10,6 @@ import random
 import sys
 import typing
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,24 +17,12 @@ from pydantic import BaseModel, ValidationError
 
 from ..util import format_hms, parse_walltime
 from .errors import Problem, SpecError, closest_first, did_you_mean
+from .loaded import LoadedSpec
 from .schema import ExperimentSpec, RangeSpec
 from .site import LOCAL_SITE_YAML, SiteConfig, known_sites
 from .task import check_task
 from .validate import problems_from, unwrap, validate_model
-from .yamlio import LineMap, line_for, load_yaml_with_lines, parse_yaml_with_lines
-
-
-@dataclass
-class LoadedSpec:
-    """A validated spec with where it came from."""
-
-    spec: ExperimentSpec
-    raw: dict[str, Any]
-    file: str
-    lines: LineMap
-
-    def problem(self, key: str, message: str, choices: tuple[str, ...] = ()) -> Problem:
-        return Problem(self.file, line_for(self.lines, key), key, message, choices)
+from .yamlio import load_yaml_with_lines, parse_yaml_with_lines
 
 
 def load_spec(path: str | Path) -> LoadedSpec:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .load import LoadedSpec
+    from .loaded import LoadedSpec
 
 FOLD_KEY = "data.split.fold"  # a point's held-out fold (cross-validation)
 FINAL_KEY = "data.split.final"  # a point that refits a sweep point on every fold (final_fit)

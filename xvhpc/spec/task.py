@@ -9,7 +9,7 @@ from ..registry import task_info, task_of_arch
 from .errors import Problem
 
 if TYPE_CHECKING:
-    from .load import LoadedSpec
+    from .loaded import LoadedSpec
 
 
 def check_task(loaded: LoadedSpec) -> list[Problem]:

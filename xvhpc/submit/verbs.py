@@ -232,7 +232,7 @@ def demo_data_arguments(p: argparse.ArgumentParser) -> None:
 def demo_data(args: argparse.Namespace) -> int:
     from ..registry import load_task
 
-    return load_task(args.task).synth(args)
+    return int(load_task(args.task).synth(args))
 
 
 def predict_arguments(p: argparse.ArgumentParser) -> None:

@@ -8,8 +8,9 @@ import torch, so everything those need is plain data in ``TaskInfo``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Protocol
+
+from ..registry import TaskInfo
 
 if TYPE_CHECKING:
     import argparse
@@ -28,55 +29,7 @@ if TYPE_CHECKING:
     from ..rundir.records import PredictJob
     from ..rundir.run import RunDir
     from ..runtime.distributed import Context
-    from ..spec.errors import Problem
-    from ..spec.load import LoadedSpec
     from ..spec.schema import DataSpec, ExperimentSpec, ModelSpec
-
-
-@dataclass(frozen=True)
-class TaskInfo:
-    """A task's vocabulary: its architectures and pretrained-weight choices, the validation
-    metrics its training writes to ``progress.json``, the one that chooses the best checkpoint
-    (and in which direction), what evaluate can rank by, and the spec checks of its limits."""
-
-    name: str  # the spec's ``task:`` value and the folder's name
-    title: str  # "classification": shown in the report and the served model's description
-    archs: tuple[str, ...]  # model.arch choices; models/zoo.py builds them
-    pretrained: tuple[str, ...]  # the named model.pretrained choices (a path is also allowed
-    # where ``pretrained_path`` is true)
-    pretrained_path: bool  # whether model.pretrained may be a path to a state dict
-    val_metrics: tuple[str, ...]  # what each validation round writes (besides val_loss)
-    selection: str  # the validation metric that chooses the best checkpoint
-    selection_label: str  # how `xvhpc status` shows it ("val acc")
-    mode: Literal["max", "min"]  # higher or lower is better for ``selection``
-    rank_by: tuple[str, ...]  # evaluate.rank_by choices: held-out metrics of this task
-    outputs: tuple[str, ...]  # what predict and serve return, for the docs ("class", "boxes")
-    predictions_suffix: str  # of a predict chunk file and of OUT/predictions<suffix> (".csv"):
-    # here, torch-free, because `xvhpc predict` names the merged file on the login side
-    check: Callable[[LoadedSpec], list[Problem]]  # the spec's limits for this task
-
-    @property
-    def objectives(self) -> tuple[str, ...]:
-        """What a study may optimise: the validation loss or one of the task's metrics."""
-        return ("val_loss", *self.val_metrics)
-
-    def direction(self, metric: str) -> Literal["maximize", "minimize"]:
-        """Which way ``metric`` (val_loss or one of ``val_metrics``) improves."""
-        if metric.endswith("loss") or self.mode == "min":
-            return "minimize"
-        return "maximize"
-
-    def objective_for(self, rank_by: str) -> str:
-        """What a study optimises for a ``rank_by``: the same metric where training measures it
-        (val_<rank_by>), else the validation loss, the measured stand-in that tracks the rest."""
-        metric = f"val_{rank_by}"
-        return metric if metric in self.val_metrics else "val_loss"
-
-    def better(self, new: float, old: float | None) -> bool:
-        """Whether ``new`` beats ``old`` for the selection metric (None: nothing yet)."""
-        if old is None:
-            return True
-        return new > old if self.mode == "max" else new < old
 
 
 class Task(Protocol):

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from ..base import Shell
 
 if TYPE_CHECKING:
-    from ...plan.model import Plan, Step
+    from ...plan.step import Plan, Step
     from ...spec import SiteConfig
     from ...spec.site import Container
 

@@ -14,7 +14,7 @@ from ...util import open_append, read_json, write_json_atomic
 from ..base import job_env
 
 if TYPE_CHECKING:
-    from ...plan.model import Plan
+    from ...plan.step import Plan
     from ...spec import SiteConfig
 
 

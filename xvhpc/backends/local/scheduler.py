@@ -8,7 +8,7 @@ from ..base import SCHEDULERS, Scheduler, shell_join
 from ..commands import CommandRunner
 
 if TYPE_CHECKING:
-    from ...plan.model import Plan, Step
+    from ...plan.step import Plan, Step
     from ...spec import SiteConfig
 
 

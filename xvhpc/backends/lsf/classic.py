@@ -24,7 +24,7 @@ from ..commands import CommandRunner, SchedulerCommandError
 from .csm import STATES, LsfScheduler, job_key, lsf_dependency
 
 if TYPE_CHECKING:
-    from ...plan.model import Plan, Step
+    from ...plan.step import Plan, Step
     from ...spec import SiteConfig
 
 ROW_ID = re.compile(r"^(\d+)(?:\[(\d+)\])?$")

@@ -20,7 +20,7 @@ from ..commands import CommandRunner, SchedulerCommandError
 from .options import LsfOptions
 
 if TYPE_CHECKING:
-    from ...plan.model import Plan, Step
+    from ...plan.step import Plan, Step
     from ...spec import SiteConfig
 
 Parsed = TypeVar("Parsed", bound=dict[str, Any])

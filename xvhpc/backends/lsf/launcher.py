@@ -15,7 +15,7 @@ from ..base import LAUNCHERS, Launcher
 from .options import JsrunOptions
 
 if TYPE_CHECKING:
-    from ...plan.model import Step
+    from ...plan.step import Step
     from ...spec import SiteConfig
 
 SMPIARGS = "--smpiargs=-disable_gpu_hooks"

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from ..base import LAUNCHERS, Launcher, Shell
 
 if TYPE_CHECKING:
-    from ...plan.model import Step
+    from ...plan.step import Step
     from ...spec import SiteConfig
 
 HOSTFILE = Shell('${LSB_DJOB_HOSTFILE:+--hostfile "$LSB_DJOB_HOSTFILE"}')

@@ -8,7 +8,7 @@ from ..base import LAUNCHERS, Launcher
 from .options import SrunOptions
 
 if TYPE_CHECKING:
-    from ...plan.model import Step
+    from ...plan.step import Step
     from ...spec import SiteConfig
 
 

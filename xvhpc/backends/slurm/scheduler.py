@@ -10,7 +10,7 @@ from ..commands import CommandRunner
 from .options import SlurmOptions
 
 if TYPE_CHECKING:
-    from ...plan.model import Plan, Step
+    from ...plan.step import Plan, Step
     from ...spec import SiteConfig
 
 
