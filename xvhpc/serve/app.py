@@ -21,6 +21,7 @@ from ..rundir.records import task_of
 from ..stats.decision import describe
 from .batching import MicroBatcher
 from .limits import FORM_SLACK, UploadCap, keep_uploads_in_memory
+from .tryit import add_tryit
 
 
 class Prediction(BaseModel):
@@ -106,6 +107,7 @@ def create_app(
     limit = int(max_upload_mb * 1024 * 1024)
     app.add_middleware(UploadCap, limit=limit + FORM_SLACK, shown=f"{max_upload_mb:g} MB")
     keep_uploads_in_memory(limit + FORM_SLACK)
+    add_tryit(app, info.model_dump(), task.noun, max_upload_mb)  # GET /: the try-it page
 
     @app.get("/healthz")
     def healthz() -> dict:
