@@ -37,6 +37,7 @@ class Verb:
 LOGIN = "xvhpc.submit.verbs"
 # (job step): what the compiled job scripts run
 VERBS = {
+    "init": Verb("xvhpc.init.verb", "survey a data source; write a commented spec for it"),
     "validate": Verb(f"{LOGIN}:validate", "check a spec (and optionally its fit to a site)"),
     "sites": Verb(f"{LOGIN}:sites", "list known site configs"),
     "compile": Verb(f"{LOGIN}:compile", "write plan.json and job scripts; submits nothing"),

@@ -53,6 +53,18 @@ class TaskInfo:
     # the spec's limits for this task: LoadedSpec → list[Problem] (spec/ imports this module,
     # so the types are named here only in words)
     check: Callable[[Any], list[Any]]
+    # "module:function" of the task's torch-free catalog builder ((source, DataSpec) → Catalog):
+    # what `xvhpc init` lists on the login side ("": none; init then loads the task's hooks)
+    catalog: str = ""
+    # the `xvhpc predict --format` review files this task writes (labelstudio, coco); () none
+    review_formats: tuple[str, ...] = ()
+
+    def catalog_builder(self) -> Callable[..., Any] | None:
+        """The torch-free catalog builder ``catalog`` names (None where the task names none)."""
+        if not self.catalog:
+            return None
+        module, _, name = self.catalog.partition(":")
+        return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
 
     @property
     def objectives(self) -> tuple[str, ...]:

@@ -39,4 +39,6 @@ INFO = TaskInfo(
     outputs=("class", "probabilities", "heatmap"),
     predictions_suffix=".csv",  # a row of class probabilities and the decision per file
     check=check,
+    catalog="xvhpc.data.catalog:build_catalog",
+    review_formats=("labelstudio", "coco"),
 )

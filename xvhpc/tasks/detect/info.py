@@ -77,4 +77,6 @@ INFO = TaskInfo(
     outputs=("boxes",),
     predictions_suffix=".jsonl",  # a JSON line of boxes per file
     check=check,
+    catalog="xvhpc.tasks.detect.catalog:build_detection_catalog",
+    review_formats=("labelstudio", "coco"),
 )
