@@ -1,5 +1,5 @@
 """``xvhpc evaluate`` for segmentation: each point's model on its validation split → per-class
-IoU and Dice, their means and pixel accuracy with bootstrap intervals over images (or groups)
+IoU, Dice and HD95, their means and pixel accuracy with bootstrap intervals over images (or groups)
 and the pixel confusion matrix (``metrics.json``), every image's figures (``predictions.csv``)
 and a few images with their true and predicted masks drawn over them (the report shows them).
 The driver (pipeline/evaluate.py) ranks the points by ``evaluate.rank_by`` (miou or dice)."""
@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import warnings
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -21,7 +22,7 @@ from ...rundir import PREDICTIONS_STEM, Layout
 from ...util import read_json, write_json_atomic, write_text_atomic
 from .dataset import SegmentationDataset
 from .info import INFO
-from .metrics import IGNORE, confusion, scores, segmentation_metrics
+from .metrics import IGNORE, confusion, hd95, scores, segmentation_metrics
 from .predict import logits_of
 from .train import batches
 
@@ -59,28 +60,40 @@ def side_by_side(image: np.ndarray, truth: np.ndarray, found: np.ndarray) -> Ima
 
 def predict_split(
     bundle: Bundle, dataset: ShardDataset, k: int
-) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray, np.ndarray]]]:
-    """Each record's K×K confusion matrix ``(n, K, K)`` and the first ``SAMPLES`` (image, true
-    mask, predicted mask)."""
+) -> tuple[np.ndarray, np.ndarray, list[tuple[np.ndarray, np.ndarray, np.ndarray]]]:
+    """Each record's K×K confusion matrix ``(n, K, K)``, its per-class HD95 ``(n, K)`` and the
+    first ``SAMPLES`` (image, true mask, predicted mask)."""
     per_image: list[np.ndarray] = []
+    distances: list[np.ndarray] = []
     drawn: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     for images, masks in batches(dataset, list(range(len(dataset))), 16):
         predicted = logits_of(bundle, images).argmax(1).numpy()
         for image, truth, found in zip(images.numpy(), masks.numpy(), predicted, strict=True):
             per_image.append(confusion(truth, found, k))
+            distances.append(hd95(truth, found, k))
             if len(drawn) < SAMPLES:
                 drawn.append((image, truth, found))
-    return np.asarray(per_image, dtype=np.int64).reshape(-1, k, k), drawn
+    return (
+        np.asarray(per_image, dtype=np.int64).reshape(-1, k, k),
+        np.asarray(distances, dtype=np.float64).reshape(-1, k),
+        drawn,
+    )
 
 
-def per_image_csv(paths: list[str], groups: list[str], per_image: np.ndarray) -> str:
-    """predictions.csv: each image's pixels, pixel accuracy, IoU and Dice (empty: undefined)."""
+def per_image_csv(
+    paths: list[str], groups: list[str], per_image: np.ndarray, distances: np.ndarray
+) -> str:
+    """predictions.csv: each image's pixels, pixel accuracy, IoU, Dice and HD95 over its
+    foreground classes (empty: undefined)."""
     s = scores(per_image)
+    with warnings.catch_warnings():  # an image with no foreground class defined: NaN, no warning
+        warnings.simplefilter("ignore", RuntimeWarning)
+        hd = np.nanmean(distances[:, 1:], axis=1) if distances.shape[1] > 1 else distances[:, 0]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["path", "group", "pixels", "pixel_accuracy", "miou", "dice"])
+    w.writerow(["path", "group", "pixels", "pixel_accuracy", "miou", "dice", "hd95"])
     for i, (p, g) in enumerate(zip(paths, groups, strict=True)):
-        figures = [s["pixel_accuracy"][i], s["miou"][i], s["dice_mean"][i]]
+        figures = [s["pixel_accuracy"][i], s["miou"][i], s["dice_mean"][i], hd[i]]
         w.writerow([p, g, int(per_image[i].sum()),
                     *("" if np.isnan(v) else round(float(v), 6) for v in figures)])  # fmt: skip
     return buf.getvalue()
@@ -101,18 +114,20 @@ def evaluate_point(
     spec = run.point(point)
     index = role_index(run.root, spec.data.split, "score")
     classes = bundle.classes
-    per_image, drawn = predict_split(bundle, SegmentationDataset(index), len(classes))
+    per_image, distances, drawn = predict_split(bundle, SegmentationDataset(index), len(classes))
     paths = sources(index)
     groups, unit = split_groups(run, paths, log)
     ev = spec.evaluate
-    metrics = segmentation_metrics(per_image, classes, groups, ev.bootstrap, ev.seed, unit)
+    metrics = segmentation_metrics(
+        per_image, classes, groups, ev.bootstrap, ev.seed, unit, distances
+    )
     samples = layout.eval_samples(point)
     samples.mkdir(parents=True, exist_ok=True)
     for n, (image, truth, found) in enumerate(drawn):
         side_by_side(image, truth, found).save(samples / f"{n}.png")
     write_text_atomic(
         layout.eval_dir(point) / (PREDICTIONS_STEM + INFO.predictions_suffix),
-        per_image_csv(paths, groups, per_image),
+        per_image_csv(paths, groups, per_image, distances),
     )
     metrics.update(
         {
@@ -130,10 +145,11 @@ def evaluate_point(
     )
     write_json_atomic(layout.eval_metrics(point), metrics)
     log.info(
-        "point %d: mIoU %s, Dice %s on %d images",
+        "point %d: mIoU %s, Dice %s, HD95 %s px on %d images",
         point,
         show(metrics["miou"]),
         show(metrics["dice"]),
+        show(metrics.get("hd95", {})),
         len(per_image),
     )
     return metrics

@@ -15,9 +15,12 @@ if TYPE_CHECKING:
     from ...spec.load import LoadedSpec
 
 # a tiny CPU U-Net (models.py) for tests and the demo first (the contract suite runs a task's
-# first architecture), then torchvision's segmentation zoo
+# first architecture), then segmentation-models-pytorch's U-Net/FPN and torchvision's zoo
 ARCHITECTURES = (
     "unet_tiny",
+    "unet_resnet18",
+    "unet_resnet34",
+    "fpn_resnet34",
     "deeplabv3_mobilenet_v3_large",
     "deeplabv3_resnet50",
     "fcn_resnet50",
@@ -42,7 +45,6 @@ def check(loaded: LoadedSpec) -> list[Problem]:
         "model.freeze_backbone": spec.model.freeze_backbone,
         "train.backend": t.backend == "horovod",
         "train.balanced_sampling": t.balanced_sampling,
-        "train.class_weights": t.class_weights != "none",
         "train.label_smoothing": t.label_smoothing > 0,
         "data.split.folds": spec.data.split.folds is not None,
         "data.split.select": bool(spec.data.split.select),

@@ -1,5 +1,7 @@
-"""Segmenters by name: torchvision's semantic segmentation zoo (DeepLabv3, FCN, LR-ASPP) and
-``unet_tiny`` (a small U-Net in plain torch) that trains on a CPU in seconds for tests and the demo.
+"""Segmenters by name: torchvision's semantic segmentation zoo (DeepLabv3, FCN, LR-ASPP),
+segmentation-models-pytorch's encoder-decoders (U-Net, FPN on ResNet encoders: the field's
+library for them) and ``unet_tiny`` (a small U-Net in plain torch) that trains on a CPU in
+seconds for tests and the demo.
 
 Every model maps ImageNet-normalised float NCHW (``to_model_input``) to logits N×K×H×W at the
 input's size: K is the data's class count (class 0 is whatever the data calls 0, usually
@@ -22,6 +24,17 @@ WEIGHTS = {
     "deeplabv3_resnet50": "ResNet50_Weights.IMAGENET1K_V1",
     "fcn_resnet50": "ResNet50_Weights.IMAGENET1K_V1",
     "lraspp_mobilenet_v3_large": "MobileNet_V3_Large_Weights.IMAGENET1K_V1",
+    # segmentation-models-pytorch's ResNet encoders are torchvision's ResNets without ``fc``:
+    # they take torchvision's ImageNet files from the same offline cache (smp's own download
+    # from the Hugging Face hub is never used: compute nodes have no internet)
+    "unet_resnet18": "ResNet18_Weights.IMAGENET1K_V1",
+    "unet_resnet34": "ResNet34_Weights.IMAGENET1K_V1",
+    "fpn_resnet34": "ResNet34_Weights.IMAGENET1K_V1",
+}
+SMP = {  # arch → (segmentation_models_pytorch class, encoder)
+    "unet_resnet18": ("Unet", "resnet18"),
+    "unet_resnet34": ("Unet", "resnet34"),
+    "fpn_resnet34": ("FPN", "resnet34"),
 }
 
 
@@ -73,16 +86,38 @@ class Logits(nn.Module):
 
 
 def _backbone_state(arch: str, state: dict) -> dict:
-    """ImageNet classifier weights → the segmenter's ``net.backbone.*`` names: ResNet-50 keeps
-    its layer names (its ``fc`` is dropped), MobileNetV3's ``features.N`` become ``N``."""
+    """ImageNet classifier weights → the segmenter's backbone names: ResNets keep their layer
+    names (``fc`` is dropped) under ``net.backbone.`` (torchvision) or ``encoder.`` (smp),
+    MobileNetV3's ``features.N`` become ``net.backbone.N``."""
     out = {}
     for key, value in state.items():
-        if arch.endswith("resnet50"):
+        if arch in SMP:
+            if not key.startswith("fc."):
+                out[f"encoder.{key}"] = value
+        elif arch.endswith("resnet50"):
             if not key.startswith("fc."):
                 out[f"net.backbone.{key}"] = value
         elif key.startswith("features."):
             out[f"net.backbone.{key.removeprefix('features.')}"] = value
     return out
+
+
+def _torchvision(arch: str, num_classes: int) -> nn.Module:
+    import torchvision.models.segmentation as tvs
+
+    kwargs: dict = {"weights": None, "weights_backbone": None, "num_classes": num_classes}
+    if not arch.startswith("lraspp"):
+        kwargs["aux_loss"] = False
+    return Logits(getattr(tvs, arch)(**kwargs))
+
+
+def _smp(arch: str, num_classes: int) -> nn.Module:
+    """An smp encoder-decoder; its forward already returns N×K×H×W logits at the input size."""
+    import segmentation_models_pytorch as smp
+
+    kind, encoder = SMP[arch]
+    net: nn.Module = getattr(smp, kind)(encoder, encoder_weights=None, classes=num_classes)
+    return net
 
 
 def build_segmenter(spec: ModelSpec, num_classes: int, image_size: int) -> nn.Module:
@@ -94,12 +129,9 @@ def build_segmenter(spec: ModelSpec, num_classes: int, image_size: int) -> nn.Mo
         if spec.pretrained not in ("none", None):
             raise ValueError("unet_tiny has no pretrained weights (model.pretrained: none)")
         return UNetTiny(num_classes)
-    import torchvision.models.segmentation as tvs
-
-    kwargs: dict = {"weights": None, "weights_backbone": None, "num_classes": num_classes}
-    if not spec.arch.startswith("lraspp"):
-        kwargs["aux_loss"] = False
-    model = Logits(getattr(tvs, spec.arch)(**kwargs))
+    model = (
+        _smp(spec.arch, num_classes) if spec.arch in SMP else _torchvision(spec.arch, num_classes)
+    )
     if spec.pretrained == "imagenet":
         own = model.state_dict()
         mapped = _backbone_state(spec.arch, load_cached_state_dict(spec.arch))

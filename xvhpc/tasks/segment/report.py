@@ -11,14 +11,19 @@ from ...report.html import table
 
 
 def report_section(eval_dir: Path, m: dict) -> str:
-    """HTML for one point's metrics (``m``, its metrics.json): mIoU, Dice and pixel accuracy
-    with intervals, the per-class table, the pixel confusion matrix and the drawn validation
+    """HTML for one point's metrics (``m``, its metrics.json): mIoU, Dice, HD95 and pixel
+    accuracy with intervals, the per-class table, the pixel confusion matrix and the drawn validation
     images of ``eval_dir`` (inline)."""
     classes = m["classes"]
+    hd = m.get("per_class_hd95", {})  # metrics.json of an earlier version: no HD95
     per_class = table(
-        ["class", "IoU (95 % CI)", "Dice (95 % CI)"],
-        [[c, show(m["per_class_iou"][c]), show(m["per_class_dice"][c])] for c in classes],
+        ["class", "IoU (95 % CI)", "Dice (95 % CI)", "HD95 px (95 % CI)"],
+        [
+            [c, show(m["per_class_iou"][c]), show(m["per_class_dice"][c]), show(hd.get(c, {}))]
+            for c in classes
+        ],
     )
+    distance = f"; HD95 {show(m['hd95'])} px" if "hd95" in m else ""
     matrix = table(
         ["true \\ predicted", *classes],
         [[c, *row] for c, row in zip(classes, m["confusion"], strict=True)],
@@ -30,7 +35,7 @@ def report_section(eval_dir: Path, m: dict) -> str:
     )
     return (
         f"<h3>Segmentation, point {m['point']}</h3><p>mIoU {show(m['miou'])}; mean Dice "
-        f"{show(m['dice'])}; pixel accuracy {show(m['pixel_accuracy'])} on {m['images']} images, "
+        f"{show(m['dice'])}{distance}; pixel accuracy {show(m['pixel_accuracy'])} on {m['images']} images, "
         f"{m['pixels']} scored pixels (95 % bootstrap over {html.escape(str(m['unit']))}s; means "
         f"over the classes present)</p>{per_class}<p>Pixel confusion matrix</p>{matrix}"
         f"<p>Each image: true mask (left), predicted mask (right)</p>{pics}"

@@ -1,9 +1,7 @@
 """The segmentation pieces of ``pipeline/train.py``'s task-blind loop: the loss of a batch
-(cross-entropy with the ignore index plus soft Dice, on jointly flipped images and masks) and
-validation (loss, mIoU and mean Dice from a confusion matrix summed over ranks).
-
-Written here, not imported: segmentation-models-pytorch, MONAI and torchmetrics are not
-dependencies of xvhpc."""
+(cross-entropy with the ignore index, optionally class-weighted, plus MONAI's soft Dice, on
+jointly flipped images and masks) and validation (loss, mIoU and mean Dice from a confusion
+matrix summed over ranks: the same matrix evaluate's figures come from)."""
 
 from __future__ import annotations
 
@@ -19,26 +17,43 @@ from ...models.zoo import memory_format
 from ...runtime import compat
 from ...runtime.distributed import Context, all_reduce_sum
 from ...spec.schema import ExperimentSpec
+from .dataset import SegmentationDataset
 from .metrics import IGNORE, scores
 
 
-def soft_dice_loss(
-    logits: torch.Tensor, target: torch.Tensor, ignore: int = IGNORE
-) -> torch.Tensor:
-    """1 − the mean soft Dice over the classes present in the batch (truth or prediction),
-    ignore-index pixels left out: softmax probabilities against the one-hot masks."""
-    k = logits.shape[1]
-    probs = logits.float().softmax(1)
-    valid = (target != ignore).unsqueeze(1)  # N1HW
-    onehot = F.one_hot(target.clamp(0, k - 1).long(), k).permute(0, 3, 1, 2).float()
-    probs, onehot = probs * valid, onehot * valid
-    dims = (0, 2, 3)
-    inter = (probs * onehot).sum(dims)
-    sums = probs.sum(dims) + onehot.sum(dims)
-    dice = (2 * inter + 1.0) / (sums + 1.0)
-    present = onehot.sum(dims) > 0
-    weight = present.float() if bool(present.any()) else torch.ones_like(dice)
-    return 1.0 - (dice * weight).sum() / weight.sum()
+def dice_loss() -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """MONAI's masked soft Dice (softmax probabilities against one-hot masks, summed over the
+    batch), ignore-index pixels masked out: ``loss(logits, target)``. MONAI is imported here,
+    so only a segmentation run loads it."""
+    from monai.losses import MaskedDiceLoss
+
+    # softmax and one-hot here, not in MONAI: MaskedDiceLoss masks before its own activation
+    # and one-hot, which would leave ignored pixels at 1/K and class 0 instead of out of the sums
+    dice = MaskedDiceLoss(batch=True)
+
+    def loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        k = logits.shape[1]
+        valid = (target != IGNORE).unsqueeze(1).float()
+        onehot = F.one_hot(target.clamp(0, k - 1).long(), k).permute(0, 3, 1, 2).float()
+        return dice(logits.float().softmax(1), onehot, mask=valid)
+
+    return loss
+
+
+def pixel_weights(dataset: SegmentationDataset, classes: int, chunk: int = 256) -> torch.Tensor:
+    """``class_weights: auto`` for segmentation: median-frequency balancing (Eigen & Fergus,
+    2015) of the training masks' pixel counts, ignore pixels left out, scaled to mean 1; a class
+    with no pixel gets weight 1. Masks are read ``chunk`` at a time (bounded memory)."""
+    counts = np.zeros(classes, np.float64)
+    for start in range(0, len(dataset), chunk):
+        masks = dataset.masks(np.arange(start, min(start + chunk, len(dataset))))
+        counts += np.bincount(masks.reshape(-1), minlength=256)[:classes]
+    present = counts > 0
+    weights = np.ones(classes, np.float64)
+    if present.any():
+        freq = counts[present] / counts[present].sum()
+        weights[present] = np.median(freq) / freq
+    return torch.tensor(weights / weights.mean(), dtype=torch.float32)
 
 
 def joint_augment(
@@ -57,8 +72,13 @@ def joint_augment(
 def segmentation_loss(
     spec: ExperimentSpec, train_set: ShardDataset, num_classes: int, device: torch.device
 ) -> Callable[..., torch.Tensor]:
-    """Cross-entropy (ignore index 255) + soft Dice of a batch (the ``loss`` hook)."""
-    criterion = nn.CrossEntropyLoss(ignore_index=IGNORE)
+    """Cross-entropy (ignore index 255; ``class_weights: auto``: median-frequency weights) +
+    MONAI's soft Dice of a batch (the ``loss`` hook)."""
+    weight = None
+    if spec.train.class_weights == "auto" and isinstance(train_set, SegmentationDataset):
+        weight = pixel_weights(train_set, num_classes).to(device)
+    criterion = nn.CrossEntropyLoss(weight=weight, ignore_index=IGNORE)
+    dice = dice_loss()
     layout = memory_format(spec, device)
 
     def loss(
@@ -75,7 +95,7 @@ def segmentation_loss(
         x = x.contiguous(memory_format=layout)
         with compat.autocast(ctx.device.type, amp_dtype):
             logits = net(x)
-        return criterion(logits.float(), y) + soft_dice_loss(logits, y)
+        return criterion(logits.float(), y) + dice(logits, y)
 
     return loss
 
@@ -98,6 +118,7 @@ def validate_segmenter(
     confusion matrix; ranks take disjoint slices and sum the matrix and the loss."""
     k = len(classes)
     criterion = nn.CrossEntropyLoss(ignore_index=IGNORE)
+    dice = dice_loss()
     model.eval()
     indices = list(range(ctx.rank, len(dataset), ctx.world_size))
     cm = torch.zeros(k * k, dtype=torch.float64)
@@ -105,7 +126,7 @@ def validate_segmenter(
     for images, masks in batches(dataset, indices, batch_size):
         y = masks.to(ctx.device)
         logits = model(to_model_input(images, ctx.device)).float()
-        batch_loss = criterion(logits, y) + soft_dice_loss(logits, y)
+        batch_loss = criterion(logits, y) + dice(logits, y)
         if torch.isfinite(batch_loss):  # a batch of ignore-only masks: no loss to add
             total_loss += float(batch_loss) * len(masks)
         t, p = y.reshape(-1), logits.argmax(1).reshape(-1)

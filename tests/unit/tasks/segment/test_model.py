@@ -19,8 +19,8 @@ from xvhpc.data.dataset import IMAGENET_MEAN, IMAGENET_STD
 from xvhpc.models.bundle import Bundle
 from xvhpc.spec.schema import ModelSpec
 from xvhpc.tasks.segment import models as seg_models
-from xvhpc.tasks.segment.metrics import IGNORE, confusion, scores, segmentation_metrics
-from xvhpc.tasks.segment.train import joint_augment, soft_dice_loss
+from xvhpc.tasks.segment.metrics import IGNORE, confusion, hd95, scores, segmentation_metrics
+from xvhpc.tasks.segment.train import dice_loss, joint_augment, pixel_weights
 
 # ------------------------------------------------------------------ models
 
@@ -42,7 +42,11 @@ def test_unet_tiny_takes_odd_sizes_and_refuses_imagenet() -> None:
 
 @pytest.mark.parametrize(
     ("arch", "classifier"),
-    [("fcn_resnet50", "resnet50"), ("lraspp_mobilenet_v3_large", "mobilenet_v3_large")],
+    [
+        ("fcn_resnet50", "resnet50"),
+        ("lraspp_mobilenet_v3_large", "mobilenet_v3_large"),
+        ("unet_resnet34", "resnet34"),
+    ],
 )
 def test_imagenet_loads_every_backbone_tensor(monkeypatch, arch: str, classifier: str) -> None:
     """The cached ImageNet classifier (here: a random one of the same architecture) fills the
@@ -54,7 +58,7 @@ def test_imagenet_loads_every_backbone_tensor(monkeypatch, arch: str, classifier
     monkeypatch.setattr(seg_models, "load_cached_state_dict", lambda a: state)
     model = seg_models.build_segmenter(ModelSpec(arch=arch, pretrained="imagenet"), 3, 64)
     own = model.state_dict()
-    backbone = [k for k in own if k.startswith("net.backbone.")]
+    backbone = [k for k in own if k.startswith(("net.backbone.", "encoder."))]
     mapped = seg_models._backbone_state(arch, state)
     assert backbone and set(backbone) <= set(mapped)
     for key in backbone:
@@ -65,6 +69,7 @@ def test_imagenet_loads_every_backbone_tensor(monkeypatch, arch: str, classifier
 
 
 def test_soft_dice_is_zero_for_a_perfect_answer_and_ignores_255() -> None:
+    soft_dice_loss = dice_loss()  # MONAI's masked Dice behind the ignore index
     target = torch.randint(0, 3, (2, 16, 16))
     perfect = torch.nn.functional.one_hot(target, 3).permute(0, 3, 1, 2).float() * 50
     assert float(soft_dice_loss(perfect, target)) < 1e-3
@@ -128,6 +133,41 @@ def test_metrics_json_shape_and_intervals_bracket_the_value() -> None:
     assert grouped["miou"]["value"] == m["miou"]["value"]  # groups change intervals only
     none = segmentation_metrics(np.stack(per_image), ["bg", "a", "b"], resamples=0)
     assert none["miou"]["ci_low"] is None and none["miou"]["value"] is not None
+
+
+def test_hd95_by_hand_undefined_and_ignored() -> None:
+    truth = np.zeros((20, 20), np.int64)
+    truth[5:10, 5:10] = 1
+    found = np.zeros_like(truth)
+    found[5:10, 8:13] = 1  # the same square moved 3 px right: every boundary distance ≤ 3
+    d = hd95(truth, found, 3)
+    assert 0 < d[1] <= 3.0 + 1e-6 and np.isnan(d[2])  # class 2 nowhere: undefined, not 0
+    assert hd95(truth, truth, 3)[1] == 0.0
+    ignored = truth.copy()
+    ignored[:, 10:] = 255  # the prediction's overflow lands in ignored pixels: it counts nowhere
+    moved = truth.copy()
+    moved[5:10, 12:15] = 1
+    assert hd95(ignored, moved, 3)[1] == 0.0
+
+
+def test_hd95_intervals_in_metrics_json() -> None:
+    rng = np.random.default_rng(3)
+    per_image, distances = [], []
+    for _ in range(20):
+        truth = np.zeros((24, 24), np.int64)
+        x = int(rng.integers(4, 12))
+        truth[6:16, x : x + 8] = 1
+        shift = int(rng.integers(0, 4))
+        found = np.roll(truth, shift, axis=1)
+        per_image.append(confusion(truth, found, 2))
+        distances.append(hd95(truth, found, 2))
+    m = segmentation_metrics(
+        np.stack(per_image), ["bg", "lung"], resamples=300, distances=np.stack(distances)
+    )
+    hd = m["hd95"]
+    assert hd["ci_low"] <= hd["value"] <= hd["ci_high"] <= 3.0 + 1e-6
+    assert np.isclose(hd["value"], np.mean(np.stack(distances)[:, 1]))  # mean over images
+    assert set(m["per_class_hd95"]) == {"bg", "lung"}
 
 
 # ------------------------------------------------------------------ predict, serve, export
@@ -296,3 +336,28 @@ def test_validate_agrees_with_evaluate_s_figures() -> None:
     assert got["val_miou"] == pytest.approx(want["miou"]["value"])
     assert got["val_dice"] == pytest.approx(want["dice"]["value"])
     assert got["val_samples"] == 7 and np.isfinite(got["val_loss"])
+
+
+class _Masks:
+    """Just what ``pixel_weights`` reads of a SegmentationDataset: ``len`` and ``masks``."""
+
+    def __init__(self, masks: np.ndarray):
+        self._masks = masks
+
+    def __len__(self) -> int:
+        return len(self._masks)
+
+    def masks(self, idx: np.ndarray) -> np.ndarray:
+        return self._masks[idx]
+
+
+def test_pixel_weights_favour_rare_classes_and_skip_ignored_pixels() -> None:
+    masks = np.zeros((5, 10, 10), np.uint8)
+    masks[:, :2, :5] = 1  # class 1: 10 % of the pixels, class 0: 70 %, class 2: none
+    masks[:, 8:, :] = IGNORE  # 20 % ignored: counted for no class
+    w = pixel_weights(_Masks(masks), 3, chunk=2)  # type: ignore[arg-type]
+    assert w.shape == (3,) and abs(float(w.mean()) - 1) < 1e-6
+    assert float(w[1]) > float(w[0])  # the rare class weighs more (median frequency: 0.7/0.1 x)
+    assert abs(float(w[1] / w[0]) - 7.0) < 1e-4
+    # no pixel of class 2: weight 1 before scaling, class 0: median 0.5 / frequency 7/8
+    assert abs(float(w[2] / w[0]) - 1 / (0.5 / (7 / 8))) < 1e-4

@@ -376,6 +376,8 @@ def test_spec_limits_of_segment(tmp_path: Path) -> None:
     assert "train.balanced_sampling: not supported with task: segment" in text
     assert "train.label_smoothing: not supported with task: segment" in text
     assert _spec(tmp_path, "", "{arch: deeplabv3_resnet50, pretrained: imagenet}") == ""
+    weighted = "{arch: unet_tiny, pretrained: none}\ntrain: {class_weights: auto}\n"
+    assert _spec(tmp_path, "", weighted) == ""  # median-frequency pixel weights
 
 
 def test_dicom_images_take_png_masks_and_their_size_is_checked_when_decoded(
