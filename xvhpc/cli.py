@@ -59,6 +59,7 @@ VERBS = {
     "stage": Verb("xvhpc.data.stage", "(job step) copy the shards to node-local storage, verified"),
     "report": Verb("xvhpc.pipeline.report", "(job step) write report.html"),
     "serve": Verb("xvhpc.serve.main", "serve the trained model over REST"),
+    "ui": Verb("xvhpc.ui.main", "a web dashboard over run directories (token or Unix socket)"),
     "export": Verb(
         "xvhpc.serve.export", "export the model (TorchScript or ONNX) with a sidecar JSON"
     ),
