@@ -367,13 +367,18 @@ def _once_per_file(
 
 
 def read_coco(json_path: Path) -> dict:
-    """The COCO document, or a ``CatalogError`` saying why it is not one."""
+    """The COCO document (a Label Studio JSON export read as one), or a ``CatalogError``
+    saying why it is not one."""
     try:
         doc = json.loads(json_path.read_bytes())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CatalogError(f"{json_path}: not valid JSON: {exc}") from None
     except RecursionError:  # [[[[… nested deeper than the parser's stack
         raise CatalogError(f"{json_path}: JSON nested too deeply to be COCO") from None
+    from .labelstudio import coco_of_export, is_export
+
+    if is_export(doc):  # a Label Studio JSON export: its reviewed tasks, as COCO
+        doc = coco_of_export(json_path, doc)
     if not isinstance(doc, dict) or not all(
         isinstance(doc.get(k), list) for k in ("images", "annotations", "categories")
     ):

@@ -85,7 +85,7 @@ def run_chunk(out: Path, index: int, log: logging.Logger, per_job: int = 1) -> i
     return 0
 
 
-def merge(out: Path, log: logging.Logger) -> int:
+def merge(out: Path, log: logging.Logger, fmt: str | None = None, order: str = "input") -> int:
     """Join every chunk (in input order) and the reader's skipped files into the predictions."""
     job = PredictJob.read(out)
     task, meta = model_of(job)
@@ -109,7 +109,39 @@ def merge(out: Path, log: logging.Logger) -> int:
             f"{len(damaged)} chunk file(s) damaged, removed and not merged ({shown}); rerun the "
             "same `xvhpc predict` command to predict them again"
         )
-    return task.merge(out, files, job, meta, log)
+    code = task.merge(out, files, job, meta, log)
+    if code == 0 and fmt is not None:
+        write_review(task, out, job, meta, fmt, order, log)
+    return code
+
+
+def write_review(
+    task: Task, out: Path, job: PredictJob, meta: dict, fmt: str, order: str, log: logging.Logger
+) -> Path:
+    """OUT/<fmt>.json from the merged predictions: Label Studio's task import (one prediction
+    per image) or COCO; least confident first with ``order`` uncertainty."""
+    from ..data.labelstudio import coco_document, labelstudio_tasks, ordered
+
+    if fmt not in task.info.review_formats or not hasattr(task, "reviews"):
+        raise PredictError(
+            f"--format {fmt}: task {task.info.name} writes no review files "
+            f"(its formats: {', '.join(task.info.review_formats) or 'none'})"
+        )
+    predictions = PredictLayout(out).predictions(task.chunk_suffix)
+    files = {item["rel"]: item["path"] for item in job.inputs}
+    classes = list(meta["classes"])
+    reviews, skipped = task.reviews(predictions, files, classes)
+    reviews = ordered(reviews, order)
+    version = f"{meta.get('arch', 'model')} {Path(job.model).parent.name}".strip()
+    writers = {"labelstudio": lambda: labelstudio_tasks(reviews, version),
+               "coco": lambda: coco_document(reviews, classes)}  # fmt: skip
+    doc = writers[fmt]()
+    target = PredictLayout(out).review(fmt)
+    write_text_atomic(target, json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
+    log.info(
+        "%s: %d image(s) for review (%s order), %d skipped", target, len(reviews), order, skipped
+    )
+    return target
 
 
 def chunk_problem(task: Task, file: Path, items: list[dict[str, str]], meta: dict) -> str | None:
@@ -142,6 +174,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="chunks per array element, one per rank (whole-node sites: one per GPU)",
     )
     p.add_argument("--merge", action="store_true")
+    from ..data.labelstudio import FORMATS, ORDERS
+
+    p.add_argument("--format", choices=FORMATS, help="also write review files (--merge)")
+    p.add_argument("--order", choices=ORDERS, default=ORDERS[0], help="of the review files")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -149,7 +185,7 @@ def main(args: argparse.Namespace) -> int:
     out = Path(args.run_dir).resolve()
     try:
         if args.merge:
-            return merge(out, log)
+            return merge(out, log, args.format, args.order)
         if args.chunk is None:
             raise PredictError("give --chunk INDEX or --merge")
         return run_chunk(out, args.chunk, log, args.per_job)

@@ -188,6 +188,20 @@ def prepare_job(
     return job, meta
 
 
+def review_flags(meta: dict[str, Any], fmt: str | None, order: str) -> tuple[str, ...]:
+    """The merge step's ``--format``/``--order`` flags; ``PredictError`` when the model's task
+    writes no such review file (its torch-free ``TaskInfo.review_formats`` say)."""
+    if fmt is None:
+        return ()
+    info = task_info(task_of(meta))
+    if fmt not in info.review_formats:
+        raise PredictError(
+            f"--format {fmt}: a model of task {info.name} writes no review files of that format "
+            f"(its formats: {', '.join(info.review_formats) or 'none: its predictions file only'})"
+        )
+    return ("--format", fmt, "--order", order)
+
+
 def predictions_file(out: Path, meta: dict[str, Any]) -> Path:
     """OUT/predictions<suffix> of a model with ``meta``: the suffix is its task's, read from the
     torch-free ``TaskInfo`` (the login side never imports a task's hooks)."""
@@ -235,9 +249,11 @@ def check_queue(plan: Plan, site: SiteConfig) -> None:
 
 
 def build_predict_plan(
-    job: PredictJob, meta: dict[str, Any], site: SiteConfig, out: Path, walltime: str
-) -> Plan:
-    """predict (array over chunks, one GPU per task where the site has them) → merge."""
+    job: PredictJob, meta: dict[str, Any], site: SiteConfig, out: Path, walltime: str,
+    review: tuple[str, ...] = (),
+) -> Plan:  # fmt: skip
+    """predict (array over chunks, one GPU per task where the site has them) → merge (with
+    ``review``: its ``--format``/``--order`` flags, the review files for labelling)."""
     spec = meta.get("spec") or {}
     resources = spec.get("resources") or {}
     name = f"{spec.get('name', 'model')}-predict"
@@ -282,5 +298,6 @@ def build_predict_plan(
                 cpus_per_task=site.node.cores if site.local else cpus,
             )
         )
-    plan.steps.append(Step("merge", ("predict-chunk", "--merge"), "00:15:00", after=("predict",)))
+    merge = ("predict-chunk", "--merge", *review)
+    plan.steps.append(Step("merge", merge, "00:15:00", after=("predict",)))
     return plan

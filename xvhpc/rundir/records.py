@@ -94,6 +94,11 @@ class PredictLayout:
     def heatmaps(self) -> Path:
         return self.out / HEATMAPS
 
+    def review(self, fmt: str) -> Path:
+        """The pre-annotations for review of ``xvhpc predict --format FMT``: OUT/<fmt>.json
+        (labelstudio.json: Label Studio's task import; coco.json: COCO, which CVAT imports)."""
+        return self.out / f"{fmt}.json"
+
 
 class PredictError(Exception):
     """The model or the input source cannot be used; ``str()`` names the file and why."""

@@ -246,6 +246,18 @@ def predict_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--walltime", default="01:00:00", help="per chunk")
     p.add_argument("--dry-run", action="store_true", help="print the submit commands only")
     p.add_argument("--force", action="store_true", help="submit even if jobs of OUT are live")
+    p.add_argument(
+        "--format",
+        choices=("labelstudio", "coco"),
+        help="also write pre-annotations for review: OUT/labelstudio.json (Label Studio task "
+        "import) or OUT/coco.json (COCO, which CVAT imports)",
+    )
+    p.add_argument(
+        "--order",
+        choices=("input", "uncertainty"),
+        default="input",
+        help="of the review file: uncertainty puts the least confident first (active learning)",
+    )
 
 
 def predict(args: argparse.Namespace) -> int:
@@ -256,6 +268,7 @@ def predict(args: argparse.Namespace) -> int:
         check_array_cap,
         check_queue,
         prepare_job,
+        review_flags,
     )
     from ..plan.render import write_plan
     from ..spec import SpecError, load_site
@@ -268,7 +281,8 @@ def predict(args: argparse.Namespace) -> int:
             args.run_dir, args.data, out, args.chunk_size, args.batch_size, args.heatmaps
         )
         check_array_cap(job, site)
-        plan = build_predict_plan(job, meta, site, out, args.walltime)
+        review = review_flags(meta, args.format, args.order)
+        plan = build_predict_plan(job, meta, site, out, args.walltime, review)
         check_queue(plan, site)
     except SpecError as exc:
         print(exc, file=sys.stderr)
@@ -282,4 +296,8 @@ def predict(args: argparse.Namespace) -> int:
         from ..plan.predict import predictions_file  # the task's TaskInfo: no task.py import
 
         print(f"predictions: {predictions_file(out, meta)}")
+        if args.format:
+            from ..rundir.records import PredictLayout
+
+            print(f"for review: {PredictLayout(out).review(args.format)}")
     return code

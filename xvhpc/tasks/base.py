@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from ..data.dataset import ShardDataset
+    from ..data.labelstudio import Review
     from ..data.records import SampleJob
     from ..data.sample import Catalog
     from ..data.shards import Record, ShardWriter
@@ -151,6 +152,15 @@ class Task(Protocol):
     ) -> int:
         """Join the (checked) chunk files in order, plus the reader's skipped files, into
         OUT/predictions<chunk_suffix> and OUT/summary.json; prints the summary."""
+        ...
+
+    def reviews(
+        self, predictions: Path, files: dict[str, str], classes: list[str]
+    ) -> tuple[list[Review], int]:
+        """The merged predictions as review items for ``xvhpc predict --format labelstudio|coco``
+        (``files``: each input's path by its name in the predictions), with the count of
+        skipped rows. Optional: a task without it (and without ``info.review_formats``) is
+        refused at ``xvhpc predict`` with the formats of the tasks that have it."""
         ...
 
     def serve_response(

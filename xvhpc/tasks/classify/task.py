@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from ...data.dataset import ShardDataset
+    from ...data.labelstudio import Review
     from ...data.records import SampleJob
     from ...data.sample import Catalog
     from ...data.shards import Record, ShardWriter
@@ -153,6 +154,13 @@ class ClassifyTask:
         from .predict import merge
 
         return merge(out, files, job, meta, log)
+
+    def reviews(
+        self, predictions: Path, files: dict[str, str], classes: list[str]
+    ) -> tuple[list[Review], int]:
+        from .labels import reviews
+
+        return reviews(predictions, files, classes)
 
     def serve_response(
         self, bundle: Bundle, data: bytes, name: str, threshold: float, top_k: int | None,

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from ...data.dataset import ShardDataset
+    from ...data.labelstudio import Review
     from ...data.records import SampleJob
     from ...data.sample import Catalog
     from ...data.shards import Record, ShardWriter
@@ -143,6 +144,13 @@ class DetectTask:
         from .predict import merge_lines
 
         return merge_lines(out, files, job, log)
+
+    def reviews(
+        self, predictions: Path, files: dict[str, str], classes: list[str]
+    ) -> tuple[list[Review], int]:
+        from .labels import reviews
+
+        return reviews(predictions, files, classes)
 
     def serve_response(
         self, bundle: Bundle, data: bytes, name: str, threshold: float, top_k: int | None,
