@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -198,6 +199,63 @@ def trained_run(tmp_path_factory, demo_data) -> Path:
     spec = tiny_spec(work / "spec.yaml", demo_data, train={"max_iterations": 20})
     xv("run", str(spec), "--out", str(work / "run"), cwd=work)
     return work / "run"
+
+
+@pytest.fixture(scope="session")
+def ingested(tmp_path_factory, demo_data) -> Path:
+    """An ingested classification run, not trained (its users ``fresh()`` it before training):
+    shared by the training unit tests and the real DDP launches of tests/e2e."""
+    work = tmp_path_factory.mktemp("ingested")
+    spec = tiny_spec(
+        work / "spec.yaml",
+        demo_data,
+        train={"max_iterations": 16, "checkpoint_every": 4, "log_every": 1, "val_every": 8},
+    )
+    xv("compile", str(spec), "--out", str(work / "run"))
+    xv("ingest", "--run-dir", str(work / "run"), "--shard", "all", "--merge")
+    return work / "run"
+
+
+@pytest.fixture(scope="session")
+def images(tmp_path_factory) -> Path:
+    """200 files to predict: 191 small PNG/JPEG X-rays, 4 DICOMs, 5 bad ones."""
+    from PIL import Image
+
+    from xvhpc.data.synth import write_dicom, xray
+
+    root = tmp_path_factory.mktemp("to-predict")
+    rng = np.random.default_rng(5)
+    labels = ("normal", "covid19", "bacterial", "viral")
+    for i in range(191):
+        folder = root / f"batch{i // 64}"
+        folder.mkdir(exist_ok=True)
+        pixels = xray(labels[i % 4], 32 + (i % 3) * 8, rng)
+        Image.fromarray(pixels).save(folder / f"img{i:03d}.{'png' if i % 2 else 'jpg'}")
+    for i in range(4):
+        write_dicom(root / f"scan{i}.dcm", xray(labels[i], 40, rng))
+    (root / "bad").mkdir()
+    (root / "bad" / "empty.png").write_bytes(b"")
+    (root / "bad" / "notes.png").write_text("not an image")
+    (root / "bad" / "readme.txt").write_text("hello")
+    (root / "bad" / "y.gif").write_bytes(b"GIF89a" + bytes(5))
+    (root / "bad" / "trunc.jpg").write_bytes((root / "batch0" / "img000.jpg").read_bytes()[:80])
+    return root
+
+
+def predict(run: Path, data: Path, out: Path, *extra: str, check: bool = True):
+    """``xvhpc predict RUN --data DATA --out OUT`` in chunks of 50 files."""
+    return xv(
+        "predict", str(run), "--data", str(data), "--out", str(out), "--chunk-size", "50", *extra,
+        check=check,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def local_run(trained_run: Path, images: Path, tmp_path_factory) -> Path:
+    """``images`` predicted by ``trained_run`` as a local run (the Slurm array must match it)."""
+    out = tmp_path_factory.mktemp("predict-local") / "out"
+    predict(trained_run, images, out)
+    return out
 
 
 @pytest.fixture

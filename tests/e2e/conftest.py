@@ -1,9 +1,2 @@
-"""The module fixtures the end-to-end tests share with the unit tests of the same package (one
-definition each, beside its unit tests): a detection dataset, a predict folder and its local run,
-an ingested classification run."""
-
-from tests.unit.pipeline.test_predict import images, local_run
-from tests.unit.pipeline.test_train import ingested
-from tests.unit.tasks.detect.test_detect import shapes
-
-__all__ = ["images", "ingested", "local_run", "shapes"]
+"""The end-to-end tests' fixtures are tests/conftest.py's session fixtures (an ingested run,
+files to predict and their local predictions), built once for the unit and e2e tests alike."""

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import wait_final, xv
-from tests.unit.pipeline.test_predict import chunk_times, predict
+from tests.conftest import predict, wait_final, xv
+from tests.unit.pipeline.test_predict import chunk_times
 
 pytestmark = pytest.mark.e2e
 

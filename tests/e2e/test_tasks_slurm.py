@@ -21,7 +21,8 @@ pytestmark = pytest.mark.e2e
 @pytest.mark.parametrize("name", TASKS)
 def test_every_task_trains_over_two_slurm_nodes(slurm_up, name: str, tmp_path: Path) -> None:
     """Both ranks run under Slurm and end with the same weights; the validation rounds and the
-    scored point carry the task's own metric names."""
+    scored point carry the task's own metric names; each round scored the whole validation
+    split (both ranks' halves gathered: the count evaluate scores too)."""
     info = task_info(name)
     source = _synth(name, tmp_path / "data")
     spec = _spec(name, tmp_path / "spec.yaml", source)
@@ -42,3 +43,6 @@ def test_every_task_trains_over_two_slurm_nodes(slurm_up, name: str, tmp_path: P
     assert any(info.selection in r for r in rounds), rounds[-1]
     metrics = json.loads((run / "eval" / "0" / "metrics.json").read_text())
     assert metrics["task"] == name and info.rank_by[0] in metrics
+    scored = metrics.get("images", metrics.get("samples"))
+    counts = [r["val_samples"] for r in rounds if info.selection in r]
+    assert counts and set(counts) == {scored}, (counts, scored)

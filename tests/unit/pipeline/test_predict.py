@@ -13,11 +13,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 
-from tests.conftest import xv
-from xvhpc.data.synth import write_dicom, xray
+from tests.conftest import predict, xv
 
 BAD = {
     "bad/empty.png": "zero-byte file",
@@ -26,42 +24,6 @@ BAD = {
     "bad/trunc.jpg": "truncated JPEG",
     "bad/y.gif": "corrupt GIF: cannot identify image file <_io.BytesIO object>",  # no address
 }
-
-
-@pytest.fixture(scope="module")
-def images(tmp_path_factory) -> Path:
-    """200 files: 191 small PNG/JPEG X-rays, 4 DICOMs, 5 bad ones."""
-    root = tmp_path_factory.mktemp("to-predict")
-    rng = np.random.default_rng(5)
-    labels = ("normal", "covid19", "bacterial", "viral")
-    for i in range(191):
-        folder = root / f"batch{i // 64}"
-        folder.mkdir(exist_ok=True)
-        pixels = xray(labels[i % 4], 32 + (i % 3) * 8, rng)
-        Image.fromarray(pixels).save(folder / f"img{i:03d}.{'png' if i % 2 else 'jpg'}")
-    for i in range(4):
-        write_dicom(root / f"scan{i}.dcm", xray(labels[i], 40, rng))
-    (root / "bad").mkdir()
-    (root / "bad" / "empty.png").write_bytes(b"")
-    (root / "bad" / "notes.png").write_text("not an image")
-    (root / "bad" / "readme.txt").write_text("hello")
-    (root / "bad" / "y.gif").write_bytes(b"GIF89a" + bytes(5))
-    (root / "bad" / "trunc.jpg").write_bytes((root / "batch0" / "img000.jpg").read_bytes()[:80])
-    return root
-
-
-def predict(run: Path, data: Path, out: Path, *extra: str, check: bool = True):
-    return xv(
-        "predict", str(run), "--data", str(data), "--out", str(out), "--chunk-size", "50", *extra,
-        check=check,
-    )  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def local_run(trained_run: Path, images: Path, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("predict-local") / "out"
-    predict(trained_run, images, out)
-    return out
 
 
 def rows(out: Path) -> list[dict[str, str]]:

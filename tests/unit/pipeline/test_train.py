@@ -15,23 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import sigterm_at, tiny_spec, xv
+from tests.conftest import sigterm_at, xv
 
 
 # ----------------------------------------------------------------- real training
-@pytest.fixture(scope="module")
-def ingested(tmp_path_factory, demo_data) -> Path:
-    work = tmp_path_factory.mktemp("ingested")
-    spec = tiny_spec(
-        work / "spec.yaml",
-        demo_data,
-        train={"max_iterations": 16, "checkpoint_every": 4, "log_every": 1, "val_every": 8},
-    )
-    xv("compile", str(spec), "--out", str(work / "run"))
-    xv("ingest", "--run-dir", str(work / "run"), "--shard", "all", "--merge")
-    return work / "run"
-
-
 def fresh(run: Path) -> Path:
     import shutil
 
