@@ -2,26 +2,30 @@
 (patient), a figure in one line, which points to score and which failed, the leaderboard that
 publishes the best point (the paths are ``rundir.Layout``'s).
 
-Both tasks' ``evaluate`` and the evaluate/report drivers use these, so no task reaches into
-another module's private names and the drivers never name a task.
+Every task's ``evaluate`` (and its cross-validation pooling and report section) and the
+evaluate/report drivers use these, so no task reaches into another module's private names and
+the drivers never name a task.
 """
 
 from __future__ import annotations
 
 import hashlib
+import html
+import json
 import logging
 import re
 import shutil
+import statistics
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .registry import load_task, task_info
-from .report.html import value
+from .report.html import ci, fmt, table, value
 from .rundir import Layout
 from .rundir.records import read_progress
-from .spec.points import cv_points, is_final_fit
+from .spec.points import CvPoint, cv_points, is_final_fit
 from .sweeps.board import annotate_leaderboard, pruned
 from .util import read_json, write_json_atomic
 
@@ -221,3 +225,100 @@ def sync_published_decision(run: RunDir, points: list[int], log: logging.Logger)
             tmp.replace(target)
             log.info("published model: decision rule of point %d", p)
             return
+
+
+# ----- cross-validation: what pooling any task's folds shares ------------------------------
+
+
+def deployed_text(group: CvPoint) -> str:
+    """How the model published for this sweep point was trained (the report says it)."""
+    if group.final is None:
+        return f"fold 0's model (training point {group.folds[0]}); not refitted on all data"
+    return (
+        f"the final fit (training point {group.final}) on every fold's training records; it "
+        "has no held-out data, so the figures shown are the pooled out-of-fold ones"
+    )
+
+
+def fold_spread(
+    results: dict[int, dict], members: list[int], keys: tuple[str, ...]
+) -> dict[str, Any]:
+    """Each figure (``keys`` of the folds' metrics) per fold, with the mean and standard
+    deviation across folds."""
+    out: dict[str, Any] = {}
+    for key in keys:
+        values = [value(results[p][key]) for p in members]
+        known = [v for v in values if v is not None]
+        out[key] = {
+            "per_fold": values,
+            "mean": statistics.fmean(known) if known else None,
+            "sd": statistics.stdev(known) if len(known) > 1 else None,
+        }
+    return out
+
+
+def coverage(paths: list[str]) -> dict[str, Any]:
+    """How many records the pooled folds scored, and any scored more than once (must be none)."""
+    seen: dict[str, int] = {}
+    for path in paths:
+        seen[path] = seen.get(path, 0) + 1
+    twice = sorted(p for p, n in seen.items() if n > 1)
+    return {"records": len(paths), "scored_more_than_once": twice[:100]}
+
+
+def check_coverage(run: RunDir, config: int, seen: dict[str, Any]) -> None:
+    """Every original image scored exactly once: one scored twice (two folds holding it) or
+    missing (fewer pooled predictions than manifest.json's originals) is an error, not a
+    quietly different figure."""
+    if seen["scored_more_than_once"]:
+        raise EvaluateError(
+            f"sweep point {config}: {len(seen['scored_more_than_once'])} record(s) scored by "
+            f"more than one fold, e.g. {seen['scored_more_than_once'][0]}: the folds overlap"
+        )
+    manifest = read_json(Layout(run.root).manifest) or {}
+    counts = manifest.get("counts_before_augmentation") or {}
+    originals = sum(n for per_class in counts.values() for n in per_class.values())
+    if seen["records"] != originals:
+        raise EvaluateError(
+            f"sweep point {config}: {seen['records']} out-of-fold predictions for the "
+            f"{originals} original images of {Layout(run.root).manifest}: records are missing "
+            "from the folds (shards written with other split settings?): ingest again"
+        )
+
+
+def crossval_intro(run: RunDir, manifest: dict) -> list[str]:
+    """The report's opening of a cross-validation section: the folds' class counts and what
+    pooling means (any task's ``crossval_section`` starts with it)."""
+    folds = (manifest or {}).get("folds") or {}
+    parts = [f"<h2>Cross-validation: {run.spec.data.split.folds} group folds</h2>"]
+    per = folds.get("per_fold_class") or []
+    if per:
+        classes = sorted({c for counts in per for c in counts})
+        rows = [[k, *(counts.get(c, 0) for c in classes)] for k, counts in enumerate(per)]
+        parts.append(table(["fold", *classes], rows))
+    parts.append(
+        "<p class='note'>Each patient/group is in one fold; each fold's model trains on the "
+        "others (their augmented copies included, never a copy of a held-out image) and scores "
+        "its own fold. Pooled: every original image scored once, by a model that never saw it "
+        "or its patient. With several sweep points the best one is chosen on these pooled "
+        "figures, so its own figure is somewhat optimistic.</p>"
+    )
+    return parts
+
+
+def spread_table(metrics: dict, keys: tuple[str, ...]) -> str:
+    """A sweep point's pooled figures (``keys``) beside their mean ± sd and values per fold."""
+    spread = metrics["fold_spread"]
+    shown = json.dumps(metrics["params"]) if metrics["params"] else ""
+    rows = [
+        [
+            key,
+            ci(metrics[key]),
+            f"{fmt(spread[key]['mean'])} ± {fmt(spread[key]['sd'])}",
+            ", ".join(fmt(v) for v in spread[key]["per_fold"]),
+        ]
+        for key in keys
+    ]
+    return f"<h3>Pooled out-of-fold figures {html.escape(shown)}</h3>" + table(
+        ["figure", "pooled (95 % CI)", "mean ± sd across folds", "per fold"], rows
+    )

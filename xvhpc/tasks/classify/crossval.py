@@ -12,47 +12,22 @@ training procedure, of which either model is one draw (the final fit has no held
 from __future__ import annotations
 
 import logging
-import statistics
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ...evaluation import EvaluateError
+from ...evaluation import check_coverage, coverage, deployed_text, fold_spread
 from ...report.html import value
 from ...rundir import PREDICTIONS, Layout
-from ...spec.points import CV_KEYS, CvPoint, cv_points
+from ...spec.points import CV_KEYS, cv_points
 from ...stats.decision import describe, write_decision
-from ...util import read_json, write_json_atomic, write_text_atomic
+from ...util import write_json_atomic, write_text_atomic
 from .evaluate import decision_rule, predictions_csv, selection
 from .info import INFO
 from .metrics import SPREAD, Options, model_details
 
 if TYPE_CHECKING:
     from ...rundir.run import RunDir
-
-
-def deployed_text(group: CvPoint) -> str:
-    """How the model published for this sweep point was trained (the report says it)."""
-    if group.final is None:
-        return f"fold 0's model (training point {group.folds[0]}); not refitted on all data"
-    return (
-        f"the final fit (training point {group.final}) on every fold's training records; it "
-        "has no held-out data, so the figures shown are the pooled out-of-fold ones"
-    )
-
-
-def fold_spread(results: dict[int, dict], members: list[int]) -> dict[str, Any]:
-    """Each figure per fold, with the mean and standard deviation across folds."""
-    out: dict[str, Any] = {}
-    for key in SPREAD:
-        values = [value(results[p][key]) for p in members]
-        known = [v for v in values if v is not None]
-        out[key] = {
-            "per_fold": values,
-            "mean": statistics.fmean(known) if known else None,
-            "sd": statistics.stdev(known) if len(known) > 1 else None,
-        }
-    return out
 
 
 def merge_found(found: dict[int, dict], members: list[int]) -> dict[str, Any]:
@@ -67,35 +42,6 @@ def merge_found(found: dict[int, dict], members: list[int]) -> dict[str, Any]:
     merged["labels"] = np.concatenate(merged["labels"])
     merged["probs"] = np.concatenate(merged["probs"])
     return merged
-
-
-def coverage(merged: dict[str, Any]) -> dict[str, Any]:
-    """How many records were scored, and any scored more than once (must be none)."""
-    seen: dict[str, int] = {}
-    for path in merged["paths"]:
-        seen[path] = seen.get(path, 0) + 1
-    twice = sorted(p for p, n in seen.items() if n > 1)
-    return {"records": len(merged["paths"]), "scored_more_than_once": twice[:100]}
-
-
-def check_coverage(run: RunDir, config: int, seen: dict[str, Any]) -> None:
-    """Every original image scored exactly once: one scored twice (two folds holding it) or
-    missing (fewer pooled predictions than manifest.json's originals) is an error, not a
-    quietly different figure."""
-    if seen["scored_more_than_once"]:
-        raise EvaluateError(
-            f"sweep point {config}: {len(seen['scored_more_than_once'])} record(s) scored by "
-            f"more than one fold, e.g. {seen['scored_more_than_once'][0]}: the folds overlap"
-        )
-    manifest = read_json(Layout(run.root).manifest) or {}
-    counts = manifest.get("counts_before_augmentation") or {}
-    originals = sum(n for per_class in counts.values() for n in per_class.values())
-    if seen["records"] != originals:
-        raise EvaluateError(
-            f"sweep point {config}: {seen['records']} out-of-fold predictions for the "
-            f"{originals} original images of {Layout(run.root).manifest}: records are missing "
-            "from the folds (shards written with other split settings?): ingest again"
-        )
 
 
 def pool(
@@ -115,7 +61,7 @@ def pool(
             log.error("sweep point %d: folds %s not evaluated; no pooled figures", c, missing)
             continue
         merged = merge_found(found, members)
-        check_coverage(run, c, coverage(merged))
+        check_coverage(run, c, coverage(merged["paths"]))
         first = results[members[0]]
         classes = first["classes"]
         metrics = model_details(
@@ -134,8 +80,8 @@ def pool(
                 "point": members[0],
                 "params": params,
                 "folds": members,
-                "fold_spread": fold_spread(results, members),
-                "coverage": coverage(merged),
+                "fold_spread": fold_spread(results, members, SPREAD),
+                "coverage": coverage(merged["paths"]),
                 "data": "out-of-fold predictions",
                 "selection": {
                     **selection(spec),

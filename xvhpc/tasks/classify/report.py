@@ -7,15 +7,14 @@ from __future__ import annotations
 import base64
 import csv
 import html
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
 
-from ...evaluation import best_point, pooling
-from ...report.html import ci, fmt, img_tag, png, table, value
+from ...evaluation import best_point, crossval_intro, pooling, spread_table
+from ...report.html import ci, img_tag, png, table, value
 from ...rundir import PREDICTIONS, Layout
 from ...spec.points import cv_points
 from ...util import read_json
@@ -355,41 +354,12 @@ def crossval_section(run: RunDir, manifest: dict) -> str:
     spread across folds, which data chose and scored, and which model is deployed."""
     if not pooling(run.spec):
         return ""
-    folds = (manifest or {}).get("folds") or {}
-    parts = [f"<h2>Cross-validation: {run.spec.data.split.folds} group folds</h2>"]
-    per = folds.get("per_fold_class") or []
-    if per:
-        classes = sorted({c for counts in per for c in counts})
-        rows = [[k, *(counts.get(c, 0) for c in classes)] for k, counts in enumerate(per)]
-        parts.append(table(["fold", *classes], rows))
-    parts.append(
-        "<p class='note'>Each patient/group is in one fold; each fold's model trains on the "
-        "others (their augmented copies included, never a copy of a held-out image) and scores "
-        "its own fold. Pooled: every original image scored once, by a model that never saw it "
-        "or its patient. With several sweep points the best one is chosen on these pooled "
-        "figures, so its own figure is somewhat optimistic.</p>"
-    )
+    parts = crossval_intro(run, manifest)
     for c, group in enumerate(cv_points(run.plan["points"])):
         metrics = read_json(Layout(run.root).pooled_metrics(c))
         if not metrics:
             continue
-        shown = json.dumps(metrics["params"]) if metrics["params"] else ""
-        parts.append(f"<h3>Pooled out-of-fold figures {html.escape(shown)}</h3>")
-        spread = metrics["fold_spread"]
-        parts.append(
-            table(
-                ["figure", "pooled (95 % CI)", "mean ± sd across folds", "per fold"],
-                [
-                    [
-                        key,
-                        ci(metrics[key]),
-                        f"{fmt(spread[key]['mean'])} ± {fmt(spread[key]['sd'])}",
-                        ", ".join(fmt(v) for v in spread[key]["per_fold"]),
-                    ]
-                    for key in SPREAD
-                ],
-            )
-        )
+        parts.append(spread_table(metrics, SPREAD))
         parts.append(
             f"<p class='note'>Deployed model: {html.escape(metrics['deployed'])} — the pooled "
             "figures estimate how this training procedure does on new patients; its decision "

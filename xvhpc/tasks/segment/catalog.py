@@ -32,7 +32,7 @@ from ...data.coco import (
     image_size,
     true_size,
 )
-from ...data.folds import split_samples
+from ...data.folds import assign_folds, split_samples
 from ...data.sample import Catalog, CatalogError, Sample
 from ...spec.schema import DataSpec
 from .info import IGNORE
@@ -326,7 +326,12 @@ def build_segmentation_catalog(source: str | Path, spec: DataSpec) -> Catalog:
             f"data.augment names class(es) {', '.join(unknown_aug)} not in the data "
             f"(classes: {', '.join(classes)})"
         )
-    samples = split_samples(samples, spec.split.validation, spec.split.seed, spec.split.stratify)
+    if spec.split.folds:  # group folds, stratified by each image's main foreground class
+        samples = assign_folds(samples, spec.split)
+    else:
+        samples = split_samples(
+            samples, spec.split.validation, spec.split.seed, spec.split.stratify
+        )
     samples = plan_copies(samples, spec)
     notes.insert(0, f"{len(samples)} images with masks of {len(classes)} classes ({kind})")
     return Catalog(classes, samples, skipped, notes, ignored=ignored)

@@ -21,8 +21,9 @@ from ...models.bundle import load_bundle
 from ...rundir import PREDICTIONS_STEM, Layout
 from ...util import read_json, write_json_atomic, write_text_atomic
 from .dataset import SegmentationDataset
+from .draw import overlay
 from .info import INFO
-from .metrics import IGNORE, confusion, hd95, scores, segmentation_metrics
+from .metrics import confusion, hd95, scores, segmentation_metrics
 from .predict import logits_of
 from .train import batches
 
@@ -32,22 +33,6 @@ if TYPE_CHECKING:
     from ...rundir.run import RunDir
 
 SAMPLES = 6  # validation images drawn with their masks (the report shows them)
-# class colours of the overlays (class 0, usually background, is left undrawn)
-PALETTE = np.array(
-    [(0, 0, 0), (0, 200, 0), (255, 200, 0), (0, 140, 255), (255, 60, 60), (200, 0, 255),
-     (0, 220, 220), (255, 128, 0)], dtype=np.float32,
-)  # fmt: skip
-
-
-def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.45) -> np.ndarray:
-    """The image (gray or RGB) with each non-zero class of ``mask`` tinted in its colour
-    (255, ignored: left as it is)."""
-    base = image[:, :, :3] if image.shape[2] == 3 else np.repeat(image[:, :, :1], 3, axis=2)
-    out = base.astype(np.float32)
-    drawn = (mask > 0) & (mask != IGNORE)
-    colour = PALETTE[(mask.astype(np.int64) - 1) % (len(PALETTE) - 1) + 1]
-    out[drawn] = (1 - alpha) * out[drawn] + alpha * colour[drawn]
-    return out.clip(0, 255).astype(np.uint8)
 
 
 def side_by_side(image: np.ndarray, truth: np.ndarray, found: np.ndarray) -> Image.Image:
@@ -103,7 +88,8 @@ def evaluate_point(
     run: RunDir, point: int, data: str | None, log: logging.Logger, keep: dict | None = None
 ) -> dict | None:
     """One point's segmentation figures on its validation split (``data``: refused in this
-    version, a segmenter is scored on its own split; ``keep``: unused, no fold pooling)."""
+    version, a segmenter is scored on its own split). ``keep``: where the per-image figures
+    are kept for pooling the folds of a cross-validation (``crossval.pool``)."""
     if data:
         raise EvaluateError("evaluate --data is for classification only")
     layout = Layout(run.root)
@@ -117,6 +103,9 @@ def evaluate_point(
     per_image, distances, drawn = predict_split(bundle, SegmentationDataset(index), len(classes))
     paths = sources(index)
     groups, unit = split_groups(run, paths, log)
+    if keep is not None:
+        keep[point] = {"per_image": per_image, "distances": distances, "paths": paths,
+                       "groups": groups}  # fmt: skip
     ev = spec.evaluate
     metrics = segmentation_metrics(
         per_image, classes, groups, ev.bootstrap, ev.seed, unit, distances

@@ -46,9 +46,7 @@ def check(loaded: LoadedSpec) -> list[Problem]:
         "train.backend": t.backend == "horovod",
         "train.balanced_sampling": t.balanced_sampling,
         "train.label_smoothing": t.label_smoothing > 0,
-        "data.split.folds": spec.data.split.folds is not None,
         "data.split.select": bool(spec.data.split.select),
-        "train.final_fit": t.final_fit,
     }
     for key, used in unsupported.items():
         if used:
@@ -79,4 +77,5 @@ INFO = TaskInfo(
     outputs=("mask", "areas"),
     predictions_suffix=".csv",  # a row of per-class areas per image (masks: OUT/masks/)
     check=check,
+    catalog="xvhpc.tasks.segment.catalog:build_segmentation_catalog",
 )

@@ -58,15 +58,16 @@ def hd95(truth: np.ndarray, predicted: np.ndarray, k: int) -> np.ndarray:
     classes = torch.arange(k).view(k, 1, 1)
     truth_hot = ((t == classes) & valid).unsqueeze(0)
     found_hot = ((p == classes) & valid).unsqueeze(0)
-    both = truth_hot.flatten(2).any(2) & found_hot.flatten(2).any(2)
+    both = (truth_hot.flatten(2).any(2) & found_hot.flatten(2).any(2))[0]
     out = np.full(k, np.nan)
-    if bool(both.any()):
+    if bool(both.any()):  # only the classes in both: MONAI warns (and gives inf) otherwise
         with warnings.catch_warnings():  # MONAI's own deprecation notices on its helpers
             warnings.simplefilter("ignore", FutureWarning)
             d = compute_hausdorff_distance(
-                found_hot.float(), truth_hot.float(), include_background=True, percentile=95
-            )[0].numpy()
-        out[both[0].numpy()] = d[both[0].numpy()]
+                found_hot[:, both].float(), truth_hot[:, both].float(),
+                include_background=True, percentile=95,
+            )[0].numpy()  # fmt: skip
+        out[both.numpy()] = d
     return out
 
 

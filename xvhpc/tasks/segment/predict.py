@@ -27,6 +27,7 @@ from ...data.transforms import resize_windows as windows
 from ...models.bundle import Bundle
 from ...rundir.records import ChunkDamaged, PredictJob, PredictLayout
 from ...util import write_json_atomic, write_text_atomic
+from .draw import overlay_png
 from .info import INFO
 from .metrics import IGNORE
 
@@ -42,8 +43,17 @@ def logits_of(bundle: Bundle, images: torch.Tensor) -> torch.Tensor:
 def segment_image(bundle: Bundle, source: str | Path | bytes, name: str = "") -> np.ndarray:
     """The class of each pixel of the decoded image (uint8 H×W at the file's stored pixels,
     as ingest reads masks), ``IGNORE`` where no model input covered it."""
+    return segment_frame(bundle, decode_frame(bundle, source, name))
+
+
+def decode_frame(bundle: Bundle, source: str | Path | bytes, name: str = "") -> np.ndarray:
+    """The image as ingest reads it for masks (its stored pixels, H×W×C uint8)."""
+    return decode(source, for_boxes(bundle.decode_options), name=name)[0]
+
+
+def segment_frame(bundle: Bundle, frame: np.ndarray) -> np.ndarray:
+    """``segment_image`` of an already decoded frame."""
     opts = bundle.decode_options
-    frame = decode(source, for_boxes(opts), name=name)[0]
     height, width = frame.shape[:2]
     tiles = resize(frame, opts.size, opts.resize, opts.tile_grid)
     logits = logits_of(bundle, torch.from_numpy(np.stack(tiles)))
@@ -184,13 +194,23 @@ def merge_rows(
     return 0
 
 
-def serve_response(bundle: Bundle, data: bytes, name: str, top_k: int | None = None) -> dict:
+def serve_response(
+    bundle: Bundle, data: bytes, name: str, top_k: int | None = None, heatmap: bool = False
+) -> dict:
     """``xvhpc serve``'s answer for a segmenter: one prediction per class present (its area
     fraction as the confidence, largest first, at most ``top_k``), each class's pixels and
     fraction, and the mask in the uploaded image's pixels as a PNG (base64) and as COCO RLE per
-    class (threshold and heatmap do not apply)."""
-    mask = segment_image(bundle, data, name)
+    class; ``heatmap``: the mask drawn over the image too (``heatmap`` field, a PNG). The
+    threshold does not apply (every pixel gets its most probable class)."""
+    frame = decode_frame(bundle, data, name)
+    mask = segment_frame(bundle, frame)
     found = areas(mask, bundle.classes)
+    drawn = {}
+    if heatmap:
+        drawn = {
+            "heatmap": base64.b64encode(overlay_png(frame, mask)).decode(),
+            "heatmap_label": "mask",
+        }
     predictions = [
         {"label": c, "confidence": a["fraction"]}
         for c, a in sorted(found.items(), key=lambda kv: -kv[1]["fraction"])
@@ -201,4 +221,5 @@ def serve_response(bundle: Bundle, data: bytes, name: str, top_k: int | None = N
         "areas": found,
         "mask": base64.b64encode(mask_png(mask)).decode(),
         "mask_rle": rle(mask, bundle.classes),
+        **drawn,
     }

@@ -28,12 +28,7 @@ if TYPE_CHECKING:
 
 
 class SegmentTask:
-    """``task: segment``: each hook imports its module late, so a step loads only what it uses.
-
-    Ownership while this is built (issue 25, first slice): SEG-DATA owns catalog,
-    process_sample, shard_writer, dataset_class and synth; SEG-MODEL owns the rest (build_model
-    onwards) and replaces those stubs.
-    """
+    """``task: segment``: each hook imports its module late, so a step loads only what it uses."""
 
     info = INFO
 
@@ -102,11 +97,14 @@ class SegmentTask:
     def pool(
         self, run: RunDir, results: dict[int, dict], found: dict[int, dict], log: logging.Logger
     ) -> dict[int, dict]:
-        """Never called: cross-validation is refused for segmentation at spec load."""
-        return results
+        from .crossval import pool
+
+        return pool(run, results, found, log)
 
     def crossval_section(self, run: RunDir, manifest: dict) -> str:
-        return ""
+        from .crossval import crossval_section
+
+        return crossval_section(run, manifest)
 
     def report_point(self, run: RunDir, point: int, metrics: dict) -> str:
         from .report import report_section
@@ -154,7 +152,7 @@ class SegmentTask:
     ) -> dict:  # fmt: skip
         from .predict import serve_response
 
-        return serve_response(bundle, data, name, top_k)
+        return serve_response(bundle, data, name, top_k, heatmap)
 
     def export(self, bundle: Bundle, fmt: str, target: Path, model_dir: Path) -> Path:
         from .export import export_segmenter

@@ -244,6 +244,21 @@ def test_serve_gives_areas_a_png_mask_and_rle() -> None:
         code = dict(reply["mask_rle"][name], counts=reply["mask_rle"][name]["counts"].encode())
         assert np.array_equal(coco_mask.decode(code), (mask == k).astype(np.uint8))
     assert {p["label"] for p in reply["predictions"]} == {"background", "bright"}
+    assert "heatmap" not in reply  # drawn only on request
+
+
+def test_serve_draws_the_mask_over_the_image_on_request() -> None:
+    from xvhpc.tasks.segment.predict import serve_response
+
+    image = _blocky(4)
+    reply = serve_response(_bundle(Threshold()), _png(image), "x.png", heatmap=True)
+    drawn = np.asarray(Image.open(io.BytesIO(base64.b64decode(reply["heatmap"]))).convert("RGB"))
+    mask = np.asarray(Image.open(io.BytesIO(base64.b64decode(reply["mask"]))))
+    assert drawn.shape[:2] == image.shape and reply["heatmap_label"] == "mask"
+    tinted = (drawn[:, :, 0] != drawn[:, :, 1]) | (drawn[:, :, 1] != drawn[:, :, 2])
+    assert np.array_equal(tinted, mask == 1)  # exactly the bright class's pixels are coloured
+    plain = mask == 0
+    assert np.array_equal(drawn[plain][:, 0], image[plain])  # the rest is the image itself
 
 
 def test_predict_rows_chunk_rows_and_merge(tmp_path: Path) -> None:
