@@ -5,6 +5,7 @@ runs directory (``security.child``)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import os
@@ -158,7 +159,10 @@ def create_app(ui: Ui) -> FastAPI:
         if problems or form.get("action") != "start":
             return page(request, "new.html", 422 if problems else 200, **_choices(ui),
                         form=form, problems=problems, ok=not problems, spec=spec.name)  # fmt: skip
-        ui.started[asked.name] = newrun.start(spec, ui.runs / asked.name, asked.site)
+        proc = ui.started[asked.name] = newrun.start(spec, ui.runs / asked.name, asked.site)
+        said = await asyncio.to_thread(newrun.wait_compiled, proc, ui.runs / asked.name)
+        if said:
+            return page(request, "new.html", 422, **_choices(ui), form=form, problems=said)
         base = security.prefix_of(request, ui.prefix)
         return RedirectResponse(f"{base}/runs/{asked.name}", status_code=303)
 

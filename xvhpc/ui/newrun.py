@@ -10,6 +10,7 @@ import math
 import re
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -184,3 +185,20 @@ def start(spec: Path, run_dir: Path, site: str) -> subprocess.Popen[bytes]:
             stderr=subprocess.STDOUT,
             start_new_session=True,  # the run outlives a dashboard stopped with Ctrl-C
         )
+
+
+def wait_compiled(proc: subprocess.Popen[bytes], run_dir: Path, timeout: float = 30.0) -> str:
+    """Wait until the started command has compiled the run (its plan is written: the run page
+    can show it) or has stopped; '' then, else what it printed (a compile error)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if Layout(run_dir).plan.is_file():
+            return ""
+        if proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    log = Layout(run_dir).logs / START_LOG
+    said = log.read_text(errors="replace")[-4000:] if log.is_file() else ""
+    if proc.poll() is None:
+        return f"the run has not compiled after {timeout:.0f} s; it goes on: {said}"
+    return said or f"the command stopped (exit {proc.returncode}) before compiling the run"

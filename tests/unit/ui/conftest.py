@@ -32,14 +32,12 @@ def write_progress(run: Path, iteration: int, total: int = 40, eta_s: float = 30
     write_json_atomic(layout.progress(0), record.to_json())
 
 
-@pytest.fixture(scope="module")
-def roots(tmp_path_factory) -> tuple[Path, Path]:
+def make_roots(top: Path) -> tuple[Path, Path]:
     """(runs dir with one compiled run ``first``, data root with a class-folder dataset and a
     base spec): real files, made in a second."""
     from xvhpc.cli import main
     from xvhpc.data.synth import make_dataset
 
-    top = tmp_path_factory.mktemp("ui")
     data, runs = top / "data", top / "runs"
     runs.mkdir()
     make_dataset(data / "xrays", per_class=6, size=32, seed=1)
@@ -48,6 +46,11 @@ def roots(tmp_path_factory) -> tuple[Path, Path]:
     assert main(["compile", str(spec), "--out", str(runs / "first")]) == 0
     write_progress(runs / "first", 10)
     return runs, data
+
+
+@pytest.fixture(scope="module")
+def roots(tmp_path_factory) -> tuple[Path, Path]:
+    return make_roots(tmp_path_factory.mktemp("ui"))
 
 
 @pytest.fixture(scope="module")
