@@ -196,6 +196,37 @@ def test_bad_masks_are_skipped_with_reasons(tmp_path: Path) -> None:
     assert [s.rel for s in catalog.samples] == ["images/chest00007.png", "images/chest00008.png"]
 
 
+def test_masks_linked_out_of_the_data_and_hostile_names(tmp_path: Path) -> None:
+    """A mask that is a link out of masks/ is never read (data.follow_links: false) and a link
+    to a FIFO never blocks; names with quotes, newlines and non-UTF-8 bytes are data, shown
+    escaped in the reasons."""
+    import os
+
+    root = _demo(tmp_path, 6)
+    masks, images = root / "masks", root / "images"
+    secret = tmp_path / "secret.png"
+    _save(secret, np.zeros((48, 48), np.uint8))
+    (masks / "chest00000.png").unlink()
+    (masks / "chest00000.png").symlink_to(secret)  # out of the data: refused
+    os.mkfifo(tmp_path / "fifo")
+    (masks / "chest00001.png").unlink()
+    (masks / "chest00001.png").symlink_to(tmp_path / "fifo")
+    hostile = 'it\'s "x"\n$(rm -rf ~)'
+    (images / "chest00002.png").rename(images / f"{hostile}.png")
+    (masks / "chest00002.png").rename(masks / f"{hostile}.png")
+    raw = os.fsencode(images) + b"/caf\xe9.png"  # a name that is not UTF-8
+    os.rename(images / "chest00003.png", raw)
+    catalog = build_segmentation_catalog(root, _data(root, follow_links=False))
+    reasons = {s["path"]: s["reason"] for s in catalog.skipped}
+    assert "outside" in reasons["images/chest00000.png"], reasons
+    assert "images/chest00001.png" in reasons  # the FIFO: a reason, not a hang
+    kept = {s.rel for s in catalog.samples}
+    assert any("rm -rf" in rel for rel in kept)  # a strange name is still just a name
+    assert "file not found" in reasons["images/caf\\xe9.png"]  # escaped; its mask is elsewhere
+    assert "images/chest00004.png" in kept and "images/chest00005.png" in kept
+    assert all("\n" not in r for r in reasons) and all("\n" not in r for r in kept)
+
+
 def test_a_mask_that_changed_after_the_catalog_is_skipped_by_the_worker(tmp_path: Path) -> None:
     root = _demo(tmp_path, 4)
     data = _data(root)
