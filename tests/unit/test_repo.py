@@ -17,6 +17,7 @@ ALLOWED = {
     "envs",
     "jobs",
     "mkdocs.yml",
+    "ood",  # the Open OnDemand batch-connect app (ood/xvhpc-ui/)
     "pyproject.toml",
     "scripts",
     "setup.py",

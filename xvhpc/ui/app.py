@@ -66,7 +66,8 @@ def _templates() -> Environment:
 
 def create_app(ui: Ui) -> FastAPI:
     """The app over ``ui``; ``main.py`` serves it (TCP with a token, or a Unix socket)."""
-    app = FastAPI(title="xvhpc ui", docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(title="xvhpc ui", docs_url=None, redoc_url=None, openapi_url=None,
+                  root_path=ui.prefix)  # fmt: skip
     env = _templates()
 
     def page(request: Request, template: str, status: int = 200, **values: Any) -> HTMLResponse:
