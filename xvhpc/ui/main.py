@@ -38,6 +38,23 @@ def free_port(host: str) -> int:
         return int(s.getsockname()[1])
 
 
+def private_socket(path: Path) -> socket.socket:
+    """A listening Unix socket only its owner may connect to (made here, mode 0600 before it
+    listens: uvicorn's own ``uds`` makes it 0666). A stale socket is replaced, a file is not."""
+    if path.is_symlink() or (path.exists() and not path.is_socket()):
+        raise SystemExit(f"xvhpc: error: {path} exists and is not a socket; choose another path")
+    path.unlink(missing_ok=True)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)
+    try:
+        sock.bind(str(path))
+    finally:
+        os.umask(old)
+    os.chmod(path, 0o600)
+    sock.listen(128)
+    return sock
+
+
 def _loopback(host: str) -> bool:
     try:
         return ipaddress.ip_address(host).is_loopback
@@ -66,8 +83,8 @@ def main(args: argparse.Namespace) -> int:
     if args.socket:
         print(f"xvhpc ui: {runs_dir} on unix socket {args.socket} (only you can connect)")
         sys.stdout.flush()
-        os.umask(0o077)  # the socket file is created 0600
-        uvicorn.run(app, uds=args.socket, log_level="warning")
+        with private_socket(Path(args.socket)) as sock:  # held open while uvicorn serves it
+            uvicorn.run(app, fd=sock.fileno(), log_level="warning")
         return 0
     if not _loopback(args.host):
         print(f"xvhpc: warning: binding {args.host}: anyone who can reach it and has the "

@@ -125,3 +125,19 @@ def test_a_forged_proxy_prefix_is_not_echoed(ui_client) -> None:
     page = ui_client.get("/", headers={"X-Forwarded-Prefix": evil})
     assert page.status_code == 200 and "<script>alert" not in page.text
     assert 'href="/new"' in page.text  # the prefix ignored, not escaped into links
+
+
+def test_the_unix_socket_is_private_and_never_replaces_a_file(tmp_path) -> None:
+    """uvicorn's own ``uds`` makes the socket 0666: ours is 0600 before it listens."""
+    import stat
+
+    from xvhpc.ui.main import private_socket
+
+    path = tmp_path / "ui.sock"
+    with private_socket(path):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    keep = tmp_path / "notes.txt"
+    keep.write_text("mine")
+    with pytest.raises(SystemExit, match="not a socket"):
+        private_socket(keep)
+    assert keep.read_text() == "mine"
