@@ -7,6 +7,9 @@ import numpy as np
 import torch
 
 from ...data.dataset import Index, ShardDataset
+from ...models.detection import detector_input
+
+__all__ = ["DetectionDataset", "Target", "detector_input"]
 
 Target = dict[str, torch.Tensor]
 
@@ -43,10 +46,3 @@ class DetectionDataset(ShardDataset):
     def collate(batch: list[tuple[torch.Tensor, Target]]) -> tuple[torch.Tensor, list[Target]]:
         """Images stack (one size after ingest); targets stay a list (boxes vary in number)."""
         return torch.stack([b[0] for b in batch]), [b[1] for b in batch]
-
-
-def detector_input(images: torch.Tensor, device: torch.device) -> list[torch.Tensor]:
-    """uint8 NHWC → the list of float CHW images in [0, 1] torchvision detectors take (they
-    normalise and resize themselves); a gray channel becomes three."""
-    x = images.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
-    return list(x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x)

@@ -6,11 +6,9 @@ Class ``k`` of the data is label ``k + 1`` of the model (0: background, torchvis
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
-import torch
 from torch import nn
 
+from ...models.detection import TinyBackbone
 from ...models.weights import load_cached_state_dict
 from ...spec.schema import ModelSpec
 
@@ -24,24 +22,6 @@ WEIGHTS = {
     "ssdlite320_mobilenet_v3_large": "detection.SSDLite320_MobileNet_V3_Large_Weights.COCO_V1",
     "fcos_resnet50_fpn": "detection.FCOS_ResNet50_FPN_Weights.COCO_V1",
 }
-
-
-class TinyBackbone(nn.Module):
-    """Three stride-2 convolutions (GroupNorm: no batch statistics) → one stride-8 feature map."""
-
-    def __init__(self, channels: int = 32):
-        super().__init__()
-        self.out_channels = channels
-        layers: list[nn.Module] = []
-        width = 3
-        for out in (16, 32, channels):
-            layers += [nn.Conv2d(width, out, 3, 2, 1), nn.GroupNorm(8, out), nn.ReLU()]
-            width = out
-        layers += [nn.Conv2d(channels, channels, 3, 1, 1), nn.ReLU()]
-        self.body = nn.Sequential(*layers)
-
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        return OrderedDict([("0", self.body(x))])
 
 
 def fcos_tiny(num_classes: int, image_size: int) -> nn.Module:
