@@ -16,6 +16,7 @@ import logging
 import re
 import shutil
 import statistics
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -238,6 +239,19 @@ def deployed_text(group: CvPoint) -> str:
         f"the final fit (training point {group.final}) on every fold's training records; it "
         "has no held-out data, so the figures shown are the pooled out-of-fold ones"
     )
+
+
+def evaluated_groups(
+    run: RunDir, found: dict[int, dict], log: logging.Logger
+) -> Iterator[tuple[int, CvPoint]]:
+    """Each sweep point (its index and folds) whose folds were all evaluated into ``found``;
+    one with a fold missing is logged and left out (no pooled figures from part of the data)."""
+    for c, group in enumerate(cv_points(run.plan["points"])):
+        missing = [p for p in group.folds if p not in found]
+        if missing:
+            log.error("sweep point %d: folds %s not evaluated; no pooled figures", c, missing)
+            continue
+        yield c, group
 
 
 def fold_spread(

@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ...evaluation import check_coverage, coverage, deployed_text, fold_spread
+from ...evaluation import check_coverage, coverage, deployed_text, evaluated_groups, fold_spread
 from ...report.html import value
 from ...rundir import PREDICTIONS, Layout
-from ...spec.points import CV_KEYS, cv_points
+from ...spec.points import CV_KEYS
 from ...stats.decision import describe, write_decision
 from ...util import write_json_atomic, write_text_atomic
 from .evaluate import decision_rule, predictions_csv, selection
@@ -54,12 +54,8 @@ def pool(
     """Pooled metrics per sweep point, keyed by its deployed training point (the final fit,
     else fold 0), whose bundle gets the decision rule fitted on the pooled predictions."""
     pooled: dict[int, dict] = {}
-    for c, group in enumerate(cv_points(run.plan["points"])):
+    for c, group in evaluated_groups(run, found, log):
         members = group.folds
-        missing = [p for p in members if p not in found]
-        if missing:
-            log.error("sweep point %d: folds %s not evaluated; no pooled figures", c, missing)
-            continue
         merged = merge_found(found, members)
         check_coverage(run, c, coverage(merged["paths"]))
         first = results[members[0]]

@@ -19,6 +19,7 @@ from ...evaluation import (
     coverage,
     crossval_intro,
     deployed_text,
+    evaluated_groups,
     fold_spread,
     pooling,
     show,
@@ -55,12 +56,8 @@ def pool(
 
     pooled: dict[int, dict] = {}
     layout = Layout(run.root)
-    for c, group in enumerate(cv_points(run.plan["points"])):
+    for c, group in evaluated_groups(run, found, log):
         members = group.folds
-        missing = [p for p in members if p not in found]
-        if missing:
-            log.error("sweep point %d: folds %s not evaluated; no pooled figures", c, missing)
-            continue
         merged = merge_found(found, members)
         check_coverage(run, c, coverage(merged["paths"]))
         first = results[members[0]]
