@@ -21,7 +21,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from ..rundir import JOBS, Layout
 from ..serve.limits import UploadCap
-from ..util import read_json
+from ..util import CorruptFile
 from . import newrun, security
 from . import runs as view
 from .security import Refused
@@ -48,10 +48,12 @@ class Ui:
     prefix: str = ""
     cache: view.StatusCache = field(default_factory=view.StatusCache)
     started: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    # the CSRF secret without a token (a Unix socket): random, so no other site can compute it
+    secret: str = field(default_factory=security.new_token, repr=False)
 
     @property
     def csrf(self) -> str:
-        return security.csrf_token(self.token or str(self.runs.resolve()) + str(os.getuid()))
+        return security.csrf_token(self.token or self.secret)
 
     def live_here(self, name: str) -> bool:
         proc = self.started.get(name)
@@ -212,6 +214,10 @@ def _cancel(ui: Ui, root: Path) -> str:
         return f"stopped the local run (process group {proc.pid}); rerun resumes it"
     from ..submit import cancel_run
 
+    try:
+        view.job_ids(root)  # refuses a jobs.json that is a link, a FIFO or names a non-id
+    except CorruptFile as exc:
+        raise Refused(str(exc)) from None
     said = io.StringIO()
     with contextlib.redirect_stdout(said), contextlib.redirect_stderr(said):
         cancel_run(root)
@@ -224,7 +230,10 @@ def _resubmit(ui: Ui, root: Path) -> str:
     stopped; a cluster run is submitted again unless jobs of it still live)."""
     if ui.live_here(root.name):
         raise Refused(f"run {root.name}: still running here; cancel it first")
-    site = str((read_json(root / JOBS, {}) or {}).get("site") or "local")
+    try:
+        site = str(view.record(root / JOBS, {}).get("site") or "local")
+    except (CorruptFile, AttributeError):
+        raise Refused(f"run {root.name}: its {JOBS} is damaged; compile it again") from None
     if site not in newrun.site_choices():
         raise Refused(f"run {root.name}: its site {site!r} is not a known site")
     ui.started[root.name] = newrun.start(Layout(root).spec, root, site)

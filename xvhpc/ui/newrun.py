@@ -21,12 +21,14 @@ from ..registry import DEFAULT_TASK, task_infos
 from ..rundir import Layout
 from ..spec import SpecError, check_against_site, known_sites, load_site, load_spec
 from ..spec.load import set_dotted
+from ..spec.yamlio import load_yaml_with_lines
 from ..util import open_append, write_text_atomic
 from .security import NAME, Refused, child, form_value, inside
 
 DEFAULTS = "(defaults)"
 DATA_SUFFIXES = (".csv", ".json")
 MAX_CHOICES = 500
+HEADER = "# written by xvhpc ui"  # the first line of each spec the form writes
 START_LOG = "ui-start.out"  # in the run's logs/: what the started command printed
 AUGMENT = re.compile(r"\s*([A-Za-z0-9][\w.-]{0,63})\s*=\s*(\d{1,4})\s*")
 INT = re.compile(r"\d{1,9}")
@@ -110,12 +112,30 @@ def _augment(text: str) -> dict[str, dict[str, Any]]:
 
 
 def _base(data_root: Path, base: str) -> dict[str, Any]:
+    """The base spec's mapping, read as ``xvhpc validate`` reads a spec (plain YAML: no tags,
+    no alias bombs, bounded size, UTF-8), its problems as file:line text."""
     if base == DEFAULTS:
         return {}
-    raw = yaml.safe_load(child(data_root, base, "base spec").read_text()) or {}
-    if not isinstance(raw, dict):
-        raise Refused(f"base spec {base}: not a mapping")
+    try:
+        raw, _ = load_yaml_with_lines(child(data_root, base, "base spec"))
+    except SpecError as exc:
+        raise Refused(str(exc)) from None
     return raw
+
+
+def spec_path(runs_root: Path, name: str) -> Path:
+    """``RUNS_DIR/<name>.yaml``, the spec the form writes; one it did not write (no ``HEADER``
+    line: a spec someone wrote by hand) is never replaced."""
+    path = runs_root / f"{name}.yaml"
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        raise Refused(f"run name {name!r}: {path} exists and is not a spec file; choose another")
+    if path.is_file():
+        with path.open("rb") as fh:
+            first = fh.readline(len(HEADER) + 1)
+        if first.decode(errors="replace").rstrip("\n") != HEADER:
+            raise Refused(f"run name {name!r}: {path} exists (a spec the form did not write); "
+                          "choose another name")  # fmt: skip
+    return path
 
 
 def read_form(form: dict[str, str], runs_root: Path, data_root: Path) -> Request:
@@ -125,6 +145,7 @@ def read_form(form: dict[str, str], runs_root: Path, data_root: Path) -> Request
     run_dir = child(runs_root, name, "run name")
     if run_dir.exists() or run_dir.is_symlink():
         raise Refused(f"run name {name!r}: {run_dir} exists; choose another name")
+    spec_path(runs_root, name)
     data, base, site = get("data"), get("base", DEFAULTS), get("site", "local")
     task = get("task", DEFAULT_TASK)
     for value, offered, what in (
@@ -155,8 +176,8 @@ def read_form(form: dict[str, str], runs_root: Path, data_root: Path) -> Request
 def validate(request: Request, runs_root: Path) -> tuple[Path, str]:
     """Write ``RUNS_DIR/<name>.yaml`` and check it as ``xvhpc validate --site`` does: the spec
     file and the problems text ('' when it validates)."""
-    path = runs_root / f"{request.name}.yaml"
-    text = f"# written by xvhpc ui\n{yaml.safe_dump(request.raw, sort_keys=False)}"
+    path = spec_path(runs_root, request.name)
+    text = f"{HEADER}\n{yaml.safe_dump(request.raw, sort_keys=False)}"
     write_text_atomic(path, text)
     try:
         loaded = load_spec(path)

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import re
+import stat
 import threading
 import time
 from dataclasses import dataclass, field
@@ -14,14 +17,46 @@ from typing import Any
 
 from ..backends.commands import CommandRunner, SchedulerCommandError
 from ..rundir import JOBS, Layout
-from ..rundir.records import read_progress
+from ..rundir.records import Progress
 from ..submit import query_states, train_progress
 from ..submit.state import FINAL_BAD, FINAL_OK, PURGED
-from ..util import UserError, format_hms, read_json
+from ..util import CorruptFile, UserError, format_hms
 from .security import inside
 
 CURVE_LINES = 20_000  # metrics.jsonl lines read per point (the newest), however long a run ran
 LOG_TAIL_BYTES = 16 << 10
+MAX_RECORD = 8 << 20  # bytes of one JSON record of a run (plan, jobs, progress, leaderboard)
+JOB_ID = re.compile(r"[0-9][0-9_.\[\]]{0,40}")  # a Slurm/LSF job id (arrays: 12_3, 12[3])
+
+
+def record(path: Path, default: Any = None) -> Any:
+    """A run's JSON record, read as a shared runs dir may hold it: not through a link, never
+    blocking on a FIFO, at most ``MAX_RECORD`` bytes. ``CorruptFile`` names what is wrong."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+    except FileNotFoundError:
+        return default
+    except OSError as exc:
+        why = "a symbolic link (not followed)" if path.is_symlink() else exc.strerror
+        raise CorruptFile(f"{path}: cannot read: {why}") from None
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise CorruptFile(f"{path}: not a regular file")
+        data = fh.read(MAX_RECORD + 1)
+    if len(data) > MAX_RECORD:
+        raise CorruptFile(f"{path}: larger than {MAX_RECORD >> 20} MB")
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError):
+        raise CorruptFile(f"{path} is damaged (not valid JSON)") from None
+
+
+def _mapping(path: Path) -> dict[str, Any]:
+    """A record that must be a JSON object ({} when absent)."""
+    value = record(path, {})
+    if not isinstance(value, dict):
+        raise CorruptFile(f"{path}: expected a JSON object")
+    return value
 
 
 @dataclass
@@ -37,7 +72,7 @@ class StatusCache:
 
     def states(self, root: Path) -> tuple[dict[str, Any], str]:
         """Step → (state, tasks) and an error text ('' when the query worked)."""
-        jobs = read_json(root / JOBS)
+        jobs = _mapping(root / JOBS)
         if not jobs:
             return {}, ""
         with self._lock:
@@ -48,7 +83,7 @@ class StatusCache:
             self.queries += 1
             try:
                 states, error = query_states(jobs, self.runner), ""
-            except (SchedulerCommandError, KeyError, ValueError) as exc:
+            except (SchedulerCommandError, KeyError, ValueError, TypeError, AttributeError) as exc:
                 states, error = {}, f"cannot ask the scheduler: {exc}"
             self._seen[root] = (now, {"states": states, "_jobs": jobs}, error)
             return states, error
@@ -75,27 +110,38 @@ def run_state(plan: dict[str, Any], states: dict[str, Any], live_here: bool) -> 
     return "STOPPED" if words else "COMPILED"
 
 
+def _number(value: Any) -> float:
+    return float(value) if isinstance(value, int | float) and math.isfinite(value) else 0.0
+
+
 def progress(root: Path, points: int) -> list[dict[str, Any]]:
     """Each point's progress record, the fraction done and ``xvhpc status``'s line for it."""
     out = []
     for p in range(points):
         try:
-            record = read_progress(Layout(root).progress(p))
-        except UserError:
-            record = None
-        if record is None:
+            data = record(Layout(root).progress(p))
+        except CorruptFile as exc:
+            out.append({"point": p, "text": str(exc), "fraction": 0.0})
+            continue
+        if not isinstance(data, dict) or not data:
             out.append({"point": p, "text": "no progress yet", "fraction": 0.0})
             continue
-        total, at = record.max_iterations or 0, record.iteration or 0
+        found = Progress.from_json(data)
+        total, at = _number(found.max_iterations), _number(found.iteration)
+        eta = _number(found.eta_s)
+        try:
+            text = train_progress(root, p)
+        except (UserError, TypeError, ValueError, OverflowError):
+            text = f"iteration {at:g}" + (f"/{total:g}" if total else "")
         out.append(
             {
                 "point": p,
                 "iteration": at,
                 "max_iterations": total,
-                "fraction": round(min(at / total, 1.0), 4) if total else 0.0,
-                "state": record.state,
-                "time_left": format_hms(int(record.eta_s)) if record.eta_s else "",
-                "text": train_progress(root, p),
+                "fraction": round(min(max(at / total, 0.0), 1.0), 4) if total > 0 else 0.0,
+                "state": str(found.state),
+                "time_left": format_hms(int(eta)) if 0 < eta < 1e9 else "",
+                "text": text,
             }
         )
     return out
@@ -142,9 +188,14 @@ def log_tails(root: Path, lines: int = 40) -> dict[str, str]:
 
 def leaderboard(root: Path) -> dict[str, Any]:
     """The sweep leaderboard (eval/leaderboard.json) and, for a study, its trials."""
-    board = read_json(Layout(root).leaderboard, {}) or {}
-    out: dict[str, Any] = {"rank_by": board.get("rank_by"), "rows": board.get("rows", [])}
-    out["failed"] = board.get("failed", [])
+    try:
+        board = _mapping(Layout(root).leaderboard)
+    except CorruptFile as exc:
+        return {"rows": [], "failed": [], "study": str(exc)}
+    rows, failed = board.get("rows"), board.get("failed")
+    out: dict[str, Any] = {"rank_by": str(board.get("rank_by", ""))}
+    out["rows"] = [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
+    out["failed"] = [f for f in failed if isinstance(f, dict)] if isinstance(failed, list) else []
     layout = Layout(root)
     if layout.study_journal.is_file() and layout.spec.is_file():
         from ..spec import SpecError, load_spec
@@ -173,24 +224,45 @@ def find_runs(runs_dir: Path) -> list[Path]:
 
 
 def summary(root: Path, cache: StatusCache, live_here: bool) -> dict[str, Any]:
-    """What the list and the run page poll: state, steps, each point's progress."""
-    plan = read_json(Layout(root).plan, {}) or {}
-    states, error = cache.states(root)
-    jobs = read_json(root / JOBS, {}) or {}
-    order = [s["name"] for s in plan.get("steps", [])]
+    """What the list and the run page poll: state, steps, each point's progress. A damaged
+    record (or one that is a link or a FIFO) shows as the run's error, never stops the page."""
+    try:
+        plan, jobs = _mapping(Layout(root).plan), _mapping(root / JOBS)
+        states, error = cache.states(root)
+    except CorruptFile as exc:
+        return {"name": root.name, "state": "DAMAGED", "site": "", "steps": [], "points": [],
+                "error": str(exc), "report": False}  # fmt: skip
+    listed = plan.get("steps")
+    listed = listed if isinstance(listed, list) else []
+    order = [str(s["name"]) for s in listed if isinstance(s, dict) and "name" in s]
     steps = [
         {"name": n, "state": states.get(n, ("—", {}))[0], "job_id": _job(jobs, n)} for n in order
     ]
+    points = plan.get("points", [{}])
     return {
         "name": root.name,
-        "state": run_state(plan, states, live_here),
-        "site": jobs.get("site", ""),
+        "state": run_state({"steps": [{"name": n} for n in order]}, states, live_here),
+        "site": str(jobs.get("site", "")),
         "steps": steps,
-        "points": progress(root, len(plan.get("points", [{}]))),
+        "points": progress(root, min(len(points), 1000) if isinstance(points, list) else 1),
         "error": error,
         "report": Layout(root).report.is_file(),
     }
 
 
 def _job(jobs: dict[str, Any], step: str) -> str:
-    return str((jobs.get("steps", {}).get(step) or {}).get("job_id", ""))
+    steps = jobs.get("steps")
+    entry = steps.get(step) if isinstance(steps, dict) else None
+    return str(entry.get("job_id", "")) if isinstance(entry, dict) else ""
+
+
+def job_ids(root: Path) -> list[str]:
+    """The scheduler job ids a cancel would name, each checked to be a job id: a shared run
+    dir's jobs.json holding ``--user=me`` must not become ``scancel --user=me``."""
+    jobs = _mapping(root / JOBS)
+    steps = jobs.get("steps")
+    ids = [_job(jobs, s) for s in steps] if isinstance(steps, dict) else []
+    bad = [i for i in ids if not JOB_ID.fullmatch(i)]
+    if bad:
+        raise CorruptFile(f"{root / JOBS}: {bad[0][:40]!r} is not a job id; not cancelling")
+    return ids

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import re
 import secrets
 from collections.abc import Awaitable, Callable
@@ -101,12 +102,31 @@ def form_value(form: dict[str, str], key: str, default: str = "") -> str:
 Handler = Callable[[Request], Awaitable[Response]]
 
 
+def local_host(request: Request) -> bool:
+    """Whether the request names this machine (``localhost``, 127.x or ::1, any port) in its
+    Host header. Without a token (a Unix socket, reached through ``ssh -L PORT:SOCKET``) this
+    is the only check: a web page whose name is re-pointed at 127.0.0.1 (DNS rebinding) sends
+    its own name, and is refused."""
+    host = request.headers.get("host", "").lower()
+    if host.startswith("["):  # [::1]:8080
+        name = host[1 : host.find("]")] if "]" in host else ""
+    else:
+        name = host.split(":", 1)[0]
+    if name in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
 def gate(token: str | None, fixed_prefix: str) -> Callable[[Request, Handler], Awaitable[Response]]:
-    """The access check every request passes (none when ``token`` is None: a Unix socket)."""
+    """The access check every request passes: the token, or without one (a Unix socket) a
+    Host header naming this machine."""
 
     async def check(request: Request, call_next: Handler) -> Response:
         if token is None:
-            return await call_next(request)
+            return await call_next(request) if local_host(request) else denied()
         given = request.query_params.get("token")
         if given is not None:
             if not same(given, token):
