@@ -17,7 +17,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..data.catalog import read_csv_text
+from ..data.catalog import display_name, read_csv_text
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".dcm", ".dicom")
 LABEL_WORDS = ("label", "class", "finding", "diagnosis", "category", "target", "outcome", "y")
@@ -52,6 +52,12 @@ def _words(name: str) -> list[str]:
 def _named(name: str, words: tuple[str, ...]) -> bool:
     lowered = name.lower()
     return any(w in _words(name) or lowered.startswith(w) for w in words)
+
+
+def listed(columns: list[str], most: int = 40) -> str:
+    """Column names for a message: the first ``most`` (a CSV may have a million columns)."""
+    shown = ", ".join(display_name(c) for c in columns[:most])
+    return shown + (f", … ({len(columns) - most:,} more)" if len(columns) > most else "")
 
 
 def read_rows(csv_path: Path) -> tuple[list[str], list[dict[str, str]]]:
@@ -168,7 +174,7 @@ def guess_csv(csv_path: Path, path: str | None, label: str | None, group: str | 
         ("--group-column", group),
     ):
         if value is not None and value not in columns:
-            raise ColumnError(f"{flag} {value!r}: no such column in {csv_path} (columns: {', '.join(columns)})")  # fmt: skip
+            raise ColumnError(f"{flag} {value!r}: no such column in {csv_path} (columns: {listed(columns)})")  # fmt: skip
     if path is not None:
         out.path_column, out.why["path_column"] = path, "--path-column"
     else:
@@ -176,14 +182,14 @@ def guess_csv(csv_path: Path, path: str | None, label: str | None, group: str | 
     if out.path_column is None and out.path_pattern is None:
         raise ColumnError(
             f"{csv_path}: no column holds image paths and none names the image files beside it "
-            f"(columns: {', '.join(columns)}); give --path-column"
+            f"(columns: {listed(columns)}); give --path-column"
         )
     taken = {out.path_column} - {None}
     out.label_column = label or _label_column(columns, rows, taken)  # type: ignore[arg-type]
     if out.label_column is None:
         raise ColumnError(
             f"{csv_path}: no column looks like labels (2 to {MAX_LABELS} distinct values; columns: "
-            f"{', '.join(columns)}); give --label-column"
+            f"{listed(columns)}); give --label-column"
         )
     values = Counter(_values(rows, out.label_column))
     out.why["label_column"] = "--label-column" if label else (

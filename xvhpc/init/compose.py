@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from ..data.catalog import display_name
 from ..registry import task_info
 from ..spec import SpecError, load_spec
 from .survey import InitError, Survey
@@ -172,6 +173,12 @@ def _scalar(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
+def comment(text: str) -> str:
+    """A comment line's text: names from the data (a folder, a CSV value, the paths given)
+    may hold newlines, which would end the comment and start YAML keys; escaped as ``\\n``."""
+    return display_name(text)
+
+
 def emit(tree: dict[str, Any], why: dict[str, str], prefix: str = "", indent: int = 0) -> list[str]:
     """Block YAML of ``tree``, each key's reason as a comment line above it."""
     lines = []
@@ -179,7 +186,7 @@ def emit(tree: dict[str, Any], why: dict[str, str], prefix: str = "", indent: in
     for key, value in tree.items():
         dotted = f"{prefix}{key}"
         if dotted in why and why[dotted]:
-            lines.append(f"{pad}# {why[dotted]}")
+            lines.append(f"{pad}# {comment(why[dotted])}")
         shown = key if key.replace("_", "").isalnum() else _scalar(key)
         if isinstance(value, dict) and value:
             lines.append(f"{pad}{shown}:")
@@ -191,8 +198,8 @@ def emit(tree: dict[str, Any], why: dict[str, str], prefix: str = "", indent: in
 
 def render(c: Choices, header: list[str]) -> str:
     body = emit(c.tree, c.why)
-    dropped = [f"# {d}" for d in c.dropped]
-    return "\n".join([*(f"# {h}" for h in header), *dropped, *body]) + "\n"
+    dropped = [f"# {comment(d)}" for d in c.dropped]
+    return "\n".join([*(f"# {comment(h)}" for h in header), *dropped, *body]) + "\n"
 
 
 def validated(c: Choices, header: list[str], folder: Path) -> str:
