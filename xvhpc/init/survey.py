@@ -207,7 +207,8 @@ def survey(
     if not source.exists():
         raise InitError(f"{display_name(str(source))}: does not exist")
     if not (source.is_dir() or source.is_file()):  # a FIFO would block the read for ever
-        raise InitError(f"{display_name(str(source))}: not a regular file nor a folder (a FIFO or a device is not read)")
+        shown = display_name(str(source))
+        raise InitError(f"{shown}: not a regular file nor a folder (a FIFO or device is not read)")
     kind = source_kind(source)
     doc = _read_doc(source) if kind == "coco" else None
     names: list[str] = []
