@@ -12,6 +12,7 @@ result items (``choices``, ``rectanglelabels``) are made by the task (``tasks/<n
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ LOCAL_FILES = "/data/local-files/?d="  # Label Studio's local-files storage URL 
 PATH_KEY = "xvhpc_path"  # the input's path, kept in each task's data (exports keep it)
 ORDERS = ("input", "uncertainty")  # xvhpc predict --order
 FORMATS = ("labelstudio", "coco")  # xvhpc predict --format
+SLACK = 0.5  # percent a rectangle may overshoot the image (rounding in the labelling tool)
 
 
 @dataclass
@@ -115,9 +117,13 @@ def _reviewed(task: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _percent(value: dict[str, Any], key: str) -> float:
+    """A rectangle's coordinate in percent of the image: a finite number from 0 to 100
+    (a box outside was silently dropped by the COCO readers: a labelled image read as empty)."""
     number = value.get(key)
     if isinstance(number, bool) or not isinstance(number, (int, float)):
         raise ValueError(f"value.{key}: expected a number, got {number!r:.40}")
+    if not (math.isfinite(number) and -SLACK <= number <= 100 + SLACK):
+        raise ValueError(f"value.{key}: {number!r:.40} is not a percentage of the image (0 to 100)")
     return float(number)
 
 
@@ -133,6 +139,8 @@ def _items(item: dict[str, Any], where: str) -> list[tuple[str, list[float] | No
             raise ValueError("original_width and original_height: expected pixel counts")
         x, y = _percent(value, "x") * w / 100, _percent(value, "y") * h / 100
         bw, bh = _percent(value, "width") * w / 100, _percent(value, "height") * h / 100
+        if bw <= 0 or bh <= 0 or x + bw > w * (1 + SLACK / 100) or y + bh > h * (1 + SLACK / 100):
+            raise ValueError("the rectangle is empty or reaches outside the image")
         box = [round(v, 3) for v in (x, y, bw, bh)]
         return [(str(label), box, w, h) for label in value.get("rectanglelabels", [])]
     raise ValueError(f"type {kind!r} is not read (choices, rectanglelabels)")
