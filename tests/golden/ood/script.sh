@@ -18,9 +18,11 @@ RUNS_DIR="${RUNS_DIR/#\~/${HOME}}"
 DATA_ROOT="${DATA_ROOT/#\~/${HOME}}"
 mkdir -p -- "${RUNS_DIR}"
 
-args=("${RUNS_DIR}" --host "${host}" --port "${port}" --root-path "${root_path}")
+# a value starting with '-' stays a folder: --data-root=VALUE, and the runs folder after --
+args=(--host "${host}" --port "${port}" --root-path "${root_path}")
 if [[ -n "${DATA_ROOT}" ]]; then
-  args+=(--data-root "${DATA_ROOT}")
+  args+=("--data-root=${DATA_ROOT}")
 fi
+args+=(-- "${RUNS_DIR}")
 export XVHPC_UI_TOKEN="${password}"
 exec xvhpc ui "${args[@]}"

@@ -105,3 +105,23 @@ def test_the_script_serves_under_the_proxy_path_and_quotes_form_values(tmp_path)
         proc.wait(timeout=10)
     assert (tmp_path / hostile).is_dir()  # the value is one folder name, nothing ran
     assert not (tmp_path / "pwned").exists() and not (tmp_path / "pwned2").exists()
+
+
+def test_form_values_starting_with_a_dash_stay_folders(tmp_path) -> None:
+    """A runs folder typed as ``--host=0.0.0.0`` was an option of ``xvhpc ui`` (the dashboard
+    then listened on every interface); now each value reaches it as the folder it names."""
+    stub = tmp_path / "bin" / "xvhpc"
+    stub.parent.mkdir()
+    stub.write_text('#!/usr/bin/env bash\nprintf "%s\\n" "$@" > "$ARGV_OUT"\n')
+    stub.chmod(0o755)
+    form = {**FORM, "runs_dir": "--host=0.0.0.0", "data_root": "-x y"}
+    script = tmp_path / "script.sh"
+    script.write_text(render(APP / "template" / "script.sh.erb", form))
+    env = {**os.environ, "host": "cn12", "port": "40123", "root_path": "/node/cn12/40123",
+           "password": "t", "ARGV_OUT": str(tmp_path / "argv"),
+           "PATH": f"{stub.parent}:{os.environ['PATH']}"}  # fmt: skip
+    subprocess.run(["bash", str(script)], cwd=tmp_path, env=env, check=True, timeout=30)
+    argv = (tmp_path / "argv").read_text().splitlines()
+    assert argv[0] == "ui" and argv[argv.index("--host") + 1] == "cn12"
+    assert "--data-root=-x y" in argv and argv[-2:] == ["--", "--host=0.0.0.0"]
+    assert (tmp_path / "--host=0.0.0.0").is_dir()  # mkdir -- made the folder itself
