@@ -91,6 +91,231 @@ def _f(x: Any) -> float | None:
     return None if x is None or not np.isfinite(x) else float(x)
 
 
+@dataclass(frozen=True)
+class _Calibrated:
+    """The deployed probabilities and what they come from: the temperature, and the
+    cross-fitted probabilities the calibrated ECE is measured on (None: not calibrated)."""
+
+    temperature: float
+    deployed: np.ndarray
+    crossfit: np.ndarray | None
+    fold_temperatures: list[float] | None
+
+
+def _calibrate(
+    raw: np.ndarray, labels: np.ndarray, opt: Options, rule: dict | None, group_index: np.ndarray
+) -> _Calibrated:
+    """Temperature scaling: the rule's temperature (new data), else one fitted on these images
+    (``calibrate: temperature``) with a cross-fitted copy, else none."""
+    n = len(labels)
+    temperature = 1.0
+    if rule is not None:
+        temperature = float(rule.get("temperature", 1.0))
+    elif opt.calibrate == "temperature" and n:
+        temperature = cal.fit_temperature(raw, labels)
+    deployed = cal.apply_temperature(raw, temperature)
+    crossfit, fold_temps = None, None
+    if rule is None and opt.calibrate == "temperature" and n:
+        crossfit, fold_temps = cal.cross_fitted(raw, labels, group_index, opt.seed)
+    elif temperature != 1.0:
+        crossfit, fold_temps = deployed, [temperature]  # fitted elsewhere: measured as is
+    return _Calibrated(temperature, deployed, crossfit, fold_temps)
+
+
+def _operating_point(
+    deployed: np.ndarray, labels: np.ndarray, classes: list[str], opt: Options, rule: dict | None
+) -> dict[str, Any] | None:
+    """The operating point: the rule's threshold applied unchanged (new data), else one chosen
+    on these images for ``opt.positive``'s minimum sensitivity/specificity, else None."""
+    fixed_op = (rule or {}).get("operating_point")
+    if not len(labels):
+        return None
+    if fixed_op:
+        p = classes.index(fixed_op["positive"])
+        decided_here = deployed[:, p] >= float(fixed_op["threshold"])
+        is_pos = labels == p
+        return {
+            "positive": fixed_op["positive"],
+            "threshold": float(fixed_op["threshold"]),
+            "min_sensitivity": fixed_op.get("min_sensitivity"),
+            "min_specificity": fixed_op.get("min_specificity"),
+            "sensitivity": float(decided_here[is_pos].mean()) if is_pos.any() else np.nan,
+            "specificity": float((~decided_here[~is_pos]).mean()) if (~is_pos).any() else np.nan,
+            "fitted_on": "the model's decision.json (validation split), applied unchanged",
+        }
+    if rule is not None or opt.positive is None:
+        return None
+    is_pos = labels == classes.index(opt.positive)
+    try:
+        return {
+            "positive": opt.positive,
+            "min_sensitivity": opt.min_sensitivity,
+            "min_specificity": opt.min_specificity,
+            **choose_threshold(
+                deployed[:, classes.index(opt.positive)],
+                is_pos,
+                opt.min_sensitivity,
+                opt.min_specificity,
+            ),
+        }
+    except ValueError as exc:
+        return {"positive": opt.positive, "error": str(exc)}
+
+
+def _resampled(
+    resampler: bs.Resampler,
+    labels: np.ndarray,
+    pred: np.ndarray,
+    raw: np.ndarray,
+    fit: _Calibrated,
+    classes: list[str],
+    op: dict[str, Any] | None,
+) -> dict[str, np.ndarray]:
+    """Every bootstrap statistic, all on the same resamples: the confusion-matrix figures,
+    per-class and macro ROC-AUC, ECE (raw and calibrated), the operating point's rates."""
+    k = len(classes)
+    aucs = [bs.AucKernel(fit.deployed[:, c], labels == c) for c in range(k)]
+    ece_raw = cal.ece_kernel(raw, labels)
+    ece_cal = cal.ece_kernel(fit.crossfit, labels) if fit.crossfit is not None else None
+    decided: NDArray[np.bool_] | None = None
+    decided_positive: NDArray[np.bool_] | None = None  # the images of the operating point's class
+    if op and "threshold" in op:
+        decided = fit.deployed[:, classes.index(op["positive"])] >= op["threshold"]
+        decided_positive = labels == classes.index(op["positive"])
+
+    def kernel(w: np.ndarray) -> dict[str, np.ndarray]:
+        out = bs.from_confusion(bs.confusion(w, labels, pred, k))
+        out["class_auc"] = np.stack([a(w) for a in aucs], axis=1)
+        out["roc_auc"] = _macro(out["class_auc"])
+        out["ece"] = ece_raw(w)
+        if ece_cal is not None:
+            out["ece_calibrated"] = ece_cal(w)
+        if decided is not None and decided_positive is not None:
+            out.update(bs.binary_rates(w, decided_positive, decided))
+        return out
+
+    return resampler.collect(kernel) if len(labels) else {}
+
+
+def _figure(point: dict[str, Any] | None, key: str, boot: dict[str, np.ndarray]) -> dict:
+    """One headline figure with its interval (no images: no value)."""
+    return bs.interval(_f(point[key]) if point is not None else None, boot.get(key))
+
+
+def _per_class(
+    point: dict[str, Any] | None, boot: dict[str, np.ndarray], classes: list[str]
+) -> dict[str, dict[str, Any]]:
+    """Support, precision, recall, F1 and ROC-AUC of each class, with intervals."""
+    per_class: dict[str, dict[str, Any]] = {}
+    for c, name in enumerate(classes):
+        per_class[name] = {
+            "support": int(point["support"][c]) if point is not None else 0,
+            **{
+                m: bs.interval(
+                    _f(point[m][c]) if point is not None else None,
+                    boot[m][:, c] if m in boot else None,
+                )
+                for m in ("precision", "recall", "f1")
+            },
+            "roc_auc": bs.interval(
+                _f(point["roc_auc"][c]) if point is not None else None,
+                boot["class_auc"][:, c] if "class_auc" in boot else None,
+            ),
+        }
+    return per_class
+
+
+def _calibration(
+    raw: np.ndarray,
+    labels: np.ndarray,
+    fit: _Calibrated,
+    opt: Options,
+    rule: dict | None,
+    boot: dict[str, np.ndarray],
+) -> dict[str, Any]:
+    """metrics.json's ``calibration``: method, temperature, ECE and reliability (raw, and on
+    the cross-fitted probabilities when calibrated), NLL."""
+    method = (
+        (rule or {}).get("calibrate", "temperature" if fit.temperature != 1 else "none")
+        if rule is not None
+        else opt.calibrate
+    )
+    out: dict[str, Any] = {
+        "method": method,
+        "temperature": fit.temperature,
+        "bins": cal.BINS,
+        "ece": bs.interval(cal.ece(raw, labels), boot.get("ece")),
+        "reliability": cal.reliability(raw, labels),
+    }
+    if fit.crossfit is not None:
+        out.update(
+            {
+                "ece_calibrated": bs.interval(
+                    cal.ece(fit.crossfit, labels), boot.get("ece_calibrated")
+                ),
+                "reliability_calibrated": cal.reliability(fit.crossfit, labels),
+                "nll": cal.nll(raw, labels),
+                "nll_calibrated": cal.nll(fit.crossfit, labels),
+            }
+        )
+        if rule is None:
+            out["cross_fit_temperatures"] = fit.fold_temperatures
+    if rule is not None:
+        out["fitted_on"] = "the model's decision.json, applied unchanged"
+    return out
+
+
+def _measure_operating_point(
+    op: dict[str, Any],
+    fit: _Calibrated,
+    labels: np.ndarray,
+    classes: list[str],
+    boot: dict[str, np.ndarray],
+    fitting: bool,
+    group_index: np.ndarray,
+    opt: Options,
+) -> None:
+    """The operating point's sensitivity and specificity with bootstrap and exact intervals,
+    and (fitted here) the cross-fitted estimate of what its threshold does on new data."""
+    if "threshold" not in op:
+        return
+    p = classes.index(op["positive"])
+    op["sensitivity"] = bs.interval(op["sensitivity"], boot.get("sensitivity"))
+    op["specificity"] = bs.interval(op["specificity"], boot.get("specificity"))
+    is_pos = labels == p
+    yes = fit.deployed[:, p] >= op["threshold"]
+    op["sensitivity"]["exact_ci"] = exact_interval(int(yes[is_pos].sum()), int(is_pos.sum()))
+    op["specificity"]["exact_ci"] = exact_interval(int((~yes[~is_pos]).sum()), int((~is_pos).sum()))
+    if fitting:
+        op["cross_fitted"] = cross_fitted_operating_point(fit.deployed, labels, p, group_index, opt)
+
+
+def _warnings(
+    per_class: dict[str, dict[str, Any]],
+    fit: _Calibrated,
+    opt: Options,
+    fitting: bool,
+    op: dict[str, Any] | None,
+) -> list[str]:
+    """What a reader must know before trusting the figures."""
+    out = [
+        f"class {name} has only {v['support']} evaluated image(s) (< {MIN_SUPPORT}): "
+        "its figures rest on very few cases"
+        for name, v in per_class.items()
+        if v["support"] < MIN_SUPPORT
+    ]
+    low, high = cal.T_RANGE
+    t = fit.temperature
+    if fitting and opt.calibrate == "temperature" and not low * 1.01 < t < high * 0.99:
+        out.append(
+            f"temperature scaling stopped at its search bound (T = {t:.3g}): these "
+            "validation images do not pin a temperature down; treat the calibration as unreliable"
+        )
+    if op is not None and "error" in op:
+        out.append(f"operating point not set: {op['error']}")
+    return out
+
+
 def model_details(
     labels: np.ndarray,
     probs: np.ndarray,
@@ -116,109 +341,22 @@ def model_details(
     raw = np.asarray(probs, dtype=np.float64).reshape(-1, k)
     n = len(labels)
     resampler = bs.Resampler.build(n, groups, opt.resamples, opt.seed, unit)
-
-    temperature = 1.0
     fitting = rule is None
-    if rule is not None:
-        temperature = float(rule.get("temperature", 1.0))
-    elif opt.calibrate == "temperature" and n:
-        temperature = cal.fit_temperature(raw, labels)
-    deployed = cal.apply_temperature(raw, temperature)
-    pred = deployed.argmax(1) if n else np.zeros(0, dtype=np.int64)
-    crossfit = None
-    if fitting and opt.calibrate == "temperature" and n:
-        crossfit, fold_temps = cal.cross_fitted(raw, labels, resampler.group_index, opt.seed)
-    elif temperature != 1.0:
-        crossfit, fold_temps = deployed, [temperature]  # fitted elsewhere: measured as is
-
-    op: dict[str, Any] | None = None
-    fixed_op = (rule or {}).get("operating_point")
-    if fixed_op and n:
-        p = classes.index(fixed_op["positive"])
-        decided_here = deployed[:, p] >= float(fixed_op["threshold"])
-        is_pos = labels == p
-        op = {
-            "positive": fixed_op["positive"],
-            "threshold": float(fixed_op["threshold"]),
-            "min_sensitivity": fixed_op.get("min_sensitivity"),
-            "min_specificity": fixed_op.get("min_specificity"),
-            "sensitivity": float(decided_here[is_pos].mean()) if is_pos.any() else np.nan,
-            "specificity": float((~decided_here[~is_pos]).mean()) if (~is_pos).any() else np.nan,
-            "fitted_on": "the model's decision.json (validation split), applied unchanged",
-        }
-    elif fitting and opt.positive is not None and n:
-        p = classes.index(opt.positive)
-        is_pos = labels == p
-        try:
-            op = {
-                "positive": opt.positive,
-                "min_sensitivity": opt.min_sensitivity,
-                "min_specificity": opt.min_specificity,
-                **choose_threshold(
-                    deployed[:, p], is_pos, opt.min_sensitivity, opt.min_specificity
-                ),
-            }
-        except ValueError as exc:
-            op = {"positive": opt.positive, "error": str(exc)}
-
-    # ----- all bootstrap statistics on the same resamples
-    aucs = [bs.AucKernel(deployed[:, c], labels == c) for c in range(k)]
-    ece_raw = cal.ece_kernel(raw, labels)
-    ece_cal = cal.ece_kernel(crossfit, labels) if crossfit is not None else None
-    decided: NDArray[np.bool_] | None = None
-    decided_positive: NDArray[np.bool_] | None = None  # the images of the operating point's class
-    if op and "threshold" in op:
-        decided = deployed[:, classes.index(op["positive"])] >= op["threshold"]
-        decided_positive = labels == classes.index(op["positive"])
-
-    def kernel(w: np.ndarray) -> dict[str, np.ndarray]:
-        out = bs.from_confusion(bs.confusion(w, labels, pred, k))
-        out["class_auc"] = np.stack([a(w) for a in aucs], axis=1)
-        out["roc_auc"] = _macro(out["class_auc"])
-        out["ece"] = ece_raw(w)
-        if ece_cal is not None:
-            out["ece_calibrated"] = ece_cal(w)
-        if decided is not None and decided_positive is not None:
-            rates = bs.binary_rates(w, decided_positive, decided)
-            out.update(rates)
-        return out
-
-    boot = resampler.collect(kernel) if n else {}
-    get = boot.get
-
-    point = _point_estimates(labels, pred, deployed, k) if n else None  # None iff no image
-    per_class: dict[str, dict[str, Any]] = {}
-    for c, name in enumerate(classes):
-        per_class[name] = {
-            "support": int(point["support"][c]) if point is not None else 0,
-            **{
-                m: bs.interval(
-                    _f(point[m][c]) if point is not None else None,
-                    boot[m][:, c] if m in boot else None,
-                )
-                for m in ("precision", "recall", "f1")
-            },
-            "roc_auc": bs.interval(
-                _f(point["roc_auc"][c]) if point is not None else None,
-                boot["class_auc"][:, c] if n else None,
-            ),
-        }
+    fit = _calibrate(raw, labels, opt, rule, resampler.group_index)
+    pred = fit.deployed.argmax(1) if n else np.zeros(0, dtype=np.int64)
+    op = _operating_point(fit.deployed, labels, classes, opt, rule)
+    boot = _resampled(resampler, labels, pred, raw, fit, classes, op)
+    point = _point_estimates(labels, pred, fit.deployed, k) if n else None  # None iff no image
+    per_class = _per_class(point, boot, classes)
     macro_auc = _f(_macro(point["roc_auc"])) if point is not None else None
     details: dict[str, Any] = {
         "samples": n,
         "groups": resampler.n_groups,
         "classes": classes,
-        "accuracy": bs.interval(
-            _f(point["accuracy"]) if point is not None else None, get("accuracy")
-        ),
-        "balanced_accuracy": bs.interval(
-            _f(point["balanced_accuracy"]) if point is not None else None,
-            get("balanced_accuracy"),
-        ),
-        "macro_f1": bs.interval(
-            _f(point["macro_f1"]) if point is not None else None, get("macro_f1")
-        ),
-        "roc_auc": bs.interval(macro_auc, get("roc_auc")),
+        "accuracy": _figure(point, "accuracy", boot),
+        "balanced_accuracy": _figure(point, "balanced_accuracy", boot),
+        "macro_f1": _figure(point, "macro_f1", boot),
+        "roc_auc": bs.interval(macro_auc, boot.get("roc_auc")),
         "per_class": per_class,
         "confusion_matrix": (
             point["confusion_matrix"].tolist() if point is not None else [[0] * k] * k
@@ -230,61 +368,14 @@ def model_details(
             "level": bs.LEVEL,
             "method": "percentile",
         },
-        "calibration": {
-            "method": (rule or {}).get("calibrate", "temperature" if temperature != 1 else "none")
-            if rule is not None
-            else opt.calibrate,
-            "temperature": temperature,
-            "bins": cal.BINS,
-            "ece": bs.interval(cal.ece(raw, labels), get("ece")),
-            "reliability": cal.reliability(raw, labels),
-        },
-        "warnings": [],
+        "calibration": _calibration(raw, labels, fit, opt, rule, boot),
+        "warnings": _warnings(per_class, fit, opt, fitting, op),
     }
-    if crossfit is not None:
-        details["calibration"].update(
-            {
-                "ece_calibrated": bs.interval(cal.ece(crossfit, labels), get("ece_calibrated")),
-                "reliability_calibrated": cal.reliability(crossfit, labels),
-                "nll": cal.nll(raw, labels),
-                "nll_calibrated": cal.nll(crossfit, labels),
-            }
-        )
-        if fitting:
-            details["calibration"]["cross_fit_temperatures"] = fold_temps
-    if rule is not None:
-        details["calibration"]["fitted_on"] = "the model's decision.json, applied unchanged"
     if op is not None:
-        if "threshold" in op:
-            op["sensitivity"] = bs.interval(op["sensitivity"], get("sensitivity"))
-            op["specificity"] = bs.interval(op["specificity"], get("specificity"))
-            is_pos = labels == classes.index(op["positive"])
-            yes = deployed[:, classes.index(op["positive"])] >= op["threshold"]
-            op["sensitivity"]["exact_ci"] = exact_interval(
-                int(yes[is_pos].sum()), int(is_pos.sum())
-            )
-            op["specificity"]["exact_ci"] = exact_interval(
-                int((~yes[~is_pos]).sum()), int((~is_pos).sum())
-            )
-            if fitting:
-                op["cross_fitted"] = cross_fitted_operating_point(
-                    deployed, labels, classes.index(op["positive"]), resampler.group_index, opt
-                )
-        details["operating_point"] = op
-    for name, v in per_class.items():
-        if v["support"] < MIN_SUPPORT:
-            details["warnings"].append(
-                f"class {name} has only {v['support']} evaluated image(s) (< {MIN_SUPPORT}): "
-                "its figures rest on very few cases"
-            )
-    low, high = cal.T_RANGE
-    if fitting and opt.calibrate == "temperature" and not low * 1.01 < temperature < high * 0.99:
-        details["warnings"].append(
-            f"temperature scaling stopped at its search bound (T = {temperature:.3g}): these "
-            "validation images do not pin a temperature down; treat the calibration as unreliable"
+        _measure_operating_point(
+            op, fit, labels, classes, boot, fitting, resampler.group_index, opt
         )
-    if op is not None and "error" in op:
-        details["warnings"].append(f"operating point not set: {op['error']}")
+        details["operating_point"] = op
     return details
 
 
