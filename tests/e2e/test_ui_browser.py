@@ -2,7 +2,8 @@
 through /usr/bin/chromedriver), against real servers (uvicorn in a thread, real sockets):
 the progress bar moves as progress records are written, the new-run form validates and starts
 a real tiny local run that the list then shows completed, and the try-it page of that run's
-model draws the heatmap of an uploaded X-ray. Screenshots go to $XVHPC_SCREENSHOTS (the
+model draws the heatmap of an uploaded X-ray, and the page draws a detector's boxes (under the
+threshold slider) and a segmenter's mask. Screenshots go to $XVHPC_SCREENSHOTS (the
 README's: ``scripts/screenshots.sh`` sets docs/img) or to the test's tmp folder."""
 
 from __future__ import annotations
@@ -181,3 +182,81 @@ def test_the_tryit_page_draws_the_heatmap(browser, dashboard, serve_on, shots) -
         "s.dispatchEvent(new Event('input'));"
     )
     browser.save_screenshot(str(shots / "tryit.png"))
+
+
+def _bundle(out: Path, task: str, arch: str, classes: list[str]) -> Path:
+    """A real bundle of ``task``'s model, untrained but with its output biases set so that it
+    answers something to draw (training one costs a minute; the page only draws answers):
+    the detector scores every location high (boxes), the segmenter says class 1 everywhere."""
+    import torch
+
+    from xvhpc.data.manifest import preprocessing
+    from xvhpc.models.bundle import save_bundle
+    from xvhpc.registry import load_task
+    from xvhpc.spec.schema import ExperimentSpec
+
+    spec = ExperimentSpec.model_validate(
+        {"name": f"tryit-{task}", "task": task, "model": {"arch": arch, "pretrained": "none"},
+         "data": {"source": "x", "image_size": 64, "channels": 3, "resize": "letterbox"}}
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = load_task(task).build_model(spec.model, len(classes), 64)
+    weights = dict(model.named_parameters())
+    with torch.no_grad():
+        if task == "detect":
+            weights["head.classification_head.cls_logits.bias"].fill_(6.0)
+            weights["head.regression_head.bbox_ctrness.bias"].fill_(6.0)
+        else:
+            weights["head.bias"].copy_(torch.tensor([0.0, 8.0]))
+    save_bundle(out, model, spec, classes, preprocessing(spec.data), 0, {})
+    return out
+
+
+def _upload(browser, url: str, image: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    browser.get(f"{url}/")
+    browser.find_element(By.ID, "file").send_keys(str(image))
+    browser.find_element(By.ID, "send").click()
+    _wait(browser, lambda d: "prediction(s)" in _text(d, "#message"), what="the answer")
+
+
+def _slide(browser, value: str) -> None:
+    browser.execute_script(
+        f"const s = document.getElementById('threshold'); s.value = '{value}';"
+        "s.dispatchEvent(new Event('input'));"
+    )
+
+
+def test_the_tryit_page_draws_boxes_and_masks(browser, serve_on, tmp_path, shots) -> None:
+    """Detection: the boxes /v1/predict answers are drawn on the canvas and the threshold
+    slider hides them; segmentation: the label-map mask is laid over the image."""
+    from PIL import Image
+    from selenium.webdriver.common.by import By
+
+    from xvhpc.models.bundle import load_bundle
+    from xvhpc.serve.app import create_app
+
+    image = tmp_path / "red.png"
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(image)
+    detector = _bundle(tmp_path / "det", "detect", "fcos_tiny", ["red_box", "green_box"])
+    _upload(browser, serve_on(create_app(load_bundle(detector))), image)
+    canvas = browser.find_element(By.ID, "canvas")
+    drawn = int(canvas.get_attribute("data-boxes"))
+    assert drawn > 0 and "box(es) at or above" in _text(browser, "#overlay-caption")
+    browser.save_screenshot(str(shots / "tryit-boxes.png"))
+    _slide(browser, "1")  # every confidence is below 1: no box stays
+    assert browser.find_element(By.ID, "canvas").get_attribute("data-boxes") == "0"
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#classes tbody tr.below")) == drawn
+
+    segmenter = _bundle(tmp_path / "seg", "segment", "unet_tiny", ["background", "lesion"])
+    _upload(browser, serve_on(create_app(load_bundle(segmenter))), image)
+    assert "mask" in _text(browser, "#overlay-caption")
+    pixel = browser.execute_script(
+        "const c = document.getElementById('canvas');"
+        "return [c.width, c.height, ...c.getContext('2d').getImageData(32, 24, 1, 1).data];"
+    )
+    assert pixel[:2] == [64, 48]  # the canvas is the uploaded image's size
+    red, green = pixel[2], pixel[3]
+    assert green > 60 and red < 190, pixel  # lesion's colour (#3cb44b) over the red image
+    browser.save_screenshot(str(shots / "tryit-mask.png"))
