@@ -8,8 +8,10 @@ README's: ``scripts/screenshots.sh`` sets docs/img) or to the test's tmp folder.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -260,3 +262,56 @@ def test_the_tryit_page_draws_boxes_and_masks(browser, serve_on, tmp_path, shots
     red, green = pixel[2], pixel[3]
     assert green > 60 and red < 190, pixel  # lesion's colour (#3cb44b) over the red image
     browser.save_screenshot(str(shots / "tryit-mask.png"))
+
+
+def test_cancel_from_the_dashboard_cancels_the_slurm_jobs(
+    slurm_up, browser, serve_on, tmp_path, capsys
+) -> None:
+    """A run started from the form on site local-slurm (``xvhpc submit``: real sbatch), then
+    Cancel and its confirmation: scancel for every job, and ``xvhpc status`` says CANCELLED."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    from xvhpc.cli import main
+    from xvhpc.rundir import JOBS
+    from xvhpc.ui.app import Ui, create_app
+
+    runs, data = make_roots(tmp_path)
+    ui = Ui(runs, data, TOKEN)
+    url = serve_on(create_app(ui))
+    browser.get(f"{url}/new?token={TOKEN}")
+    browser.find_element(By.ID, "name").send_keys("onslurm")
+    Select(browser.find_element(By.ID, "data")).select_by_visible_text("xrays")
+    Select(browser.find_element(By.ID, "base")).select_by_visible_text("tiny.yaml")
+    Select(browser.find_element(By.ID, "site")).select_by_visible_text("local-slurm")
+    browser.find_element(By.ID, "start").click()
+    _wait(browser, lambda d: d.current_url.endswith("/runs/onslurm"), 60, "the run page")
+    assert ui.started["onslurm"].wait(timeout=60) == 0  # xvhpc submit has queued every step
+    steps = json.loads((runs / "onslurm" / JOBS).read_text())["steps"]
+    ids = [s["job_id"] for s in steps.values()]
+    try:
+        _cancel_confirmed(browser, url, ids)
+    except BaseException:
+        subprocess.run(["scancel", *ids], check=False)  # nothing left queued by a failure
+        raise
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # sacct records the cancel within a moment
+        capsys.readouterr()
+        main(["status", str(runs / "onslurm")])
+        status = capsys.readouterr().out
+        if status.count("CANCELLED") >= len(ids):
+            break
+        time.sleep(1)
+    assert status.count("CANCELLED") >= len(ids), status
+    browser.get(f"{url}/runs/onslurm")
+    _wait(browser, lambda d: _text(d, "#run-state") == "CANCELLED", 30, "the run's state")
+
+
+def _cancel_confirmed(browser, url: str, ids: list[str]) -> None:
+    from selenium.webdriver.common.by import By
+
+    browser.get(f"{url}/runs/onslurm")
+    browser.find_element(By.LINK_TEXT, "cancel").click()
+    assert "Cancel every live job of onslurm?" in _text(browser, "h1")  # the confirmation
+    browser.find_element(By.ID, "confirm").click()
+    assert f"cancelled {', '.join(ids)}" in _text(browser, "#message")
