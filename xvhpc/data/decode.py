@@ -19,6 +19,7 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from ..util import file_kind
 from .png import fast_decode as fast_png
+from .video import VIDEO_SUFFIXES, BadVideo, Frames, VideoOptions, read_video
 
 Image.MAX_IMAGE_PIXELS = None  # xvhpc checks the pixel count itself, from the header
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -68,6 +69,7 @@ class DecodeOptions:
     # True (detection): the stored pixels at full size — no reduced JPEG decode, no EXIF
     # rotation — the frame box annotations (COCO, CSV) are written in
     stored_pixels: bool = False
+    video: VideoOptions = VideoOptions()  # frames of a video file (data.video)
 
     def draft_box(self, width: int, height: int) -> tuple[int, int]:
         """The smallest decoded size the resize still needs at full quality."""
@@ -478,12 +480,15 @@ def _decode_dicom(data: bytes, opts: DecodeOptions, force: bool) -> list[np.ndar
 def decode(
     source: str | os.PathLike[str] | bytes, opts: DecodeOptions, name: str = ""
 ) -> list[np.ndarray]:
-    """Decode one file (path or bytes) into one or more HxWxC uint8 frames."""
+    """Decode one file (path or bytes) into one or more HxWxC uint8 frames (a video: its
+    sampled frames, streamed from the file, with their times: ``video.Frames``)."""
+    suffix = Path(name or (str(source) if not isinstance(source, bytes) else "")).suffix.lower()
+    if suffix in VIDEO_SUFFIXES:
+        return _decode_video(source, opts, name or str(source))
     data = _read(source, max_file_bytes(opts.max_pixels))
     if not data:
         raise BadImage("zero-byte file")
     kind = sniff(data[:132])
-    suffix = Path(name or (str(source) if not isinstance(source, bytes) else "")).suffix.lower()
     if kind == "dicom":
         return _decode_dicom(data, opts, force=False)
     if kind is None and suffix in (".dcm", ".dicom"):
@@ -491,6 +496,26 @@ def decode(
     if kind is None:
         return _decode_unknown(suffix)
     return _decode_pil(data, kind, opts)
+
+
+def _decode_video(
+    source: str | os.PathLike[str] | bytes, opts: DecodeOptions, name: str
+) -> list[np.ndarray]:
+    """A video's kept frames (``data.video``), streamed and scaled as they are decoded."""
+    try:
+        frames = read_video(
+            source,
+            opts.video,
+            opts.max_pixels,
+            opts.max_decode_bytes,
+            None if opts.stored_pixels else opts.draft_box,
+            gray=opts.channels == 1,
+            name=name,
+        )
+    except BadVideo as exc:
+        raise BadImage(str(exc)) from None
+    shaped = [to_channels(f, opts.channels, opts.expand_gray) for f in frames]
+    return Frames(shaped, frames.times, frames.size)
 
 
 def _decode_unknown(suffix: str) -> list[np.ndarray]:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..spec.schema import DataSpec
-from .decode import DEFAULT_DECODE_BYTES, DecodeOptions
+from .decode import DEFAULT_DECODE_BYTES, DecodeOptions, VideoOptions
 from .dedupe import near_duplicates
 from .folds import part_of, split_settings
 from .sample import Catalog
@@ -27,12 +27,14 @@ PREPROCESSING_KEYS = (
     "max_image_pixels",
     "dicom_frames",
     "max_decode_bytes",
+    "video",
 )
 
 
 def preprocessing(data: DataSpec) -> dict[str, Any]:
     """The decode settings of a data spec, as manifest.json records them."""
-    return {key: getattr(data, key) for key in PREPROCESSING_KEYS}
+    pre = {key: getattr(data, key) for key in PREPROCESSING_KEYS if key != "video"}
+    return {**pre, "video": data.video.model_dump()}
 
 
 def decode_options(pre: dict[str, Any]) -> DecodeOptions:
@@ -46,6 +48,7 @@ def decode_options(pre: dict[str, Any]) -> DecodeOptions:
         tile_grid=int(pre["tile_grid"]),
         # bundles from before issue 23 lack it: the default budget
         max_decode_bytes=int(pre.get("max_decode_bytes", DEFAULT_DECODE_BYTES)),
+        video=VideoOptions(**pre.get("video", {})),  # bundles from before issue 27: defaults
     )
 
 

@@ -42,9 +42,21 @@ def decoded(job: SampleJob, read: Callable = prepare) -> tuple[list, str | None]
         return [], f"decoder error: {type(exc).__name__}: {exc}"
 
 
-def source_name(rel: str, frame: int, frames: int, tile: int, tiles: int) -> str:
-    """The record's source: the file, plus ``#frameF`` and ``#tileT`` where there are several."""
-    return rel + (f"#frame{frame}" if frames > 1 else "") + (f"#tile{tile}" if tiles > 1 else "")
+def source_name(
+    rel: str, frame: int, frames: int, tile: int, tiles: int, time: float | None = None
+) -> str:
+    """The record's source: the file, plus ``#frameF`` and ``#tileT`` where there are several;
+    a video frame is named by its time instead (``#t=1.500``: ``video.frame_source``)."""
+    tail = f"#tile{tile}" if tiles > 1 else ""
+    if time is not None:
+        return f"{rel}#t={time:.3f}{tail}"
+    return rel + (f"#frame{frame}" if frames > 1 else "") + tail
+
+
+def frame_time(frames: list, index: int) -> float | None:
+    """The time (seconds) of frame ``index`` of a decoded video, None for an image's frames."""
+    times = getattr(frames, "times", None)
+    return None if times is None else float(times[index])
 
 
 def original_record(job: SampleJob, image: np.ndarray, source: str) -> Record:

@@ -10,6 +10,7 @@ from PIL import Image, ImageEnhance, ImageFilter
 
 from ..spec.schema import AugmentSpec
 from .decode import BadImage, DecodeOptions, decode
+from .video import Frames
 
 
 def _pil(array: np.ndarray) -> Image.Image:
@@ -83,7 +84,10 @@ def prepare(
     hash and augmentation work); the shard writer and ``to_model_input`` replicate it.
     """
     frames = decode(source, dataclasses.replace(opts, expand_gray=False), name=name)
-    return [resize(frame, opts.size, opts.resize, opts.tile_grid) for frame in frames]
+    resized = [resize(frame, opts.size, opts.resize, opts.tile_grid) for frame in frames]
+    if isinstance(frames, Frames):  # a video's frames keep their times
+        return Frames(resized, frames.times, frames.size)
+    return resized
 
 
 def augment(

@@ -72,6 +72,24 @@ class CocoSpec(Strict):
     group_field: str | None = None  # an image field naming the patient/group, e.g. patient_id
 
 
+class VideoSpec(Strict):
+    """How a video (MP4/AVI/MOV/MKV, ``data/video.py``) becomes frames: sampled at ``fps`` (None:
+    every frame) from ``start`` to ``end`` seconds, at most ``max_frames`` of them; a video
+    that runs (or says it runs) past ``max_seconds`` is refused, not read to its end."""
+
+    fps: float | None = Field(None, gt=0, le=240)
+    start: float = Field(0.0, ge=0)
+    end: float | None = Field(None, gt=0)
+    max_frames: int = Field(300, ge=1, le=100_000)
+    max_seconds: float = Field(3600.0, gt=0, le=86_400)
+
+    @model_validator(mode="after")
+    def _window(self) -> VideoSpec:
+        if self.end is not None and self.end <= self.start:
+            raise ValueError(f"end ({self.end}) must be after start ({self.start})")
+        return self
+
+
 class AugmentSpec(Strict):
     """Offline augmentation of one class, training split only."""
 
@@ -115,6 +133,7 @@ class DataSpec(Strict):
     max_decode_bytes: int = Field(4 << 30, ge=1 << 20)  # peak bytes of one decode (serve: less)
     follow_links: bool = False  # read links (folders) and manifest paths leading out of the data
     dicom_frames: Literal["first", "all"] = "first"
+    video: VideoSpec = Field(default_factory=VideoSpec)  # frames of MP4/AVI/MOV/MKV files
     stage: Literal["shared", "node_local"] = "shared"  # node_local: train copies shards per node
     compression: Literal["none", "gzip", "lzf"] = "none"
     leaks: Literal["report", "drop"] = "report"

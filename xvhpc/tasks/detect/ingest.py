@@ -15,7 +15,14 @@ import numpy as np
 
 from ...data.decode import decode, for_boxes
 from ...data.manifest import BOX_SKIPPED
-from ...data.records import SampleJob, augmented_copies, decoded, original_record, source_name
+from ...data.records import (
+    SampleJob,
+    augmented_copies,
+    decoded,
+    frame_time,
+    original_record,
+    source_name,
+)
 from ...data.shards import Record, ShardWriter
 from ...data.transforms import resize
 from .boxes import augment_boxes, resize_boxes
@@ -47,7 +54,9 @@ def process_detection(job: SampleJob) -> tuple[list[Record], str | None]:
         kept = set().union(*(set(keep.tolist()) for _, keep in moved)) if moved else set()
         lost += len(table) - len(kept)
         for t, (image, (boxes, keep)) in enumerate(zip(images, moved, strict=True)):
-            source = source_name(job.sample.rel, f, len(frames), t, len(images))
+            source = source_name(
+                job.sample.rel, f, len(frames), t, len(images), frame_time(frames, f)
+            )
             labels = table[keep, 4]
             original = original_record(job, image, source)
             records.append(_with_boxes(original, boxes, labels))
