@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import FastAPI, File, Form, HTTPException, UploadFile
@@ -51,6 +52,11 @@ class PredictResponse(BaseModel):
     mask_rle: dict[str, dict] | None = Field(
         None, description="segmentation models: COCO RLE {size, counts} of each class present"
     )
+    instances: list[dict] | None = Field(
+        None,
+        description="instance segmentation (Mask R-CNN): each object's label, confidence, box "
+        "and mask (COCO RLE) in the uploaded image's pixels",
+    )
 
 
 class ModelInfo(BaseModel):
@@ -76,6 +82,23 @@ def serve_budget(bundle: Bundle, max_decode_mb: float) -> None:
         pre["max_decode_bytes"] = min(int(pre.get("max_decode_bytes", budget)), budget)
 
 
+def model_card(bundle: Bundle, decision: dict | None) -> ModelInfo:
+    """``GET /v1/model``: the architecture, classes, input, validation figures, the spec's
+    hash and the deployed threshold and decision rule."""
+    meta = bundle.meta
+    spec_hash = hashlib.sha256(json.dumps(meta["spec"], sort_keys=True).encode()).hexdigest()
+    return ModelInfo(
+        arch=meta["arch"],
+        classes=bundle.classes,
+        image_size=bundle.size,
+        channels=meta["channels"],
+        validation=meta.get("validation", {}),
+        spec_hash=spec_hash[:16],
+        default_threshold=meta.get("threshold", 0.0),
+        decision_rule=describe(decision),
+    )
+
+
 def create_app(
     bundle: Bundle,
     max_upload_mb: float = 32.0,
@@ -86,23 +109,12 @@ def create_app(
     """The endpoint over ``bundle``: the HTTP limits and the model card here, each answer's
     fields from the bundle's task (so a new task needs no change to this file)."""
     serve_budget(bundle, max_decode_mb)
-    meta = bundle.meta
-    task = load_task(task_of(meta))
-    spec_hash = hashlib.sha256(json.dumps(meta["spec"], sort_keys=True).encode()).hexdigest()[:16]
-    info = ModelInfo(
-        arch=meta["arch"],
-        classes=bundle.classes,
-        image_size=bundle.size,
-        channels=meta["channels"],
-        validation=meta.get("validation", {}),
-        spec_hash=spec_hash,
-        default_threshold=meta.get("threshold", 0.0),
-        decision_rule=describe(decision),
-    )
+    task = load_task(task_of(bundle.meta))
+    info = model_card(bundle, decision)
     app = FastAPI(
         title="xvhpc model",
         version="1",
-        description=f"{meta['arch']} {task.noun}: {', '.join(bundle.classes)}",
+        description=f"{info.arch} {task.noun}: {', '.join(bundle.classes)}",
     )
     limit = int(max_upload_mb * 1024 * 1024)
     app.add_middleware(UploadCap, limit=limit + FORM_SLACK, shown=f"{max_upload_mb:g} MB")
@@ -116,6 +128,38 @@ def create_app(
     @app.get("/v1/model", response_model=ModelInfo)
     def model_info() -> ModelInfo:
         return info
+
+    def answer(
+        data: bytes, name: str, threshold: float, top_k: int | None, heat: bool
+    ) -> PredictResponse:
+        """The task's answer to one upload (in a worker thread: decode and model are blocking)."""
+        probabilities = batcher.probabilities if batcher else None
+        try:
+            fields = task.serve_response(
+                bundle, data, name, threshold, top_k, heat, decision, probabilities
+            )
+        except BadImage as exc:
+            raise HTTPException(415, f"not a supported image: {exc}") from None
+        predictions = [Prediction(**p) for p in fields.pop("predictions")]
+        return PredictResponse(
+            predictions=predictions,
+            model={"arch": info.arch, "spec_hash": info.spec_hash},
+            **fields,
+        )
+
+    add_predict(app, answer, limit, max_upload_mb, info.default_threshold)
+    return app
+
+
+def add_predict(
+    app: FastAPI,
+    answer: Callable[..., PredictResponse],
+    limit: int,
+    max_upload_mb: float,
+    default_threshold: float,
+) -> None:
+    """``POST /v1/predict``: the upload read up to ``limit`` bytes, the form's parameters
+    checked, then ``answer(data, name, threshold, top_k, heatmap)`` off the event loop."""
 
     @app.post(
         "/v1/predict",
@@ -138,27 +182,9 @@ def create_app(
         data = await file.read(limit + 1)
         if len(data) > limit:
             raise HTTPException(413, f"upload larger than {max_upload_mb:g} MB")
-        name = file.filename or ""
         if threshold is None:  # the request's value overrides the deployed one
-            threshold = info.default_threshold
-        return await asyncio.to_thread(_predict, data, name, threshold, top_k, heatmap)
-
-    def _predict(
-        data: bytes, name: str, threshold: float, top_k: int | None, want_heatmap: bool
-    ) -> PredictResponse:
-        probabilities = batcher.probabilities if batcher else None
-        try:
-            fields = task.serve_response(
-                bundle, data, name, threshold, top_k, want_heatmap, decision, probabilities
-            )
-        except BadImage as exc:
-            raise HTTPException(415, f"not a supported image: {exc}") from None
-        predictions = [Prediction(**p) for p in fields.pop("predictions")]
-        return PredictResponse(
-            predictions=predictions, model={"arch": info.arch, "spec_hash": spec_hash}, **fields
-        )
-
-    return app
+            threshold = default_threshold
+        return await asyncio.to_thread(answer, data, file.filename or "", threshold, top_k, heatmap)
 
 
 def app_of(bundle: Bundle, decision: dict | None, max_batch: int, window_ms: float) -> FastAPI:

@@ -23,18 +23,23 @@ IOUS = np.linspace(0.5, 0.95, 10)
 
 
 def run_cocoeval(
-    n_images: int, classes: list[str], truth: list[dict], found: list[dict], iou_type: str
-) -> Any:
+    n_images: int, classes: list[str], truth: list[dict], found: list[dict], iou_type: str,
+    sizes: list[tuple[int, int]] | None = None,
+) -> Any:  # fmt: skip
     """A quiet COCOeval after evaluate() and accumulate() of images ``0..n_images-1``.
 
     ``truth``: annotations ``{image_id, category_id, bbox | segmentation, area, iscrowd}``
     (ids added here); ``found``: results ``{image_id, category_id, bbox | segmentation,
-    score}``; category ``k + 1`` is class ``k``."""
+    score}``; category ``k + 1`` is class ``k``; ``sizes``: each image's (height, width), which
+    ``segm`` needs."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
     gt: dict = {
-        "images": [{"id": i} for i in range(n_images)],
+        "images": [
+            {"id": i, **({"height": sizes[i][0], "width": sizes[i][1]} if sizes else {})}
+            for i in range(n_images)
+        ],
         "annotations": [{**a, "id": n + 1} for n, a in enumerate(truth)],
         "categories": [{"id": k + 1, "name": name} for k, name in enumerate(classes)],
     }
@@ -42,7 +47,7 @@ def run_cocoeval(
         coco = COCO()
         coco.dataset = gt
         coco.createIndex()
-        result = coco.loadRes(list(found)) if found else COCO()
+        result = coco.loadRes([dict(a) for a in found]) if found else COCO()  # it writes
         if not found:
             result.dataset = {"images": gt["images"], "annotations": [],
                               "categories": gt["categories"]}  # fmt: skip

@@ -13,6 +13,7 @@ import warnings
 from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 from PIL import Image
 
 from ...data.roles import role_index
@@ -20,15 +21,15 @@ from ...evaluation import EvaluateError, show, sources, split_groups
 from ...models.bundle import load_bundle
 from ...rundir import PREDICTIONS_STEM, Layout
 from ...util import read_json, write_json_atomic, write_text_atomic
-from .dataset import SegmentationDataset
+from .dataset import NO_INSTANCES, SegmentationDataset
 from .draw import overlay
-from .info import INFO
+from .info import INFO, is_instance
+from .maskap import found_annotations, mask_ap, truth_annotations
+from .maskrcnn import objects_of
 from .metrics import confusion, hd95, scores, segmentation_metrics
 from .predict import logits_of
-from .train import batches
 
 if TYPE_CHECKING:
-    from ...data.dataset import ShardDataset
     from ...models.bundle import Bundle
     from ...rundir.run import RunDir
 
@@ -44,16 +45,26 @@ def side_by_side(image: np.ndarray, truth: np.ndarray, found: np.ndarray) -> Ima
 
 
 def predict_split(
-    bundle: Bundle, dataset: ShardDataset, k: int
+    bundle: Bundle, dataset: SegmentationDataset, k: int, objects: list | None = None
 ) -> tuple[np.ndarray, np.ndarray, list[tuple[np.ndarray, np.ndarray, np.ndarray]]]:
     """Each record's K×K confusion matrix ``(n, K, K)``, its per-class HD95 ``(n, K)`` and the
-    first ``SAMPLES`` (image, true mask, predicted mask)."""
+    first ``SAMPLES`` (image, true mask, predicted mask). A Mask R-CNN's predicted mask is the
+    label map its objects paint; ``objects`` then collects each image's true and predicted
+    objects as COCO annotations (``maskap.py``)."""
     per_image: list[np.ndarray] = []
     distances: list[np.ndarray] = []
     drawn: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-    for images, masks in batches(dataset, list(range(len(dataset))), 16):
-        predicted = logits_of(bundle, images).argmax(1).numpy()
-        for image, truth, found in zip(images.numpy(), masks.numpy(), predicted, strict=True):
+    instance = is_instance(bundle.meta["arch"])
+    for start in range(0, len(dataset), 16):
+        idx = np.arange(start, min(start + 16, len(dataset)))
+        images = torch.stack([dataset[int(i)][0] for i in idx])
+        masks = dataset.masks(idx)
+        predicted: list[np.ndarray] | np.ndarray
+        if instance:
+            predicted = _objects(bundle, dataset, idx, images, k, objects)
+        else:
+            predicted = logits_of(bundle, images).argmax(1).numpy()
+        for image, truth, found in zip(images.numpy(), masks, predicted, strict=True):
             per_image.append(confusion(truth, found, k))
             distances.append(hd95(truth, found, k))
             if len(drawn) < SAMPLES:
@@ -63,6 +74,24 @@ def predict_split(
         np.asarray(distances, dtype=np.float64).reshape(-1, k),
         drawn,
     )
+
+
+def _objects(
+    bundle: Bundle, dataset: SegmentationDataset, idx: np.ndarray, images: torch.Tensor, k: int,
+    objects: list | None,
+) -> list[np.ndarray]:  # fmt: skip
+    """A Mask R-CNN's painted label maps of ``images``; their true and found objects appended
+    to ``objects`` (pairs of COCO annotation lists, image numbers continuing)."""
+    found = objects_of(bundle.model, images, bundle.device)
+    ids, tables = dataset.id_maps(idx)
+    if tables is None:
+        raise EvaluateError(NO_INSTANCES)
+    if objects is not None:
+        for n, f in enumerate(found):
+            i = len(objects)
+            objects.append((truth_annotations(i, ids[n], tables[n], k),
+                            found_annotations(i, f.masks, f.labels, f.scores)))  # fmt: skip
+    return [f.painted() for f in found]
 
 
 def per_image_csv(
@@ -100,7 +129,10 @@ def evaluate_point(
     spec = run.point(point)
     index = role_index(run.root, spec.data.split, "score")
     classes = bundle.classes
-    per_image, distances, drawn = predict_split(bundle, SegmentationDataset(index), len(classes))
+    objects: list = []
+    per_image, distances, drawn = predict_split(
+        bundle, SegmentationDataset(index), len(classes), objects
+    )
     paths = sources(index)
     groups, unit = split_groups(run, paths, log)
     if keep is not None:
@@ -110,6 +142,11 @@ def evaluate_point(
     metrics = segmentation_metrics(
         per_image, classes, groups, ev.bootstrap, ev.seed, unit, distances
     )
+    if objects:  # a Mask R-CNN: mask AP beside the figures of its painted label maps
+        metrics.update(
+            mask_ap([t for t, _ in objects], [f for _, f in objects], classes, groups,
+                    ev.bootstrap, ev.seed, unit)
+        )  # fmt: skip
     samples = layout.eval_samples(point)
     samples.mkdir(parents=True, exist_ok=True)
     for n, (image, truth, found) in enumerate(drawn):
@@ -141,4 +178,9 @@ def evaluate_point(
         show(metrics.get("hd95", {})),
         len(per_image),
     )
+    if "mask_map" in metrics:
+        log.info(
+            "point %d: mask AP@[.5:.95] %s, AP@.5 %s over %d objects", point,
+            show(metrics["mask_map"]), show(metrics["mask_map50"]), metrics["objects"],
+        )  # fmt: skip
     return metrics

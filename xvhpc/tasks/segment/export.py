@@ -11,6 +11,7 @@ import torch
 from ...models.bundle import Bundle, preprocessing
 from ...runtime.compat import onnx_export_kwargs
 from ...util import atomic_path, write_json_atomic
+from .info import is_instance
 
 
 class ExportUnsupported(ValueError):
@@ -18,6 +19,8 @@ class ExportUnsupported(ValueError):
 
 
 def export_segmenter(bundle: Bundle, fmt: str, target: Path) -> Path:
+    if is_instance(bundle.meta["arch"]):
+        return export_instance_segmenter(bundle, fmt, target)
     size = bundle.size
     example = torch.rand(1, 3, size, size)
     model = bundle.model.eval()
@@ -56,6 +59,38 @@ def export_segmenter(bundle: Bundle, fmt: str, target: Path) -> Path:
             "input": f"float32 [N, 3, {size}, {size}], ImageNet-normalised (see preprocessing)",
             "output": f"logits [N, {len(meta['classes'])}, {size}, {size}]; the mask is their "
             "argmax over dimension 1 (class index; the training masks' 255 is ignored)",
+            "preprocessing": preprocessing(meta),
+            "arch": meta["arch"],
+            "validation": meta.get("validation", {}),
+        },
+    )
+    return target
+
+
+def export_instance_segmenter(bundle: Bundle, fmt: str, target: Path) -> Path:
+    """A Mask R-CNN as TorchScript (``torch.jit.script``: a trace would freeze the number of
+    objects). ONNX is refused: this version does not check torchvision's Mask R-CNN export
+    against the model within a tolerance, so it does not offer one."""
+    if fmt != "torchscript":
+        raise ExportUnsupported(
+            f"{bundle.meta['arch']} (instance masks) exports to torchscript only; ONNX export "
+            "of Mask R-CNN is not offered (not checked against the model in this version)"
+        )
+    with atomic_path(target) as tmp:
+        torch.jit.script(bundle.model.eval()).save(str(tmp))
+    meta = bundle.meta
+    write_json_atomic(
+        target.with_name(target.name + ".json"),
+        {
+            "format": fmt,
+            "file": target.name,
+            "task": "segment",
+            "mode": "instance",
+            "classes": meta["classes"],
+            "input": "a list of float32 CHW images in [0, 1] (the model normalises and resizes)",
+            "output": "(losses, detections): per image boxes (x0, y0, x1, y1), labels (class "
+            "index; 0 is background), scores and masks [n, 1, H, W] (probabilities; an object "
+            "counts from score 0.5, its pixels from mask 0.5)",
             "preprocessing": preprocessing(meta),
             "arch": meta["arch"],
             "validation": meta.get("validation", {}),

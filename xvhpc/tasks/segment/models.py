@@ -13,8 +13,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ...models.detection import TinyBackbone
 from ...models.weights import load_cached_state_dict
 from ...spec.schema import ModelSpec
+from .info import is_instance
 
 # The backbones' ImageNet weights (enum members under torchvision.models): several archs share
 # one file in the cache. The segmentation heads always start fresh (their COCO/VOC weights
@@ -30,6 +32,10 @@ WEIGHTS = {
     "unet_resnet18": "ResNet18_Weights.IMAGENET1K_V1",
     "unet_resnet34": "ResNet34_Weights.IMAGENET1K_V1",
     "fpn_resnet34": "ResNet34_Weights.IMAGENET1K_V1",
+    # Mask R-CNN (instance masks): the whole detector's COCO weights, heads sized by class count
+    # start fresh (as task: detect's COCO weights)
+    "maskrcnn_resnet50_fpn": "detection.MaskRCNN_ResNet50_FPN_Weights.COCO_V1",
+    "maskrcnn_resnet50_fpn_v2": "detection.MaskRCNN_ResNet50_FPN_V2_Weights.COCO_V1",
 }
 SMP = {  # arch → (segmentation_models_pytorch class, encoder)
     "unet_resnet18": ("Unet", "resnet18"),
@@ -120,11 +126,63 @@ def _smp(arch: str, num_classes: int) -> nn.Module:
     return net
 
 
+def maskrcnn_tiny(num_classes: int, image_size: int) -> nn.Module:
+    """A real torchvision Mask R-CNN on a two-layer stride-4 backbone with slim heads (~0.5 M
+    parameters): trains on a CPU in a minute for tests and the demo."""
+    from torchvision.models.detection import MaskRCNN
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+    from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+    from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+    from torchvision.ops import MultiScaleRoIAlign
+
+    width = 64
+    return MaskRCNN(
+        TinyBackbone(width, widths=(32,)),
+        None,  # the predictors below carry the class count
+        min_size=image_size,
+        max_size=image_size,
+        rpn_anchor_generator=AnchorGenerator(((6, 12, 24),), ((0.5, 1.0, 2.0),)),
+        rpn_pre_nms_top_n_train=300, rpn_post_nms_top_n_train=100,
+        rpn_pre_nms_top_n_test=150, rpn_post_nms_top_n_test=50, rpn_batch_size_per_image=64,
+        box_roi_pool=MultiScaleRoIAlign(["0"], 7, 2),
+        box_head=TwoMLPHead(width * 7 * 7, 128),
+        box_predictor=FastRCNNPredictor(128, num_classes),
+        box_batch_size_per_image=64,
+        box_detections_per_img=30,
+        mask_roi_pool=MultiScaleRoIAlign(["0"], 14, 2),
+        mask_head=MaskRCNNHeads(width, [width, width], 1),
+        mask_predictor=MaskRCNNPredictor(width, width, num_classes),
+    )  # fmt: skip
+
+
+def build_instance_segmenter(spec: ModelSpec, num_classes: int, image_size: int) -> nn.Module:
+    """A Mask R-CNN for ``num_classes`` classes, class 0 the background (torchvision's label 0,
+    so data classes and model labels are the same numbers). ``pretrained: coco`` loads the
+    cached COCO weights except the class-count-shaped tensors of the heads."""
+    if spec.arch == "maskrcnn_tiny":
+        return maskrcnn_tiny(num_classes, image_size)
+    import torchvision.models.detection as tvd
+
+    model = getattr(tvd, spec.arch)(
+        weights=None, weights_backbone=None, num_classes=num_classes,
+        min_size=image_size, max_size=image_size,
+    )  # fmt: skip
+    if spec.pretrained == "coco":
+        own = model.state_dict()
+        state = load_cached_state_dict(spec.arch)
+        fits = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+        model.load_state_dict(fits, strict=False)
+    return model
+
+
 def build_segmenter(spec: ModelSpec, num_classes: int, image_size: int) -> nn.Module:
-    """The segmenter of a spec for ``num_classes`` data classes (one output channel each).
+    """The segmenter of a spec for ``num_classes`` data classes (one output channel each), or
+    a Mask R-CNN for an instance arch.
 
     ``pretrained: imagenet`` loads the backbone's cached ImageNet weights (never the network);
     the head starts fresh."""
+    if is_instance(spec.arch):
+        return build_instance_segmenter(spec, num_classes, image_size)
     if spec.arch == "unet_tiny":
         if spec.pretrained not in ("none", None):
             raise ValueError("unet_tiny has no pretrained weights (model.pretrained: none)")

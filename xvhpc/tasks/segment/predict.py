@@ -28,10 +28,12 @@ from ...models.bundle import Bundle
 from ...rundir.records import ChunkDamaged, PredictJob, PredictLayout
 from ...util import write_json_atomic, write_text_atomic
 from .draw import overlay_png
-from .info import INFO
+from .info import INFO, is_instance
+from .instances import MASK_AT, SCORE_AT
 from .metrics import IGNORE
 
 MASKS = "masks"  # OUT/masks/<input's relative path>.png
+INSTANCES = "instances"  # OUT/instances/<input's relative path>.json (Mask R-CNN)
 
 
 @torch.no_grad()
@@ -72,6 +74,66 @@ def segment_frame(bundle: Bundle, frame: np.ndarray) -> np.ndarray:
     mask = sums.argmax(0).to(torch.uint8)
     mask[~covered] = IGNORE
     return mask.numpy()
+
+
+def instances_frame(bundle: Bundle, frame: np.ndarray) -> tuple[np.ndarray, list[dict]]:
+    """A Mask R-CNN on a decoded frame: the label map its objects paint (score ≥ .5, mask ≥ .5,
+    the surest on top; ``IGNORE`` where no model input covered) and each such object as
+    ``{label, confidence, box, mask_rle}`` in the frame's pixels, surest first. Each tile's
+    mask probabilities go back through the resize geometry (bilinear), as semantic logits do;
+    an object two tiles share is one object per tile."""
+    from .maskrcnn import objects_of
+
+    opts = bundle.decode_options
+    height, width = frame.shape[:2]
+    tiles = resize(frame, opts.size, opts.resize, opts.tile_grid)
+    found = objects_of(bundle.model, torch.from_numpy(np.stack(tiles)), bundle.device)
+    kept: list[tuple[float, int, tuple[int, int], np.ndarray]] = []
+    covered = np.zeros((height, width), bool)
+    for f, (sx0, sy0, sx1, sy1, ox0, oy0, ox1, oy1) in zip(
+        found, windows(width, height, opts.size, opts.resize, opts.tile_grid), strict=True
+    ):
+        covered[sy0:sy1, sx0:sx1] = True
+        sure = f.scores >= SCORE_AT
+        if not sure.any():
+            continue
+        part = torch.from_numpy(f.masks[sure][:, None, oy0:oy1, ox0:ox1])
+        back = F.interpolate(part, size=(sy1 - sy0, sx1 - sx0), mode="bilinear",
+                             align_corners=False)[:, 0].numpy() >= MASK_AT  # fmt: skip
+        for score, label, binary in zip(f.scores[sure], f.labels[sure], back, strict=True):
+            if binary.any():
+                kept.append((float(score), int(label), (sx0, sy0), binary))
+    kept.sort(key=lambda k: -k[0])
+    mask = np.zeros((height, width), np.uint8)
+    for _, label, (x, y), binary in reversed(kept):  # the surest painted last: on top
+        mask[y : y + binary.shape[0], x : x + binary.shape[1]][binary] = label
+    mask[~covered] = IGNORE
+    return mask, [_object(bundle.classes, *k, (height, width)) for k in kept]
+
+
+def _object(
+    classes: list[str], score: float, label: int, at: tuple[int, int], binary: np.ndarray,
+    shape: tuple[int, int],
+) -> dict:  # fmt: skip
+    """One object's JSON: label, confidence, box (pixel edges) and its mask as COCO RLE."""
+    from pycocotools import mask as coco_mask
+
+    ys, xs = np.nonzero(binary)
+    x, y = at
+    full = np.zeros(shape, np.uint8, order="F")
+    full[y : y + binary.shape[0], x : x + binary.shape[1]] = binary
+    code = coco_mask.encode(full)
+    return {
+        "label": classes[label],
+        "confidence": round(score, 4),
+        "box": [
+            float(x + xs.min()),
+            float(y + ys.min()),
+            float(x + xs.max() + 1),
+            float(y + ys.max() + 1),
+        ],  # fmt: skip
+        "mask_rle": {"size": [int(v) for v in code["size"]], "counts": code["counts"].decode()},
+    }
 
 
 def areas(mask: np.ndarray, classes: list[str]) -> dict[str, dict[str, float]]:
@@ -131,12 +193,21 @@ def _csv(rows: list[list]) -> str:
 
 def predict_rows(bundle: Bundle, items: list[dict[str, str]], out: Path) -> tuple[str, int, int]:
     """CSV rows (no header) of per-class areas, one per file, and its mask PNG under
-    OUT/masks/; with the counts predicted and skipped."""
+    OUT/masks/ (a Mask R-CNN: also its objects under OUT/instances/<file>.json); with the
+    counts predicted and skipped."""
     rows, done = [], 0
     classes = bundle.classes
+    instance = is_instance(bundle.meta["arch"])
     for item in items:
         try:
-            mask = segment_image(bundle, item["path"], item["rel"])
+            frame = decode_frame(bundle, item["path"], item["rel"])
+            if instance:
+                mask, objects = instances_frame(bundle, frame)
+                found = out / INSTANCES / f"{item['rel']}.json"
+                found.parent.mkdir(parents=True, exist_ok=True)
+                write_text_atomic(found, json.dumps({"path": item["rel"], "instances": objects}))
+            else:
+                mask = segment_frame(bundle, frame)
             rel = f"{MASKS}/{item['rel']}.png"
             (out / rel).parent.mkdir(parents=True, exist_ok=True)
             (out / rel).write_bytes(mask_png(mask))
@@ -201,11 +272,17 @@ def serve_response(
     fraction as the confidence, largest first, at most ``top_k``), each class's pixels and
     fraction, and the mask in the uploaded image's pixels as a PNG (base64) and as COCO RLE per
     class; ``heatmap``: the mask drawn over the image too (``heatmap`` field, a PNG). The
-    threshold does not apply (every pixel gets its most probable class)."""
+    threshold does not apply (every pixel gets its most probable class). A Mask R-CNN answers
+    its objects (score ≥ .5) as the predictions (label, confidence, box) and in ``instances``
+    (with each mask as RLE), and the label map they paint."""
     frame = decode_frame(bundle, data, name)
-    mask = segment_frame(bundle, frame)
+    objects = None
+    if is_instance(bundle.meta["arch"]):
+        mask, objects = instances_frame(bundle, frame)
+    else:
+        mask = segment_frame(bundle, frame)
     found = areas(mask, bundle.classes)
-    drawn = {}
+    drawn: dict = {}
     if heatmap:
         drawn = {
             "heatmap": base64.b64encode(overlay_png(frame, mask)).decode(),
@@ -216,6 +293,9 @@ def serve_response(
         for c, a in sorted(found.items(), key=lambda kv: -kv[1]["fraction"])
         if a["pixels"]
     ][:top_k]
+    if objects is not None:  # a Mask R-CNN: one prediction per object, surest first
+        predictions = [{k: o[k] for k in ("label", "confidence", "box")} for o in objects][:top_k]
+        drawn["instances"] = objects
     return {
         "predictions": predictions,
         "areas": found,

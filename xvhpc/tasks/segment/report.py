@@ -34,9 +34,23 @@ def report_section(eval_dir: Path, m: dict) -> str:
         if (eval_dir / s).is_file()
     )
     return (
-        f"<h3>Segmentation, point {m['point']}</h3><p>mIoU {show(m['miou'])}; mean Dice "
+        f"<h3>Segmentation, point {m['point']}</h3>{_mask_ap(m)}<p>mIoU {show(m['miou'])}; mean Dice "
         f"{show(m['dice'])}{distance}; pixel accuracy {show(m['pixel_accuracy'])} on {m['images']} images, "
         f"{m['pixels']} scored pixels (95 % bootstrap over {html.escape(str(m['unit']))}s; means "
         f"over the classes present)</p>{per_class}<p>Pixel confusion matrix</p>{matrix}"
         f"<p>Each image: true mask (left), predicted mask (right)</p>{pics}"
+    )
+
+
+def _mask_ap(m: dict) -> str:
+    """A Mask R-CNN's mask AP (COCO segm) with intervals and per class; "" for semantic runs
+    (whose label maps the figures below are; for Mask R-CNN: the map its objects paint)."""
+    if "mask_map" not in m:
+        return ""
+    rows = [[c, show(v)] for c, v in m["per_class_mask_ap"].items()]
+    return (
+        f"<p>Instance masks (Mask R-CNN): mask AP@[.5:.95] {show(m['mask_map'])}; AP@.5 "
+        f"{show(m['mask_map50'])} over {m['objects']} objects (COCO segm, 95 % bootstrap over "
+        f"{html.escape(str(m['unit']))}s). The figures below score the label map the objects "
+        f"paint (score ≥ .5, mask ≥ .5).</p>{table(['class', 'mask AP (95 % CI)'], rows)}"
     )

@@ -4,6 +4,10 @@ Each image: a patient of its own (position, build, exposure: ``data/synth.py``'s
 dark lung fields (class 1, ``lung``) and, in most images, a bright round device (class 2,
 ``device``: a pacemaker-like blob) somewhere on the chest; the rest is class 0, ``background``.
 Writes ``images/``, ``masks/`` and ``labels.json``; deterministic for a seed.
+
+Beside them, ``instances/`` holds the instance variant (Mask R-CNN, COCO): images of separate
+and touching objects of two classes, ``device`` (bright discs, RLE) and ``marker`` (dimmer
+squares, polygons), on the same X-ray-like field, with ``instances/instances.json``.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from PIL import Image, ImageDraw
 from ...data.synth import patient_field
 
 CLASSES = ("background", "lung", "device")
+OBJECTS = ("device", "marker")  # the instance variant's categories (ids 1, 2)
 
 
 def chest(size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -62,10 +67,86 @@ def make_segmentation_dataset(
     return out
 
 
+def _place(size: int, rng: np.random.Generator, placed: list) -> tuple[int, float, float, float]:
+    """(category, x, y, radius) of one more object: beside the last one, touching it, one time
+    in three (two objects of one class that only a model of instances tells apart), else free."""
+    cat = int(rng.integers(1, 3))
+    r = float(rng.uniform(0.08, 0.13) * size)
+    if placed and rng.random() < 0.35:
+        cat, px, py, pr = placed[-1]
+        x, y = px + pr + r, py
+        if x + r < size - 1:
+            return cat, x, y, r
+    return cat, float(rng.uniform(r + 1, size - r - 1)), float(rng.uniform(r + 1, size - r - 1)), r
+
+
+def objects(size: int, rng: np.random.Generator) -> tuple[np.ndarray, list[tuple[int, np.ndarray]]]:
+    """One gray image and its objects (category, boolean mask), 1 to 4 each, no overlaps."""
+    pixels = np.full((size, size), 60, np.float32) + patient_field(size, rng, 12.0)
+    taken = np.zeros((size, size), bool)
+    placed: list = []
+    found = []
+    yy, xx = np.mgrid[0:size, 0:size] + 0.5
+    for _ in range(int(rng.integers(1, 5))):
+        cat, x, y, r = _place(size, rng, placed)
+        if cat == 1:
+            mask = (xx - x) ** 2 + (yy - y) ** 2 <= r * r
+        else:
+            mask = (np.abs(xx - x) <= r) & (np.abs(yy - y) <= r)
+        if (mask & taken).any() or not mask.any():
+            continue
+        taken |= mask
+        placed.append((cat, x, y, r))
+        pixels[mask] = rng.uniform(220, 245) if cat == 1 else rng.uniform(140, 165)
+        found.append((cat, mask))
+    pixels += rng.normal(0, 6, (size, size)).astype(np.float32)
+    return np.clip(pixels, 0, 255).astype(np.uint8), found
+
+
+def _segmentation(cat: int, mask: np.ndarray) -> object:
+    """Discs as compressed RLE, squares as their outline polygon (both COCO forms)."""
+    if cat == 2:
+        ys, xs = np.nonzero(mask)
+        x0, y0, x1, y1 = int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+        return [[x0, y0, x1, y0, x1, y1, x0, y1]]
+    from pycocotools import mask as coco
+
+    code = coco.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": [int(v) for v in code["size"]], "counts": code["counts"].decode()}
+
+
+def make_instance_dataset(out: str | Path, images: int = 40, size: int = 64, seed: int = 0) -> Path:
+    """``images/objNNNNN.png`` and ``instances.json`` (COCO, a ``group`` per image) under
+    ``out``; deterministic for a seed."""
+    out = Path(out)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed + 1)
+    doc: dict = {"images": [], "annotations": [],
+                 "categories": [{"id": i + 1, "name": n} for i, n in enumerate(OBJECTS)]}  # fmt: skip
+    for n in range(images):
+        image, found = objects(size, rng)
+        name = f"images/obj{n:05d}.png"
+        Image.fromarray(image).save(out / name)
+        doc["images"].append({"id": n, "file_name": name, "width": size, "height": size,
+                              "group": f"p{n}"})  # fmt: skip
+        for cat, mask in found:
+            ys, xs = np.nonzero(mask)
+            doc["annotations"].append({
+                "id": len(doc["annotations"]) + 1, "image_id": n, "category_id": cat,
+                "segmentation": _segmentation(cat, mask), "iscrowd": 0, "area": int(mask.sum()),
+                "bbox": [int(xs.min()), int(ys.min()), int(np.ptp(xs)) + 1, int(np.ptp(ys)) + 1],
+            })  # fmt: skip
+    path = out / "instances.json"
+    path.write_text(json.dumps(doc))
+    return path
+
+
 def main(args: argparse.Namespace) -> int:
     images = args.per_class
     path = make_segmentation_dataset(args.out, images, args.size or 64, args.seed)
+    coco = make_instance_dataset(Path(args.out) / "instances", images, args.size or 64, args.seed)
     print(
         f"wrote {images} images with masks of {len(CLASSES)} classes ({', '.join(CLASSES)}): {path}"
+        f"\nand {images} images of objects ({', '.join(OBJECTS)}) for Mask R-CNN: {coco}"
     )
     return 0

@@ -18,6 +18,7 @@ from ...runtime import compat
 from ...runtime.distributed import Context, all_reduce_sum
 from ...spec.schema import ExperimentSpec
 from .dataset import SegmentationDataset
+from .info import is_instance
 from .metrics import IGNORE, scores
 
 
@@ -73,7 +74,13 @@ def segmentation_loss(
     spec: ExperimentSpec, train_set: ShardDataset, num_classes: int, device: torch.device
 ) -> Callable[..., torch.Tensor]:
     """Cross-entropy (ignore index 255; ``class_weights: auto``: median-frequency weights) +
-    MONAI's soft Dice of a batch (the ``loss`` hook)."""
+    MONAI's soft Dice of a batch (the ``loss`` hook); Mask R-CNN's own losses for an instance
+    arch (``maskrcnn.py``)."""
+    if is_instance(spec.model.arch):
+        from .maskrcnn import instance_loss
+
+        assert isinstance(train_set, SegmentationDataset)
+        return instance_loss(train_set)
     weight = None
     if spec.train.class_weights == "auto" and isinstance(train_set, SegmentationDataset):
         weight = pixel_weights(train_set, num_classes).to(device)
@@ -115,8 +122,14 @@ def validate_segmenter(
     model: nn.Module, dataset: ShardDataset, ctx: Context, batch_size: int, classes: list[str]
 ) -> dict[str, float]:
     """Validation loss (CE + Dice per batch, image-weighted), mIoU and mean Dice from the pixel
-    confusion matrix; ranks take disjoint slices and sum the matrix and the loss."""
+    confusion matrix; ranks take disjoint slices and sum the matrix and the loss. A Mask R-CNN
+    is scored on the label maps its objects paint (``maskrcnn.validate_instances``)."""
     k = len(classes)
+    from .maskrcnn import is_maskrcnn, validate_instances
+
+    if is_maskrcnn(model):
+        assert isinstance(dataset, SegmentationDataset)
+        return validate_instances(model, dataset, ctx, batch_size, k)
     criterion = nn.CrossEntropyLoss(ignore_index=IGNORE)
     dice = dice_loss()
     model.eval()

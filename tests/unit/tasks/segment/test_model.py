@@ -25,7 +25,9 @@ from xvhpc.tasks.segment.train import dice_loss, joint_augment, pixel_weights
 # ------------------------------------------------------------------ models
 
 
-@pytest.mark.parametrize("arch", ["unet_tiny", *seg_models.WEIGHTS])
+@pytest.mark.parametrize(
+    "arch", ["unet_tiny", *(a for a in seg_models.WEIGHTS if not a.startswith("maskrcnn"))]
+)
 def test_every_arch_gives_logits_at_the_input_size(arch: str) -> None:
     model = seg_models.build_segmenter(ModelSpec(arch=arch, pretrained="none"), 3, 64).eval()
     with torch.no_grad():

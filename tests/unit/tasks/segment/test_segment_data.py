@@ -355,7 +355,7 @@ def test_shards_store_masks_compressed_and_the_dataset_reads_them(tmp_path: Path
         assert image.shape == (32, 32, 1) and mask.dtype.is_floating_point is False
         assert np.array_equal(mask.numpy(), records[3].target.astype(np.int64))
         batch = dataset.__getitems__([4, 0, 2])
-        images, masks = SegmentationDataset.collate(batch)
+        images, masks = dataset.collate(batch)
         assert images.shape == (3, 32, 32, 1) and masks.shape == (3, 32, 32)
         assert np.array_equal(masks[0].numpy(), records[4].target)
         assert np.array_equal(images[1].numpy(), records[0].image)
