@@ -2,10 +2,12 @@
 evaluate → report, COCO objects of two classes, some touching), then serve, predict and the
 TorchScript export of its model giving the same objects.
 
-Measured (2 shared CPU cores, OMP_NUM_THREADS=1, about 90 s): 40 images of 48 px, 150 AdamW
-iterations of batch 8 → mask AP@.5 0.926 (95 % bootstrap CI 0.802–1.000 over the 10 validation
-images, 20 objects), AP@[.5:.95] 0.574 (0.465–0.684); the painted label maps' mIoU 0.879
-(0.859–0.893). The test asserts AP@.5 ≥ 0.70 and mIoU ≥ 0.75, margins below the intervals."""
+Measured (2 shared CPU cores, OMP_NUM_THREADS=1, about 70 s): 40 images of 48 px, 100 AdamW
+iterations of batch 8 → mask AP@.5 0.820 (95 % bootstrap CI 0.633–0.979 over the 10 validation
+images, 20 objects), AP@[.5:.95] 0.448 (0.331–0.575); the painted label maps' mIoU 0.736
+(0.618–0.822). The test asserts AP@.5 ≥ 0.55 and mIoU ≥ 0.55, margins below the intervals'
+lower ends (an untrained model scores about 0). 150 iterations (about 90 s) reach AP@.5 0.926
+(0.802–1.000), AP@[.5:.95] 0.574 (0.465–0.684), mIoU 0.879 (0.859–0.893)."""
 
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from PIL import Image
 from tests.conftest import tiny_spec, xv
 from xvhpc.registry import load_task
 
-AP50_FLOOR, MIOU_FLOOR = 0.70, 0.75
+AP50_FLOOR, MIOU_FLOOR = 0.55, 0.55
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +39,7 @@ def instance_run(tmp_path_factory) -> Path:
         task="segment",
         data={"image_size": 48, "coco": {"group_field": "group"}},
         model={"arch": "maskrcnn_tiny", "pretrained": "none"},
-        train={"max_iterations": 150, "val_every": 75, "checkpoint_every": 75,
+        train={"max_iterations": 100, "val_every": 50, "checkpoint_every": 50,
                "learning_rate": 0.003, "optimizer": "adamw", "batch_size": 8},
         evaluate={"bootstrap": 1000},
     )  # fmt: skip
