@@ -135,8 +135,37 @@ def test_walltime_signal_and_scontrol_requeue_resume(
     assert sum(1 for e in events if e.get("event") == "resumed") == 2
     iterations = [e["iteration"] for e in events if "loss" in e]
     assert iterations == list(range(1, 161)), "lost or repeated iterations across requeues"
-    # both interruptions exited 75 after a checkpoint, so the script counted two requeues
-    assert "requeued 2x" in xv("status", str(run)).stdout
+    # the walltime warning requeued from the script (counted); scontrol requeue is Slurm's own:
+    # the script saw SIGTERM, checkpointed and left the requeue to Slurm (a cancel also sends
+    # SIGTERM, and must end the job: test_cancel_while_training_ends_the_job)
+    assert "requeued 1x" in xv("status", str(run)).stdout
+    assert "not requeued by this script" in xv("logs", str(run), "train", "--lines", "400").stdout
+
+
+@pytest.mark.slurm
+def test_cancel_while_training_ends_the_job(slurm_up, tmp_path: Path, demo_data: Path) -> None:
+    """xvhpc cancel (scancel) of a training job that is running: the trainer checkpoints on the
+    SIGTERM, but the job stays cancelled, never requeued by its own script."""
+    spec = tiny_spec(
+        tmp_path / "spec.yaml",
+        demo_data,
+        name="slurm-cancel",
+        data={"image_size": 32},
+        train={"max_iterations": 100000, "checkpoint_every": 5, "val_every": 100000},
+    )
+    run = tmp_path / "run"
+    xv("submit", str(spec), "--site", "local-slurm", "--out", str(run))
+    train_id = json.loads((run / "jobs.json").read_text())["steps"]["train"]["job_id"]
+    wait_iteration(run, 3)
+    xv("cancel", str(run))
+    states = wait_final(run, timeout=300)
+    assert states["train"]["state"].startswith("CANCELLED"), states
+    time.sleep(3)  # a requeue would show in the job's history within the script's exit
+    history = subprocess.run(
+        ["sacct", "-D", "-X", "-n", "-P", "-j", train_id, "-o", "State"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    assert "REQUEUED" not in history and not (run / "train" / "requeues-0").exists(), history
 
 
 def test_submit_test_only_asks_slurm_and_queues_nothing(

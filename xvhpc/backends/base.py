@@ -20,6 +20,7 @@ import this module on every rank, and the spec never imports it (backends → sp
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import socket
 import sys
@@ -58,6 +59,20 @@ __all__ = [
     "render_tokens",
     "shell_join",
 ]
+
+# A job id as schedulers print them (Slurm arrays 12_3, LSF arrays 12[3]): what a run dir's
+# jobs.json may hold before it reaches an argv (``--user=me`` must never become an option)
+JOB_ID = re.compile(r"[0-9][0-9_.\[\]]{0,40}")
+
+
+def checked_job_ids(job_ids: list[str], where: str) -> list[str]:
+    """``job_ids`` unchanged when each is a job id; ``UserError`` naming ``where`` (the file
+    they came from) otherwise: a shared run dir's jobs.json is data, never a command's flags."""
+    bad = [str(i) for i in job_ids if not JOB_ID.fullmatch(str(i))]
+    if bad:
+        raise UserError(f"{where}: {bad[0][:40]!r} is not a job id; not cancelling")
+    return [str(i) for i in job_ids]
+
 
 # Normalised job states every scheduler maps its own onto (Slurm's names).
 FINAL_OK = frozenset({"COMPLETED"})

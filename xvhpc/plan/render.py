@@ -21,7 +21,7 @@ _RUN_WITH_SIGNALS = r"""xvhpc_run() {  # run "$@" in the background; forward wal
   "$@" &
   local pid=$! rc=0
   trap 'kill -s USR1 "$pid" 2>/dev/null || true' USR1 USR2
-  trap 'kill -s TERM "$pid" 2>/dev/null || true' TERM
+  trap 'xvhpc_term=1; kill -s TERM "$pid" 2>/dev/null || true' TERM
   [ "${xvhpc_late:-0}" -eq 0 ] || kill -s USR1 "$pid" 2>/dev/null || true  # it came before
   while :; do
     wait "$pid" && rc=0 || rc=$?
@@ -78,7 +78,7 @@ xvhpc_pool() {  # points [$1, $2) on $3 slots: a freed slot starts the next poin
   local base_port=${MASTER_PORT:-BASE_PORT}
   local -A slot_of=() point_of=()
   trap 'stop=1; for q in "${!slot_of[@]}"; do kill -s USR1 "$q" 2>/dev/null || true; done' USR1 USR2
-  trap 'stop=1; for q in "${!slot_of[@]}"; do kill -s TERM "$q" 2>/dev/null || true; done' TERM
+  trap 'stop=1; xvhpc_term=1; for q in "${!slot_of[@]}"; do kill -s TERM "$q" 2>/dev/null || true; done' TERM
   for ((slot = 0; slot < width && point < last; slot++)); do xvhpc_start "$slot"; done
   if [ "${xvhpc_late:-0}" -eq 1 ]; then kill -s USR1 "${!slot_of[@]}" 2>/dev/null || true; stop=1; fi
   while [ "${#slot_of[@]}" -gt 0 ]; do
@@ -117,10 +117,12 @@ def _requeue_block(
     then: tuple[str, ...] = (),
     packed: bool = False,
 ) -> list[str]:
-    """Run ``run`` into ``$rc``; when it checkpointed (rank 0's marker, or exit 75) requeue the
-    job, at most ``train.max_requeues`` times, counting in point ``$index_var``'s counter. The
-    marker decides, not the exit code: srun --kill-on-bad-exit turns 75 into 137 (issue 22 N4);
-    a packed pool reads each point's marker itself."""
+    """Run ``run`` into ``$rc``; when it checkpointed (rank 0's marker, or exit 75) on a
+    walltime warning (USR1/USR2) requeue the job, at most ``train.max_requeues`` times,
+    counting in point ``$index_var``'s counter; on SIGTERM (a cancel, or the scheduler's own
+    requeue or preemption) never. The marker decides, not the exit code: srun
+    --kill-on-bad-exit turns 75 into 137 (issue 22 N4); a packed pool reads each point's marker
+    itself."""
     scheduler = get_scheduler(site.scheduler)
     spec_max = plan.max_requeues
     marker = requeue_marker_shell(index_var)
@@ -133,7 +135,12 @@ def _requeue_block(
             if not packed
             else []
         ),
-        f'if [ "$rc" -eq {REQUEUE_EXIT} ]; then  # checkpointed on a walltime/preemption signal',
+        # SIGTERM is a cancel (scancel, bkill), or the scheduler requeueing or preempting the
+        # job itself: checkpointed, never requeued from here (a cancel must end the job)
+        f'if [ "$rc" -eq {REQUEUE_EXIT} ] && [ "${{xvhpc_term:-0}}" -eq 1 ]; then',
+        '  echo "xvhpc: checkpoint written on SIGTERM (cancelled, or requeued/preempted by the '
+        'scheduler): not requeued by this script" >&2',
+        f'elif [ "$rc" -eq {REQUEUE_EXIT} ]; then  # checkpointed on a walltime warning signal',
         f"  count_file={requeue_counter_shell(index_var)}",
         '  count=$(cat "$count_file" 2>/dev/null || echo 0)',
         f'  if [ "$count" -lt {spec_max} ]; then',

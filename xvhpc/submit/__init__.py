@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..backends.base import Scheduler, get_scheduler, job_env
+from ..backends.base import Scheduler, checked_job_ids, get_scheduler, job_env
 from ..backends.commands import CommandRunner, SchedulerCommandError, TransientCommandError
 from ..backends.local.runner import run_local
 from ..plan.model import Plan
@@ -295,7 +295,7 @@ def cancel_run(root: Path, runner: CommandRunner | None = None) -> int:
         print("xvhpc: nothing to cancel", file=sys.stderr)
         return 1
     runner = runner or CommandRunner()
-    ids = [s["job_id"] for s in jobs["steps"].values()]
+    ids = checked_job_ids([s["job_id"] for s in jobs["steps"].values()], str(root / JOBS))
     argv = get_scheduler(jobs["scheduler"]).cancel_argv(ids)
     try:
         runner.run(argv)

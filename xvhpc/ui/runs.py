@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import stat
 import threading
 import time
@@ -15,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..backends.base import checked_job_ids
 from ..backends.commands import CommandRunner, SchedulerCommandError
 from ..rundir import JOBS, Layout
 from ..rundir.records import Progress
@@ -26,7 +26,6 @@ from .security import inside
 CURVE_LINES = 20_000  # metrics.jsonl lines read per point (the newest), however long a run ran
 LOG_TAIL_BYTES = 16 << 10
 MAX_RECORD = 8 << 20  # bytes of one JSON record of a run (plan, jobs, progress, leaderboard)
-JOB_ID = re.compile(r"[0-9][0-9_.\[\]]{0,40}")  # a Slurm/LSF job id (arrays: 12_3, 12[3])
 
 
 def record(path: Path, default: Any = None) -> Any:
@@ -262,7 +261,7 @@ def job_ids(root: Path) -> list[str]:
     jobs = _mapping(root / JOBS)
     steps = jobs.get("steps")
     ids = [_job(jobs, s) for s in steps] if isinstance(steps, dict) else []
-    bad = [i for i in ids if not JOB_ID.fullmatch(i)]
-    if bad:
-        raise CorruptFile(f"{root / JOBS}: {bad[0][:40]!r} is not a job id; not cancelling")
-    return ids
+    try:
+        return checked_job_ids(ids, str(root / JOBS))
+    except UserError as exc:
+        raise CorruptFile(str(exc)) from None

@@ -281,6 +281,20 @@ def test_lsf_cancel_bkills_every_job(fake_lsf) -> None:
     assert sorted(last["argv"]) == ["1000", "1001", "1002", "1003"]
 
 
+def test_cancel_refuses_a_jobs_json_whose_ids_are_options(fake_lsf) -> None:
+    """A shared run dir's jobs.json edited to hold ``--user=me`` (bkill/scancel would take it
+    as a flag and cancel every job of the user): refused, nothing run."""
+    env, state, run = fake_lsf
+    _lsf_submit(env, run)
+    jobs = json.loads((run / "jobs.json").read_text())
+    jobs["steps"]["train"]["job_id"] = "-u all"
+    (run / "jobs.json").write_text(json.dumps(jobs))
+    before = len(_calls(state))
+    proc = xv("cancel", str(run), env=env, check=False)
+    assert proc.returncode != 0 and "'-u all' is not a job id" in proc.stderr
+    assert "Traceback" not in proc.stderr and len(_calls(state)) == before
+
+
 def test_submit_retries_transient_scheduler_errors(tmp_path: Path) -> None:
     """A controller time-out is retried; a real error is not."""
     from xvhpc.backends.commands import CommandRunner, SchedulerCommandError
