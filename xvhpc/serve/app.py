@@ -31,6 +31,8 @@ class Prediction(BaseModel):
     box: list[float] | None = Field(
         None, description="detection models: x0, y0, x1, y1 in the uploaded image's pixels"
     )
+    start: float | None = Field(None, description="action models: the segment's start (s)")
+    end: float | None = Field(None, description="action models: the segment's end (s)")
 
 
 class PredictResponse(BaseModel):
