@@ -22,7 +22,9 @@ def test_the_registry_finds_every_task_folder() -> None:
 
 
 def test_an_unknown_task_lists_the_known_ones() -> None:
-    with pytest.raises(UnknownName, match=r"did you mean detect\?.*known: detect, classify"):
+    with pytest.raises(
+        UnknownName, match=r"did you mean detect\?.*known: detect, action, classify"
+    ):
         task_info("detekt")
 
 

@@ -40,9 +40,17 @@ TINY: dict[str, dict] = {
             "evaluate": {"bootstrap": 1000},
         },
     },
+    "action": {
+        "synth": {"per_class": 5, "size": 32},  # 10 videos of 6 s at 8 fps, 32 px
+        "spec": {
+            "data": {"image_size": 32, "channels": 3, "resize": "squash"},
+            "model": {"arch": "c3d_tiny", "pretrained": "none"},
+            "evaluate": {"bootstrap": 1000},
+        },
+    },
 }
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # 2 shared cores: no spinning thread pools
-IMAGES = (".png", ".jpg", ".jpeg", ".dcm")
+IMAGES = (".png", ".jpg", ".jpeg", ".dcm", ".mp4")  # what a task predicts on: videos too
 
 
 def _synth(name: str, out: Path) -> Path:

@@ -1,0 +1,1 @@
+"""Action detection: when an action happens in a video (issue 27)."""
