@@ -18,8 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..data.catalog import display_name, read_csv_text
+from ..data.video import VIDEO_SUFFIXES
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".dcm", ".dicom")
+# images, and videos (data.video, task: action): what a path column holds
+IMAGE_SUFFIXES = (
+    ".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".dcm", ".dicom", *VIDEO_SUFFIXES
+)  # fmt: skip
 LABEL_WORDS = ("label", "class", "finding", "diagnosis", "category", "target", "outcome", "y")
 GROUP_WORDS = ("patient", "subject", "participant", "case", "person", "study", "group")
 PATH_WORDS = ("path", "file", "filename", "file_name", "image", "img")

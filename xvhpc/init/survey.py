@@ -21,6 +21,7 @@ from ..data.catalog import display_name
 from ..data.decode import BadImage, DecodeOptions, decode, sniff
 from ..data.dedupe import dhash, near_duplicates
 from ..data.sample import Catalog, CatalogError
+from ..data.video import VIDEO_SUFFIXES, BadVideo
 from ..registry import DEFAULT_TASK, load_task, task_info
 from ..spec.schema import DataSpec
 from .columns import ColumnError, guess_coco_group, guess_csv
@@ -73,7 +74,8 @@ def source_kind(source: Path) -> str:
 
 
 def guess_task(source: Path, kind: str, columns: list[str], doc: dict | None) -> tuple[str, str]:
-    """(task, why) from the shape of the data: boxes → detect, masks → segment, else the
+    """(task, why) from the shape of the data: boxes → detect, masks → segment, time segments
+    → action, else the
     default; the task names come from the registry, so an unregistered one is never chosen."""
     known = set(_known_tasks())
     guess, why = DEFAULT_TASK, "one label per image"
@@ -81,6 +83,8 @@ def guess_task(source: Path, kind: str, columns: list[str], doc: dict | None) ->
         guess, why = "segment", "images/ and masks/ folders"
     elif kind == "csv" and {"x0", "y0", "x1", "y1"} <= set(columns):
         guess, why = "detect", "box columns x0, y0, x1, y1"
+    elif kind == "csv" and {"start", "end"} <= set(columns):
+        guess, why = "action", "time-segment columns start, end"
     elif doc is not None:
         anns = [a for a in doc.get("annotations", []) if isinstance(a, dict)]
         boxes = sum("bbox" in a for a in anns)
@@ -172,6 +176,17 @@ def header(path: str) -> tuple[str, int, int, bool]:
         raise BadImage(f"not an image PIL can read: {type(exc).__name__}: {exc}") from None
 
 
+def video_header(path: str, max_pixels: int) -> tuple[str, int, int, bool]:
+    """(format, width, height, one channel) of a video from its container's header (PyAV,
+    imported only here); ``BadVideo`` with the reason, as ingest would give it."""
+    from ..data.video import VideoOptions, open_video
+    from ..data.video import header as stream_header
+
+    with open_video(path) as container:
+        found = stream_header(container, VideoOptions(), max_pixels)
+        return f"video ({Path(path).suffix.lower().lstrip('.')})", found.width, found.height, False
+
+
 def inspect_files(survey: Survey, max_pixels: int) -> None:
     """Headers, sizes and dHashes of the listed images (at most MAX_INSPECT, evenly spread);
     a file that ingest would skip gets ingest's reason (the same decoder, reduced)."""
@@ -181,6 +196,15 @@ def inspect_files(survey: Survey, max_pixels: int) -> None:
     entries = []
     opts = DecodeOptions(**{**HASH_OPTIONS.__dict__, "max_pixels": max_pixels})
     for sample in chosen:
+        if sample.path.lower().endswith(VIDEO_SUFFIXES):  # its header only: no frame decoded
+            try:
+                fmt, width, height, gray = video_header(sample.path, max_pixels)
+            except BadVideo as exc:
+                survey.unreadable.append({"path": sample.rel, "reason": str(exc)})
+                continue
+            survey.formats[fmt] += 1
+            survey.sizes.append((width, height))
+            continue
         try:
             fmt, width, height, gray = header(sample.path)
             frame = decode(sample.path, opts, name=sample.rel)[0]
