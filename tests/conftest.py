@@ -71,7 +71,7 @@ def wait_final(run: Path, timeout: float = 420) -> dict:
         time.sleep(2)
 
 
-def wait_iteration(run: Path, at_least: int, timeout: float = 240) -> int:
+def wait_iteration(run: Path, at_least: int, timeout: float = 480) -> int:
     """Poll a run's progress.json until training runs at ``at_least`` iterations or more."""
     progress = run / "train" / "0" / "progress.json"
     deadline = time.monotonic() + timeout
@@ -175,8 +175,14 @@ def _needs_shared_data(item: pytest.Item) -> bool:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skip, with one line of reason, the tests that need ``../shared/data`` when it is absent
-    (a fresh clone); where it is present (CI, the developers' machines) they run."""
+    """The end-to-end tests (real Slurm, OpenLava, launchers, containers) form one xdist group:
+    with ``-n 2 --dist loadgroup`` (scripts/test.sh) they run one after another on one worker,
+    never two jobs of theirs on the 2-node cluster at once, while the other worker runs the
+    unit tests. Skip, with one line of reason, the tests that need ``../shared/data`` when it
+    is absent (a fresh clone); where it is present (CI, the developers' machines) they run."""
+    for item in items:
+        if item.get_closest_marker("e2e") is not None:
+            item.add_marker(pytest.mark.xdist_group("e2e"))
     if SHARED_DATA.is_dir():
         return
     skip = pytest.mark.skip(reason=f"needs the real chest X-rays at {SHARED_DATA} (absent)")

@@ -93,8 +93,8 @@ def demo_run(tmp_path_factory) -> Path:
         data={"image_size": 32, "channels": 3, "resize": "squash", "shards": 1,
               "split": {"validation": 0.34, "seed": 1}},
         model={"arch": "c3d_tiny", "pretrained": "none"},
-        train={"max_iterations": 240, "batch_size": 16, "learning_rate": 0.003,
-               "optimizer": "adamw", "val_every": 80, "checkpoint_every": 80},
+        train={"max_iterations": 120, "batch_size": 16, "learning_rate": 0.003,
+               "optimizer": "adamw", "val_every": 60, "checkpoint_every": 60},
         evaluate={"bootstrap": 1000},
     )  # fmt: skip
     assert main(["run", str(spec), "--out", str(work / "run")]) == 0
