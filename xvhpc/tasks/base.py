@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from ..rundir.records import PredictJob
     from ..rundir.run import RunDir
     from ..runtime.distributed import Context
+    from ..spec.errors import Problem
+    from ..spec.loaded import LoadedSpec
     from ..spec.schema import DataSpec, ExperimentSpec, ModelSpec
 
 
@@ -180,3 +182,23 @@ class Task(Protocol):
     def synth(self, args: argparse.Namespace) -> int:
         """``xvhpc demo-data --task <name>``: write a small synthetic dataset of this task."""
         ...
+
+
+def classifier_only(spec: ExperimentSpec) -> dict[str, bool]:
+    """The settings only a classifier honours (a custom model module, a frozen backbone,
+    Horovod, balanced sampling), each with whether ``spec`` sets it: the other tasks refuse
+    them by ``refuse``."""
+    t = spec.train
+    return {
+        "model.import": spec.model.import_ is not None,
+        "model.freeze_backbone": spec.model.freeze_backbone,
+        "train.backend": t.backend == "horovod",
+        "train.balanced_sampling": t.balanced_sampling,
+    }
+
+
+def refuse(loaded: LoadedSpec, task: str, used: dict[str, bool]) -> list[Problem]:
+    """A problem at the line of each key of ``used`` that the spec sets: ``task`` cannot do it."""
+    return [
+        loaded.problem(key, f"not supported with task: {task}") for key, on in used.items() if on
+    ]

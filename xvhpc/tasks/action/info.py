@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..base import TaskInfo
+from ..base import TaskInfo, classifier_only, refuse
 
 if TYPE_CHECKING:
     from ...spec.errors import Problem
@@ -39,19 +39,14 @@ def check(loaded: LoadedSpec) -> list[Problem]:
         )
     t = spec.train
     unsupported = {
-        "model.import": spec.model.import_ is not None,
-        "model.freeze_backbone": spec.model.freeze_backbone,
-        "train.backend": t.backend == "horovod",
-        "train.balanced_sampling": t.balanced_sampling,
+        **classifier_only(spec),
         "train.class_weights": t.class_weights != "none",
         "data.split.folds": spec.data.split.folds is not None,
         "data.split.select": bool(spec.data.split.select),
         "data.augment": bool(spec.data.augment),
         "train.final_fit": t.final_fit,
     }
-    for key, used in unsupported.items():
-        if used:
-            problems.append(loaded.problem(key, "not supported with task: action"))
+    problems += refuse(loaded, "action", unsupported)
     if spec.data.resize == "tile":
         problems.append(
             loaded.problem(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..base import TaskInfo
+from ..base import TaskInfo, classifier_only, refuse
 
 if TYPE_CHECKING:
     from ...spec.errors import Problem
@@ -32,19 +32,14 @@ def check(loaded: LoadedSpec) -> list[Problem]:
         problems.append(loaded.problem("model.pretrained", "fcos_tiny has no pretrained weights"))
     t = spec.train
     unsupported = {
-        "model.import": spec.model.import_ is not None,
-        "model.freeze_backbone": spec.model.freeze_backbone,
-        "train.backend": t.backend == "horovod",
-        "train.balanced_sampling": t.balanced_sampling,
+        **classifier_only(spec),
         "train.class_weights": t.class_weights != "none",
         "train.label_smoothing": t.label_smoothing > 0,
         "data.split.folds": spec.data.split.folds is not None,
         "data.split.select": bool(spec.data.split.select),
         "train.final_fit": t.final_fit,
     }
-    for key, used in unsupported.items():
-        if used:
-            problems.append(loaded.problem(key, "not supported with task: detect"))
+    problems += refuse(loaded, "detect", unsupported)
     if spec.data.format == "folders":
         problems.append(
             loaded.problem(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..base import TaskInfo
+from ..base import TaskInfo, classifier_only, refuse
 
 if TYPE_CHECKING:
     from ...spec.errors import Problem
@@ -88,16 +88,11 @@ def check(loaded: LoadedSpec) -> list[Problem]:
         problems += _instance_limits(loaded)
     t = spec.train
     unsupported = {
-        "model.import": spec.model.import_ is not None,
-        "model.freeze_backbone": spec.model.freeze_backbone,
-        "train.backend": t.backend == "horovod",
-        "train.balanced_sampling": t.balanced_sampling,
+        **classifier_only(spec),
         "train.label_smoothing": t.label_smoothing > 0,
         "data.split.select": bool(spec.data.split.select),
     }
-    for key, used in unsupported.items():
-        if used:
-            problems.append(loaded.problem(key, "not supported with task: segment"))
+    problems += refuse(loaded, "segment", unsupported)
     if spec.data.format == "csv" and not is_instance(spec.model.arch):
         problems.append(
             loaded.problem(
