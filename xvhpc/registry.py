@@ -58,6 +58,8 @@ class TaskInfo:
     catalog: str = ""
     # the `xvhpc predict --format` review files this task writes (labelstudio, coco); () none
     review_formats: tuple[str, ...] = ()
+    # model.mode choices (segment: semantic, instance); () : the task has one way of modelling
+    modes: tuple[str, ...] = ()
 
     def catalog_builder(self) -> Callable[..., Any] | None:
         """The torch-free catalog builder ``catalog`` names (None where the task names none)."""

@@ -145,6 +145,8 @@ class ModelSpec(Strict):
     pretrained: str = "imagenet"  # imagenet | none | a path to a state dict (detect: coco | none)
     import_: str | None = Field(None, alias="import")
     freeze_backbone: bool = False
+    # a task's way of modelling (segment: semantic | instance); unset: the arch's own
+    mode: str | None = None
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 

@@ -33,6 +33,12 @@ def check_task(loaded: LoadedSpec) -> list[Problem]:
                 info.pretrained,
             )
         )
+    mode = spec.model.mode
+    if mode is not None and mode not in info.modes:
+        where = "has one way of modelling: leave model.mode out" if not info.modes else "models"
+        problems.append(
+            loaded.problem("model.mode", f"{mode!r}: task: {info.name} {where}", info.modes)
+        )
     return problems + _metric_names(loaded) + info.check(loaded)
 
 

@@ -33,6 +33,7 @@ ARCHITECTURES = (
     "maskrcnn_resnet50_fpn_v2",
 )
 INSTANCE_ARCHS = ("maskrcnn_tiny", "maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2")
+SEMANTIC_ARCHS = tuple(a for a in ARCHITECTURES if a not in INSTANCE_ARCHS)
 # imagenet: a semantic model's backbone from the offline cache; coco: a Mask R-CNN's own weights
 PRETRAINED = ("imagenet", "coco", "none")
 NO_WEIGHTS = ("unet_tiny", "maskrcnn_tiny")  # archs without pretrained weights
@@ -42,6 +43,18 @@ IGNORE = 255  # the mask value of pixels that count for no class (crowd regions,
 def is_instance(arch: str) -> bool:
     """Whether ``arch`` segments instances (Mask R-CNN) rather than classes per pixel."""
     return arch in INSTANCE_ARCHS
+
+
+def _mode(loaded: LoadedSpec) -> list[Problem]:
+    """``model.mode`` (optional) agrees with the arch: instance is Mask R-CNN, semantic the rest."""
+    mode, arch = loaded.spec.model.mode, loaded.spec.model.arch
+    if mode == "instance" and not is_instance(arch):
+        why = f"{arch} gives a class per pixel; instance segmentation is Mask R-CNN"
+        return [loaded.problem("model.arch", why, INSTANCE_ARCHS)]
+    if mode == "semantic" and is_instance(arch):
+        why = f"{arch} segments instances; semantic segmentation takes"
+        return [loaded.problem("model.arch", why, SEMANTIC_ARCHS)]
+    return []
 
 
 def _weights(loaded: LoadedSpec) -> list[Problem]:
@@ -83,7 +96,7 @@ def _instance_limits(loaded: LoadedSpec) -> list[Problem]:
 def check(loaded: LoadedSpec) -> list[Problem]:
     """What ``task: segment`` does not support, each named by its key."""
     spec = loaded.spec
-    problems = _weights(loaded)
+    problems = _weights(loaded) + _mode(loaded)
     if is_instance(spec.model.arch):
         problems += _instance_limits(loaded)
     t = spec.train
@@ -120,4 +133,5 @@ INFO = TaskInfo(
     predictions_suffix=".csv",  # a row of per-class areas per image (masks: OUT/masks/)
     check=check,
     catalog="xvhpc.tasks.segment.catalog:build_segmentation_catalog",
+    modes=("semantic", "instance"),  # model.mode: optional, it must agree with the arch
 )

@@ -411,6 +411,30 @@ def test_spec_limits_of_segment(tmp_path: Path) -> None:
     assert _spec(tmp_path, "", weighted) == ""  # median-frequency pixel weights
 
 
+def test_model_mode_semantic_or_instance_agrees_with_the_arch(tmp_path: Path) -> None:
+    coco = "  format: coco\n"
+    assert _spec(tmp_path, coco, "{arch: maskrcnn_tiny, pretrained: none, mode: instance}") == ""
+    assert _spec(tmp_path, "", "{arch: unet_tiny, pretrained: none, mode: semantic}") == ""
+    text = _spec(tmp_path, "", "{arch: unet_tiny, pretrained: none, mode: instance}")
+    assert (
+        "model.arch: unet_tiny gives a class per pixel; instance segmentation is Mask R-CNN" in text
+    )
+    assert "maskrcnn_tiny" in text  # the valid choices
+    text = _spec(tmp_path, coco, "{arch: maskrcnn_tiny, pretrained: none, mode: semantic}")
+    assert "model.arch: maskrcnn_tiny segments instances" in text and "unet_tiny" in text
+    text = _spec(tmp_path, "", "{arch: unet_tiny, pretrained: none, mode: panoptic}")
+    assert "model.mode: 'panoptic': task: segment models" in text and "semantic, instance" in text
+
+
+def test_other_tasks_have_no_model_mode(tmp_path: Path) -> None:
+    path = tmp_path / "spec.yaml"
+    path.write_text(f"name: c\ndata:\n  source: {tmp_path}\nmodel: {{arch: resnet18, mode: x}}\n")
+    from xvhpc.spec import SpecError, load_spec
+
+    with pytest.raises(SpecError, match="model.mode: 'x': task: classify has one way of modelling"):
+        load_spec(path)
+
+
 def test_dicom_images_take_png_masks_and_their_size_is_checked_when_decoded(
     tmp_path: Path,
 ) -> None:
