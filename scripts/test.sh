@@ -8,5 +8,5 @@ cd "$(dirname "$0")/.."
 # the documentation site (reference pages generated from the code by scripts/gen_docs.py)
 NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet
 # two workers (XVHPC_TEST_WORKERS=0: one process); the tests of real schedulers, launchers and
-# containers (tests/e2e) share one worker, one after another (tests/conftest.py: xdist_group)
-exec .venv/bin/python -m pytest -ra --durations=25 -n "${XVHPC_TEST_WORKERS:-2}" --dist loadgroup "$@"
+# containers (tests/e2e) take turns under a lock (tests/conftest.py), never two at once
+exec .venv/bin/python -m pytest -ra --durations=25 -n "${XVHPC_TEST_WORKERS:-2}" "$@"

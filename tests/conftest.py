@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -175,20 +176,36 @@ def _needs_shared_data(item: pytest.Item) -> bool:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The end-to-end tests (real Slurm, OpenLava, launchers, containers) form one xdist group:
-    with ``-n 2 --dist loadgroup`` (scripts/test.sh) they run one after another on one worker,
-    never two jobs of theirs on the 2-node cluster at once, while the other worker runs the
-    unit tests. Skip, with one line of reason, the tests that need ``../shared/data`` when it
-    is absent (a fresh clone); where it is present (CI, the developers' machines) they run."""
-    for item in items:
-        if item.get_closest_marker("e2e") is not None:
-            item.add_marker(pytest.mark.xdist_group("e2e"))
+    """Skip, with one line of reason, the tests that need ``../shared/data`` when it is absent
+    (a fresh clone); where it is present (CI, the developers' machines) they run."""
     if SHARED_DATA.is_dir():
         return
     skip = pytest.mark.skip(reason=f"needs the real chest X-rays at {SHARED_DATA} (absent)")
     for item in items:
         if _needs_shared_data(item):
             item.add_marker(skip)
+
+
+E2E_LOCK = Path(tempfile.gettempdir()) / f"xvhpc-e2e-{os.getuid()}.lock"
+
+
+@pytest.fixture(autouse=True)
+def _one_end_to_end_test_at_a_time(request: pytest.FixtureRequest):
+    """Under ``pytest -n 2`` (scripts/test.sh) the end-to-end tests (real Slurm, OpenLava,
+    launchers, containers) take turns: each holds an exclusive lock while it runs, so two of
+    them never share the 2-node cluster (a job of one would hold the nodes another waits on,
+    or change the queue it checks), while the other worker goes on with the unit tests."""
+    if request.node.get_closest_marker("e2e") is None:
+        yield
+        return
+    import fcntl
+
+    with open(E2E_LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 @pytest.fixture(scope="session")

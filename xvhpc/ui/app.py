@@ -194,13 +194,14 @@ def _detail(ui: Ui, root: Path) -> dict[str, Any]:
 
 
 def _choices(ui: Ui) -> dict[str, Any]:
-    from ..registry import task_infos
+    from ..registry import DEFAULT_TASK, task_infos
 
     return {
         "data_choices": newrun.data_choices(ui.data),
         "base_choices": newrun.base_choices(ui.data),
         "site_choices": newrun.site_choices(),
-        "task_choices": list(task_infos()),
+        # the default task first: what an untouched form (and the browser's first option) asks
+        "task_choices": [DEFAULT_TASK, *(t for t in task_infos() if t != DEFAULT_TASK)],
         "data_root": str(ui.data),
     }
 
