@@ -13,6 +13,8 @@ from ...runtime.compat import onnx_export_kwargs
 from ...util import atomic_path, write_json_atomic
 from .info import is_instance
 
+OBJECT_OUTPUTS = ("boxes", "labels", "scores", "masks")  # a Mask R-CNN's ONNX outputs, in order
+
 
 class ExportUnsupported(ValueError):
     """torch cannot export this segmenter to this format."""
@@ -69,15 +71,30 @@ def export_segmenter(bundle: Bundle, fmt: str, target: Path) -> Path:
 
 def export_instance_segmenter(bundle: Bundle, fmt: str, target: Path) -> Path:
     """A Mask R-CNN as TorchScript (``torch.jit.script``: a trace would freeze the number of
-    objects). ONNX is refused: this version does not check torchvision's Mask R-CNN export
-    against the model within a tolerance, so it does not offer one."""
-    if fmt != "torchscript":
-        raise ExportUnsupported(
-            f"{bundle.meta['arch']} (instance masks) exports to torchscript only; ONNX export "
-            "of Mask R-CNN is not offered (not checked against the model in this version)"
-        )
-    with atomic_path(target) as tmp:
-        torch.jit.script(bundle.model.eval()).save(str(tmp))
+    objects) or ONNX (opset 11, TorchScript-based exporter: one CHW image of any size in,
+    boxes, labels, scores and masks out, each of any length)."""
+    model = bundle.model.eval()
+    with atomic_path(target) as tmp, torch.no_grad():
+        try:
+            if fmt == "torchscript":
+                torch.jit.script(model).save(str(tmp))
+            elif fmt == "onnx":
+                example = torch.rand(3, bundle.size, bundle.size)
+                torch.onnx.export(
+                    model, ([example],), str(tmp), opset_version=11, input_names=["image"],
+                    output_names=list(OBJECT_OUTPUTS),
+                    dynamic_axes={"image": [1, 2], **{o: [0] for o in OBJECT_OUTPUTS}},
+                    **onnx_export_kwargs(),
+                )  # fmt: skip
+            else:
+                raise ValueError(f"format {fmt!r}: Mask R-CNN exports to torchscript or onnx")
+        except ValueError:
+            raise
+        except Exception as exc:  # torch raises many kinds for an unsupported export
+            raise ExportUnsupported(
+                f"{bundle.meta['arch']} does not export to {fmt} here ({type(exc).__name__}: "
+                f"{str(exc)[:300]})"
+            ) from None
     meta = bundle.meta
     write_json_atomic(
         target.with_name(target.name + ".json"),
@@ -87,10 +104,11 @@ def export_instance_segmenter(bundle: Bundle, fmt: str, target: Path) -> Path:
             "task": "segment",
             "mode": "instance",
             "classes": meta["classes"],
-            "input": "a list of float32 CHW images in [0, 1] (the model normalises and resizes)",
-            "output": "(losses, detections): per image boxes (x0, y0, x1, y1), labels (class "
-            "index; 0 is background), scores and masks [n, 1, H, W] (probabilities; an object "
-            "counts from score 0.5, its pixels from mask 0.5)",
+            "input": "torchscript: a list of float32 CHW images in [0, 1]; onnx: one such image "
+            "(`image`); the model normalises and resizes",
+            "output": "per image boxes (x0, y0, x1, y1), labels (class index; 0 is background), "
+            "scores and masks [n, 1, H, W] (probabilities; an object counts from score 0.5, its "
+            "pixels from mask 0.5); torchscript returns (losses, [detections])",
             "preprocessing": preprocessing(meta),
             "arch": meta["arch"],
             "validation": meta.get("validation", {}),
