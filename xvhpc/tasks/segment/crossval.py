@@ -29,6 +29,7 @@ from ...rundir import PREDICTIONS_STEM, Layout
 from ...spec.points import CV_KEYS, cv_points
 from ...util import read_json, write_json_atomic, write_text_atomic
 from .info import INFO
+from .maskap import mask_ap
 from .metrics import segmentation_metrics
 
 if TYPE_CHECKING:
@@ -37,13 +38,24 @@ if TYPE_CHECKING:
 SPREAD = ("miou", "dice", "pixel_accuracy", "hd95")  # the figures shown per fold
 
 
+def _spread(metrics: dict) -> tuple[str, ...]:
+    """The figures shown per fold: a Mask R-CNN's mask AP too."""
+    return SPREAD + (("mask_map", "mask_map50") if "mask_map" in metrics else ())
+
+
 def merge_found(found: dict[int, dict], members: list[int]) -> dict:
-    """The folds' per-image figures as one set (``per_image``, ``distances``, paths, groups)."""
+    """The folds' per-image figures as one set (``per_image``, ``distances``, paths, groups,
+    and a Mask R-CNN's true and found objects, renumbered: each fold counts its images from 0)."""
+    objects = [pair for p in members for pair in found[p].get("objects", [])]
     return {
         "per_image": np.concatenate([found[p]["per_image"] for p in members]),
         "distances": np.concatenate([found[p]["distances"] for p in members]),
         "paths": [path for p in members for path in found[p]["paths"]],
         "groups": [g for p in members for g in found[p]["groups"]],
+        "objects": [
+            ([{**a, "image_id": i} for a in truth], [{**a, "image_id": i} for a in made])
+            for i, (truth, made) in enumerate(objects)
+        ],
     }
 
 
@@ -66,6 +78,12 @@ def pool(
             merged["per_image"], first["classes"], merged["groups"], ev.bootstrap, ev.seed,
             first["unit"], merged["distances"],
         )  # fmt: skip
+        if merged["objects"]:  # a Mask R-CNN: mask AP over every fold's held-out objects
+            truth, made = zip(*merged["objects"], strict=True)
+            metrics.update(
+                mask_ap(list(truth), list(made), first["classes"], merged["groups"],
+                        ev.bootstrap, ev.seed, first["unit"])
+            )  # fmt: skip
         metrics.update(
             {
                 "task": INFO.name,
@@ -74,7 +92,7 @@ def pool(
                 "classes": first["classes"],
                 "unit": first["unit"],
                 "folds": members,
-                "fold_spread": fold_spread(results, members, SPREAD),
+                "fold_spread": fold_spread(results, members, _spread(first)),
                 "coverage": coverage(merged["paths"]),
                 "data": "out-of-fold predictions",
                 "deployed": deployed_text(group),
@@ -106,6 +124,6 @@ def crossval_section(run: RunDir, manifest: dict) -> str:
     for c, _ in enumerate(cv_points(run.plan["points"])):
         metrics = read_json(Layout(run.root).pooled_metrics(c))
         if metrics:
-            parts.append(spread_table(metrics, SPREAD))
+            parts.append(spread_table(metrics, tuple(metrics["fold_spread"])))
             parts.append(f"<p class='note'>Deployed model: {html.escape(metrics['deployed'])}.</p>")
     return "\n".join(parts)

@@ -137,7 +137,7 @@ def evaluate_point(
     groups, unit = split_groups(run, paths, log)
     if keep is not None:
         keep[point] = {"per_image": per_image, "distances": distances, "paths": paths,
-                       "groups": groups}  # fmt: skip
+                       "groups": groups, "objects": objects}  # fmt: skip
     ev = spec.evaluate
     metrics = segmentation_metrics(
         per_image, classes, groups, ev.bootstrap, ev.seed, unit, distances

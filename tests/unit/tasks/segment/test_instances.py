@@ -232,3 +232,45 @@ def test_mask_ap_matches_pycocotools_and_carries_intervals() -> None:
     assert worse["mask_map"]["value"] == pytest.approx(ev.stats[0])  # pycocotools' own AP
     assert worse["mask_map50"]["value"] == pytest.approx(ev.stats[1])
     assert worse["objects"] == sum(1 for image in truth for a in image if not a["iscrowd"])
+
+
+def _fold(seed: int, images: int, k: int) -> dict:
+    """A fold's kept figures for pooling: each image's true objects and found ones (the truth
+    moved by a pixel or two, so AP@.5 is 1 and AP@[.5:.95] is below)."""
+    from xvhpc.tasks.segment.maskap import found_annotations, truth_annotations
+
+    rng = np.random.default_rng(seed)
+    objects = []
+    for i in range(images):
+        ids = np.zeros((24, 24), np.uint8)
+        table = np.zeros(256, np.uint8)
+        for n in range(1, 3):
+            x, y = rng.integers(0, 14, 2)
+            ids[y : y + 8, x : x + 8] = n
+            table[n] = 1 + (n % (k - 1))
+        t = instance_targets(ids, table)
+        moved = np.roll(t["masks"], int(rng.integers(1, 3)), axis=2)
+        found = found_annotations(i, moved.astype(np.float32), t["labels"], np.full(2, 0.9))
+        objects.append((truth_annotations(i, ids, table, k), found))
+    return {"per_image": np.zeros((images, k, k)), "distances": np.zeros((images, k)),
+            "paths": [f"f{seed}/{i}.png" for i in range(images)],
+            "groups": [f"f{seed}/{i}" for i in range(images)], "objects": objects}  # fmt: skip
+
+
+def test_pooled_folds_renumber_their_images_for_mask_ap() -> None:
+    """Each fold numbers its images from 0: pooled, they are renumbered, so mask AP over the
+    folds is the AP of all their images at once (not a mix-up of image 0 of one fold with
+    image 0 of another)."""
+    from xvhpc.tasks.segment.crossval import merge_found
+    from xvhpc.tasks.segment.maskap import mask_ap
+
+    classes = ["background", "a", "b"]
+    folds = {0: _fold(1, 3, 3), 1: _fold(2, 2, 3)}
+    merged = merge_found(folds, [0, 1])
+    ids = [{a["image_id"] for a in truth + made} for truth, made in merged["objects"]]
+    assert ids == [{0}, {1}, {2}, {3}, {4}]
+    pooled = mask_ap(*map(list, zip(*merged["objects"], strict=True)), classes, resamples=0)
+    clash = [pair for f in folds.values() for pair in f["objects"]]  # ids 0..2 and 0..1 again
+    mixed = mask_ap(*map(list, zip(*clash, strict=True)), classes, resamples=0)
+    assert pooled["objects"] == 10 and pooled["mask_map50"]["value"] == 1.0
+    assert pooled["mask_map"]["value"] != mixed["mask_map"]["value"]  # renumbering matters
