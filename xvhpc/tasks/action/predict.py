@@ -30,18 +30,24 @@ from .models import clip_input
 SERVE_MAX_SECONDS = 600.0  # serve: an upload longer than this is refused while it decodes
 
 
-@torch.no_grad()
-def video_segments(
+def video_clips(
     bundle: Bundle, source: str | Path | bytes, name: str = "", max_seconds=None
-) -> list[dict]:
-    """The segments the bundle finds in one video, best first."""
+) -> tuple[np.ndarray, list[float]]:
+    """One video decoded as ingest decoded it (the bundle's ``data.video``, its caps; serve
+    shortens ``max_seconds``): its kept frames at the model's size and their times."""
     opts = bundle.decode_options
     if max_seconds is not None:
         video = dataclasses.replace(
             opts.video, max_seconds=min(opts.video.max_seconds, max_seconds)
         )
         opts = dataclasses.replace(opts, video=video)
-    frames, times = video_frames(source if isinstance(source, bytes) else str(source), opts, name)
+    return video_frames(source if isinstance(source, bytes) else str(source), opts, name)
+
+
+@torch.no_grad()
+def frames_segments(bundle: Bundle, frames: np.ndarray, times: list[float]) -> list[dict]:
+    """The segments the bundle finds in one decoded video, best first: its sliding windows
+    scored 16 clips per forward pass, the scores turned into segments (``localize``)."""
     starts = windows(len(frames))
     spans = np.asarray([span(times, f, CLIP_FRAMES) for f in starts], float)
     probs = []
@@ -53,19 +59,34 @@ def video_segments(
     return segment_dicts(segments_from_windows(spans, np.concatenate(probs)), bundle.classes)
 
 
+def video_segments(
+    bundle: Bundle, source: str | Path | bytes, name: str = "", max_seconds=None
+) -> list[dict]:
+    """The segments the bundle finds in one video, best first."""
+    return frames_segments(bundle, *video_clips(bundle, source, name, max_seconds))
+
+
 def predict_rows(bundle: Bundle, items: list[dict[str, str]], out: Path) -> tuple[str, int, int]:
-    """A JSON line per video: its path and segments, or why it was skipped."""
-    lines, done = [], 0
+    """A JSON line per video: its path and segments, or why it was skipped.
+
+    Only a video that cannot be decoded is skipped: a failure of the model (a GPU out of
+    memory or lost on a cluster node) stops the chunk, so the array task fails, writes no
+    chunk file and the rerun predicts it again; recorded as a skip, the video's row would be
+    "complete" and never retried."""
+    lines: list[dict] = []
+    done = 0
     for item in items:
         try:
-            found = video_segments(bundle, item["path"], item["rel"])
-            lines.append({"path": item["rel"], "segments": found})
-            done += 1
+            frames, times = video_clips(bundle, item["path"], item["rel"])
         except BadImage as exc:
             lines.append({"path": item["rel"], "segments": [], "skipped": str(exc)})
+            continue
         except Exception as exc:  # a decoder bug must not stop the other videos
             why = f"decoder error: {type(exc).__name__}: {exc}"
             lines.append({"path": item["rel"], "segments": [], "skipped": why})
+            continue
+        lines.append({"path": item["rel"], "segments": frames_segments(bundle, frames, times)})
+        done += 1
     return "".join(json.dumps(line) + "\n" for line in lines), done, len(items) - done
 
 
