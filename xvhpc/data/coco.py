@@ -10,11 +10,16 @@ from pathlib import Path
 from PIL import Image
 
 from .catalog import display_name
+from .frames import video_size
 from .sample import CatalogError
+from .video import VIDEO_SUFFIXES
 
 
 def image_size(file: Path) -> tuple[int, int] | None:
-    """Width and height from the file header (None where PIL cannot tell: DICOM)."""
+    """Width and height from the file header (None where PIL cannot tell: DICOM); a video's
+    frame size from its container."""
+    if file.suffix.lower() in VIDEO_SUFFIXES:
+        return video_size(file)
     try:
         with Image.open(file) as image:
             return image.size

@@ -7,6 +7,7 @@ Each class draws a distinct pattern inside two lung fields: normal (clear), covi
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -97,6 +98,36 @@ def write_dicom(path: Path, pixels: np.ndarray) -> None:
     ds.save_as(str(path), enforce_file_format=True)
 
 
+def encode_video(path: Path, images: Iterable[np.ndarray], fps: int) -> None:
+    """An MP4 (MPEG-4 Part 2 at a high bit rate, which every FFmpeg decodes) of RGB frames:
+    the demo videos of every task. PyAV is imported here only: demo images never need it."""
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=fps)
+        stream.pix_fmt, stream.bit_rate = "yuv420p", 4_000_000
+        for n, image in enumerate(images):
+            if image.ndim == 2:
+                image = np.repeat(image[:, :, None], 3, axis=2)
+            if n == 0:  # every frame has the first one's size
+                stream.width, stream.height = image.shape[1], image.shape[0]
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def pan(image: np.ndarray, dx: int, dy: int, fill: int = 0) -> np.ndarray:
+    """``image`` moved right by ``dx`` and down by ``dy`` pixels, the uncovered edge ``fill``:
+    a camera pan, so demo videos move while their labels move by the same offset."""
+    out = np.full_like(image, fill)
+    height, width = image.shape[:2]
+    src_y, dst_y = slice(max(0, -dy), height - max(0, dy)), slice(max(0, dy), height + min(0, dy))
+    src_x, dst_x = slice(max(0, -dx), width - max(0, dx)), slice(max(0, dx), width + min(0, dx))
+    out[dst_y, dst_x] = image[src_y, src_x]
+    return out
+
+
 def make_dataset(out: str | Path, per_class: int = 40, size: int = 256, seed: int = 0) -> Path:
     """Write ``per_class`` images per class under ``out/<class>/``; every 5th is PNG, every 7th DICOM."""
     out = Path(out)
@@ -117,6 +148,12 @@ def make_dataset(out: str | Path, per_class: int = 40, size: int = 256, seed: in
 
 
 def main(args: argparse.Namespace) -> int:
+    if getattr(args, "video", False):
+        print(
+            "demo-data --video writes labelled frames for --task detect or segment; for "
+            "classification, put videos in class folders (data.video picks their frames)"
+        )
+        return 2
     path = make_dataset(args.out, args.per_class, args.size or 256, args.seed)
     print(f"wrote {args.per_class * len(CLASSES)} images in {len(CLASSES)} classes to {path}")
     return 0

@@ -224,6 +224,11 @@ def demo_data_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--per-class", type=int, default=40)
     p.add_argument("--size", type=int, default=None, help="pixels (256; detect, segment: 64)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--video",
+        action="store_true",
+        help="detect, segment: videos whose labelled frames are named clip.mp4#t=<seconds>",
+    )
     from ..registry import DEFAULT_TASK, task_infos  # torch-free: each task's info.py
 
     p.add_argument("--task", choices=tuple(task_infos()), default=DEFAULT_TASK)

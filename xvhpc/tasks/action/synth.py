@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ...data.synth import encode_video
+
 ACTIONS = ("square", "disc")
 FPS, SECONDS = 8, 6.0
 
@@ -49,19 +51,8 @@ def frame(t: float, size: int, segments, rng: np.random.Generator) -> np.ndarray
 
 
 def write_video(path: Path, size: int, segments, rng: np.random.Generator) -> None:
-    import av
-
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("mpeg4", rate=FPS)
-        stream.width = stream.height = size
-        stream.pix_fmt = "yuv420p"
-        stream.bit_rate = 4_000_000
-        for i in range(int(FPS * SECONDS)):
-            image = frame(i / FPS, size, segments, rng)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    frames = (frame(i / FPS, size, segments, rng) for i in range(int(FPS * SECONDS)))
+    encode_video(path, frames, FPS)
 
 
 def make_action_dataset(out: str | Path, videos: int = 12, size: int = 32, seed: int = 0) -> Path:

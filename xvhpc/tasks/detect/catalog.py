@@ -14,7 +14,6 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from ...data.catalog import (
-    _unusable,
     display_name,
     plan_copies,
     read_coco,
@@ -30,6 +29,7 @@ from ...data.coco import (
     true_size,
 )
 from ...data.folds import split_samples
+from ...data.frames import Listed, locate, one_group_per_video
 from ...data.sample import Catalog, CatalogError, Sample
 from ...spec.schema import DataSpec
 
@@ -55,12 +55,15 @@ def check_box(
     return [x0, y0, x1, y1], None
 
 
-def _sample(
-    file: Path, rel: str, boxes: list[Box], group: str | None, classes: list[str]
-) -> Sample:
+def _sample(found: Listed, boxes: list[Box], group: str | None, classes: list[str]) -> Sample:
     counts = Counter(b[4] for b in boxes)
     label = classes[max(sorted(counts), key=counts.__getitem__)] if boxes else NO_BOXES
-    return Sample(str(file.resolve()), display_name(rel), label, group, target=tuple(boxes))
+    return Sample(str(found.file), found.shown, label, group, target=tuple(boxes))
+
+
+def _grouped(samples: list[Sample], found: list[Listed]) -> list[Sample]:
+    """The samples with each video's labelled frames in one group (``frames``)."""
+    return one_group_per_video(samples, {f.shown: f.video for f in found if f.video})
 
 
 def _coco_box(
@@ -89,30 +92,30 @@ def from_coco(
     images = coco_images(json_path, doc)
     per_image, skipped = coco_annotations(json_path, doc, {i for _, i, _, _ in images})
     base = json_path.parent / spec.coco.image_dir
-    samples, dropped = [], []
-    seen: dict[Path, str] = {}
+    samples, dropped, listed = [], [], []
+    seen: dict[tuple[Path, str], str] = {}
     for where, image_id, rel, image in images:
         size = coco_size(json_path, where, image)
-        if why := _unusable(base / rel, base, spec.follow_links):
+        found, why = locate(base, rel, spec.follow_links)
+        if found is None:
             skipped.append(
                 {"path": display_name(rel), "reason": f"{why} (COCO image id {image_id})"}
             )
             continue
-        file = (base / rel).resolve()
-        size = true_size(size, file, display_name(rel), notes)
-        if file in seen:
+        size = true_size(size, found.file, found.shown, notes)
+        if found.key in seen:
             raise CatalogError(
                 f"{json_path}: {where}.file_name: {display_name(rel)!r} is the file of "
-                f"{seen[file]} too; list each image once with all its annotations"
+                f"{seen[found.key]} too; list each image once with all its annotations"
             )
-        seen[file] = where
+        seen[found.key] = where
         boxes: list[Box] = []
         for ann_where, ann in per_image.get(image_id, []):
             xyxy, reason = _coco_box(ann, size, index)
             if reason:
                 dropped.append(
                     {
-                        "path": display_name(rel),
+                        "path": found.shown,
                         "reason": f"box skipped: {reason} (COCO annotation id "
                         f"{ann.get('id')}, {ann_where})",
                     }
@@ -122,8 +125,9 @@ def from_coco(
             boxes.append((x0, y0, x1, y1, index[ann["category_id"]]))
         group = image.get(spec.coco.group_field) if spec.coco.group_field else None
         group = None if group in (None, "") else display_name(str(group))
-        samples.append(_sample(base / rel, rel, boxes, group, classes))
-    return classes, samples, skipped, dropped
+        samples.append(_sample(found, boxes, group, classes))
+        listed.append(found)
+    return classes, _grouped(samples, listed), skipped, dropped
 
 
 def _csv_rows(csv_path: Path, spec: DataSpec) -> list[tuple[int, dict[str, str]]]:
@@ -163,25 +167,27 @@ def _csv_label(csv_path: Path, line: int, row: dict[str, str], spec: DataSpec) -
 
 def _csv_files(
     csv_path: Path, rows: list[tuple[int, dict[str, str]]], spec: DataSpec, notes: list[str]
-) -> tuple[list[tuple[Path, str, list[tuple[int, dict[str, str]]]]], list[dict[str, str]]]:
-    """Rows grouped per file on disk (``a.png`` and ``./a.png`` are one image, its boxes
-    merged and noted), and the files that cannot be read."""
+) -> tuple[list[tuple[Listed, list[tuple[int, dict[str, str]]]]], list[dict[str, str]]]:
+    """Rows grouped per file on disk, or per frame of a video (``a.png`` and ``./a.png`` are
+    one image, its boxes merged and noted), and the files that cannot be read."""
     by_name: dict[str, list[tuple[int, dict[str, str]]]] = defaultdict(list)
     for line, row in rows:
         by_name[(row.get(spec.csv.path_column) or "").strip()].append((line, row))
     skipped = []
-    by_file: dict[Path, list[tuple[str, list[tuple[int, dict[str, str]]]]]] = defaultdict(list)
+    by_file: dict[tuple[Path, str], list[tuple[str, list[tuple[int, dict[str, str]]]]]] = (
+        defaultdict(list)
+    )
+    located: dict[tuple[Path, str], Listed] = {}
     for rel, listed in sorted(by_name.items()):
-        why = (
-            "no path"
-            if not rel
-            else _unusable(csv_path.parent / rel, csv_path.parent, spec.follow_links)
-        )
-        if why:
+        found, why = locate(csv_path.parent, rel, spec.follow_links) if rel else (None, "no path")
+        if found is None:
             shown = display_name(rel) or "<empty>"
             skipped.append({"path": shown, "reason": f"{why} (CSV line {listed[0][0]})"})
             continue
-        by_file[(csv_path.parent / rel).resolve()].append((rel, listed))
+        by_file[found.key].append((rel, listed))
+        known = located.setdefault(found.key, found)  # the shortest name of a file is its name
+        if (len(found.shown), found.shown) < (len(known.shown), known.shown):
+            located[found.key] = found
     merged = [
         ", ".join(display_name(rel) for rel, _ in names)
         for names in by_file.values()
@@ -194,11 +200,10 @@ def _csv_files(
         )
     files = [
         (
-            file,
-            min((rel for rel, _ in names), key=lambda r: (len(r), r)),
+            located[key],
             sorted(r for _, listed in names for r in listed),
         )
-        for file, names in by_file.items()
+        for key, names in by_file.items()
     ]
     return files, skipped
 
@@ -227,12 +232,12 @@ def from_csv(
     index = {c: i for i, c in enumerate(classes)}
     files, skipped = _csv_files(csv_path, rows, spec, notes)
     samples, dropped = [], []
-    for file, rel, listed in files:
+    for found, listed in files:
         group, conflict = _csv_group(listed, spec.csv.group_column)
         if conflict:
-            skipped.append({"path": display_name(rel), "reason": conflict})
+            skipped.append({"path": found.shown, "reason": conflict})
             continue
-        size = image_size(file)
+        size = image_size(found.file)
         boxes: list[Box] = []
         for line, row in listed:
             if not labels[line]:
@@ -244,15 +249,15 @@ def from_csv(
             if reason:
                 dropped.append(
                     {
-                        "path": display_name(rel),
+                        "path": found.shown,
                         "reason": f"box skipped: {reason} (CSV line {line})",
                     }
                 )
                 continue
             x0, y0, x1, y1 = xyxy
             boxes.append((x0, y0, x1, y1, index[labels[line]]))
-        samples.append(_sample(file, rel, boxes, group, classes))
-    return classes, samples, skipped, dropped
+        samples.append(_sample(found, boxes, group, classes))
+    return classes, _grouped(samples, [found for found, _ in files]), skipped, dropped
 
 
 def build_detection_catalog(source: str | Path, spec: DataSpec) -> Catalog:

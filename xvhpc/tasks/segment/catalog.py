@@ -33,7 +33,9 @@ from ...data.coco import (
     true_size,
 )
 from ...data.folds import assign_folds, split_samples
+from ...data.frames import frame_ref, locate, one_group_per_video
 from ...data.sample import Catalog, CatalogError, Sample
+from ...data.video import VIDEO_SUFFIXES
 from ...spec.schema import DataSpec
 from .info import IGNORE
 
@@ -143,6 +145,9 @@ def from_folders(
     for path in walk.files(root / "images"):
         file = Path(path)
         inside = file.relative_to(root / "images")
+        if file.suffix.lower() in VIDEO_SUFFIXES:
+            listed += _video_masks(root, walk, file, inside)
+            continue
         if file.suffix.lower() not in IMAGE_SUFFIXES:
             walk.skip(path, f"not an image ({', '.join(IMAGE_SUFFIXES)})")
             continue
@@ -186,7 +191,43 @@ def from_folders(
         for rel, image, mask_path, present in presence
     ]
     notes.extend(walk.notes)
-    return named, samples, walk.skipped, walk.ignored
+    videos = {rel: walk.rel(image) for rel, image, *_ in presence if frame_ref(rel)}
+    return named, one_group_per_video(samples, videos), walk.skipped, walk.ignored
+
+
+def _video_masks(
+    root: Path, walk: _Walk, video: Path, inside: Path
+) -> list[tuple[str, Path, Path, str, np.ndarray]]:
+    """A video's labelled frames: ``masks/<video>/t=<seconds>.png`` (or ``frame=<n>.png``)
+    each names one frame and is its mask; a video without that folder is skipped."""
+    folder = root / "masks" / inside
+    shown = f"masks/{display_name(str(inside))}/"
+    if not folder.is_dir():
+        walk.skip(video, f"a video: each labelled frame's mask goes in {shown}t=<seconds>.png")
+        return []
+    size = image_size(video)
+    found = []
+    for mask_path in sorted(p for p in folder.iterdir() if not p.name.startswith(".")):
+        ref = frame_ref(f"{walk.rel(video)}#{mask_path.stem}")
+        where = f"{shown}{display_name(mask_path.name)}"
+        if ref is None or mask_path.suffix != ".png":
+            walk.skip(video, f"{where}: not t=<seconds>.png or frame=<number>.png")
+            continue
+        if why := _unusable(mask_path, root / "masks", walk.follow_links):
+            walk.skip(video, f"{where}: {why}")
+            continue
+        try:
+            mask = read_mask(mask_path)
+        except MaskError as exc:
+            walk.skip(video, f"{where}: {exc}")
+            continue
+        if size is not None and size != (mask.shape[1], mask.shape[0]):
+            walk.skip(
+                video, f"{where} is {mask.shape[1]}x{mask.shape[0]}, its video {size[0]}x{size[1]}"
+            )
+            continue
+        found.append((ref.name, video, mask_path, where, mask))
+    return found
 
 
 def _segmentation(ann: dict) -> str | None:
@@ -230,13 +271,18 @@ def from_coco(
     images = coco_images(json_path, doc)
     per_image, skipped = coco_annotations(json_path, doc, {i for _, i, _, _ in images})
     base = json_path.parent / spec.coco.image_dir
-    listed, dropped = [], []
+    listed, dropped, videos = [], [], {}
     for where, image_id, rel, image in images:
-        shown = display_name(rel)
-        if why := _unusable(base / rel, base, spec.follow_links):
-            skipped.append({"path": shown, "reason": f"{why} (COCO image id {image_id})"})
+        found, why = locate(base, rel, spec.follow_links)
+        if found is None:
+            skipped.append(
+                {"path": display_name(rel), "reason": f"{why} (COCO image id {image_id})"}
+            )
             continue
-        size = true_size(coco_size(json_path, where, image), (base / rel).resolve(), shown, notes)
+        shown = found.shown
+        if found.video:
+            videos[shown] = found.video
+        size = true_size(coco_size(json_path, where, image), found.file, shown, notes)
         if size is None:
             skipped.append(
                 {
@@ -265,7 +311,7 @@ def from_coco(
             drawn.append((index[ann["category_id"]], json.dumps(ann["segmentation"]), crowd))
         group = image.get(spec.coco.group_field) if spec.coco.group_field else None
         group = None if group in (None, "") else display_name(str(group))
-        listed.append((base / rel, shown, group, (height, width, tuple(drawn))))
+        listed.append((found.file, shown, group, (height, width, tuple(drawn))))
     seen = Counter(c for *_, t in listed for c in {d[0] for d in t[2] if not d[2]})
     samples = [
         Sample(
@@ -277,7 +323,7 @@ def from_coco(
         )
         for file, shown, group, target in listed
     ]
-    return classes, samples, skipped, dropped
+    return classes, one_group_per_video(samples, videos), skipped, dropped
 
 
 def resolve(source: Path, spec: DataSpec) -> tuple[str, Path]:

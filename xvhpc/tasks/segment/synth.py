@@ -141,8 +141,43 @@ def make_instance_dataset(out: str | Path, images: int = 40, size: int = 64, see
     return path
 
 
+FPS, FRAMES, EVERY = 8, 16, 2  # demo videos: 2 s at 8 fps, every 2nd frame labelled
+
+
+def make_segmentation_videos(
+    out: str | Path, videos: int = 24, size: int = 64, seed: int = 0
+) -> Path:
+    """``images/clipNNN.mp4`` (one chest panning 1 pixel a frame), ``masks/clipNNN.mp4/
+    t=<seconds>.png`` for every 2nd frame, and ``labels.json`` under ``out``."""
+    from ...data.synth import encode_video, pan
+
+    out = Path(out)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for n in range(videos):
+        image, mask = chest(size, rng)
+        dx, dy = (int(v) for v in rng.choice([-1, 1], 2))
+        name = f"clip{n:03d}.mp4"
+        encode_video(
+            out / "images" / name, (pan(image, dx * i, dy * i, 20) for i in range(FRAMES)), FPS
+        )
+        (out / "masks" / name).mkdir(parents=True, exist_ok=True)
+        for i in range(0, FRAMES, EVERY):
+            Image.fromarray(pan(mask, dx * i, dy * i)).save(
+                out / "masks" / name / f"t={i / FPS:.3f}.png"
+            )
+    (out / "labels.json").write_text(json.dumps({str(i): c for i, c in enumerate(CLASSES)}))
+    return out
+
+
 def main(args: argparse.Namespace) -> int:
     images = args.per_class
+    if getattr(args, "video", False):
+        path = make_segmentation_videos(args.out, images, args.size or 64, args.seed)
+        print(
+            f"wrote {images} videos, every 2nd frame's mask labelled ({', '.join(CLASSES)}): {path}"
+        )
+        return 0
     path = make_segmentation_dataset(args.out, images, args.size or 64, args.seed)
     coco = make_instance_dataset(Path(args.out) / "instances", images, args.size or 64, args.seed)
     print(

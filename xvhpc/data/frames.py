@@ -1,0 +1,189 @@
+"""Labels that address one frame of a video: ``clip.mp4#t=1.500`` or ``clip.mp4#frame=45``.
+
+Detection boxes and segmentation masks belong to one frame, not to a whole video, so a COCO
+``file_name``, a CSV path or a mask's place names the frame with a W3C media fragment: ``#t=``
+seconds from the stream's start (what ``xvhpc`` names video-frame records, ``video.frame_source``)
+or ``#frame=`` a 0-based frame number at the stream's frame rate (what CVAT and FFmpeg count;
+constant-rate videos). Each such name is one sample: ingest seeks to the nearest keyframe
+before the time and decodes forward to the frame nearest it (``read_frame``), so labelling 300
+frames of a long video costs 300 short decodes, never the whole video in memory.
+
+The frames of one video are one group, so the split never puts a video on both sides; a
+group column (patients) that names a video's frames differently joins those groups
+(``one_group_per_video``). This module is login-side safe: PyAV is imported only to read.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .catalog import _unusable, display_name
+from .sample import Sample
+from .video import (
+    TIME_SLACK,
+    VIDEO_SUFFIXES,
+    BadVideo,
+    VideoOptions,
+    _scaled,
+    header,
+    open_video,
+    stream_frames,
+)
+
+_FRAGMENT = re.compile(r"(?s)(?P<video>.+)#(?:t=(?P<t>\d{1,9}(?:\.\d{1,9})?)|frame=(?P<n>\d{1,9}))")
+DEFAULT_PERIOD = 0.04  # seconds a frame is shown where the stream states no rate (25 fps)
+FORMS = "<video>#t=<seconds> or <video>#frame=<number>"
+
+
+@dataclass(frozen=True)
+class FrameRef:
+    """One frame of a video as a label names it: by time (``seconds``) or number (``index``)."""
+
+    video: str  # the video's path as listed (relative to the labels' folder)
+    seconds: float | None = None
+    index: int | None = None
+
+    @property
+    def name(self) -> str:
+        """The frame's name in shards and reports (times to the millisecond, as records are)."""
+        if self.index is not None:
+            return f"{self.video}#frame={self.index}"
+        return f"{self.video}#t={self.seconds or 0.0:.3f}"
+
+
+def frame_ref(name: str) -> FrameRef | None:
+    """The frame a listed name addresses, None for a name that is no ``<video>#t=|#frame=``
+    (an image, or a video listed whole)."""
+    found = _FRAGMENT.fullmatch(name)
+    if not found or not found["video"].lower().endswith(VIDEO_SUFFIXES):
+        return None
+    if found["n"] is not None:
+        return FrameRef(found["video"], index=int(found["n"]))
+    return FrameRef(found["video"], seconds=float(found["t"]))
+
+
+@dataclass(frozen=True)
+class Listed:
+    """A listed name resolved to the file to read: ``key`` tells two frames of a video apart."""
+
+    file: Path  # resolved: the image, or the video a frame is read from
+    shown: str  # the sample's name (``display_name``; a frame's name normalised)
+    video: str | None  # the video's shown name when the name addresses a frame
+
+    @property
+    def key(self) -> tuple[Path, str]:
+        return self.file, self.shown.rpartition("#")[2] if self.video else ""
+
+
+def locate(base: Path, name: str, follow_links: bool) -> tuple[Listed | None, str | None]:
+    """(what to read, None) for a name listed under ``base`` (a frame's video, or the file),
+    or (None, why not): missing, outside the data, not regular, or a whole video for a task
+    whose labels belong to one frame."""
+    ref = frame_ref(name)
+    target = base / (ref.video if ref else name)
+    if why := _unusable(target, base, follow_links):
+        return None, why
+    if ref is None and name.lower().endswith(VIDEO_SUFFIXES):
+        return None, f"a video: name the labelled frame as {FORMS}"
+    shown = display_name(ref.name if ref else name)
+    return Listed(target.resolve(), shown, display_name(ref.video) if ref else None), None
+
+
+def one_group_per_video(samples: list[Sample], videos: dict[str, str]) -> list[Sample]:
+    """``samples`` with every frame of a video in one group: the video's name where no group
+    was given, and groups that share a video joined (named by their smallest name), so the
+    split and the folds never put one video on both sides. ``videos``: sample name → video."""
+    parent: dict[tuple[str, str], tuple[str, str]] = {}
+
+    def root(key: tuple[str, str]) -> tuple[str, str]:
+        while parent.setdefault(key, key) != key:
+            key = parent[key]
+        return key
+
+    def keys(s: Sample) -> list[tuple[str, str]]:
+        found = [("video", videos[s.rel])] if s.rel in videos else []
+        return found + ([("group", s.group)] if s.group is not None else [])
+
+    for s in samples:
+        first, *rest = keys(s) or [("", "")]
+        for key in rest:
+            a, b = root(first), root(key)
+            parent[max(a, b)] = min(a, b)
+    names: dict[tuple[str, str], str] = {}
+    for s in samples:
+        for key in keys(s):
+            names[root(key)] = min(names.get(root(key), key[1]), key[1])
+    return [replace(s, group=names[root(keys(s)[0])]) if keys(s) else s for s in samples]
+
+
+def video_size(file: str | os.PathLike[str]) -> tuple[int, int] | None:
+    """A video's frame width and height from its container's header (no frame decoded), None
+    where it cannot tell: boxes are checked against it as against an image's header."""
+    try:
+        with open_video(file) as container:
+            context = container.streams.video[0].codec_context
+            return (int(context.width), int(context.height)) if context.width else None
+    except Exception:  # unreadable, no video stream: ingest skips it with the reason
+        return None
+
+
+def _seek(container: Any, seconds: float) -> Any:
+    """Put ``container`` at the keyframe at or before ``seconds`` (a container that cannot
+    seek is opened again, read from its start)."""
+    if seconds <= 0:
+        return container
+    stream = container.streams.video[0]
+    start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+    try:
+        container.seek(int((seconds + start) / stream.time_base), stream=stream, backward=True)
+        return container
+    except Exception:  # FFmpeg cannot seek this one: decode from the start instead
+        name = container.name
+        container.close()
+        return open_video(name)
+
+
+def read_frame(
+    source: str | os.PathLike[str],
+    ref: FrameRef,
+    video: VideoOptions,
+    max_pixels: int,
+    max_bytes: int,
+    draft: Callable[[int, int], tuple[int, int]] | None = None,
+    gray: bool = False,
+) -> tuple[np.ndarray, float]:
+    """(the frame nearest the time ``ref`` names, its time), scaled to ``draft(width,
+    height)``; ``BadVideo`` where the video has no frame within one frame of it (past its
+    end), ``#frame=`` on a stream without a rate, or the hostile cases ``read_video`` refuses."""
+    container = open_video(source)
+    try:
+        head = header(container, video, max_pixels)
+        size = draft(head.width, head.height) if draft else None
+        if 4 * math.prod(size or (head.width, head.height)) > max_bytes:
+            raise BadVideo(f"memory guard: one frame needs more than {max_bytes:,} bytes")
+        period = 1 / head.fps if head.fps else DEFAULT_PERIOD
+        if ref.index is not None and not head.fps:
+            raise BadVideo(f"the stream states no frame rate: address its frames as {ref.video}#t=")
+        at = ref.index * period if ref.index is not None else float(ref.seconds or 0.0)
+        container = _seek(container, at - period)
+        window = replace(
+            video, fps=None, start=max(0.0, at - period), end=at + period, max_frames=4
+        )
+        best: tuple[float, Any] | None = None
+        for t, frame in stream_frames(container, window, max_pixels):
+            if best is None or abs(t - at) < abs(best[0] - at) - TIME_SLACK:
+                best = (t, frame)
+        if best is None:
+            end = f" (it declares {head.seconds:.3f} s)" if head.seconds is not None else ""
+            raise BadVideo(f"no frame within {period:.3f} s of {at:.3f} s{end}")
+        return _scaled(best[1], size, gray), round(best[0], 6)
+    finally:
+        container.close()
