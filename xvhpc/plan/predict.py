@@ -24,6 +24,7 @@ from typing import Any
 
 from ..backends.base import get_scheduler
 from ..data.catalog import outside, read_csv_text
+from ..data.frames import frame_ref
 from ..registry import task_info, task_infos
 from ..rundir import BundleFiles
 from ..rundir.records import PredictError, PredictJob, PredictLayout, model_dir, task_of
@@ -68,6 +69,13 @@ def _listed(file: Path, root: Path, follow_links: bool) -> str | None:
     return outside(file, root, follow_links) or _problem(file)
 
 
+def _target(base: Path, rel: str) -> tuple[Path, str]:
+    """The file a listed name reads (a named video frame, ``clip.mp4#t=1.5``: its video) and
+    the name its row carries (a frame's as ingest names it)."""
+    ref = frame_ref(rel)
+    return (base / ref.video, ref.name) if ref else (base / rel, rel)
+
+
 def _from_csv(
     path: Path, column: str, follow_links: bool
 ) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
@@ -87,8 +95,7 @@ def _read_csv(
         )
     found, skipped = [], []
     for line, row in enumerate(reader, start=2):
-        rel = (row.get(column) or "").strip()
-        file = path.parent / rel
+        file, rel = _target(path.parent, (row.get(column) or "").strip())
         why = _listed(file, path.parent, follow_links) if rel else "no path"
         if why is None:
             found.append({"path": str(file.resolve()), "rel": rel})
@@ -111,10 +118,11 @@ def _from_coco(
         raise PredictError(f"{path}: not COCO JSON (an image list entry lacks {exc})") from None
     base = path.parent / image_dir
     found, skipped = [], []
-    for image_id, rel in entries:
-        why = _listed(base / rel, base, follow_links)
+    for image_id, listed in entries:
+        file, rel = _target(base, listed)
+        why = _listed(file, base, follow_links)
         if why is None:
-            found.append({"path": str((base / rel).resolve()), "rel": rel})
+            found.append({"path": str(file.resolve()), "rel": rel})
         else:
             skipped.append({"path": rel, "reason": f"{why} (COCO image id {image_id})"})
     return found, skipped

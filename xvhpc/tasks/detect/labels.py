@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ...data.coco import image_size
 from ...data.labelstudio import TO_NAME, Review
+from ...data.video import VIDEO_SUFFIXES
 
 FROM_NAME = "label"  # <RectangleLabels name="label" toName="image"> in the labelling config
 
@@ -55,7 +56,9 @@ def reviews(
     out, skipped = [], 0
     for line in predictions.read_text().splitlines():
         row = json.loads(line)
-        size = None if "skipped" in row else image_size(Path(files[row["path"]]))
+        video = row["path"].partition("#")[0].lower().endswith(VIDEO_SUFFIXES)
+        # a video's boxes (or a frame's) have no image file to review on: counted as skipped
+        size = None if "skipped" in row or video else image_size(Path(files[row["path"]]))
         if size is None:
             skipped += 1
             continue

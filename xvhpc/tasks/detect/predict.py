@@ -42,13 +42,10 @@ def boxes_json(f: Found, classes: list[str], threshold: float = 0.0) -> list[dic
     ]
 
 
-def detect_image(
-    bundle: Bundle, source: str | Path | bytes, name: str = "", threshold: float = 0.0
-) -> list[dict]:
-    """Decode exactly as ingest does, detect on each model-sized image (tiles), and map the
-    boxes back onto the original; most confident first."""
+def _detect_frame(bundle: Bundle, frame: np.ndarray, threshold: float) -> list[dict]:
+    """One decoded frame's boxes in its own pixels: detect on each model-sized image (tiles)
+    and map the boxes back."""
     opts = bundle.decode_options
-    frame = decode(source, for_boxes(opts), name=name)[0]
     height, width = frame.shape[:2]
     tiles = resize(frame, opts.size, opts.resize, opts.tile_grid)
     out: list[dict] = []
@@ -58,7 +55,24 @@ def detect_image(
         out += boxes_json(
             Found(back[keep], f.scores[keep], f.labels[keep]), bundle.classes, threshold
         )
-    return sorted(out, key=lambda d: -d["confidence"])
+    return out
+
+
+def detect_image(
+    bundle: Bundle, source: str | Path | bytes, name: str = "", threshold: float = 0.0
+) -> list[dict]:
+    """Decode exactly as ingest does and detect, most confident first. A video gives the
+    boxes of every frame ``data.video`` keeps, each with its frame's time ``t`` (seconds),
+    in time order; a named frame (``clip.mp4#t=1.5``) is one image."""
+    frames = decode(source, for_boxes(bundle.decode_options), name=name)
+    times = getattr(frames, "times", None)
+    if times is None:
+        return sorted(_detect_frame(bundle, frames[0], threshold), key=lambda d: -d["confidence"])
+    out: list[dict] = []
+    for frame, t in zip(frames, times, strict=True):
+        found = sorted(_detect_frame(bundle, frame, threshold), key=lambda d: -d["confidence"])
+        out += [{**box, "t": t} for box in found]
+    return out
 
 
 def predict_lines(bundle: Bundle, items: list[dict[str, str]]) -> tuple[str, int, int]:

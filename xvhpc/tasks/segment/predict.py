@@ -22,8 +22,10 @@ from torch.nn import functional as F
 
 from ...data.dataset import to_model_input
 from ...data.decode import BadImage, decode, for_boxes
+from ...data.frames import FORMS
 from ...data.transforms import resize
 from ...data.transforms import resize_windows as windows
+from ...data.video import VIDEO_SUFFIXES
 from ...models.bundle import Bundle
 from ...rundir.records import ChunkDamaged, PredictJob, PredictLayout
 from ...util import write_json_atomic, write_text_atomic
@@ -50,6 +52,8 @@ def segment_image(bundle: Bundle, source: str | Path | bytes, name: str = "") ->
 
 def decode_frame(bundle: Bundle, source: str | Path | bytes, name: str = "") -> np.ndarray:
     """The image as ingest reads it for masks (its stored pixels, H×W×C uint8)."""
+    if name.lower().endswith(VIDEO_SUFFIXES):  # a whole video: which frame is not said
+        raise BadImage(f"a video: segmentation reads one frame; name it as {FORMS}")
     return decode(source, for_boxes(bundle.decode_options), name=name)[0]
 
 

@@ -690,3 +690,35 @@ def test_boxes_that_straddle_tiles_are_listed_not_lost_silently(tmp_path: Path) 
     xv("ingest", "--run-dir", str(kept), "--shard", "all", "--merge")
     manifest = json.loads((kept / "manifest.json").read_text())
     assert not [s for s in manifest["skipped"] if "straddle" in s["reason"]]
+
+
+def test_a_video_gives_every_frame_s_boxes_and_a_named_frame_its_own(
+    detect_run: Path, shapes: Path, tmp_path: Path
+) -> None:
+    """Predict on a whole video: the boxes of every frame data.video keeps, each with its time,
+    equal to the boxes of that frame named alone (``clip.mp4#t=``); a CSV of named frames is
+    listed as those frames (their video read), and a frame past the end is skipped."""
+    from PIL import Image
+
+    from xvhpc.data.synth import encode_video, pan
+    from xvhpc.models.bundle import load_bundle
+    from xvhpc.plan.predict import list_inputs
+    from xvhpc.tasks.detect.predict import detect_image, predict_lines
+
+    image = np.asarray(Image.open(sorted((shapes.parent / "images").glob("*.png"))[0]))
+    encode_video(tmp_path / "clip.mp4", (pan(image, 2 * i, i, 20) for i in range(5)), 5)
+    bundle = load_bundle(detect_run / "model")
+    boxes = detect_image(bundle, tmp_path / "clip.mp4", "clip.mp4")
+    times = sorted({b["t"] for b in boxes})
+    assert [b["t"] for b in boxes] == sorted(b["t"] for b in boxes) and len(times) >= 4, boxes
+    for t in times:
+        alone = detect_image(bundle, tmp_path / "clip.mp4", f"clip.mp4#t={t}")
+        assert [{**b, "t": t} for b in alone] == [b for b in boxes if b["t"] == t]
+    (tmp_path / "frames.csv").write_text("path\nclip.mp4#t=0.4\nclip.mp4#frame=1\nclip.mp4#t=9\n")
+    items, skipped = list_inputs(tmp_path / "frames.csv", {})
+    assert [i["rel"] for i in items] == ["clip.mp4#frame=1", "clip.mp4#t=0.400", "clip.mp4#t=9.000"]
+    assert {i["path"] for i in items} == {str((tmp_path / "clip.mp4").resolve())} and not skipped
+    rows = [json.loads(line) for line in predict_lines(bundle, items)[0].splitlines()]
+    kept = [b for b in boxes if b["t"] == 0.4 and b["confidence"] >= 0.3]  # deploy.threshold
+    assert kept == [{**b, "t": 0.4} for b in rows[1]["boxes"]]
+    assert rows[2]["skipped"].startswith("no frame within 0.200 s of 9.000 s")

@@ -96,3 +96,29 @@ def test_onnx_export_matches_the_model(demo_run: Path, tmp_path: Path) -> None:
     got = ort.InferenceSession(str(out)).run(None, {"image": x.numpy()})[0]
     assert np.allclose(got, want, atol=1e-4)
     assert (got.argmax(1) == want.argmax(1)).mean() > 0.999
+
+
+def test_a_named_video_frame_is_segmented_and_a_whole_video_refused(
+    demo_run: Path, tmp_path: Path
+) -> None:
+    """``clip.mp4#t=0.4`` is segmented as that frame of the video (the same mask as the frame
+    the whole decode gives at 0.4 s); a whole video is refused with the names to use."""
+    import numpy as np
+    from PIL import Image
+
+    from xvhpc.data.decode import BadImage, decode, for_boxes
+    from xvhpc.data.synth import encode_video, pan
+    from xvhpc.models.bundle import load_bundle
+    from xvhpc.tasks.segment.predict import segment_frame, segment_image
+
+    source = sorted((demo_run.parent / "data" / "images").glob("*.png"))[0]
+    image = np.asarray(Image.open(source).convert("RGB"))
+    encode_video(tmp_path / "clip.mp4", (pan(image, i, -i, 20) for i in range(5)), 5)
+    bundle = load_bundle(demo_run / "model")
+    with pytest.raises(BadImage, match="a video: segmentation reads one frame; name it as"):
+        segment_image(bundle, tmp_path / "clip.mp4", "clip.mp4")
+    frames = decode(tmp_path / "clip.mp4", for_boxes(bundle.decode_options), name="clip.mp4")
+    mask = segment_image(bundle, tmp_path / "clip.mp4", "clip.mp4#t=0.4")
+    assert frames.times[2] == 0.4 and mask.shape == image.shape[:2]
+    assert np.array_equal(mask, segment_frame(bundle, frames[2]))
+    assert not np.array_equal(mask, segment_frame(bundle, frames[0]))  # the frames differ
