@@ -1,6 +1,7 @@
 """Imports go one way (issue 21): no import circles, counting function-level imports, and the
 never-rules of the layout (README "Layout"). Measured on the source by an AST walk, so a late
-import cannot hide a circle; imports under ``if TYPE_CHECKING:`` never run and do not count."""
+import cannot hide a circle; imports under ``if TYPE_CHECKING:`` never run and do not count. The
+modules a task's ``hooks`` table names (``tasks/base.py``'s ``LazyTask``) count as imports too."""
 
 from __future__ import annotations
 
@@ -61,7 +62,27 @@ def import_graph(typing_too: bool = False) -> dict[str, set[str]]:
             if isinstance(node, ast.Import | ast.ImportFrom) and id(node) not in skip:
                 edges |= _targets(module, node, path.name == "__init__.py")
         graph[module] = edges
+    for module, named in hook_edges().items():
+        graph[module] |= named
     return graph
+
+
+def hook_edges() -> dict[str, set[str]]:
+    """Each task.py → the modules its ``LazyTask.hooks`` rows name: imports that run at a hook's
+    first call, named in a table instead of an import statement (importing task.py is cheap)."""
+    from xvhpc.registry import load_task, task_infos
+
+    edges = {}
+    for name in task_infos():
+        task = load_task(name)
+        named = set()
+        for target in getattr(task, "targets", {}).values():
+            module = target.module
+            while module and module not in MODULES:
+                module = module.rpartition(".")[0]
+            named.add(module)
+        edges[type(task).__module__] = named
+    return edges
 
 
 def circles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -106,9 +127,12 @@ GRAPH = import_graph()
 
 
 def test_the_walk_sees_late_imports_and_skips_type_checking() -> None:
-    """The measure itself: a function-level import is an edge, a TYPE_CHECKING one is not."""
+    """The measure itself: a function-level import is an edge, a TYPE_CHECKING one is not, a
+    module a task's hooks table names is one."""
     assert "xvhpc.registry" in GRAPH["xvhpc.spec.task"]
     assert "xvhpc.tasks.base" not in GRAPH["xvhpc.registry"]  # TYPE_CHECKING only
+    assert "xvhpc.tasks.detect.ingest" in GRAPH["xvhpc.tasks.detect.task"]  # a hooks row
+    assert "xvhpc.data.shards" in GRAPH["xvhpc.tasks.classify.task"]  # "...data.shards:..."
     assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 

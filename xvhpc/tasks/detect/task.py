@@ -4,75 +4,57 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ..base import ReviewingTask
 from .info import INFO
 
 if TYPE_CHECKING:
-    import argparse
-    import logging
     from collections.abc import Callable
-    from pathlib import Path
 
-    import numpy as np
     import torch
     from torch import nn
 
     from ...data.dataset import ShardDataset
-    from ...data.labelstudio import Review
-    from ...data.records import SampleJob
-    from ...data.sample import Catalog
-    from ...data.shards import Record, ShardWriter
-    from ...models.bundle import Bundle
-    from ...rundir.records import PredictJob
-    from ...rundir.run import RunDir
     from ...runtime.distributed import Context
-    from ...spec.schema import DataSpec, ExperimentSpec, ModelSpec
+    from ...spec.schema import ExperimentSpec
 
 
-class DetectTask:
-    """``task: detect``: each hook imports its module late, so a step loads only what it uses."""
+class DetectTask(ReviewingTask):
+    """``task: detect``: each hook's module is imported at its first call (``LazyTask``)."""
 
     info = INFO
+    figures = {"map": "mAP@[.5:.95]", "map50": "mAP@.5"}
+    default_decision = "the detector's scored boxes"
+    noun = "detector"
+    exports = ("torchscript", "onnx")  # no Triton model: its boxes are not a fixed tensor
 
-    # -- ingest: catalog, per-sample processing, shard writer --
-
-    def catalog(self, source: str | Path, data: DataSpec) -> Catalog:
-        from .catalog import build_detection_catalog
-
-        return build_detection_catalog(source, data)
-
-    def process_sample(self, job: SampleJob) -> tuple[list[Record], str | None]:
-        from .ingest import process_detection
-
-        return process_detection(job)
-
-    def shard_writer(self) -> type[ShardWriter]:
-        from .ingest import DetectionShardWriter
-
-        return DetectionShardWriter
-
-    # -- train: dataset, model, loss, validation --
-
-    def dataset_class(self) -> type[ShardDataset]:
-        from .dataset import DetectionDataset
-
-        return DetectionDataset
-
-    def build_model(self, spec: ModelSpec, num_classes: int, image_size: int) -> nn.Module:
-        from .models import build_detector
-
-        return build_detector(spec, num_classes, image_size)
-
-    def weights(self) -> dict[str, str]:
-        from .models import WEIGHTS
-
-        return WEIGHTS
+    hooks = {  # hook → "module:function" (LazyTask)
+        # ingest: catalog, per-sample processing, shard writer
+        "catalog": ".catalog:build_detection_catalog",
+        "process_sample": ".ingest:process_detection",
+        "shard_writer": ".ingest:DetectionShardWriter",
+        # train: dataset, model, loss and validation (below), weights
+        "dataset_class": ".dataset:DetectionDataset",
+        "build_model": ".models:build_detector",
+        "weights": ".models:WEIGHTS",
+        # evaluate, report section (no cross-validation: refused at spec load; no heatmaps)
+        "evaluate_point": ".evaluate:evaluate_point",
+        "report_point": ".report:report_section(eval_dir, metrics)",
+        # predict, serve, export
+        "predict_chunk": ".predict:predict_lines(bundle, chunk)",
+        "chunk_rows": ".predict:chunk_rows(text, items)",
+        "merge": ".predict:merge_lines(out, files, job, log)",
+        "reviews": ".labels:reviews",
+        "serve_response": ".predict:serve_response(bundle, data, name, threshold, top_k)",
+        "export": ".export:export_detector(bundle, fmt, target)",
+        "synth": ".synth:main",
+    }
 
     def loss(
         self, spec: ExperimentSpec, train_set: ShardDataset, num_classes: int, device: torch.device
     ) -> Callable[..., torch.Tensor]:
         from .train import detection_loss
 
-        return detection_loss
+        return detection_loss  # one function for every spec: nothing to build
 
     def validate(
         self, model: nn.Module, dataset: ShardDataset, ctx: Context, batch_size: int,
@@ -83,93 +65,6 @@ class DetectTask:
 
         assert isinstance(dataset, DetectionDataset)
         return validate_detector(model, dataset, ctx, batch_size, classes)
-
-    # -- evaluate, cross-validation, report section --
-
-    figures = {"map": "mAP@[.5:.95]", "map50": "mAP@.5"}
-    default_decision = "the detector's scored boxes"
-
-    def evaluate_point(
-        self, run: RunDir, point: int, data: str | None, log: logging.Logger,
-        keep: dict[int, dict] | None = None,
-    ) -> dict | None:  # fmt: skip
-        from .evaluate import evaluate_point
-
-        return evaluate_point(run, point, data, log, keep)
-
-    def pool(
-        self, run: RunDir, results: dict[int, dict], found: dict[int, dict], log: logging.Logger
-    ) -> dict[int, dict]:
-        """Never called: cross-validation is refused for detection at spec load."""
-        return results
-
-    def crossval_section(self, run: RunDir, manifest: dict) -> str:
-        return ""
-
-    def report_point(self, run: RunDir, point: int, metrics: dict) -> str:
-        from .report import report_section
-
-        return report_section(run.layout.eval_dir(point), metrics)
-
-    def report_extras(self, run: RunDir, best: int) -> str:
-        return ""  # Grad-CAM heatmaps: classifiers only
-
-    # -- predict, serve, export --
-
-    noun = "detector"
-
-    @property
-    def chunk_suffix(self) -> str:
-        return self.info.predictions_suffix
-
-    exports = ("torchscript", "onnx")  # no Triton model: its boxes are not a fixed tensor
-
-    def predict_chunk(
-        self, bundle: Bundle, job: PredictJob, index: int, out: Path
-    ) -> tuple[str, int, int]:
-        from .predict import predict_lines
-
-        return predict_lines(bundle, job.chunk(index))
-
-    def chunk_rows(
-        self, text: str, items: list[dict[str, str]], meta: dict
-    ) -> tuple[list[str], list[str]]:
-        from .predict import chunk_rows
-
-        return chunk_rows(text, items)
-
-    def merge(
-        self, out: Path, files: list[Path], job: PredictJob, meta: dict, log: logging.Logger
-    ) -> int:
-        from .predict import merge_lines
-
-        return merge_lines(out, files, job, log)
-
-    def reviews(
-        self, predictions: Path, files: dict[str, str], classes: list[str]
-    ) -> tuple[list[Review], int]:
-        from .labels import reviews
-
-        return reviews(predictions, files, classes)
-
-    def serve_response(
-        self, bundle: Bundle, data: bytes, name: str, threshold: float, top_k: int | None,
-        heatmap: bool, decision: dict | None,
-        batcher: Callable[[torch.Tensor], np.ndarray] | None,
-    ) -> dict:  # fmt: skip
-        from .predict import serve_response
-
-        return serve_response(bundle, data, name, threshold, top_k)
-
-    def export(self, bundle: Bundle, fmt: str, target: Path, model_dir: Path) -> Path:
-        from .export import export_detector
-
-        return export_detector(bundle, fmt, target)
-
-    def synth(self, args: argparse.Namespace) -> int:
-        from .synth import main
-
-        return main(args)
 
 
 TASK = DetectTask()

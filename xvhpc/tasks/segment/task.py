@@ -2,167 +2,43 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from ..base import LazyTask
 from .info import INFO
 
-if TYPE_CHECKING:
-    import argparse
-    import logging
-    from collections.abc import Callable
-    from pathlib import Path
 
-    import numpy as np
-    import torch
-    from torch import nn
-
-    from ...data.dataset import ShardDataset
-    from ...data.records import SampleJob
-    from ...data.sample import Catalog
-    from ...data.shards import Record, ShardWriter
-    from ...models.bundle import Bundle
-    from ...rundir.records import PredictJob
-    from ...rundir.run import RunDir
-    from ...runtime.distributed import Context
-    from ...spec.schema import DataSpec, ExperimentSpec, ModelSpec
-
-
-class SegmentTask:
-    """``task: segment``: each hook imports its module late, so a step loads only what it uses."""
+class SegmentTask(LazyTask):
+    """``task: segment``: each hook's module is imported at its first call (``LazyTask``)."""
 
     info = INFO
-
-    # -- ingest: catalog, per-sample processing, shard writer --
-
-    def catalog(self, source: str | Path, data: DataSpec) -> Catalog:
-        from .catalog import build_segmentation_catalog
-
-        return build_segmentation_catalog(source, data)
-
-    def process_sample(self, job: SampleJob) -> tuple[list[Record], str | None]:
-        from .ingest import process_segmentation
-
-        return process_segmentation(job)
-
-    def shard_writer(self) -> type[ShardWriter]:
-        from .ingest import SegmentationShardWriter
-
-        return SegmentationShardWriter
-
-    # -- train: dataset, model, loss, validation --
-
-    def dataset_class(self) -> type[ShardDataset]:
-        from .dataset import SegmentationDataset
-
-        return SegmentationDataset
-
-    def build_model(self, spec: ModelSpec, num_classes: int, image_size: int) -> nn.Module:
-        from .models import build_segmenter
-
-        return build_segmenter(spec, num_classes, image_size)
-
-    def weights(self) -> dict[str, str]:
-        from .models import WEIGHTS
-
-        return WEIGHTS
-
-    def loss(
-        self, spec: ExperimentSpec, train_set: ShardDataset, num_classes: int, device: torch.device
-    ) -> Callable[..., torch.Tensor]:
-        from .train import segmentation_loss
-
-        return segmentation_loss(spec, train_set, num_classes, device)
-
-    def validate(
-        self, model: nn.Module, dataset: ShardDataset, ctx: Context, batch_size: int,
-        classes: list[str],
-    ) -> dict[str, float]:  # fmt: skip
-        from .train import validate_segmenter
-
-        return validate_segmenter(model, dataset, ctx, batch_size, classes)
-
-    # -- evaluate, cross-validation, report section --
-
     figures = {"miou": "mIoU", "dice": "mean Dice"}
     default_decision = "the most probable class per pixel"
-
-    def evaluate_point(
-        self, run: RunDir, point: int, data: str | None, log: logging.Logger,
-        keep: dict[int, dict] | None = None,
-    ) -> dict | None:  # fmt: skip
-        from .evaluate import evaluate_point
-
-        return evaluate_point(run, point, data, log, keep)
-
-    def pool(
-        self, run: RunDir, results: dict[int, dict], found: dict[int, dict], log: logging.Logger
-    ) -> dict[int, dict]:
-        from .crossval import pool
-
-        return pool(run, results, found, log)
-
-    def crossval_section(self, run: RunDir, manifest: dict) -> str:
-        from .crossval import crossval_section
-
-        return crossval_section(run, manifest)
-
-    def report_point(self, run: RunDir, point: int, metrics: dict) -> str:
-        from .report import report_section
-
-        return report_section(run.layout.eval_dir(point), metrics)
-
-    def report_extras(self, run: RunDir, best: int) -> str:
-        return ""  # Grad-CAM heatmaps: classifiers only
-
-    # -- predict, serve, export --
-
     noun = "segmenter"
-
-    @property
-    def chunk_suffix(self) -> str:
-        return self.info.predictions_suffix
-
     exports = ("torchscript", "onnx")
 
-    def predict_chunk(
-        self, bundle: Bundle, job: PredictJob, index: int, out: Path
-    ) -> tuple[str, int, int]:
-        from .predict import predict_rows
-
-        return predict_rows(bundle, job.chunk(index), out)
-
-    def chunk_rows(
-        self, text: str, items: list[dict[str, str]], meta: dict
-    ) -> tuple[list[str], list[str]]:
-        from .predict import chunk_rows
-
-        return chunk_rows(text, items)
-
-    def merge(
-        self, out: Path, files: list[Path], job: PredictJob, meta: dict, log: logging.Logger
-    ) -> int:
-        from .predict import merge_rows
-
-        return merge_rows(out, files, job, meta, log)
-
-    def serve_response(
-        self, bundle: Bundle, data: bytes, name: str, threshold: float, top_k: int | None,
-        heatmap: bool, decision: dict | None,
-        batcher: Callable[[torch.Tensor], np.ndarray] | None,
-    ) -> dict:  # fmt: skip
-        from .predict import serve_response
-
-        return serve_response(bundle, data, name, top_k, heatmap)
-
-    def export(self, bundle: Bundle, fmt: str, target: Path, model_dir: Path) -> Path:
-        from .export import export_segmenter
-
-        return export_segmenter(bundle, fmt, target)
-
-    def synth(self, args: argparse.Namespace) -> int:
-        from .synth import main
-
-        return main(args)
+    hooks = {  # hook → "module:function" (LazyTask)
+        # ingest: catalog, per-sample processing, shard writer
+        "catalog": ".catalog:build_segmentation_catalog",
+        "process_sample": ".ingest:process_segmentation",
+        "shard_writer": ".ingest:SegmentationShardWriter",
+        # train: dataset, model, loss, validation
+        "dataset_class": ".dataset:SegmentationDataset",
+        "build_model": ".models:build_segmenter",
+        "weights": ".models:WEIGHTS",
+        "loss": ".train:segmentation_loss",
+        "validate": ".train:validate_segmenter",
+        # evaluate, cross-validation, report section (no heatmaps: classifiers only)
+        "evaluate_point": ".evaluate:evaluate_point",
+        "pool": ".crossval:pool",
+        "crossval_section": ".crossval:crossval_section",
+        "report_point": ".report:report_section(eval_dir, metrics)",
+        # predict, serve, export (no review files)
+        "predict_chunk": ".predict:predict_rows(bundle, chunk, out)",
+        "chunk_rows": ".predict:chunk_rows(text, items)",
+        "merge": ".predict:merge_rows",
+        "serve_response": ".predict:serve_response(bundle, data, name, top_k, heatmap)",
+        "export": ".export:export_segmenter(bundle, fmt, target)",
+        "synth": ".synth:main",
+    }
 
 
 TASK = SegmentTask()
