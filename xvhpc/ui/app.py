@@ -66,20 +66,51 @@ def _templates() -> Environment:
     )
 
 
+@dataclass
+class Pages:
+    """What every route group shares: the templates and the posted-form check of one ``Ui``."""
+
+    ui: Ui
+    env: Environment = field(default_factory=_templates)
+
+    def page(
+        self, request: Request, template: str, status: int = 200, **values: Any
+    ) -> HTMLResponse:
+        base = security.prefix_of(request, self.ui.prefix)
+        html = self.env.get_template(template).render(base=base, csrf=self.ui.csrf, **values)
+        return HTMLResponse(html, status_code=status)
+
+    async def form_of(self, request: Request) -> dict[str, str]:
+        """The posted form after the CSRF check (a file or an odd value is refused)."""
+        form = await request.form(max_files=0, max_fields=40)  # a file: Starlette's 400
+        values = {k: v for k, v in form.items() if isinstance(v, str)}
+        if not security.same(values.get("csrf"), self.ui.csrf):
+            raise Refused("missing or wrong CSRF token: reload the page and try again")
+        return values
+
+
 def create_app(ui: Ui) -> FastAPI:
-    """The app over ``ui``; ``main.py`` serves it (TCP with a token, or a Unix socket)."""
+    """The app over ``ui``; ``main.py`` serves it (TCP with a token, or a Unix socket). The
+    route groups are added in this order, which is the order routes are matched in."""
     app = FastAPI(title="xvhpc ui", docs_url=None, redoc_url=None, openapi_url=None,
                   root_path=ui.prefix)  # fmt: skip
-    env = _templates()
+    pages = Pages(ui)
+    _guard(app, pages)
+    _run_routes(app, pages)
+    _action_routes(app, pages)
+    _new_run_routes(app, pages)
+    _static_routes(app)
+    return app
 
-    def page(request: Request, template: str, status: int = 200, **values: Any) -> HTMLResponse:
-        base = security.prefix_of(request, ui.prefix)
-        html = env.get_template(template).render(base=base, csrf=ui.csrf, **values)
-        return HTMLResponse(html, status_code=status)
+
+def _guard(app: FastAPI, pages: Pages) -> None:
+    """A refusal as a page, the security headers of every reply, the access gate (token,
+    prefix, Host) and the cap on a request's body."""
+    ui = pages.ui
 
     @app.exception_handler(Refused)
     async def refused(request: Request, exc: Refused) -> HTMLResponse:
-        return page(request, "message.html", 400, title="Refused", message=str(exc))
+        return pages.page(request, "message.html", 400, title="Refused", message=str(exc))
 
     @app.middleware("http")
     async def headers(request: Request, call_next: security.Handler) -> Response:
@@ -93,13 +124,10 @@ def create_app(ui: Ui) -> FastAPI:
     app.middleware("http")(security.gate(ui.token, ui.prefix))
     app.add_middleware(UploadCap, limit=security.MAX_BODY, shown=f"{security.MAX_BODY >> 10} KB")
 
-    async def form_of(request: Request) -> dict[str, str]:
-        """The posted form after the CSRF check (a file or an odd value is refused)."""
-        form = await request.form(max_files=0, max_fields=40)  # a file: Starlette's 400
-        values = {k: v for k, v in form.items() if isinstance(v, str)}
-        if not security.same(values.get("csrf"), ui.csrf):
-            raise Refused("missing or wrong CSRF token: reload the page and try again")
-        return values
+
+def _run_routes(app: FastAPI, pages: Pages) -> None:
+    """The list of runs and a run's page, each with the JSON its page polls, and its report."""
+    ui, page = pages.ui, pages.page
 
     @app.get("/", response_class=HTMLResponse)
     def index(request: Request) -> HTMLResponse:
@@ -122,7 +150,7 @@ def create_app(ui: Ui) -> FastAPI:
     def api_run(name: str) -> JSONResponse:
         return JSONResponse(_detail(ui, _run(ui, name)))
 
-    @app.get("/runs/{name}/report")
+    @app.get("/runs/{name}/report")  # before /runs/{name}/{action}: "report" is no action
     def report(name: str) -> Response:
         root = _run(ui, name)
         path = Layout(root).report
@@ -130,6 +158,11 @@ def create_app(ui: Ui) -> FastAPI:
             raise Refused(f"run {name}: no report yet (the report step writes it)")
         return FileResponse(path, media_type="text/html",
                             headers={"Content-Security-Policy": REPORT_CSP})  # fmt: skip
+
+
+def _action_routes(app: FastAPI, pages: Pages) -> None:
+    """Cancel and resubmit: a confirmation page (GET), then the POST that does it."""
+    ui, page = pages.ui, pages.page
 
     @app.get("/runs/{name}/{action}", response_class=HTMLResponse)
     def confirm(request: Request, name: str, action: str) -> HTMLResponse:
@@ -140,7 +173,7 @@ def create_app(ui: Ui) -> FastAPI:
 
     @app.post("/runs/{name}/{action}")
     async def act(request: Request, name: str, action: str) -> Response:
-        await form_of(request)
+        await pages.form_of(request)
         root = _run(ui, name)
         if action == "cancel":
             said = _cancel(ui, root)
@@ -150,13 +183,18 @@ def create_app(ui: Ui) -> FastAPI:
             raise Refused(f"{action[:40]!r}: not an action (valid: {', '.join(ACTIONS)})")
         return page(request, "message.html", title=f"{action}: {name}", message=said, run=name)
 
+
+def _new_run_routes(app: FastAPI, pages: Pages) -> None:
+    """The new-run form: shown, checked (problems at their fields), then compiled and started."""
+    ui, page = pages.ui, pages.page
+
     @app.get("/new", response_class=HTMLResponse)
     def new_form(request: Request) -> HTMLResponse:
         return page(request, "new.html", **_choices(ui), form={}, problems="", ok=False)
 
     @app.post("/new", response_class=HTMLResponse)
     async def new_post(request: Request) -> Response:
-        form = await form_of(request)
+        form = await pages.form_of(request)
         asked = newrun.read_form(form, ui.runs, ui.data)
         spec, problems = newrun.validate(asked, ui.runs)
         if problems or form.get("action") != "start":
@@ -169,14 +207,16 @@ def create_app(ui: Ui) -> FastAPI:
         base = security.prefix_of(request, ui.prefix)
         return RedirectResponse(f"{base}/runs/{asked.name}", status_code=303)
 
+
+def _static_routes(app: FastAPI) -> None:
+    """The pages' own script and style sheet (two names; anything else is a 404)."""
+
     @app.get("/static/{name}")
     def static(name: str) -> Response:
         kinds = {"ui.js": "text/javascript", "ui.css": "text/css"}
         if name not in kinds:
             return Response(status_code=404)
         return Response((HERE / "static" / name).read_bytes(), media_type=kinds[name])
-
-    return app
 
 
 def _run(ui: Ui, name: str) -> Path:
