@@ -18,7 +18,8 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from .video import (
     TIME_SLACK,
     VIDEO_SUFFIXES,
     BadVideo,
+    Header,
     VideoOptions,
     _scaled,
     header,
@@ -68,6 +70,15 @@ def frame_ref(name: str) -> FrameRef | None:
     if found["n"] is not None:
         return FrameRef(found["video"], index=int(found["n"]))
     return FrameRef(found["video"], seconds=float(found["t"]))
+
+
+def frame_order(name: str) -> tuple[str, float]:
+    """A sort key that puts a video's named frames in time order (``t=2`` before ``t=10``),
+    so ingest's chunks read each video forward; other names sort as themselves."""
+    ref = frame_ref(name)
+    if ref is None:
+        return name, -math.inf
+    return ref.video, float(ref.index if ref.index is not None else ref.seconds or 0.0)
 
 
 @dataclass(frozen=True)
@@ -151,6 +162,92 @@ def _seek(container: Any, seconds: float) -> Any:
         return open_video(name)
 
 
+FORWARD_SECONDS = 2.0  # decode on rather than seek when the next frame is at most this far on
+
+
+@dataclass
+class _Reader:
+    """One open video and where its decoding stands: labelled frames of one video asked for
+    in time order (as ingest's sorted chunks ask) decode forward instead of seeking each time,
+    so labelling every frame costs one pass, not one keyframe interval per frame."""
+
+    key: tuple  # (process, path, inode, size, mtime): a changed file or a forked child reopens
+    container: Any
+    head: Header
+    frames: Iterator[tuple[float, Any]] | None = None  # None: not positioned yet
+    behind: tuple[float, Any] | None = None  # the last frame consumed
+    ahead: tuple[float, Any] | None = None  # the first frame past the last request, not consumed
+    keyframe_gap: float = 0.0  # seconds between two keyframes, once seen
+
+    def forward_to(self, at: float, period: float) -> bool:
+        """Whether decoding on from here reaches ``at`` sooner than a seek would."""
+        if self.frames is None:
+            return False
+        here = self.ahead[0] if self.ahead else self.behind[0] if self.behind else 0.0
+        return 0 <= at - here <= max(FORWARD_SECONDS, self.keyframe_gap) + period
+
+
+_OPEN: list[_Reader] = []  # at most one per process: the video read last
+_LOCK = threading.Lock()  # one thread at a time uses it
+
+
+def _reader(source: str | os.PathLike[str], video: VideoOptions, max_pixels: int) -> _Reader:
+    """This process's open reader of ``source`` (the file unchanged), else a new one (the
+    previous one closed; one inherited from a parent process is left alone)."""
+    info = os.stat(source)
+    key = (os.getpid(), os.fspath(source), info.st_ino, info.st_size, info.st_mtime_ns)
+    if _OPEN and _OPEN[0].key == key:
+        return _OPEN[0]
+    if _OPEN and (old := _OPEN.pop()).key[0] == os.getpid():
+        old.container.close()
+    container = open_video(source)
+    try:
+        head = header(container, video, max_pixels)
+    except BaseException:
+        container.close()
+        raise
+    _OPEN.append(_Reader(key, container, head))
+    return _OPEN[0]
+
+
+def _close() -> None:
+    """Close this process's reader (after an error, or for another video)."""
+    while _OPEN:
+        _OPEN.pop().container.close()
+
+
+def _go_to(reader: _Reader, at: float, period: float, video: VideoOptions, max_pixels: int) -> None:
+    """Position ``reader`` to decode forward to ``at``: on from where it is when that is near,
+    else reopened and sought to the keyframe before ``at``."""
+    if reader.forward_to(at, period):
+        return
+    if reader.frames is not None:  # a stream that has decoded is reopened, not sought back
+        name = reader.container.name
+        reader.container.close()
+        reader.container = open_video(name)
+    reader.container = _seek(reader.container, at - period)
+    every = replace(video, fps=None, start=0.0, end=None, max_frames=2**62)
+    reader.frames = stream_frames(reader.container, every, max_pixels)
+    reader.behind = reader.ahead = None
+
+
+def _nearest(reader: _Reader, at: float, period: float) -> tuple[float, Any] | None:
+    """Decode on to the first frame past ``at``; the nearer of it and the frame before, where
+    within a frame of ``at``."""
+    assert reader.frames is not None
+    while reader.ahead is None or reader.ahead[0] <= at + TIME_SLACK:
+        if reader.ahead is not None:
+            reader.behind = reader.ahead
+        found = next(reader.frames, None)
+        if found is None:
+            break
+        if found[1].key_frame and reader.behind is not None and not reader.keyframe_gap:
+            reader.keyframe_gap = found[0] - reader.behind[0]
+        reader.ahead = found
+    near = [f for f in (reader.behind, reader.ahead) if f and abs(f[0] - at) <= period + TIME_SLACK]
+    return min(near, key=lambda f: abs(f[0] - at), default=None)
+
+
 def read_frame(
     source: str | os.PathLike[str],
     ref: FrameRef,
@@ -163,9 +260,22 @@ def read_frame(
     """(the frame nearest the time ``ref`` names, its time), scaled to ``draft(width,
     height)``; ``BadVideo`` where the video has no frame within one frame of it (past its
     end), ``#frame=`` on a stream without a rate, or the hostile cases ``read_video`` refuses."""
-    container = open_video(source)
+    with _LOCK:
+        return _read_frame(source, ref, video, max_pixels, max_bytes, draft, gray)
+
+
+def _read_frame(
+    source: str | os.PathLike[str],
+    ref: FrameRef,
+    video: VideoOptions,
+    max_pixels: int,
+    max_bytes: int,
+    draft: Callable[[int, int], tuple[int, int]] | None,
+    gray: bool,
+) -> tuple[np.ndarray, float]:
     try:
-        head = header(container, video, max_pixels)
+        reader = _reader(source, video, max_pixels)
+        head = reader.head
         size = draft(head.width, head.height) if draft else None
         if 4 * math.prod(size or (head.width, head.height)) > max_bytes:
             raise BadVideo(f"memory guard: one frame needs more than {max_bytes:,} bytes")
@@ -173,17 +283,14 @@ def read_frame(
         if ref.index is not None and not head.fps:
             raise BadVideo(f"the stream states no frame rate: address its frames as {ref.video}#t=")
         at = ref.index * period if ref.index is not None else float(ref.seconds or 0.0)
-        container = _seek(container, at - period)
-        window = replace(
-            video, fps=None, start=max(0.0, at - period), end=at + period, max_frames=4
-        )
-        best: tuple[float, Any] | None = None
-        for t, frame in stream_frames(container, window, max_pixels):
-            if best is None or abs(t - at) < abs(best[0] - at) - TIME_SLACK:
-                best = (t, frame)
-        if best is None:
-            end = f" (it declares {head.seconds:.3f} s)" if head.seconds is not None else ""
-            raise BadVideo(f"no frame within {period:.3f} s of {at:.3f} s{end}")
-        return _scaled(best[1], size, gray), round(best[0], 6)
-    finally:
-        container.close()
+        if at > video.max_seconds:
+            raise BadVideo(f"{at:.3f} s is past data.video.max_seconds {video.max_seconds:g}")
+        _go_to(reader, at, period, video, max_pixels)
+        best = _nearest(reader, at, period)
+    except BaseException:
+        _close()  # a reader that failed is not used again
+        raise
+    if best is None:
+        end = f" (it declares {head.seconds:.3f} s)" if head.seconds is not None else ""
+        raise BadVideo(f"no frame within {period:.3f} s of {at:.3f} s{end}")
+    return _scaled(best[1], size, gray), round(best[0], 6)

@@ -24,7 +24,7 @@ from typing import Any
 
 from ..backends.base import get_scheduler
 from ..data.catalog import outside, read_csv_text
-from ..data.frames import frame_ref
+from ..data.frames import frame_order, frame_ref
 from ..registry import task_info, task_infos
 from ..rundir import BundleFiles
 from ..rundir.records import PredictError, PredictJob, PredictLayout, model_dir, task_of
@@ -152,7 +152,7 @@ def list_inputs(
         found, skipped = _from_folder(source)
     else:
         raise PredictError(f"--data {source} is neither a folder, a .csv nor a COCO .json")
-    found.sort(key=lambda s: s["rel"])
+    found.sort(key=lambda s: frame_order(s["rel"]))  # a video's named frames in time order
     if not found:
         raise PredictError(f"--data {source}: no input files found")
     return found, skipped

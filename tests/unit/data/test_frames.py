@@ -20,7 +20,7 @@ from tests.conftest import tiny_spec
 from tests.unit.data.test_video import write_video
 from xvhpc.cli import main
 from xvhpc.data.decode import BadImage, DecodeOptions, decode
-from xvhpc.data.frames import FrameRef, frame_ref, locate, one_group_per_video
+from xvhpc.data.frames import FrameRef, frame_order, frame_ref, locate, one_group_per_video
 from xvhpc.data.sample import Sample
 from xvhpc.registry import load_task
 from xvhpc.spec import load_spec
@@ -71,6 +71,27 @@ def test_the_named_frame_is_decoded_exactly(tmp_path: Path, name: str, codec: st
         BadImage, match=r"no frame within 0.100 s of 99.000 s \(it declares 30.000 s\)"
     ):
         decode(video, opts, name=f"{name}#t=99")
+
+
+def test_frames_read_in_any_order_are_the_frames_of_one_whole_decode(tmp_path: Path) -> None:
+    """Forward (decoding on, as ingest's time-sorted chunks ask), backward (reopened and
+    sought), every frame and every 7th: each named frame is the whole decode's frame at its
+    time, pixel for pixel; a video rewritten in place is read anew, not from the open one."""
+    video = write_video(tmp_path / "v.mp4", frames=120, fps=10, codec="libx264")
+    opts = DecodeOptions(size=32, channels=3)
+    whole = decode(video, opts, name="v.mp4")
+    assert len(whole) == 120 and whole.times[7] == 0.7
+    for order in (range(120), range(119, -1, -1), range(0, 120, 7), [5, 90, 6, 91, 0]):
+        for i in order:
+            frame = decode(video, opts, name=f"v.mp4#t={whole.times[i]}")[0]
+            assert np.array_equal(frame, whole[i]), (list(order)[:3], i)
+    write_video(video, frames=120, fps=10, codec="libx264", level=100)  # same path, new pixels
+    assert abs(decode(video, opts, name="v.mp4#t=0.1")[0].mean() - 108) <= 2
+    assert sorted(["v.mp4#t=10", "v.mp4#t=2", "a.png"], key=frame_order) == [
+        "a.png",
+        "v.mp4#t=2",
+        "v.mp4#t=10",
+    ]
 
 
 def test_a_video_s_frames_are_one_group_and_shared_groups_join() -> None:

@@ -29,7 +29,7 @@ from ...data.coco import (
     true_size,
 )
 from ...data.folds import split_samples
-from ...data.frames import Listed, locate, one_group_per_video
+from ...data.frames import Listed, frame_order, locate, one_group_per_video
 from ...data.sample import Catalog, CatalogError, Sample
 from ...spec.schema import DataSpec
 
@@ -273,7 +273,7 @@ def build_detection_catalog(source: str | Path, spec: DataSpec) -> Catalog:
     read = from_csv if kind == "csv" else from_coco
     notes: list[str] = []
     classes, samples, skipped, dropped = read(source, spec, notes)
-    samples.sort(key=lambda s: s.rel)
+    samples.sort(key=lambda s: frame_order(s.rel))  # a video's frames in time order
     if not classes or not any(s.target for s in samples):
         raise CatalogError(f"{source}: no usable box (task: detect needs at least one)")
     unknown_aug = sorted(set(spec.augment) - set(classes) - {NO_BOXES})

@@ -33,7 +33,7 @@ from ...data.coco import (
     true_size,
 )
 from ...data.folds import assign_folds, split_samples
-from ...data.frames import frame_ref, locate, one_group_per_video
+from ...data.frames import frame_order, frame_ref, locate, one_group_per_video
 from ...data.sample import Catalog, CatalogError, Sample
 from ...data.video import VIDEO_SUFFIXES
 from ...spec.schema import DataSpec
@@ -361,7 +361,7 @@ def build_segmentation_catalog(source: str | Path, spec: DataSpec) -> Catalog:
     notes: list[str] = []
     read = from_folders if kind == "folders" else from_coco
     classes, samples, skipped, ignored = read(where, spec, notes)
-    samples.sort(key=lambda s: s.rel)
+    samples.sort(key=lambda s: frame_order(s.rel))  # a video's frames in time order
     if not samples:
         raise CatalogError(f"{where}: no image with a usable mask (task: segment needs one)")
     if len(classes) < 2:
