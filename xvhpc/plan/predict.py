@@ -172,6 +172,7 @@ def prepare_job(
         raise PredictError("--chunk-size and --batch-size must be at least 1")
     bundle = model_dir(run_dir)
     meta = json.loads(BundleFiles(bundle).meta.read_text())
+    check_heatmaps(meta, heatmaps)
     data = (meta.get("spec") or {}).get("data") or {}
     inputs, skipped = list_inputs(source, data)
     job = PredictJob(
@@ -194,6 +195,17 @@ def prepare_job(
             stale_file.unlink(missing_ok=True)
     write_json_atomic(files.config, {**job.__dict__, "key": key})
     return job, meta
+
+
+def check_heatmaps(meta: dict[str, Any], heatmaps: bool) -> None:
+    """``PredictError`` for ``--heatmaps`` with a model whose task draws none (its torch-free
+    ``TaskInfo.outputs`` say), rather than a job that quietly writes none."""
+    info = task_info(task_of(meta))
+    if heatmaps and "heatmap" not in info.outputs:
+        raise PredictError(
+            f"--heatmaps: a model of task {info.name} draws no heatmaps (its outputs: "
+            f"{', '.join(info.outputs)}); Grad-CAM heatmaps are for classifiers"
+        )
 
 
 def review_flags(meta: dict[str, Any], fmt: str | None, order: str) -> tuple[str, ...]:

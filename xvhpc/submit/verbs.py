@@ -246,8 +246,16 @@ def predict_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output directory (predictions.csv, summary)")
     p.add_argument("--site", default="local")
     p.add_argument("--chunk-size", type=int, default=1000, help="files per array task")
-    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
-    p.add_argument("--heatmaps", action="store_true", help="also write Grad-CAM overlay PNGs")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=32,
+        help="images per forward pass (classify; detect and segment pass one image's tiles, "
+        "action 16 clips)",
+    )
+    p.add_argument(
+        "--heatmaps", action="store_true", help="also write Grad-CAM overlay PNGs (classify)"
+    )
     p.add_argument("--walltime", default="01:00:00", help="per chunk")
     p.add_argument("--dry-run", action="store_true", help="print the submit commands only")
     p.add_argument("--force", action="store_true", help="submit even if jobs of OUT are live")

@@ -83,6 +83,16 @@ def test_a_task_without_review_files_is_refused_up_front() -> None:
         "--format", "coco", "--order", "uncertainty")  # fmt: skip
 
 
+def test_heatmaps_for_a_task_without_them_are_refused_up_front() -> None:
+    from xvhpc.plan.predict import check_heatmaps
+
+    for task in ("detect", "segment", "action"):
+        with pytest.raises(PredictError, match=f"--heatmaps: a model of task {task} draws no"):
+            check_heatmaps({"task": task}, True)
+        check_heatmaps({"task": task}, False)
+    check_heatmaps({"task": "classify"}, True)
+
+
 def test_detect_boxes_round_trip_within_rounding(tmp_path: Path) -> None:
     """Boxes → rectanglelabels in percent → a reviewer's export → the detection catalog: the
     same boxes in pixels, the edited label changed, images without boxes kept as negatives."""
