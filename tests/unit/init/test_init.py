@@ -21,9 +21,9 @@ CXR = SHARED_DATA / "cxr-figure1" / "metadata.csv"
 TINY = ["--image-size", "32", "--max-iterations", "4", "--pretrained", "none"]
 
 
-def _demo(task: str, out: Path) -> Path:
+def _demo(task: str, out: Path, video: bool = False) -> Path:
     """The task's demo data and the source a spec names (its one manifest, else the folder)."""
-    args = argparse.Namespace(out=str(out), seed=0, task=task, per_class=8, size=48)
+    args = argparse.Namespace(out=str(out), seed=0, task=task, per_class=8, size=48, video=video)
     assert load_task(task).synth(args) == 0
     manifests = sorted(p for p in out.iterdir() if p.suffix in (".json", ".csv"))
     return manifests[0] if len(manifests) == 1 and task != "segment" else out
@@ -35,15 +35,23 @@ def _init(*argv: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str
     return code, captured.out, captured.err
 
 
-@pytest.mark.parametrize("task", sorted(task_infos()))
+@pytest.mark.parametrize(
+    ("task", "video"),
+    [*((t, False) for t in sorted(task_infos())), ("detect", True), ("segment", True)],
+)
 def test_every_demo_kind_gives_a_spec_that_validates(
-    task: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    task: str, video: bool, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    source = _demo(task, tmp_path / "data")
+    """Every demo kind, the labelled video frames of detect and segment included (their
+    frames are surveyed from the videos' headers, each video one group)."""
+    source = _demo(task, tmp_path / "data", video)
     spec = tmp_path / "spec.yaml"
     code, out, err = _init(str(source), "--out", str(spec), capsys=capsys)
     assert code == 0, err
     assert f"task {task}" in out and "width  min / median / max: 48 / 48 / 48 px" in out
+    if video:
+        videos = 16 if task == "detect" else 8  # 8 a class for detect's 2 classes; 8 for segment
+        assert "formats: video (mp4) " in out and f"{videos} patient/group(s)" in out, out
     text = spec.read_text()
     assert text.count("\n# ") + text.count("  # ") >= 5, text  # the choices say why
     assert yaml.safe_load(text)["task"] == task
