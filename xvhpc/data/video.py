@@ -5,8 +5,11 @@ seconds, at most ``max_frames``. The file is read packet by packet (never whole 
 and each kept frame is scaled at once to the size the resize needs (``DecodeOptions.draft_box``),
 so a video holds at most ``max_frames`` small frames. A hostile container is refused with a
 ``BadVideo`` (``decode`` raises it as ``BadImage``) that says why: frames larger than
-``data.max_image_pixels``, a stream that runs (or says it runs) past ``data.video.max_seconds`` or past ``MAX_DECODED`` frames, frames
-without timestamps or with timestamps that go backwards.
+``data.max_image_pixels`` (in the header; a frame whose bitstream grows past it, as MJPEG's
+SOF can, is refused by the decoder before it is allocated: ``max_pixels``), a stream that
+runs (or says it runs) past ``data.video.max_seconds`` or past ``MAX_DECODED`` frames, frames
+without timestamps or with timestamps that go backwards. ``tests/unit/data/test_video_hostile.py``
+crafts each of these as a real file and checks the refusal at the default caps.
 
 PyAV is imported inside the functions: the login side and the torch-2.0 compat env never
 import it. Frame times are seconds from the stream's start; each kept frame's record is named
@@ -15,10 +18,12 @@ import it. Frame times are seconds from the stream's start; each kept frame's re
 
 from __future__ import annotations
 
+import errno
 import io
 import math
 import os
 import stat
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +52,11 @@ class VideoOptions:
 
 MAX_DECODED = 200_000  # frames decoded from one video (kept or not): past it, an endless stream
 TIME_SLACK = 1e-6  # seconds: frame times within this are one time
+# FFmpeg checks a frame's pixels with its width aligned up to 64 (STRIDE_ALIGN): this slack
+# keeps a frame just under data.max_image_pixels decodable; ours is the exact check after it
+ALIGN_SLACK = 64 * 65_536
+INT_MAX = 2**31 - 1  # the largest max_pixels FFmpeg's decoders take
+FFMPEG_MAX_PIXELS = INT_MAX // 8  # av_image_check_size: (width+128)*(height+128) must be below
 
 
 class Frames(list):
@@ -128,7 +138,11 @@ def header(container: Any, video: VideoOptions, max_pixels: int) -> Header:
     stream = streams[0]
     width, height = int(stream.codec_context.width or 0), int(stream.codec_context.height or 0)
     if width <= 0 or height <= 0:
-        raise BadVideo("the video stream declares no frame size")
+        # FFmpeg zeroes a size past its own limit (e.g. 60000x60000) as it opens the stream
+        raise BadVideo(
+            "the video stream declares no frame size, or one past FFmpeg's limit of "
+            f"{FFMPEG_MAX_PIXELS:,} pixels (data.max_image_pixels {max_pixels:,})"
+        )
     if width * height > max_pixels:
         raise BadVideo(
             f"frames of {width}x{height} = {width * height:,} pixels exceed "
@@ -165,29 +179,36 @@ def stream_frames(
     header(container, video, max_pixels)
     stream = container.streams.video[0]
     stream.thread_type = "NONE"  # ingest forks workers: no FFmpeg threads left behind
+    # a codec whose bitstream carries the size (MJPEG's SOF, H.264's SPS) can grow frames past
+    # the container's header: the decoder refuses such a frame before allocating it
+    stream.codec_context.options = {"max_pixels": str(min(max_pixels + ALIGN_SLACK, INT_MAX))}
     offset = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
-    kept, last = 0, -math.inf
+    kept, last, decoded = 0, -math.inf, 0  # decoded: frames the decoder has given so far
     step = 1 / video.fps if video.fps else 0.0
     next_t = video.start
     try:
         for index, frame in enumerate(container.decode(stream)):
+            decoded = index + 1
             if index >= MAX_DECODED:
                 raise BadVideo(f"endless stream: more than {MAX_DECODED:,} frames decoded")
-            t = _frame_time(frame, offset, index)
-            if t < last - TIME_SLACK:
-                raise BadVideo(f"bad timestamps: frame {index} at {t:.3f} s after {last:.3f} s")
-            last = t
-            if t > video.max_seconds:
-                raise BadVideo(f"the video runs past data.video.max_seconds {video.max_seconds:g}")
-            if video.end is not None and t >= video.end - TIME_SLACK:
-                return
-            if t < next_t - TIME_SLACK:
-                continue
             if frame.width * frame.height > max_pixels:
                 raise BadVideo(
                     f"frame {index} is {frame.width}x{frame.height}, more pixels than "
                     f"data.max_image_pixels {max_pixels:,}"
                 )
+            t = _frame_time(frame, offset, index)
+            if t < last - TIME_SLACK:
+                raise BadVideo(f"bad timestamps: frame {index} at {t:.3f} s after {last:.3f} s")
+            last = t
+            if t > video.max_seconds:
+                raise BadVideo(
+                    f"frame {index} at {t:.1f} s: the video runs past data.video.max_seconds "
+                    f"{video.max_seconds:g}"
+                )
+            if video.end is not None and t >= video.end - TIME_SLACK:
+                return
+            if t < next_t - TIME_SLACK:
+                continue
             yield t, frame
             kept += 1
             if kept >= video.max_frames:
@@ -201,7 +222,32 @@ def stream_frames(
     except BadVideo:
         raise
     except Exception as exc:  # FFmpeg on a corrupt packet, PyAV on a broken stream
+        if getattr(exc, "errno", None) == errno.EINVAL:  # max_pixels: refused unallocated
+            raise BadVideo(
+                f"frame {decoded} cannot be decoded: "
+                f"its size is invalid or more pixels than data.max_image_pixels "
+                f"{max_pixels:,} ({_why(exc)})"
+            ) from None
         raise BadVideo(f"video cannot be decoded: {_why(exc)}") from None
+
+
+_LOCAL = threading.local()  # this thread's (pid, VideoReformatter)
+_INHERITED: list[Any] = []  # reformatters a fork left behind: never freed (see _reformatter)
+
+
+def _reformatter() -> Any:
+    """This thread's swscale context, made in this process. ``frame.reformat`` would use
+    PyAV's per-thread one, which a forked ingest worker inherits from its parent: if the
+    parent ever scaled with swscale's thread pool, reconfiguring (or freeing) that context in
+    the child waits forever on threads the fork did not copy."""
+    from av.video.reformatter import VideoReformatter
+
+    mine = getattr(_LOCAL, "reformatter", None)
+    if mine is None or mine[0] != os.getpid():
+        if mine is not None:
+            _INHERITED.append(mine)  # freeing it could wait on the parent's threads
+        mine = _LOCAL.reformatter = (os.getpid(), VideoReformatter())
+    return mine[1]
 
 
 def _scaled(frame: Any, size: tuple[int, int] | None, gray: bool) -> np.ndarray:
@@ -209,9 +255,11 @@ def _scaled(frame: Any, size: tuple[int, int] | None, gray: bool) -> np.ndarray:
     width, height = size if size else (frame.width, frame.height)
     width, height = min(width, frame.width), min(height, frame.height)
     # one swscale thread: its default thread pool deadlocks ingest's forked workers
-    array = frame.reformat(
-        width=width, height=height, format="gray" if gray else "rgb24", threads=1
-    ).to_ndarray()
+    array = (
+        _reformatter()
+        .reformat(frame, width=width, height=height, format="gray" if gray else "rgb24", threads=1)
+        .to_ndarray()
+    )
     return array[:, :, None] if array.ndim == 2 else array
 
 
