@@ -100,14 +100,16 @@ def mux_piped(path: Path, packets: list[tuple[bytes, int]], **kw: Any) -> Path:
     return path
 
 
-def encode(path: Path, codec: str, pix_fmt: str, size: int = 32, frames: int = 3, **kw) -> Path:
-    """A short real video from PyAV's encoder (``kw``: the container's format)."""
+def encode(
+    path: Path, codec: str, pix_fmt: str, size: int = 32, frames: int = 3, rate: int = 10, **kw
+) -> Path:
+    """A real video from PyAV's encoder (``kw``: the container's format)."""
     with av.open(str(path), "w", **kw) as c:
-        stream = c.add_stream(codec, rate=10)
+        stream = c.add_stream(codec, rate=rate)
         stream.width = stream.height = size
         stream.pix_fmt = pix_fmt
         for i in range(frames):
-            pixels = np.full((size, size, 3), 9 * i, np.uint8)
+            pixels = np.full((size, size, 3), 9 * i % 256, np.uint8)
             for packet in stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")):
                 c.mux(packet)
         for packet in stream.encode():
@@ -267,6 +269,10 @@ def test_a_stream_without_a_declared_length_stops_at_max_frames_or_max_seconds(
     seekable = tmp_path / "long.mkv"
     mux(seekable, hour)
     refused(seekable, r"declares 3699\.0 s > data\.video\.max_seconds 3600", sparse)  # last pts
+    # MPEG-TS (named .mp4: FFmpeg goes by content) declares no length: FFmpeg reads the last PES
+    # timestamps of a seekable file, so the header says its length all the same
+    ts = encode(tmp_path / "ts.mp4", "libx264", "yuv420p", 16, 3700, rate=1, format="mpegts")
+    refused(ts, r"declares 3700\.0 s > data\.video\.max_seconds 3600")
 
 
 def test_a_timestamp_gap_past_max_seconds_is_refused_at_that_frame(tmp_path: Path) -> None:
