@@ -7,9 +7,10 @@ so a video holds at most ``max_frames`` small frames. A hostile container is ref
 ``BadVideo`` (``decode`` raises it as ``BadImage``) that says why: frames larger than
 ``data.max_image_pixels`` (in the header; a frame whose bitstream grows past it, as MJPEG's
 SOF can, is refused by the decoder before it is allocated: ``max_pixels``), a stream that
-runs (or says it runs) past ``data.video.max_seconds`` or past ``MAX_DECODED`` frames, frames
-without timestamps or with timestamps that go backwards. ``tests/unit/data/test_video_hostile.py``
-crafts each of these as a real file and checks the refusal at the default caps.
+runs (or says it runs) past ``data.video.max_seconds`` or decodes more than ``MAX_RATE`` frames
+a second of its time (time that stands still), frames without timestamps or with timestamps
+that go backwards. ``tests/unit/data/test_video_hostile.py`` crafts each of these as a real
+file and checks the refusal at the default caps.
 
 PyAV is imported inside the functions: the login side and the torch-2.0 compat env never
 import it. Frame times are seconds from the stream's start; each kept frame's record is named
@@ -50,7 +51,10 @@ class VideoOptions:
     max_seconds: float = 3600.0
 
 
-MAX_DECODED = 200_000  # frames decoded from one video (kept or not): past it, an endless stream
+# frames a stream may decode per second of its own time (kept or not), counted from its start
+# plus one second: past it, time stands still or crawls (an endless stream). 1,000 a second
+# admits high-speed cameras, and a legitimate hour at 60 fps (216,000 frames) is never cut.
+MAX_RATE = 1000
 TIME_SLACK = 1e-6  # seconds: frame times within this are one time
 # FFmpeg checks a frame's pixels with its width aligned up to 64 (STRIDE_ALIGN): this slack
 # keeps a frame just under data.max_image_pixels decodable; ours is the exact check after it
@@ -189,8 +193,11 @@ def stream_frames(
     try:
         for index, frame in enumerate(container.decode(stream)):
             decoded = index + 1
-            if index >= MAX_DECODED:
-                raise BadVideo(f"endless stream: more than {MAX_DECODED:,} frames decoded")
+            if index >= MAX_RATE * (max(last, 0.0) + 1):
+                raise BadVideo(
+                    f"endless stream: {index:,} frames decoded by {max(last, 0.0):.3f} s of stream "
+                    f"time (more than {MAX_RATE:,} a second: time stands still or crawls)"
+                )
             if frame.width * frame.height > max_pixels:
                 raise BadVideo(
                     f"frame {index} is {frame.width}x{frame.height}, more pixels than "
@@ -213,11 +220,12 @@ def stream_frames(
             kept += 1
             if kept >= video.max_frames:
                 return
-            # the next kept time on the fps grid from start (no drift over long videos)
+            # the next kept time on the fps grid from start (no drift over long videos); every
+            # frame: the next later time (a frame at a time kept already would repeat its name)
             next_t = (
                 video.start + (math.floor((t - video.start) / step + TIME_SLACK) + 1) * step
                 if step
-                else t
+                else t + 2 * TIME_SLACK
             )
     except BadVideo:
         raise

@@ -76,7 +76,11 @@ class Resampler:
         for w in self.weights():
             for key, value in fn(w).items():
                 parts.setdefault(key, []).append(np.asarray(value, dtype=np.float64))
-        return {key: np.concatenate(chunks, axis=0) for key, chunks in parts.items()}
+        out = {key: np.concatenate(chunks, axis=0) for key, chunks in parts.items()}
+        if self.n_groups < 2:  # every resample is the data itself: a zero-width interval would
+            for value in out.values():  # claim a certainty one patient (or video) cannot give
+                value[...] = np.nan
+        return out
 
 
 def interval(

@@ -285,18 +285,33 @@ def test_a_timestamp_gap_past_max_seconds_is_refused_at_that_frame(tmp_path: Pat
     refused(seekable, r"declares 1000000\.0 s > data\.video\.max_seconds 3600")
 
 
-def test_a_stream_whose_time_stands_still_is_refused_after_max_decoded_frames(
-    tmp_path: Path,
-) -> None:
-    """200,001 tiny frames all at time 0 (a real file, 2 MB, made and refused in ~3 s): a
-    stream that never reaches any time cap ends at MAX_DECODED (200,000) decoded frames."""
+def test_a_stream_whose_time_stands_still_is_refused_by_its_frame_rate(tmp_path: Path) -> None:
+    """200,001 tiny frames all at time 0 (a real file, 2 MB): more than MAX_RATE (1,000)
+    frames decoded per second of stream time, so it is refused after about 1,000 of them,
+    not after decoding them all; and the one kept frame is kept once, not under one name
+    1,000 times."""
     stalled = [(bytes(4), 0)] * 200_001
     path = tmp_path / "stalled.mkv"
     mux(path, stalled, codec="rawvideo", size=2, pix_fmt="gray")
-    opts = DecodeOptions(size=2, video=VideoOptions(fps=1))  # one frame a second: none comes
-    why, growth, seconds = refusal(path, opts)
-    assert why == "endless stream: more than 200,000 frames decoded"
-    assert growth < BUDGET_MB and seconds < 10, (growth, seconds)
+    for fps in (1, None):  # one frame a second (none comes after the first), every frame
+        opts = DecodeOptions(size=2, video=VideoOptions(fps=fps))
+        why, growth, seconds = refusal(path, opts)
+        assert why == (
+            "endless stream: 1,000 frames decoded by 0.000 s of stream time (more than 1,000 a "
+            "second: time stands still or crawls)"
+        ), why
+        assert growth < BUDGET_MB and seconds < 2, (growth, seconds)
+
+
+def test_frames_sharing_a_time_are_kept_once(tmp_path: Path) -> None:
+    """Frames at 0, .1, .1, .1, .2 s (a muxer's repeated timestamps): every frame kept is one
+    time, three records, never two named ``video#t=0.100``."""
+    path = tmp_path / "repeats.mkv"
+    mux(path, [(jpeg(20 * k), ms) for k, ms in enumerate((0, 100, 100, 100, 200))])
+    frames = decode(path, DecodeOptions(size=32), name="repeats.mkv")
+    assert frames.times == [0.0, 0.1, 0.2]
+    levels = [float(f.mean()) for f in frames]  # the first frame of each time: 0, 20, 80
+    assert all(abs(a - b) <= 4 for a, b in zip(levels, (0, 20, 80), strict=True)), levels
 
 
 def test_timestamps_going_backwards_are_refused_naming_the_frame(tmp_path: Path) -> None:

@@ -55,6 +55,23 @@ def test_resampler_draws_whole_groups() -> None:
         assert (w.sum(1) > 0).all()
 
 
+def test_one_group_gives_no_interval_where_two_give_one() -> None:
+    """Eight frames of one video (or images of one patient) are one draw: every resample is
+    the data itself, so the interval would be zero-wide, a certainty one group cannot give;
+    it is not given. Two groups give a real interval."""
+    correct = np.array([1, 1, 1, 1, 0, 1, 0, 1], float)
+
+    def accuracy(w: np.ndarray) -> dict[str, np.ndarray]:
+        return {"acc": (w * correct).sum(1) / w.sum(1)}
+
+    one = bs.Resampler.build(8, ["clip0.mp4"] * 8, resamples=200, seed=0)
+    assert bs.interval(0.75, one.collect(accuracy)["acc"]) == {
+        "value": 0.75, "ci_low": None, "ci_high": None}  # fmt: skip
+    two = bs.Resampler.build(8, ["clip0.mp4"] * 4 + ["clip1.mp4"] * 4, resamples=200, seed=0)
+    got = bs.interval(0.75, two.collect(accuracy)["acc"])
+    assert got["ci_low"] == 0.5 and got["ci_high"] == 1.0  # the two videos' own accuracies
+
+
 def test_bootstrap_weights_come_in_bounded_chunks() -> None:
     """Memory stays bounded for any n: chunks of at most max_elements weights, all resamples."""
     r = bs.Resampler.build(5000, None, resamples=2000, seed=0)

@@ -117,7 +117,12 @@ def action_metrics(
             drawn = _figures(dets, truth, classes, np.rint(w).astype(int))
             for key in boots:
                 boots[key].append(drawn[key])
-    boot = {k: np.asarray(v, dtype=float) for k, v in boots.items()} if boots["mean"] else None
+    one_video = len(dets) < 2  # no interval from one video (as ``Resampler.collect``)
+    boot = (
+        None
+        if one_video or not boots["mean"]
+        else {k: np.asarray(v, dtype=float) for k, v in boots.items()}
+    )
     names = [f"tmap{round(t * 100)}" for t in IOU_THRESHOLDS]
     out = {
         "tmap": interval(float(point["mean"]), boot["mean"] if boot else None),
