@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from ..util import file_kind
-from .frames import FrameRef, frame_ref, read_frame
+from .frames import frame_ref, read_frame
 from .png import fast_decode as fast_png
 from .video import VIDEO_SUFFIXES, BadVideo, Frames, VideoOptions, read_video
 
@@ -483,11 +483,8 @@ def decode(
 ) -> list[np.ndarray]:
     """Decode one file (path or bytes) into one or more HxWxC uint8 frames (a video: its
     sampled frames, streamed from the file, with their times: ``video.Frames``)."""
-    ref = frame_ref(name) if name else None
-    if ref is not None and not isinstance(source, bytes):  # a labelled frame (clip.mp4#t=1.5)
-        return _decode_frame(source, opts, ref)
     suffix = Path(name or (str(source) if not isinstance(source, bytes) else "")).suffix.lower()
-    if suffix in VIDEO_SUFFIXES:
+    if suffix in VIDEO_SUFFIXES or frame_ref(name):  # a video, or one frame of it
         return _decode_video(source, opts, name or str(source))
     data = _read(source, max_file_bytes(opts.max_pixels))
     if not data:
@@ -505,40 +502,21 @@ def decode(
 def _decode_video(
     source: str | os.PathLike[str] | bytes, opts: DecodeOptions, name: str
 ) -> list[np.ndarray]:
-    """A video's kept frames (``data.video``), streamed and scaled as they are decoded."""
+    """A video's kept frames (``data.video``), streamed and scaled as they are decoded; or,
+    for a name that names one frame (``clip.mp4#t=1.5``), that frame as an image."""
+    ref = frame_ref(name)
+    draft = None if opts.stored_pixels else opts.draft_box
     try:
-        frames = read_video(
-            source,
-            opts.video,
-            opts.max_pixels,
-            opts.max_decode_bytes,
-            None if opts.stored_pixels else opts.draft_box,
-            gray=opts.channels == 1,
-            name=name,
-        )
+        if ref is not None and not isinstance(source, bytes):
+            frame, _ = read_frame(source, ref, opts.video, opts.max_pixels,
+                                  opts.max_decode_bytes, draft, gray=opts.channels == 1)  # fmt: skip
+            return [to_channels(frame, opts.channels, opts.expand_gray)]
+        frames = read_video(source, opts.video, opts.max_pixels, opts.max_decode_bytes, draft,
+                            gray=opts.channels == 1, name=name)  # fmt: skip
     except BadVideo as exc:
         raise BadImage(str(exc)) from None
     shaped = [to_channels(f, opts.channels, opts.expand_gray) for f in frames]
     return Frames(shaped, frames.times, frames.size)
-
-
-def _decode_frame(
-    source: str | os.PathLike[str], opts: DecodeOptions, ref: FrameRef
-) -> list[np.ndarray]:
-    """The one frame of a video that a label names, as an image (its name is the label's)."""
-    try:
-        frame, _ = read_frame(
-            source,
-            ref,
-            opts.video,
-            opts.max_pixels,
-            opts.max_decode_bytes,
-            None if opts.stored_pixels else opts.draft_box,
-            gray=opts.channels == 1,
-        )
-    except BadVideo as exc:
-        raise BadImage(str(exc)) from None
-    return [to_channels(frame, opts.channels, opts.expand_gray)]
 
 
 def _decode_unknown(suffix: str) -> list[np.ndarray]:

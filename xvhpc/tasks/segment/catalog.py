@@ -153,20 +153,9 @@ def from_folders(
             continue
         mask_path = root / "masks" / _mask_of(inside)
         shown_mask = f"masks/{display_name(str(_mask_of(inside)))}"
-        if why := _unusable(mask_path, root / "masks", spec.follow_links):
-            walk.skip(path, f"mask {shown_mask}: {why}")
-            continue
-        try:
-            mask = read_mask(mask_path)
-        except MaskError as exc:
-            walk.skip(path, f"{shown_mask}: {exc}")
-            continue
-        size = image_size(file)
-        if size is not None and size != (mask.shape[1], mask.shape[0]):
-            walk.skip(
-                path,
-                f"{shown_mask} is {mask.shape[1]}x{mask.shape[0]}, its image {size[0]}x{size[1]}",
-            )
+        mask, reason = _usable_mask(root, walk, mask_path, shown_mask, image_size(file), "image")
+        if mask is None:
+            walk.skip(path, reason)
             continue
         listed.append((walk.rel(path), file, mask_path, shown_mask, mask))
     if named is None:
@@ -213,21 +202,28 @@ def _video_masks(
         if ref is None or mask_path.suffix != ".png":
             walk.skip(video, f"{where}: not t=<seconds>.png or frame=<number>.png")
             continue
-        if why := _unusable(mask_path, root / "masks", walk.follow_links):
-            walk.skip(video, f"{where}: {why}")
-            continue
-        try:
-            mask = read_mask(mask_path)
-        except MaskError as exc:
-            walk.skip(video, f"{where}: {exc}")
-            continue
-        if size is not None and size != (mask.shape[1], mask.shape[0]):
-            walk.skip(
-                video, f"{where} is {mask.shape[1]}x{mask.shape[0]}, its video {size[0]}x{size[1]}"
-            )
+        mask, why = _usable_mask(root, walk, mask_path, where, size, "video")
+        if mask is None:
+            walk.skip(video, why)
             continue
         found.append((ref.name, video, mask_path, where, mask))
     return found
+
+
+def _usable_mask(
+    root: Path, walk: _Walk, path: Path, shown: str, size: tuple[int, int] | None, of: str
+) -> tuple[np.ndarray | None, str]:
+    """(the mask at ``path``, "") or (None, why it cannot be used: unreadable or outside the
+    masks folder, not a label map, another size than its ``of`` (image or video))."""
+    if why := _unusable(path, root / "masks", walk.follow_links):
+        return None, f"mask {shown}: {why}"
+    try:
+        mask = read_mask(path)
+    except MaskError as exc:
+        return None, f"{shown}: {exc}"
+    if size is not None and size != (mask.shape[1], mask.shape[0]):
+        return None, f"{shown} is {mask.shape[1]}x{mask.shape[0]}, its {of} {size[0]}x{size[1]}"
+    return mask, ""
 
 
 def _segmentation(ann: dict) -> str | None:
