@@ -45,11 +45,13 @@ def cached_file(arch: str) -> Path:
 
 
 def load_cached_state_dict(arch: str) -> dict:
-    """ImageNet (detectors: COCO) weights from the cache only; never the network."""
+    """Pretrained weights (ImageNet; detectors COCO; video models Kinetics-400) from the cache
+    only; never the network."""
     path = cached_file(arch)
     if not path.is_file():
         raise MissingWeights(
-            f"pretrained ImageNet weights for {arch} are not in the cache {cache_dir()} "
+            f"pretrained weights for {arch} ({cacheable()[arch].rsplit('.', 1)[-1]}) are not "
+            f"in the cache {cache_dir()} "
             f"(compute nodes have no internet). On a login node run:  xvhpc weights fetch {arch}"
             f"  (with XVHPC_WEIGHTS={cache_dir()} set the same way as in the job)"
         )

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ...models.weights import load_cached_state_dict
+from ...models.weights import cached_file, load_cached_state_dict
 from ...spec.schema import ModelSpec
 
 # torchvision's Kinetics-400 clip normalisation (its video models' transforms)
@@ -25,6 +25,9 @@ WEIGHTS = {
     "s3d": "video.S3D_Weights.KINETICS400_V1",
     "mvit_v1_b": "video.MViT_V1_B_Weights.KINETICS400_V1",
 }
+# each arch's classification head: the layer that maps to Kinetics' 400 classes (not loaded)
+HEADS = {"r3d_18": "fc.", "mc3_18": "fc.", "r2plus1d_18": "fc.", "s3d": "classifier.1.",
+         "mvit_v1_b": "head.1."}  # fmt: skip
 # archs whose shapes are fixed by their design: the clip is resampled to (frames, side) inside
 FIXED_INPUT = {"s3d": (16, 224), "mvit_v1_b": (16, 224)}
 
@@ -76,12 +79,20 @@ class Resampled(nn.Module):
 
 
 def _kinetics(model: nn.Module, arch: str) -> None:
-    """Load the cached Kinetics-400 weights, all but the 400-class head (shapes differ)."""
+    """Load the cached Kinetics-400 weights, all but the 400-class head (its shape differs
+    unless the data has 400 classes); a file that lacks any other tensor, or holds one of
+    another shape, is not torchvision's ``arch`` and is refused rather than loaded in part."""
     own = model.state_dict()
     state = load_cached_state_dict(arch)
+    head = {k for k in own if k.startswith(HEADS[arch])}
+    wrong = [k for k in own if k not in head and (k not in state or state[k].shape != own[k].shape)]
+    if wrong:
+        raise ValueError(
+            f"the cached Kinetics weights of {arch} ({cached_file(arch)}) lack or misshape "
+            f"{len(wrong)} of its tensors ({', '.join(wrong[:3])}): not torchvision's {arch}. "
+            f"HINT: delete the file and run  xvhpc weights fetch {arch}  on a login node"
+        )
     fits = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    if not fits:
-        raise ValueError(f"the cached Kinetics weights of {arch} match none of its layers")
     model.load_state_dict(fits, strict=False)
 
 
