@@ -506,6 +506,11 @@ def _decode_video(
     for a name that names one frame (``clip.mp4#t=1.5``), that frame as an image."""
     ref = frame_ref(name)
     draft = None if opts.stored_pixels else opts.draft_box
+    if ref is not None and isinstance(source, bytes):  # not every frame, nor the first one
+        raise BadImage(
+            "a named frame (#t=, #frame=) is read from a video file, not from uploaded bytes; "
+            "upload the frame as an image, or the whole video under its own name"
+        )
     try:
         if ref is not None and not isinstance(source, bytes):
             frame, _ = read_frame(source, ref, opts.video, opts.max_pixels,

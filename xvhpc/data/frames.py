@@ -15,6 +15,7 @@ group column (patients) that names a video's frames differently joins those grou
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
@@ -34,6 +35,7 @@ from .video import (
     BadVideo,
     Header,
     VideoOptions,
+    _regular,
     _scaled,
     header,
     open_video,
@@ -72,13 +74,17 @@ def frame_ref(name: str) -> FrameRef | None:
     return FrameRef(found["video"], seconds=float(found["t"]))
 
 
-def frame_order(name: str) -> tuple[str, float]:
+def frame_order(name: str) -> tuple[str, int, float]:
     """A sort key that puts a video's named frames in time order (``t=2`` before ``t=10``),
-    so ingest's chunks read each video forward; other names sort as themselves."""
+    so ingest's chunks read each video forward; other names sort as themselves. Frame numbers
+    and seconds are not one scale (the rate is in the video), so a video's ``#frame=`` names
+    come first, then its ``#t=`` names: two forward passes, not a seek per frame."""
     ref = frame_ref(name)
     if ref is None:
-        return name, -math.inf
-    return ref.video, float(ref.index if ref.index is not None else ref.seconds or 0.0)
+        return name, -1, -math.inf
+    if ref.index is not None:
+        return ref.video, 0, float(ref.index)
+    return ref.video, 1, float(ref.seconds or 0.0)
 
 
 @dataclass(frozen=True)
@@ -100,6 +106,10 @@ def locate(base: Path, name: str, follow_links: bool) -> tuple[Listed | None, st
     whose labels belong to one frame."""
     ref = frame_ref(name)
     target = base / (ref.video if ref else name)
+    video, hashed, fragment = name.rpartition("#")
+    if ref is None and hashed and video.lower().endswith(VIDEO_SUFFIXES):
+        if not os.path.lexists(target):  # a typo (t=1,5 t=-1 T=1), not a file named so
+            return None, f"#{display_name(fragment)} names no frame: name one as {FORMS}"
     if why := _unusable(target, base, follow_links):
         return None, why
     if ref is None and name.lower().endswith(VIDEO_SUFFIXES):
@@ -115,7 +125,10 @@ def one_group_per_video(samples: list[Sample], videos: dict[str, str]) -> list[S
     parent: dict[tuple[str, str], tuple[str, str]] = {}
 
     def root(key: tuple[str, str]) -> tuple[str, str]:
+        # path halving: without it, groups joined in descending order chain one link per
+        # frame and 100,000 frames cost ~10^10 steps (an hour) at catalog time
         while parent.setdefault(key, key) != key:
+            parent[key] = parent[parent[key]]
             key = parent[key]
         return key
 
@@ -137,7 +150,19 @@ def one_group_per_video(samples: list[Sample], videos: dict[str, str]) -> list[S
 
 def video_size(file: str | os.PathLike[str]) -> tuple[int, int] | None:
     """A video's frame width and height from its container's header (no frame decoded), None
-    where it cannot tell: boxes are checked against it as against an image's header."""
+    where it cannot tell: boxes are checked against it as against an image's header. Cached
+    per file (path, inode, size, mtime): a COCO naming 100,000 frames of one long video
+    opens (and parses the index of) that video once, not once a frame."""
+    try:
+        info = os.stat(file)
+    except (OSError, ValueError):
+        return None
+    return _video_size(os.fspath(file), info.st_ino, info.st_size, info.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _video_size(file: str, *identity: int) -> tuple[int, int] | None:
+    """``video_size`` of one version of a file (``identity`` keys the cache)."""
     try:
         with open_video(file) as container:
             context = container.streams.video[0].codec_context
@@ -171,7 +196,7 @@ class _Reader:
     in time order (as ingest's sorted chunks ask) decode forward instead of seeking each time,
     so labelling every frame costs one pass, not one keyframe interval per frame."""
 
-    key: tuple  # (process, path, inode, size, mtime): a changed file or a forked child reopens
+    key: tuple  # (process, path, inode, size, mtime, caps): a changed file or a fork reopens
     container: Any
     head: Header
     frames: Iterator[tuple[float, Any]] | None = None  # None: not positioned yet
@@ -194,8 +219,11 @@ _LOCK = threading.Lock()  # one thread at a time uses it
 def _reader(source: str | os.PathLike[str], video: VideoOptions, max_pixels: int) -> _Reader:
     """This process's open reader of ``source`` (the file unchanged), else a new one (the
     previous one closed; one inherited from a parent process is left alone)."""
+    _regular(source)  # missing, unreadable, not a regular file: BadVideo with the reason
     info = os.stat(source)
-    key = (os.getpid(), os.fspath(source), info.st_ino, info.st_size, info.st_mtime_ns)
+    # the caps are part of the key: a reader opened under laxer ones is not reused
+    key = (os.getpid(), os.fspath(source), info.st_ino, info.st_size, info.st_mtime_ns,
+           max_pixels, video.max_seconds)  # fmt: skip
     if _OPEN and _OPEN[0].key == key:
         return _OPEN[0]
     if _OPEN and (old := _OPEN.pop()).key[0] == os.getpid():

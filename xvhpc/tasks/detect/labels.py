@@ -56,7 +56,9 @@ def reviews(
     out, skipped = [], 0
     for line in predictions.read_text().splitlines():
         row = json.loads(line)
-        video = row["path"].partition("#")[0].lower().endswith(VIDEO_SUFFIXES)
+        # the file read, not the name's text before a "#": a video may be named a#b.mp4 and
+        # an image clip.mp4#1.png
+        video = Path(files.get(row["path"], "")).suffix.lower() in VIDEO_SUFFIXES
         # a video's boxes (or a frame's) have no image file to review on: counted as skipped
         size = None if "skipped" in row or video else image_size(Path(files[row["path"]]))
         if size is None:

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ...data.catalog import _unusable, _Walk, display_name, plan_copies, read_coco
+from ...data.catalog import _unusable, _Walk, display_name, outside, plan_copies, read_coco
 from ...data.coco import (
     coco_annotations,
     coco_categories,
@@ -188,20 +188,28 @@ def _video_masks(
     root: Path, walk: _Walk, video: Path, inside: Path
 ) -> list[tuple[str, Path, Path, str, np.ndarray]]:
     """A video's labelled frames: ``masks/<video>/t=<seconds>.png`` (or ``frame=<n>.png``)
-    each names one frame and is its mask; a video without that folder is skipped."""
+    each names one frame and is its mask; a video without that folder is skipped, and so is
+    a folder that leads out of ``masks/`` (not listed: its names are not the data's)."""
     folder = root / "masks" / inside
     shown = f"masks/{display_name(str(inside))}/"
+    if why := outside(folder, root / "masks", walk.follow_links):
+        walk.skip(video, f"mask folder {shown}: {why}")
+        return []
     if not folder.is_dir():
         walk.skip(video, f"a video: each labelled frame's mask goes in {shown}t=<seconds>.png")
         return []
     size = image_size(video)
-    found = []
+    found, named = [], dict[str, str]()  # named: frame name -> the mask that named it first
     for mask_path in sorted(p for p in folder.iterdir() if not p.name.startswith(".")):
         ref = frame_ref(f"{walk.rel(video)}#{mask_path.stem}")
         where = f"{shown}{display_name(mask_path.name)}"
         if ref is None or mask_path.suffix != ".png":
             walk.skip(video, f"{where}: not t=<seconds>.png or frame=<number>.png")
             continue
+        if ref.name in named:  # t=1.png and t=1.000.png: one frame, one record name
+            walk.skip(video, f"{where}: names the frame of {named[ref.name]} too; keep one")
+            continue
+        named[ref.name] = where
         mask, why = _usable_mask(root, walk, mask_path, where, size, "video")
         if mask is None:
             walk.skip(video, why)
@@ -213,8 +221,10 @@ def _video_masks(
 def _usable_mask(
     root: Path, walk: _Walk, path: Path, shown: str, size: tuple[int, int] | None, of: str
 ) -> tuple[np.ndarray | None, str]:
-    """(the mask at ``path``, "") or (None, why it cannot be used: unreadable or outside the
-    masks folder, not a label map, another size than its ``of`` (image or video))."""
+    """(the values of the mask at ``path``, "") or (None, why it cannot be used: unreadable
+    or outside the masks folder, not a label map, another size than its ``of`` (image or
+    video)). Only the values are kept: a catalog of 10,000 labelled frames of a 1080p video
+    holds 10,000 short value lists, not 20 GB of masks."""
     if why := _unusable(path, root / "masks", walk.follow_links):
         return None, f"mask {shown}: {why}"
     try:
@@ -223,7 +233,7 @@ def _usable_mask(
         return None, f"{shown}: {exc}"
     if size is not None and size != (mask.shape[1], mask.shape[0]):
         return None, f"{shown} is {mask.shape[1]}x{mask.shape[0]}, its {of} {size[0]}x{size[1]}"
-    return mask, ""
+    return np.unique(mask), ""
 
 
 def _segmentation(ann: dict) -> str | None:

@@ -716,9 +716,10 @@ def test_a_video_gives_every_frame_s_boxes_and_a_named_frame_its_own(
         assert [{**b, "t": t} for b in alone] == [b for b in boxes if b["t"] == t]
     (tmp_path / "frames.csv").write_text("path\nclip.mp4#t=0.4\nclip.mp4#frame=1\nclip.mp4#t=9\n")
     items, skipped = list_inputs(tmp_path / "frames.csv", {})
-    assert [i["rel"] for i in items] == ["clip.mp4#t=0.400", "clip.mp4#frame=1", "clip.mp4#t=9.000"]
+    # a video's #frame= names sort before its #t= names (numbers and seconds: two scales)
+    assert [i["rel"] for i in items] == ["clip.mp4#frame=1", "clip.mp4#t=0.400", "clip.mp4#t=9.000"]
     assert {i["path"] for i in items} == {str((tmp_path / "clip.mp4").resolve())} and not skipped
     rows = [json.loads(line) for line in predict_lines(bundle, items)[0].splitlines()]
     kept = [b for b in boxes if b["t"] == 0.4 and b["confidence"] >= 0.3]  # deploy.threshold
-    assert kept == [{**b, "t": 0.4} for b in rows[0]["boxes"]]
+    assert kept == [{**b, "t": 0.4} for b in rows[1]["boxes"]]
     assert rows[2]["skipped"].startswith("no frame within 0.200 s of 9.000 s")

@@ -1,0 +1,196 @@
+"""Hostile and careless inputs to labelled video frames (issue 27 review): group joining that
+must not go quadratic, one frame named twice in a mask folder, a mask folder linked out of the
+data, typo'd fragments, a frame name on uploaded bytes, a video gone before ingest, a reader
+opened under laxer caps, and the catalog's memory and header reads per labelled frame.
+
+Real files throughout: videos written by PyAV (``write_video``), masks and images by PIL."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import tiny_spec
+from tests.unit.data.test_video import write_video
+from xvhpc.data import frames
+from xvhpc.data.decode import BadImage, DecodeOptions, decode
+from xvhpc.data.frames import frame_order, locate, one_group_per_video, video_size
+from xvhpc.data.sample import Sample
+from xvhpc.spec import load_spec
+from xvhpc.tasks.detect.labels import reviews
+from xvhpc.tasks.segment.catalog import from_folders
+
+
+def test_groups_joined_in_descending_order_stay_linear() -> None:
+    """20,000 frames of one video, each with its own group value in descending order (a
+    patient id column sorted backwards): every link used to lengthen one chain (8,000 frames
+    took 22 s, 100,000 about an hour); now well under a second, one group named by its
+    smallest name."""
+    n = 20_000
+    samples = [Sample("/a", f"a.mp4#t={i}.000", "x", f"g{n - i:06d}") for i in range(n)]
+    started = time.perf_counter()
+    out = one_group_per_video(samples, {s.rel: "a.mp4" for s in samples})
+    assert time.perf_counter() - started < 5.0
+    assert {s.group for s in out} == {"a.mp4"}
+
+
+def _mask(path: Path, size: int = 16) -> None:
+    values = np.zeros((size, size), np.uint8)
+    values[: size // 2] = 1
+    Image.fromarray(values).save(path)
+
+
+def _segment_data(root: Path, size: int = 16) -> Path:
+    (root / "images").mkdir(parents=True)
+    write_video(root / "images" / "clip.mp4", frames=4, fps=10, size=size, codec="mpeg4")
+    (root / "masks" / "clip.mp4").mkdir(parents=True)
+    return root
+
+
+def _folders(tmp_path: Path, root: Path) -> tuple[list[Sample], dict[str, list[str]]]:
+    data = load_spec(
+        tiny_spec(
+            tmp_path / "s.yaml",
+            root,
+            task="segment",
+            model={"arch": "unet_tiny", "pretrained": "none"},
+        )
+    ).spec.data
+    _, samples, skipped, _ = from_folders(root, data, [])
+    reasons: dict[str, list[str]] = {}
+    for s in skipped:
+        reasons.setdefault(s["path"], []).append(s["reason"])
+    return samples, reasons
+
+
+def test_a_mask_folder_names_each_frame_once(tmp_path: Path) -> None:
+    """``t=0.1.png`` and ``t=0.100.png`` are one frame: one sample, the other skipped with
+    the reason (two samples of one name were two records of one name in the shards)."""
+    root = _segment_data(tmp_path / "data")
+    for name in ("t=0.1.png", "t=0.100.png", "t=0.200.png"):
+        _mask(root / "masks" / "clip.mp4" / name)
+    samples, reasons = _folders(tmp_path, root)
+    assert sorted(s.rel for s in samples) == ["images/clip.mp4#t=0.100", "images/clip.mp4#t=0.200"]
+    assert reasons["images/clip.mp4"] == [
+        "masks/clip.mp4/t=0.100.png: names the frame of masks/clip.mp4/t=0.1.png too; keep one"
+    ]
+
+
+def test_a_mask_folder_linked_out_of_the_data_is_not_listed(tmp_path: Path) -> None:
+    """``masks/clip.mp4`` a link to a folder elsewhere: with data.follow_links false the
+    video is skipped once with the reason; no file of the outside folder is read or named."""
+    root = _segment_data(tmp_path / "data")
+    (root / "masks" / "clip.mp4").rmdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for n in range(3):
+        _mask(elsewhere / f"t=0.{n}00.png")
+    (root / "masks" / "clip.mp4").symlink_to(elsewhere, target_is_directory=True)
+    samples, reasons = _folders(tmp_path, root)
+    assert samples == []
+    assert len(reasons["images/clip.mp4"]) == 1
+    assert reasons["images/clip.mp4"][0].startswith("mask folder masks/clip.mp4/: outside")
+
+
+def test_the_catalog_keeps_mask_values_not_masks(tmp_path: Path) -> None:
+    """40 labelled frames of a 1024x1024 video: the catalog's peak traced memory stays near
+    one mask (1 MiB), not all 40 held until the end (every labelled frame of a long 1080p
+    video would be gigabytes on the login node)."""
+    root = _segment_data(tmp_path / "data", size=1024)
+    for n in range(40):
+        _mask(root / "masks" / "clip.mp4" / f"t={n / 100:.3f}.png", size=1024)
+    tracemalloc.start()
+    try:
+        samples, _ = _folders(tmp_path, root)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(samples) == 40
+    assert peak < 12 * 2**20, f"{peak:,} bytes"
+
+
+def test_a_typo_in_a_fragment_says_so(tmp_path: Path) -> None:
+    """``#t=1,5``, ``#t=-1``, ``#T=1``, ten digits: the reason names the forms, not "file not
+    found"; a real file whose name holds ``#`` is still read as itself."""
+    write_video(tmp_path / "clip.mp4", frames=2, codec="mpeg4")
+    for fragment in ("t=1,5", "t=-1", "T=1", "t=1234567890", "frame=1.5"):
+        found, why = locate(tmp_path, f"clip.mp4#{fragment}", False)
+        assert found is None and why == (
+            f"#{fragment} names no frame: name one as <video>#t=<seconds> or <video>#frame=<number>"
+        )
+    Image.new("L", (8, 8)).save(tmp_path / "clip.mp4#1.png", format="PNG")
+    found, why = locate(tmp_path, "clip.mp4#1.png", False)
+    assert why is None and found is not None and found.video is None
+
+
+def test_frame_numbers_and_seconds_of_one_video_sort_as_two_forward_runs() -> None:
+    names = ["c.mp4#t=5", "c.mp4#frame=30", "c.mp4#t=0.5", "c.mp4#frame=2", "b.png", "c.mp4"]
+    assert sorted(names, key=frame_order) == [
+        "b.png", "c.mp4", "c.mp4#frame=2", "c.mp4#frame=30", "c.mp4#t=0.5", "c.mp4#t=5"
+    ]  # fmt: skip
+
+
+def test_a_frame_name_on_uploaded_bytes_is_refused(tmp_path: Path) -> None:
+    """Serve gets bytes: ``clip.mp4#t=1`` used to decode the whole video (a segmenter then
+    answered for frame 0, a detector for every frame); now the reason."""
+    data = write_video(tmp_path / "clip.mp4", frames=20, fps=10, codec="mpeg4").read_bytes()
+    with pytest.raises(BadImage, match="a named frame .* is read from a video file"):
+        decode(data, DecodeOptions(size=32), name="clip.mp4#t=1")
+
+
+def test_a_video_gone_or_past_the_caps_is_a_reason_not_a_decoder_error(tmp_path: Path) -> None:
+    """A video deleted after the catalog: "file not found" (was a raw FileNotFoundError,
+    "decoder error" in the manifest). The open reader is not reused under stricter caps: a
+    second model with a smaller data.max_image_pixels is refused the same frame."""
+    video = write_video(tmp_path / "v.mp4", frames=20, fps=10, codec="mpeg4")
+    assert decode(video, DecodeOptions(size=32), name="v.mp4#t=0.5")[0].shape == (32, 32, 3)
+    with pytest.raises(BadImage, match="exceed data.max_image_pixels 500"):
+        decode(video, DecodeOptions(size=32, max_pixels=500), name="v.mp4#t=0.6")
+    gone = write_video(tmp_path / "gone.mp4", frames=2, codec="mpeg4")
+    os.unlink(gone)
+    with pytest.raises(BadImage, match="^file not found$"):
+        decode(gone, DecodeOptions(size=32), name="gone.mp4#t=0")
+
+
+def test_a_video_s_header_is_read_once_for_all_its_frames(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Boxes are checked against the video's size per labelled frame: 500 frames open the
+    container once (an hour-long MP4 parses its whole index per open); a rewritten file anew."""
+    video = write_video(tmp_path / "v.mp4", frames=2, size=32, codec="mpeg4")
+    opened: list[str] = []
+    real = frames.open_video
+
+    def counting(source):
+        opened.append(str(source))
+        return real(source)
+
+    monkeypatch.setattr(frames, "open_video", counting)
+    assert {video_size(video) for _ in range(500)} == {(32, 32)}
+    assert len(opened) == 1
+    write_video(video, frames=3, size=48, codec="mpeg4")
+    assert video_size(video) == (48, 48) and len(opened) == 2
+
+
+def test_detection_review_tells_videos_by_their_file_not_their_name(tmp_path: Path) -> None:
+    """A video named ``a#b.mp4`` is no image to review on; an image named ``clip.mp4#1.png``
+    is one (the name's text before its first ``#`` decided both the wrong way)."""
+    video = write_video(tmp_path / "a#b.mp4", frames=2, size=32, codec="mpeg4")
+    image = tmp_path / "clip.mp4#1.png"
+    Image.new("RGB", (20, 10)).save(image, format="PNG")
+    box = {"label": "x", "confidence": 0.9, "box": [1, 1, 5, 5]}
+    rows = [{"path": "a#b.mp4#t=0.000", "boxes": [box]}, {"path": "clip.mp4#1.png", "boxes": [box]}]
+    predictions = tmp_path / "predictions.jsonl"
+    predictions.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    files = {"a#b.mp4#t=0.000": str(video), "clip.mp4#1.png": str(image)}
+    out, skipped = reviews(predictions, files, ["x"])
+    assert skipped == 1 and [(r.rel, r.width, r.height) for r in out] == [
+        ("clip.mp4#1.png", 20, 10)
+    ]
