@@ -203,6 +203,7 @@ class _Reader:
     behind: tuple[float, Any] | None = None  # the last frame consumed
     ahead: tuple[float, Any] | None = None  # the first frame past the last request, not consumed
     keyframe_gap: float = 0.0  # seconds between two keyframes, once seen
+    counted: int | None = None  # the number of ``ahead`` from the stream's start; None: sought
 
     def forward_to(self, at: float, period: float) -> bool:
         """Whether decoding on from here reaches ``at`` sooner than a seek would."""
@@ -257,6 +258,23 @@ def _go_to(reader: _Reader, at: float, period: float, video: VideoOptions, max_p
     every = replace(video, fps=None, start=0.0, end=None, max_frames=2**62)
     reader.frames = stream_frames(reader.container, every, max_pixels)
     reader.behind = reader.ahead = None
+    reader.counted = -1 if at - period <= 0 else None  # from the start: frames are counted
+
+
+def _nth(reader: _Reader, n: int, video: VideoOptions, max_pixels: int) -> tuple[float, Any] | None:
+    """Frame ``n`` counted from the stream's start, as CVAT and FFmpeg number frames (None past
+    the end). Counted, not ``n / rate``: on a variable-rate stream (phones, screen captures)
+    that time is another frame, and its boxes would be drawn on the wrong picture. Decodes on
+    from the last counted frame, else from the start (a seek loses the count)."""
+    if reader.counted is None or reader.counted > n or reader.frames is None:
+        _go_to(reader, -1.0, 0.0, video, max_pixels)  # forward_to(-1) is False: from the start
+    assert reader.frames is not None and reader.counted is not None
+    while reader.counted < n:
+        found = next(reader.frames, None)
+        if found is None:
+            return None
+        reader.behind, reader.ahead, reader.counted = reader.ahead, found, reader.counted + 1
+    return reader.ahead
 
 
 def _nearest(reader: _Reader, at: float, period: float) -> tuple[float, Any] | None:
@@ -269,6 +287,8 @@ def _nearest(reader: _Reader, at: float, period: float) -> tuple[float, Any] | N
         found = next(reader.frames, None)
         if found is None:
             break
+        if reader.counted is not None:
+            reader.counted += 1
         if found[1].key_frame and reader.behind is not None and not reader.keyframe_gap:
             reader.keyframe_gap = found[0] - reader.behind[0]
         reader.ahead = found
@@ -287,7 +307,7 @@ def read_frame(
 ) -> tuple[np.ndarray, float]:
     """(the frame nearest the time ``ref`` names, its time), scaled to ``draft(width,
     height)``; ``BadVideo`` where the video has no frame within one frame of it (past its
-    end), ``#frame=`` on a stream without a rate, or the hostile cases ``read_video`` refuses."""
+    end) or no frame ``#frame=`` counts to, or the hostile cases ``read_video`` refuses."""
     with _LOCK:
         return _read_frame(source, ref, video, max_pixels, max_bytes, draft, gray)
 
@@ -308,16 +328,21 @@ def _read_frame(
         if 4 * math.prod(size or (head.width, head.height)) > max_bytes:
             raise BadVideo(f"memory guard: one frame needs more than {max_bytes:,} bytes")
         period = 1 / head.fps if head.fps else DEFAULT_PERIOD
-        if ref.index is not None and not head.fps:
-            raise BadVideo(f"the stream states no frame rate: address its frames as {ref.video}#t=")
         at = ref.index * period if ref.index is not None else float(ref.seconds or 0.0)
-        if at > video.max_seconds:
+        if at > video.max_seconds and (ref.index is None or head.fps):
             raise BadVideo(f"{at:.3f} s is past data.video.max_seconds {video.max_seconds:g}")
-        _go_to(reader, at, period, video, max_pixels)
-        best = _nearest(reader, at, period)
+        if ref.index is not None:
+            best = _nth(reader, ref.index, video, max_pixels)
+        else:
+            _go_to(reader, at, period, video, max_pixels)
+            best = _nearest(reader, at, period)
     except BaseException:
         _close()  # a reader that failed is not used again
         raise
+    if best is None and ref.index is not None:
+        raise BadVideo(
+            f"no frame {ref.index}: the stream ends after {(reader.counted or 0) + 1} frames"
+        )
     if best is None:
         end = f" (it declares {head.seconds:.3f} s)" if head.seconds is not None else ""
         raise BadVideo(f"no frame within {period:.3f} s of {at:.3f} s{end}")

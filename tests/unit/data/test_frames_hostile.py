@@ -11,8 +11,10 @@ import json
 import os
 import time
 import tracemalloc
+from fractions import Fraction
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 from PIL import Image
@@ -194,3 +196,33 @@ def test_detection_review_tells_videos_by_their_file_not_their_name(tmp_path: Pa
     assert skipped == 1 and [(r.rel, r.width, r.height) for r in out] == [
         ("clip.mp4#1.png", 20, 10)
     ]
+
+
+def _variable_rate(path: Path, times: list[float]) -> Path:
+    """A lossless video whose frame i (gray 8 * i) is shown at ``times[i]`` seconds."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("ffv1", rate=10)
+        stream.width = stream.height = 16
+        stream.pix_fmt = "bgr0"
+        stream.codec_context.time_base = Fraction(1, 1000)
+        for i, t in enumerate(times):
+            frame = av.VideoFrame.from_ndarray(np.full((16, 16, 3), 8 * i, np.uint8), "rgb24")
+            frame.pts, frame.time_base = round(t * 1000), Fraction(1, 1000)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def test_frame_numbers_count_frames_on_a_variable_rate_video(tmp_path: Path) -> None:
+    """10 frames with a stall (0-0.3 s, then 1.0-1.5 s; average rate 6.25): ``#frame=n`` is the
+    n-th frame as CVAT counts, forward and back (was the frame nearest n / average rate:
+    another frame, or "no frame" inside the video: boxes drawn on another picture)."""
+    video = _variable_rate(tmp_path / "v.mkv", [0, 0.1, 0.2, 0.3, 1.0, 1.1, 1.2, 1.3, 1.4, 1.5])
+    opts = DecodeOptions(size=16, channels=1)
+    for n in [*range(10), 2, 7, 0]:
+        assert int(decode(video, opts, name=f"v.mkv#frame={n}")[0].mean()) == 8 * n, n
+    assert int(decode(video, opts, name="v.mkv#t=1.0")[0].mean()) == 8 * 4
+    with pytest.raises(BadImage, match="^no frame 10: the stream ends after 10 frames$"):
+        decode(video, opts, name="v.mkv#frame=10")
