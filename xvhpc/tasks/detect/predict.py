@@ -140,5 +140,16 @@ def serve_response(
     bundle: Bundle, data: bytes, name: str, threshold: float, top_k: int | None
 ) -> dict:
     """``xvhpc serve``'s answer for a detector: the boxes at or above the threshold, most
-    confident first, at most ``top_k`` (no heatmap, no decision rule)."""
-    return {"predictions": detect_image(bundle, data, name, threshold)[:top_k]}
+    confident first, at most ``top_k`` (no heatmap, no decision rule). A video's boxes stay
+    in time order, at most ``top_k`` a frame: cutting the whole list would drop every frame
+    after the first few rather than the least confident boxes."""
+    boxes = detect_image(bundle, data, name, threshold)
+    if top_k is None or not boxes or "t" not in boxes[0]:
+        return {"predictions": boxes[:top_k]}
+    kept: Counter[float] = Counter()  # boxes kept per frame time (most confident first)
+    out = []
+    for box in boxes:
+        if kept[box["t"]] < top_k:
+            kept[box["t"]] += 1
+            out.append(box)
+    return {"predictions": out}

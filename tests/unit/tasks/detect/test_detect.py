@@ -723,3 +723,13 @@ def test_a_video_gives_every_frame_s_boxes_and_a_named_frame_its_own(
     kept = [b for b in boxes if b["t"] == 0.4 and b["confidence"] >= 0.3]  # deploy.threshold
     assert kept == [{**b, "t": 0.4} for b in rows[1]["boxes"]]
     assert rows[2]["skipped"].startswith("no frame within 0.200 s of 9.000 s")
+    # serve: top_k keeps each frame's most confident boxes, not the first frames' boxes only
+    from xvhpc.tasks.detect.predict import serve_response
+
+    data = (tmp_path / "clip.mp4").read_bytes()
+    served = serve_response(bundle, data, "clip.mp4", 0.0, top_k=1)["predictions"]
+    assert served == [next(b for b in boxes if b["t"] == t) for t in times]
+    from xvhpc.data.decode import BadImage
+
+    with pytest.raises(BadImage, match="a named frame"):  # one frame of uploaded bytes: refused
+        serve_response(bundle, data, "clip.mp4#t=0.4", 0.0, top_k=1)
