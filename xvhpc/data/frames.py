@@ -121,7 +121,9 @@ def locate(base: Path, name: str, follow_links: bool) -> tuple[Listed | None, st
 def one_group_per_video(samples: list[Sample], videos: dict[str, str]) -> list[Sample]:
     """``samples`` with every frame of a video in one group: the video's name where no group
     was given, and groups that share a video joined (named by their smallest name), so the
-    split and the folds never put one video on both sides. ``videos``: sample name → video."""
+    split and the folds never put one video on both sides. ``videos``: sample name → video.
+    A video is its file (``Sample.path``), not its spelling: ``./v.mp4#t=1`` and
+    ``v.mp4#t=2`` are frames of one video, named by its normalised name (``v.mp4``)."""
     parent: dict[tuple[str, str], tuple[str, str]] = {}
 
     def root(key: tuple[str, str]) -> tuple[str, str]:
@@ -132,20 +134,21 @@ def one_group_per_video(samples: list[Sample], videos: dict[str, str]) -> list[S
             key = parent[key]
         return key
 
-    def keys(s: Sample) -> list[tuple[str, str]]:
-        found = [("video", videos[s.rel])] if s.rel in videos else []
-        return found + ([("group", s.group)] if s.group is not None else [])
+    def keys(s: Sample) -> list[tuple[tuple[str, str], str]]:
+        """(what joins, the name it gives) of the sample's video and group."""
+        found = [(("video", s.path), os.path.normpath(videos[s.rel]))] if s.rel in videos else []
+        return found + ([(("group", s.group), s.group)] if s.group is not None else [])
 
     for s in samples:
-        first, *rest = keys(s) or [("", "")]
+        first, *rest = [key for key, _ in keys(s)] or [("", "")]
         for key in rest:
             a, b = root(first), root(key)
             parent[max(a, b)] = min(a, b)
     names: dict[tuple[str, str], str] = {}
     for s in samples:
-        for key in keys(s):
-            names[root(key)] = min(names.get(root(key), key[1]), key[1])
-    return [replace(s, group=names[root(keys(s)[0])]) if keys(s) else s for s in samples]
+        for key, name in keys(s):
+            names[root(key)] = min(names.get(root(key), name), name)
+    return [replace(s, group=names[root(keys(s)[0][0])]) if keys(s) else s for s in samples]
 
 
 def video_size(file: str | os.PathLike[str]) -> tuple[int, int] | None:

@@ -25,6 +25,7 @@ from xvhpc.data import frames
 from xvhpc.data.decode import BadImage, DecodeOptions, decode
 from xvhpc.data.frames import frame_order, locate, one_group_per_video, video_size
 from xvhpc.data.sample import Sample
+from xvhpc.registry import load_task
 from xvhpc.spec import load_spec
 from xvhpc.tasks.detect.labels import reviews
 from xvhpc.tasks.segment.catalog import from_folders
@@ -226,3 +227,25 @@ def test_frame_numbers_count_frames_on_a_variable_rate_video(tmp_path: Path) -> 
     assert int(decode(video, opts, name="v.mkv#t=1.0")[0].mean()) == 8 * 4
     with pytest.raises(BadImage, match="^no frame 10: the stream ends after 10 frames$"):
         decode(video, opts, name="v.mkv#frame=10")
+
+
+def test_a_video_spelled_two_ways_is_one_group(tmp_path: Path) -> None:
+    """``./videos/v0.mp4#t=0.1`` and ``videos/v0.mp4#t=0.2`` (or ``videos/../videos/``) are
+    frames of one file: one group, one side of the split (they were two groups, and the split
+    put one video's frames on both sides)."""
+    (tmp_path / "videos").mkdir()
+    rows = ["path,label,x0,y0,x1,y1"]
+    for v in range(6):
+        write_video(tmp_path / "videos" / f"v{v}.mp4", frames=6, fps=10, codec="mpeg4")
+        for i, spelling in enumerate(("", "./", "videos/../", "", "./", "")):
+            rows.append(f"{spelling}videos/v{v}.mp4#t=0.{i},box,1,1,9,9")
+    (tmp_path / "boxes.csv").write_text("\n".join(rows) + "\n")
+    spec = tiny_spec(tmp_path / "s.yaml", tmp_path / "boxes.csv", task="detect",
+                     model={"arch": "fcos_tiny", "pretrained": "none"})  # fmt: skip
+    catalog = load_task("detect").catalog(tmp_path / "boxes.csv", load_spec(spec).spec.data)
+    sides: dict[str, set] = {}
+    for s in catalog.samples:
+        sides.setdefault(s.path, set()).add((s.group, s.split))
+    assert len(catalog.samples) == 36 and len(sides) == 6
+    assert all(len(side) == 1 for side in sides.values()), sides
+    assert {g for side in sides.values() for g, _ in side} == {f"videos/v{v}.mp4" for v in range(6)}
