@@ -249,3 +249,30 @@ def test_a_video_spelled_two_ways_is_one_group(tmp_path: Path) -> None:
     assert len(catalog.samples) == 36 and len(sides) == 6
     assert all(len(side) == 1 for side in sides.values()), sides
     assert {g for side in sides.values() for g, _ in side} == {f"videos/v{v}.mp4" for v in range(6)}
+
+
+def test_a_segmentation_coco_lists_each_frame_once(tmp_path: Path) -> None:
+    """Two COCO images ``v.mp4#t=0.1`` and ``v.mp4#t=0.100`` are one frame: the second is
+    skipped with the reason (both were samples of one name: two records of one name)."""
+    from xvhpc.tasks.segment.catalog import from_coco
+
+    write_video(tmp_path / "v.mp4", frames=4, fps=10, size=16, codec="mpeg4")
+    polygon = [[1, 1, 9, 1, 9, 9, 1, 9]]
+    doc = {
+        "categories": [{"id": 1, "name": "thing"}],
+        "images": [{"id": n, "file_name": name, "width": 16, "height": 16}
+                   for n, name in enumerate(["v.mp4#t=0.1", "v.mp4#t=0.100", "v.mp4#t=0.2"])],
+        "annotations": [{"id": n, "image_id": n, "category_id": 1, "segmentation": polygon,
+                         "bbox": [1, 1, 8, 8], "area": 64, "iscrowd": 0} for n in range(3)],
+    }  # fmt: skip
+    (tmp_path / "coco.json").write_text(json.dumps(doc))
+    spec = tiny_spec(tmp_path / "s.yaml", tmp_path / "coco.json", task="segment",
+                     model={"arch": "unet_tiny", "pretrained": "none"})  # fmt: skip
+    _, samples, skipped, _ = from_coco(tmp_path / "coco.json", load_spec(spec).spec.data, [])
+    assert [s.rel for s in samples] == ["v.mp4#t=0.100", "v.mp4#t=0.200"]
+    assert skipped == [
+        {
+            "path": "v.mp4#t=0.100",
+            "reason": "the file or frame of images[0] too; list it once (COCO image id 1)",
+        }
+    ]

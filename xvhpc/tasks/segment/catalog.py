@@ -33,7 +33,7 @@ from ...data.coco import (
     true_size,
 )
 from ...data.folds import assign_folds, split_samples
-from ...data.frames import frame_order, frame_ref, locate, one_group_per_video
+from ...data.frames import Listed, frame_order, frame_ref, locate, one_group_per_video
 from ...data.sample import Catalog, CatalogError, Sample
 from ...data.video import VIDEO_SUFFIXES
 from ...spec.schema import DataSpec
@@ -264,6 +264,19 @@ def _segmentation(ann: dict) -> str | None:
     return "no segmentation (polygons or RLE)"
 
 
+def _locate_once(
+    base: Path, rel: str, follow_links: bool, seen: dict[tuple[Path, str], str], where: str
+) -> tuple[Listed | None, str | None]:
+    """``locate``, and a file or a video's frame listed by an earlier entry refused
+    (``clip.mp4#t=1`` and ``clip.mp4#t=1.000``: one frame, one record name)."""
+    found, why = locate(base, rel, follow_links)
+    if found is not None and found.key in seen:
+        return None, f"the file or frame of {seen[found.key]} too; list it once"
+    if found is not None:
+        seen[found.key] = where
+    return found, why
+
+
 def from_coco(
     json_path: Path, spec: DataSpec, notes: list[str]
 ) -> tuple[list[str], list[Sample], list, list]:
@@ -278,8 +291,9 @@ def from_coco(
     per_image, skipped = coco_annotations(json_path, doc, {i for _, i, _, _ in images})
     base = json_path.parent / spec.coco.image_dir
     listed, dropped, videos = [], [], {}
+    entries: dict[tuple[Path, str], str] = {}  # a file, or a frame of a video -> its entry
     for where, image_id, rel, image in images:
-        found, why = locate(base, rel, spec.follow_links)
+        found, why = _locate_once(base, rel, spec.follow_links, entries, where)
         if found is None:
             skipped.append(
                 {"path": display_name(rel), "reason": f"{why} (COCO image id {image_id})"}
