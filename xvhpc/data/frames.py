@@ -106,16 +106,27 @@ def locate(base: Path, name: str, follow_links: bool) -> tuple[Listed | None, st
     whose labels belong to one frame."""
     ref = frame_ref(name)
     target = base / (ref.video if ref else name)
-    video, hashed, fragment = name.rpartition("#")
-    if ref is None and hashed and video.lower().endswith(VIDEO_SUFFIXES):
-        if not os.path.lexists(target):  # a typo (t=1,5 t=-1 T=1), not a file named so
-            return None, f"#{display_name(fragment)} names no frame: name one as {FORMS}"
-    if why := _unusable(target, base, follow_links):
+    if why := fragment_problem(base, name) or _unusable(target, base, follow_links):
         return None, why
     if ref is None and name.lower().endswith(VIDEO_SUFFIXES):
         return None, f"a video: name the labelled frame as {FORMS}"
     shown = display_name(ref.name if ref else name)
     return Listed(target.resolve(), shown, display_name(ref.video) if ref else None), None
+
+
+def fragment_problem(base: Path, name: str) -> str | None:
+    """Why ``<video>#<fragment>`` listed under ``base`` names no frame (``#t=1,5``, ``#t=-1``,
+    ``#T=1``, ten digits), or None: a typo is told as such, not as "file not found" (a file
+    really named so, ``clip.mp4#1.png``, is itself)."""
+    video, hashed, fragment = name.rpartition("#")
+    if not hashed or not video.lower().endswith(VIDEO_SUFFIXES) or frame_ref(name) is not None:
+        return None
+    try:
+        if os.path.lexists(base / name):
+            return None
+    except ValueError:  # a NUL byte: the caller says so
+        return None
+    return f"#{display_name(fragment)} names no frame: name one as {FORMS}"
 
 
 def one_group_per_video(samples: list[Sample], videos: dict[str, str]) -> list[Sample]:
@@ -282,7 +293,9 @@ def _nth(reader: _Reader, n: int, video: VideoOptions, max_pixels: int) -> tuple
 
 def _nearest(reader: _Reader, at: float, period: float) -> tuple[float, Any] | None:
     """Decode on to the first frame past ``at``; the nearer of it and the frame before, where
-    within a frame of ``at``."""
+    within a frame of ``at``: the stated rate's period, or the gap between those two frames
+    where longer (a variable-rate stream's stall, a stream without a rate: a frame is shown
+    until the next one)."""
     assert reader.frames is not None
     while reader.ahead is None or reader.ahead[0] <= at + TIME_SLACK:
         if reader.ahead is not None:
@@ -295,7 +308,10 @@ def _nearest(reader: _Reader, at: float, period: float) -> tuple[float, Any] | N
         if found[1].key_frame and reader.behind is not None and not reader.keyframe_gap:
             reader.keyframe_gap = found[0] - reader.behind[0]
         reader.ahead = found
-    near = [f for f in (reader.behind, reader.ahead) if f and abs(f[0] - at) <= period + TIME_SLACK]
+    behind, ahead, within = reader.behind, reader.ahead, period
+    if behind is not None and ahead is not None and behind[0] <= at < ahead[0]:
+        within = max(period, ahead[0] - behind[0])
+    near = [f for f in (behind, ahead) if f and abs(f[0] - at) <= within + TIME_SLACK]
     return min(near, key=lambda f: abs(f[0] - at), default=None)
 
 

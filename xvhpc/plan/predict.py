@@ -24,7 +24,7 @@ from typing import Any
 
 from ..backends.base import get_scheduler
 from ..data.catalog import outside, read_csv_text
-from ..data.frames import frame_order, frame_ref
+from ..data.frames import fragment_problem, frame_order, frame_ref
 from ..registry import task_info, task_infos
 from ..rundir import BundleFiles
 from ..rundir.records import PredictError, PredictJob, PredictLayout, model_dir, task_of
@@ -95,8 +95,10 @@ def _read_csv(
         )
     found, skipped = [], []
     for line, row in enumerate(reader, start=2):
-        file, rel = _target(path.parent, (row.get(column) or "").strip())
-        why = _listed(file, path.parent, follow_links) if rel else "no path"
+        listed = (row.get(column) or "").strip()
+        file, rel = _target(path.parent, listed)
+        problem = fragment_problem(path.parent, listed)
+        why = (problem or _listed(file, path.parent, follow_links)) if rel else "no path"
         if why is None:
             found.append({"path": str(file.resolve()), "rel": rel})
         else:
@@ -120,7 +122,7 @@ def _from_coco(
     found, skipped = [], []
     for image_id, listed in entries:
         file, rel = _target(base, listed)
-        why = _listed(file, base, follow_links)
+        why = fragment_problem(base, listed) or _listed(file, base, follow_links)
         if why is None:
             found.append({"path": str(file.resolve()), "rel": rel})
         else:

@@ -276,3 +276,38 @@ def test_a_segmentation_coco_lists_each_frame_once(tmp_path: Path) -> None:
             "reason": "the file or frame of images[0] too; list it once (COCO image id 1)",
         }
     ]
+
+
+def test_predict_inputs_say_a_fragment_typo(tmp_path: Path) -> None:
+    """A predict CSV or COCO naming ``clip.mp4#t=1.5s``: the reason names the forms, with the
+    line or image id (it was "file not found")."""
+    from xvhpc.plan.predict import list_inputs
+
+    write_video(tmp_path / "clip.mp4", frames=2, codec="mpeg4")
+    (tmp_path / "in.csv").write_text("path\nclip.mp4#t=1.5s\nclip.mp4#t=0\n")
+    items, skipped = list_inputs(tmp_path / "in.csv", {})
+    assert [i["rel"] for i in items] == ["clip.mp4#t=0.000"]
+    forms = "name one as <video>#t=<seconds> or <video>#frame=<number>"
+    assert skipped == [
+        {"path": "clip.mp4#t=1.5s", "reason": f"#t=1.5s names no frame: {forms} (CSV line 2)"}
+    ]
+    coco = {
+        "images": [{"id": 7, "file_name": "clip.mp4#T=0"}, {"id": 8, "file_name": "clip.mp4#t=0"}]
+    }
+    (tmp_path / "in.json").write_text(json.dumps(coco))
+    items, skipped = list_inputs(tmp_path / "in.json", {"coco": {"image_dir": "."}})
+    assert skipped == [
+        {"path": "clip.mp4#T=0", "reason": f"#T=0 names no frame: {forms} (COCO image id 7)"}
+    ]
+
+
+def test_a_time_in_a_variable_rate_stall_is_the_frame_then_shown(tmp_path: Path) -> None:
+    """Frames at 0.3 s and 1.0 s (a stall; stated rate 10 fps): ``#t=0.6`` is the frame shown
+    then, the one at 0.3 s, and ``#t=0.8`` the one at 1.0 s (both were "no frame within
+    0.1 s", though the video shows a frame at every time up to its end)."""
+    video = _variable_rate(tmp_path / "v.mkv", [0, 0.1, 0.2, 0.3, 1.0, 1.1])
+    opts = DecodeOptions(size=16, channels=1)
+    assert int(decode(video, opts, name="v.mkv#t=0.6")[0].mean()) == 8 * 3
+    assert int(decode(video, opts, name="v.mkv#t=0.8")[0].mean()) == 8 * 4
+    with pytest.raises(BadImage, match="no frame within"):
+        decode(video, opts, name="v.mkv#t=5")
