@@ -11,6 +11,7 @@ import json
 import os
 import time
 import tracemalloc
+import zlib
 from fractions import Fraction
 from pathlib import Path
 
@@ -311,3 +312,20 @@ def test_a_time_in_a_variable_rate_stall_is_the_frame_then_shown(tmp_path: Path)
     assert int(decode(video, opts, name="v.mkv#t=0.8")[0].mean()) == 8 * 4
     with pytest.raises(BadImage, match="no frame within"):
         decode(video, opts, name="v.mkv#t=5")
+
+
+def test_a_mask_s_size_is_checked_from_its_header_before_decoding(tmp_path: Path) -> None:
+    """A mask whose PNG header says 60000x60000 (a few MB of zeros on disk, 3.6 GB decoded, and
+    decode.py lifts PIL's pixel cap) next to a 16x16 video: refused by its header's size, never
+    decoded (the reason was "mask cannot be decoded" after trying)."""
+    root = _segment_data(tmp_path / "data")
+    _mask(root / "masks" / "clip.mp4" / "t=0.100.png")
+    png = bytearray((root / "masks" / "clip.mp4" / "t=0.100.png").read_bytes())
+    png[16:24] = (60000).to_bytes(4, "big") * 2  # IHDR width, height
+    png[29:33] = zlib.crc32(bytes(png[12:29])).to_bytes(4, "big")
+    (root / "masks" / "clip.mp4" / "t=0.000.png").write_bytes(bytes(png))
+    samples, reasons = _folders(tmp_path, root)
+    assert [s.rel for s in samples] == ["images/clip.mp4#t=0.100"]
+    assert reasons["images/clip.mp4"] == [
+        "masks/clip.mp4/t=0.000.png is 60000x60000, its video 16x16"
+    ]

@@ -227,6 +227,10 @@ def _usable_mask(
     holds 10,000 short value lists, not 20 GB of masks."""
     if why := _unusable(path, root / "masks", walk.follow_links):
         return None, f"mask {shown}: {why}"
+    # the header's size first: a 60000x60000 PNG of zeros is a few MB on disk and 3.6 GB
+    # decoded (decode.py lifts PIL's own pixel cap), here on the login node
+    if size is not None and (stated := image_size(path)) is not None and size != tuple(stated):
+        return None, f"{shown} is {stated[0]}x{stated[1]}, its {of} {size[0]}x{size[1]}"
     try:
         mask = read_mask(path)
     except MaskError as exc:
