@@ -3,10 +3,11 @@
 Detection boxes and segmentation masks belong to one frame, not to a whole video, so a COCO
 ``file_name``, a CSV path or a mask's place names the frame with a W3C media fragment: ``#t=``
 seconds from the stream's start (what ``xvhpc`` names video-frame records, ``video.frame_source``)
-or ``#frame=`` a 0-based frame number at the stream's frame rate (what CVAT and FFmpeg count;
-constant-rate videos). Each such name is one sample: ingest seeks to the nearest keyframe
-before the time and decodes forward to the frame nearest it (``read_frame``), so labelling 300
-frames of a long video costs 300 short decodes, never the whole video in memory.
+or ``#frame=`` a 0-based frame number counted from the stream's start (as CVAT and FFmpeg
+number frames; variable-rate videos too). Each such name is one sample: ingest seeks to the
+keyframe before the time and decodes forward to the frame nearest it (``read_frame``), and one
+open reader per process decodes on to the next frame of the same video when it is near, so
+labelling many frames of a video costs about one pass over it, never the whole video in memory.
 
 The frames of one video are one group, so the split never puts a video on both sides; a
 group column (patients) that names a video's frames differently joins those groups
